@@ -1,0 +1,438 @@
+//! The loader config file that the host toolkit writes on the ESP.
+//!
+//! Format (hvboot config version 1), UTF-8 text, lines ended by LF or CRLF:
+//!
+//! ```text
+//! hvboot-config 1
+//! kernel /hvboot/kernel.elf
+//! cmdline console=ttyS0 foo=bar
+//! module /hvboot/modules/guest.bin
+//! module-name guest.bin
+//! module-cmdline anything to end of line
+//! ```
+//!
+//! - The first non-empty line is the header `hvboot-config 1`.
+//! - Every other line is `KEY SPACE VALUE`; the value is the rest of the line
+//!   after the first space and may be empty or contain spaces. A line holding
+//!   only a key has an empty value.
+//! - Lines starting with `#` are comments; blank lines are ignored.
+//! - `kernel PATH` exactly once; `cmdline TEXT` at most once.
+//! - `module PATH` starts a new module; `module-name NAME` and
+//!   `module-cmdline TEXT` apply to the last `module`, at most once each.
+//!   A module's name defaults to the last component of its path.
+//! - Paths are absolute and `/`-separated (the UEFI loader turns them into
+//!   `\`-separated file paths on the ESP).
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// The header line's key.
+pub const HEADER_KEY: &str = "hvboot-config";
+/// The only config version this loader reads.
+pub const VERSION: &str = "1";
+
+/// The parsed config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderConfig {
+    /// Absolute path of the kernel ELF on the boot volume.
+    pub kernel: String,
+    /// Kernel command line (empty if the file has no `cmdline` line).
+    pub cmdline: String,
+    /// Modules, in file order.
+    pub modules: Vec<ModuleConfig>,
+}
+
+/// One `module` entry of the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleConfig {
+    /// Absolute path of the module file on the boot volume.
+    pub path: String,
+    /// The module's name, passed to the kernel (default: last path component).
+    pub name: String,
+    /// The module's command line (empty by default).
+    pub cmdline: String,
+}
+
+/// A config file error: where (1-based line number) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line number; 0 when the error concerns the whole file
+    /// (empty file, missing `kernel` line).
+    pub line: usize,
+    /// What is wrong, for a person to read.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(line: usize, message: String) -> Self {
+        ConfigError { line, message }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "config: {}", self.message)
+        } else {
+            write!(f, "line {}: {}", self.line, self.message)
+        }
+    }
+}
+
+const KEYS: &str = "kernel, cmdline, module, module-name, module-cmdline";
+
+/// Splits a line into key and value at the first space.
+fn split_key_value(line: &str) -> (&str, &str) {
+    match line.split_once(' ') {
+        Some((key, value)) => (key, value),
+        None => (line, ""),
+    }
+}
+
+/// Checks that `path` is absolute and `/`-separated, with no empty, `.` or
+/// `..` components and no `\` (the UEFI path separator). Returns the last
+/// component.
+fn check_path<'p>(line: usize, key: &str, path: &'p str) -> Result<&'p str, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::at(
+            line,
+            format!("{key}: bad path `{path}`: {why} (paths are absolute and '/'-separated, e.g. /hvboot/kernel.elf)"),
+        )
+    };
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(bad("not absolute"));
+    };
+    if rest.is_empty() {
+        return Err(bad("names no file"));
+    }
+    if path.contains('\\') {
+        return Err(bad("contains '\\'"));
+    }
+    if path.contains('\0') {
+        return Err(bad("contains a NUL character"));
+    }
+    let mut last = "";
+    for component in rest.split('/') {
+        match component {
+            "" => return Err(bad("empty path component")),
+            "." | ".." => return Err(bad("`.` or `..` component")),
+            c => last = c,
+        }
+    }
+    Ok(last)
+}
+
+/// Parses the text of a loader config file.
+pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut seen_header = false;
+    let mut kernel: Option<String> = None;
+    let mut cmdline: Option<String> = None;
+    let mut modules: Vec<ModuleConfig> = Vec::new();
+    // Per the last module: whether module-name / module-cmdline were given.
+    let mut module_name_set = false;
+    let mut module_cmdline_set = false;
+
+    for (index, raw) in text.split('\n').enumerate() {
+        let line_no = index + 1;
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.trim().is_empty() {
+            continue;
+        }
+
+        if !seen_header {
+            let (key, value) = split_key_value(line);
+            if key != HEADER_KEY {
+                return Err(ConfigError::at(
+                    line_no,
+                    format!("expected the header `{HEADER_KEY} {VERSION}` as the first line, found `{line}`"),
+                ));
+            }
+            if value != VERSION {
+                return Err(ConfigError::at(
+                    line_no,
+                    format!("unsupported config version `{value}` (this loader reads version {VERSION})"),
+                ));
+            }
+            seen_header = true;
+            continue;
+        }
+
+        if line.starts_with('#') {
+            continue;
+        }
+
+        let (key, value) = split_key_value(line);
+        match key {
+            "kernel" => {
+                if kernel.is_some() {
+                    return Err(ConfigError::at(
+                        line_no,
+                        "duplicate key `kernel`".to_owned(),
+                    ));
+                }
+                check_path(line_no, key, value)?;
+                kernel = Some(value.to_owned());
+            }
+            "cmdline" => {
+                if cmdline.is_some() {
+                    return Err(ConfigError::at(
+                        line_no,
+                        "duplicate key `cmdline`".to_owned(),
+                    ));
+                }
+                cmdline = Some(value.to_owned());
+            }
+            "module" => {
+                let name = check_path(line_no, key, value)?;
+                modules.push(ModuleConfig {
+                    path: value.to_owned(),
+                    name: name.to_owned(),
+                    cmdline: String::new(),
+                });
+                module_name_set = false;
+                module_cmdline_set = false;
+            }
+            "module-name" | "module-cmdline" => {
+                let Some(module) = modules.last_mut() else {
+                    return Err(ConfigError::at(
+                        line_no,
+                        format!("`{key}` before any `module` line (it applies to the last module)"),
+                    ));
+                };
+                let (set, field) = if key == "module-name" {
+                    (&mut module_name_set, &mut module.name)
+                } else {
+                    (&mut module_cmdline_set, &mut module.cmdline)
+                };
+                if *set {
+                    return Err(ConfigError::at(
+                        line_no,
+                        format!("duplicate key `{key}` for module `{}`", module.path),
+                    ));
+                }
+                if key == "module-name" && value.is_empty() {
+                    return Err(ConfigError::at(
+                        line_no,
+                        "module-name: empty name".to_owned(),
+                    ));
+                }
+                *set = true;
+                *field = value.to_owned();
+            }
+            HEADER_KEY => {
+                return Err(ConfigError::at(
+                    line_no,
+                    format!("duplicate header `{HEADER_KEY}` (it must be the first line only)"),
+                ));
+            }
+            _ => {
+                return Err(ConfigError::at(
+                    line_no,
+                    format!("unknown key `{key}` (expected {KEYS})"),
+                ));
+            }
+        }
+    }
+
+    if !seen_header {
+        return Err(ConfigError::at(
+            0,
+            format!("empty file (expected the header `{HEADER_KEY} {VERSION}`)"),
+        ));
+    }
+    let Some(kernel) = kernel else {
+        return Err(ConfigError::at(0, "missing key `kernel`".to_owned()));
+    };
+    Ok(LoaderConfig {
+        kernel,
+        cmdline: cmdline.unwrap_or_default(),
+        modules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    const EXAMPLE: &str = "hvboot-config 1
+kernel /hvboot/kernel.elf
+cmdline console=ttyS0 foo=bar
+module /hvboot/modules/guest.bin
+module-name guest.bin
+module-cmdline anything to end of line
+module /hvboot/modules/other
+module-name other
+";
+
+    fn err(text: &str) -> ConfigError {
+        parse(text).expect_err("expected an error")
+    }
+
+    #[test]
+    fn parses_example() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.kernel, "/hvboot/kernel.elf");
+        assert_eq!(c.cmdline, "console=ttyS0 foo=bar");
+        assert_eq!(
+            c.modules,
+            vec![
+                ModuleConfig {
+                    path: "/hvboot/modules/guest.bin".into(),
+                    name: "guest.bin".into(),
+                    cmdline: "anything to end of line".into(),
+                },
+                ModuleConfig {
+                    path: "/hvboot/modules/other".into(),
+                    name: "other".into(),
+                    cmdline: String::new(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn crlf_equals_lf() {
+        let crlf = EXAMPLE.replace('\n', "\r\n");
+        assert_eq!(parse(&crlf).unwrap(), parse(EXAMPLE).unwrap());
+    }
+
+    #[test]
+    fn minimal_and_defaults() {
+        let c = parse("hvboot-config 1\nkernel /k").unwrap();
+        assert_eq!(c.kernel, "/k");
+        assert_eq!(c.cmdline, "");
+        assert!(c.modules.is_empty());
+    }
+
+    #[test]
+    fn module_name_defaults_to_last_component() {
+        let c = parse("hvboot-config 1\nkernel /k\nmodule /a/b/c.bin\n").unwrap();
+        assert_eq!(c.modules[0].name, "c.bin");
+        assert_eq!(c.modules[0].cmdline, "");
+    }
+
+    #[test]
+    fn comments_blank_lines_and_values_with_spaces() {
+        let text = "\n\r\n  \nhvboot-config 1\n# a comment\n\nkernel /k\n#kernel /other\ncmdline  two  spaces \nmodule /m\nmodule-name my module\nmodule-cmdline \n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.kernel, "/k");
+        assert_eq!(c.cmdline, " two  spaces ");
+        assert_eq!(c.modules[0].name, "my module");
+        assert_eq!(c.modules[0].cmdline, "");
+    }
+
+    #[test]
+    fn empty_cmdline_values() {
+        let c = parse("hvboot-config 1\nkernel /k\ncmdline\n").unwrap();
+        assert_eq!(c.cmdline, "");
+        let c = parse("hvboot-config 1\nkernel /k\ncmdline \n").unwrap();
+        assert_eq!(c.cmdline, "");
+    }
+
+    #[test]
+    fn bom_is_skipped() {
+        assert!(parse("\u{feff}hvboot-config 1\nkernel /k\n").is_ok());
+    }
+
+    #[test]
+    fn unknown_key_message() {
+        let e = err("hvboot-config 1\nkernel /k\nfoo bar\n");
+        assert_eq!(e.line, 3);
+        assert_eq!(
+            e.to_string(),
+            "line 3: unknown key `foo` (expected kernel, cmdline, module, module-name, module-cmdline)"
+        );
+    }
+
+    #[test]
+    fn header_errors() {
+        let e = err("kernel /k\n");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("header"), "{e}");
+        let e = err("\n\nhvboot-config 2\nkernel /k\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("version `2`"), "{e}");
+        let e = err("# comment first\nhvboot-config 1\nkernel /k\n");
+        assert_eq!(e.line, 1);
+        let e = err("hvboot-config 1\nkernel /k\nhvboot-config 1\n");
+        assert_eq!(e.line, 3);
+        let e = err("");
+        assert_eq!(e.line, 0);
+        assert!(e.to_string().starts_with("config: empty file"), "{e}");
+        let e = err("\r\n \n");
+        assert_eq!(e.line, 0);
+    }
+
+    #[test]
+    fn kernel_exactly_once() {
+        let e = err("hvboot-config 1\ncmdline x\n");
+        assert_eq!(e.to_string(), "config: missing key `kernel`");
+        let e = err("hvboot-config 1\nkernel /a\nkernel /b\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("duplicate key `kernel`"));
+    }
+
+    #[test]
+    fn cmdline_at_most_once() {
+        let e = err("hvboot-config 1\nkernel /a\ncmdline x\ncmdline y\n");
+        assert_eq!(e.line, 4);
+        assert!(e.message.contains("duplicate key `cmdline`"));
+    }
+
+    #[test]
+    fn module_keys_need_a_module_and_are_once_per_module() {
+        let e = err("hvboot-config 1\nkernel /a\nmodule-name x\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("before any `module`"), "{e}");
+        let e = err("hvboot-config 1\nkernel /a\nmodule-cmdline x\n");
+        assert_eq!(e.line, 3);
+        let e = err("hvboot-config 1\nkernel /a\nmodule /m\nmodule-name x\nmodule-name y\n");
+        assert_eq!(e.line, 5);
+        let e = err("hvboot-config 1\nkernel /a\nmodule /m\nmodule-cmdline x\nmodule-cmdline y\n");
+        assert_eq!(e.line, 5);
+        let e = err("hvboot-config 1\nkernel /a\nmodule /m\nmodule-name\n");
+        assert_eq!(e.line, 4);
+        // A new module resets the once-per-module checks.
+        let c = parse(
+            "hvboot-config 1\nkernel /a\nmodule /m\nmodule-name x\nmodule /n\nmodule-name y\nmodule-cmdline z\n",
+        )
+        .unwrap();
+        assert_eq!(c.modules[0].name, "x");
+        assert_eq!(c.modules[1].name, "y");
+        assert_eq!(c.modules[1].cmdline, "z");
+        assert_eq!(c.modules[0].cmdline, "");
+    }
+
+    #[test]
+    fn bad_paths() {
+        for (path, why) in [
+            ("", "not absolute"),
+            ("k", "not absolute"),
+            ("/", "names no file"),
+            ("/a//b", "empty path component"),
+            ("/a/", "empty path component"),
+            ("/a/../b", "`.` or `..`"),
+            ("/./b", "`.` or `..`"),
+            ("/a\\b", "'\\'"),
+        ] {
+            let e = err(&format!("hvboot-config 1\nkernel {path}\n"));
+            assert_eq!(e.line, 2, "{path}");
+            assert!(e.message.contains(why), "{path}: {e}");
+            let e = err(&format!("hvboot-config 1\nkernel /k\nmodule {path}\n"));
+            assert_eq!(e.line, 3, "{path}");
+        }
+    }
+
+    #[test]
+    fn key_is_case_sensitive_and_needs_no_leading_space() {
+        assert_eq!(err("hvboot-config 1\nKernel /k\n").line, 2);
+        assert_eq!(err("hvboot-config 1\n kernel /k\n").line, 2);
+    }
+}
