@@ -1,0 +1,49 @@
+//! Where the loader's words go: COM1 always, and the firmware's console (the screen) for errors
+//! while boot services last. Progress goes to COM1 only: OVMF mirrors its console onto the same
+//! serial port, so writing progress to both would print every line twice there.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use hvboot_api::serial::SerialPort;
+
+static BOOT_SERVICES: AtomicBool = AtomicBool::new(true);
+
+pub fn init() {
+    SerialPort::COM1.init();
+}
+
+/// Called just before ExitBootServices: the firmware console is gone after it.
+pub fn boot_services_ending() {
+    BOOT_SERVICES.store(false, Ordering::SeqCst);
+}
+
+pub fn serial(args: fmt::Arguments<'_>) {
+    let _ = { SerialPort::COM1 }.write_fmt(args);
+}
+
+pub fn screen(args: fmt::Arguments<'_>) {
+    if BOOT_SERVICES.load(Ordering::SeqCst) {
+        uefi::system::with_stdout(|out| {
+            let _ = out.write_fmt(args);
+        });
+    }
+}
+
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::console::serial(format_args!("hvboot: {}\r\n", format_args!($($arg)*)))
+    };
+}
+
+/// Print the reason on serial and screen, then halt for good. Never returns into anything.
+pub fn fail(args: fmt::Arguments<'_>) -> ! {
+    serial(format_args!("hvboot: error: {args}\r\n"));
+    screen(format_args!("hvboot: error: {args}\r\n"));
+    serial(format_args!("hvboot: halted\r\n"));
+    loop {
+        // SAFETY: stopping the CPU is always sound.
+        unsafe { core::arch::asm!("cli", "hlt") };
+    }
+}

@@ -1,0 +1,94 @@
+//! What the firmware tells us about the machine: configuration tables (ACPI, SMBIOS; UEFI 2.10
+//! §4.6) and the framebuffer (Graphics Output Protocol, UEFI 2.10 §12.9).
+
+use hvboot_api::{Framebuffer, PixelFormat};
+use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams};
+use uefi::proto::console::gop::{self, GraphicsOutput};
+use uefi::table::cfg::ConfigTableEntry;
+
+#[derive(Default)]
+pub struct Tables {
+    pub rsdp: u64,
+    pub smbios: u64,
+    pub smbios3: u64,
+    pub system_table: u64,
+}
+
+pub fn tables() -> Tables {
+    let mut t = Tables::default();
+    let mut acpi1 = 0;
+    uefi::system::with_config_table(|entries| {
+        for e in entries {
+            let addr = e.address as u64;
+            match e.guid {
+                ConfigTableEntry::ACPI2_GUID => t.rsdp = addr,
+                ConfigTableEntry::ACPI_GUID => acpi1 = addr,
+                ConfigTableEntry::SMBIOS_GUID => t.smbios = addr,
+                ConfigTableEntry::SMBIOS3_GUID => t.smbios3 = addr,
+                _ => {}
+            }
+        }
+    });
+    // Prefer the ACPI 2.0+ RSDP (it carries the XSDT); fall back to the 1.0 one.
+    if t.rsdp == 0 {
+        t.rsdp = acpi1;
+    }
+    t.system_table = uefi::table::system_table_raw().map_or(0, |p| p.as_ptr() as u64);
+    t
+}
+
+/// The current GOP mode as a protocol framebuffer; None without GOP or in a Blt-only mode.
+pub fn framebuffer() -> Option<Framebuffer> {
+    let handle = boot::get_handle_for_protocol::<GraphicsOutput>().ok()?;
+    // Non-exclusive: an exclusive open would disconnect the firmware's graphics console, and the
+    // screen is where our error messages go until ExitBootServices.
+    // SAFETY: we only read the mode and do not keep the protocol past boot services.
+    let mut gop = unsafe {
+        boot::open_protocol::<GraphicsOutput>(
+            OpenProtocolParams {
+                handle,
+                agent: boot::image_handle(),
+                controller: None,
+            },
+            OpenProtocolAttributes::GetProtocol,
+        )
+    }
+    .ok()?;
+    let info = gop.current_mode_info();
+    let (width, height) = info.resolution();
+    let (format, masks) = match info.pixel_format() {
+        gop::PixelFormat::Rgb => (PixelFormat::RGB, [8, 0, 8, 8, 8, 16, 8, 24]),
+        gop::PixelFormat::Bgr => (PixelFormat::BGR, [8, 16, 8, 8, 8, 0, 8, 24]),
+        gop::PixelFormat::Bitmask => {
+            let m = info.pixel_bitmask()?;
+            let field = |mask: u32| [mask.count_ones() as u8, mask.trailing_zeros() as u8];
+            let [rs, rsh] = field(m.red);
+            let [gs, gsh] = field(m.green);
+            let [bs, bsh] = field(m.blue);
+            let [xs, xsh] = field(m.reserved);
+            (PixelFormat::BITMASK, [rs, rsh, gs, gsh, bs, bsh, xs, xsh])
+        }
+        gop::PixelFormat::BltOnly => return None,
+    };
+    let mut fb = gop.frame_buffer();
+    let pitch = info.stride() as u32 * 4;
+    Some(Framebuffer {
+        phys_addr: fb.as_mut_ptr() as u64,
+        size: (fb.size() as u64)
+            .max(pitch as u64 * height as u64)
+            .next_multiple_of(4096),
+        width: width as u32,
+        height: height as u32,
+        pitch,
+        bpp: 32,
+        format,
+        red_mask_size: masks[0],
+        red_mask_shift: masks[1],
+        green_mask_size: masks[2],
+        green_mask_shift: masks[3],
+        blue_mask_size: masks[4],
+        blue_mask_shift: masks[5],
+        reserved_mask_size: masks[6],
+        reserved_mask_shift: masks[7],
+    })
+}

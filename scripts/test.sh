@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up (no demo), lint, types, Rust unit tests, Python tests incl. boots.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --no-demo
+echo "test: ruff"
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+echo "test: mypy --strict"
+.venv/bin/mypy --strict src/hvboot
+echo "test: generated protocol files"
+.venv/bin/hvboot gen-protocol --check
+echo "test: cargo test (loader core, kernel API)"
+cargo test --quiet --manifest-path loader/Cargo.toml -p hvboot-loader-core
+cargo test --quiet --manifest-path crates/hvboot-api/Cargo.toml
+echo "test: pytest"
+.venv/bin/python -m pytest -q -n 2 "$@"

@@ -1,0 +1,5 @@
+import sys
+
+from hvboot.cli import main
+
+sys.exit(main())

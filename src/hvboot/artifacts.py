@@ -1,0 +1,43 @@
+"""Where the toolkit finds the loader binaries it puts on images, and the sample kernels.
+
+They are built from this repository's sources during set-up (scripts/setup.sh runs cargo); the
+toolkit finds them by fixed paths below the repository root. HVBOOT_UEFI_LOADER overrides the
+UEFI loader's path (an ELF, converted to PE32+ when an image is written).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from hvboot.errors import HvbootError
+
+REPO = Path(__file__).resolve().parents[2]
+LOADER_WORKSPACE = REPO / "loader"
+UEFI_LOADER_ELF = LOADER_WORKSPACE / "target" / "release" / "hvboot-uefi"
+HYPERVISOR_CRATE = REPO / "examples" / "hypervisor"
+HYPERVISOR_ELF = HYPERVISOR_CRATE / "target" / "release" / "hvboot-sample-hypervisor"
+TEST_KERNELS = REPO / "tests" / "kernels"
+
+
+def uefi_loader_elf() -> Path:
+    path = Path(os.environ.get("HVBOOT_UEFI_LOADER", UEFI_LOADER_ELF))
+    if not path.is_file():
+        raise HvbootError(
+            path,
+            "the UEFI loader is not built; run scripts/setup.sh, or: "
+            f"cargo build --release --manifest-path {LOADER_WORKSPACE / 'Cargo.toml'}",
+        )
+    return path
+
+
+def cargo_build(crate_dir: Path, *, quiet: bool = True) -> None:
+    """`cargo build --release` in a crate or workspace of this repository."""
+    cmd = ["cargo", "build", "--release"]
+    if quiet:
+        cmd.append("--quiet")
+    result = subprocess.run(cmd, cwd=crate_dir, capture_output=quiet, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip()[-2000:] if quiet else ""
+        raise HvbootError(crate_dir, f"cargo build failed\n{detail}")

@@ -1,0 +1,86 @@
+"""`hvboot build`: a kernel, its modules and a command line -> one bootable raw disk image.
+
+The image is GPT with a protective MBR and an EFI system partition holding the UEFI loader
+(\\EFI\\BOOT\\BOOTX64.EFI), the loader's config (/hvboot/hvboot.cfg), the kernel and the modules.
+The kernel is checked on the host with the same rules the loader applies, so a bad kernel is
+refused here, with the file and field named, rather than on the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvboot import artifacts, loader_config
+from hvboot.config import BuildConfig, ModuleSpec
+from hvboot.errors import HvbootError
+from hvboot.image.disk import DiskLayout, write_disk_image
+from hvboot.image.fat import FatFile
+from hvboot.kernel_elf import LoadPlan, load_plan_bytes
+from hvboot.pe import elf_to_pe
+
+EFI_BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"
+# Characters a FAT long file name cannot hold (Microsoft FAT spec, "Long Name Character Set").
+_FAT_UNSAFE = re.compile(r'[\x00-\x1f"*/:<>?\\|]')
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    layout: DiskLayout
+    plan: LoadPlan
+    files: tuple[FatFile, ...]
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise HvbootError(path, f"{what}: no such file") from None
+    except IsADirectoryError:
+        raise HvbootError(path, f"{what}: is a directory, expected a file") from None
+    except OSError as e:
+        raise HvbootError(path, f"{what}: cannot read it: {e.strerror}") from None
+
+
+def _module_file_name(index: int, name: str) -> str:
+    if _FAT_UNSAFE.search(name) or name.strip(" .") != name or not name:
+        return f"module{index}"
+    return name
+
+
+def esp_files(
+    kernel: bytes, cmdline: str, modules: Sequence[tuple[ModuleSpec, bytes]], loader_pe: bytes
+) -> list[FatFile]:
+    """The files of the EFI system partition, in a fixed order."""
+    entries = []
+    files = [FatFile(EFI_BOOT_PATH, loader_pe), FatFile(loader_config.KERNEL_PATH, kernel)]
+    for index, (spec, data) in enumerate(modules):
+        path = f"{loader_config.MODULE_DIR}/{_module_file_name(index, spec.name)}"
+        entries.append(loader_config.LoaderModule(path, spec.name, spec.cmdline))
+        files.append(FatFile(path, data))
+    text = loader_config.render(cmdline, entries)
+    files.insert(1, FatFile(loader_config.CONFIG_PATH, text.encode()))
+    return files
+
+
+def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
+    """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
+    kernel = _read(cfg.kernel, "kernel")
+    plan = load_plan_bytes(kernel, str(cfg.kernel))
+    modules = [(m, _read(m.path, f"module {m.name!r}")) for m in cfg.modules]
+    loader_elf = artifacts.uefi_loader_elf()
+    loader_pe = elf_to_pe(loader_elf.read_bytes(), source=str(loader_elf))
+    files = esp_files(kernel, cfg.cmdline, modules, loader_pe)
+    seed = hashlib.sha256()
+    for f in files:
+        seed.update(f.path.encode() + b"\0" + hashlib.sha256(f.data).digest())
+    if output.is_dir():
+        raise HvbootError(output, "output: is a directory, expected an image file path")
+    if not output.parent.is_dir():
+        raise HvbootError(output, f"output: the directory {output.parent} does not exist")
+    layout = write_disk_image(output, files, size_bytes=cfg.image_size, seed=seed.digest())
+    return BuildResult(output, layout, plan, tuple(files))

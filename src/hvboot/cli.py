@@ -1,0 +1,245 @@
+"""The `hvboot` command line: build, run, test, demo, doctor, gen-protocol."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from hvboot import __version__, artifacts, doctor, qemu
+from hvboot.build import build_image
+from hvboot.config import BuildConfig, check_cmdline, load_config, module_arg, parse_size
+from hvboot.errors import HvbootError
+
+ELF_MAGIC = b"\x7fELF"
+
+
+def _say(text: str) -> None:
+    print(f"hvboot: {text}", file=sys.stderr, flush=True)
+
+
+def _add_build_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cmdline", default=None, help="the kernel command line")
+    p.add_argument(
+        "--module",
+        action="append",
+        default=[],
+        metavar="PATH[:CMDLINE]",
+        help="a module to load (repeatable); its name is the file name",
+    )
+
+
+def _add_machine(p: argparse.ArgumentParser, default_timeout: float | None) -> None:
+    p.add_argument("--firmware", choices=("uefi", "bios"), default="uefi")
+    p.add_argument("--memory", default="512M", help="guest RAM, as QEMU's -m (default 512M)")
+    p.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
+    p.add_argument("--machine", default="q35", help="QEMU machine type (default q35)")
+    p.add_argument("--cpu", default="max", help="QEMU CPU model (default max: SVM + NPT)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=default_timeout,
+        help=f"seconds before giving up (default {default_timeout or 'none'})",
+    )
+    p.add_argument("--serial-log", type=Path, help="also write the serial output to this file")
+    p.add_argument("qemu_args", nargs="*", help="extra QEMU arguments, after --")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="hvboot", description="Build, boot and test x86_64 hypervisor kernels."
+    )
+    ap.add_argument("--version", action="version", version=f"hvboot {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="write a bootable disk image for a kernel")
+    b.add_argument("kernel", nargs="?", type=Path, help="the kernel ELF")
+    b.add_argument("-o", "--output", type=Path, help="the image to write")
+    b.add_argument("--config", type=Path, help="read kernel, cmdline and modules from a TOML file")
+    b.add_argument("--image-size", help="total image size, e.g. 64M (default: just enough)")
+    _add_build_inputs(b)
+
+    for name, timeout, text in (
+        ("run", None, "boot an image or kernel in QEMU, serial on the terminal"),
+        ("test", 120.0, "boot headless; exit 0 only if the kernel reports success"),
+    ):
+        r = sub.add_parser(name, help=text)
+        r.add_argument("target", type=Path, help="a disk image or a kernel ELF")
+        _add_build_inputs(r)
+        _add_machine(r, timeout)
+
+    d = sub.add_parser("demo", help="build the sample hypervisor and boot it")
+    d.add_argument("--firmware", choices=("uefi", "bios"), default="uefi")
+    d.add_argument("--timeout", type=float, default=180.0)
+
+    sub.add_parser("doctor", help="what is installed, what is missing and how to get it")
+
+    g = sub.add_parser("gen-protocol", help="regenerate the protocol's Rust, C and doc files")
+    g.add_argument("--check", action="store_true", help="only check that they are up to date")
+    return ap
+
+
+def _cli_config(args: argparse.Namespace, kernel: Path) -> BuildConfig:
+    cmdline = check_cmdline(args.cmdline or "", "--cmdline")
+    modules = tuple(module_arg(m) for m in args.module)
+    names = [m.name for m in modules]
+    for name in names:
+        if names.count(name) > 1:
+            raise HvbootError("--module", f"two modules are named {name!r}; names must differ")
+    size = getattr(args, "image_size", None)
+    return BuildConfig(
+        kernel=kernel.absolute(),
+        cmdline=cmdline,
+        modules=modules,
+        output=None,
+        image_size=parse_size(size, "--image-size", multiple_of=512) if size else None,
+    )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if args.config:
+        if args.kernel or args.cmdline is not None or args.module:
+            raise HvbootError("--config", "give the kernel, --cmdline and --module in the file")
+        cfg = load_config(args.config)
+        if args.image_size:
+            size = parse_size(args.image_size, "--image-size", multiple_of=512)
+            cfg = BuildConfig(cfg.kernel, cfg.cmdline, cfg.modules, cfg.output, size)
+        output = args.output or cfg.output
+        if output is None:
+            raise HvbootError(args.config, "output: no output image given (set it or use -o)")
+    else:
+        if args.kernel is None:
+            raise HvbootError("hvboot build", "give a kernel ELF, or --config FILE")
+        cfg = _cli_config(args, args.kernel)
+        output = args.output
+        if output is None:
+            raise HvbootError("hvboot build", "give the image to write with -o IMAGE")
+    result = build_image(cfg, output)
+    _say(
+        f"wrote {output} ({result.layout.total_sectors * 512 // (1 << 20)} MiB, "
+        f"{result.layout.fat_type} ESP, {len(cfg.modules)} module(s))"
+    )
+    return 0
+
+
+def _is_elf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == ELF_MAGIC
+    except FileNotFoundError:
+        raise HvbootError(path, "no such file (expected a disk image or a kernel ELF)") from None
+    except OSError as e:
+        raise HvbootError(path, f"cannot read it: {e.strerror}") from None
+
+
+def _boot(args: argparse.Namespace, *, interactive: bool) -> qemu.RunResult:
+    with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
+        image = args.target
+        if _is_elf(args.target):
+            image = Path(tmp) / "disk.img"
+            _say(f"building a temporary image for {args.target}")
+            build_image(_cli_config(args, args.target), image)
+        elif args.cmdline is not None or args.module:
+            raise HvbootError(args.target, "--cmdline and --module need a kernel ELF, not an image")
+        spec = qemu.QemuSpec(
+            image=image,
+            firmware=args.firmware,
+            memory=args.memory,
+            cpus=args.cpus,
+            machine=args.machine,
+            cpu=args.cpu,
+            extra=args.qemu_args,
+        )
+        _say(f"booting {args.target} under {args.firmware.upper()} (QEMU, TCG)")
+
+        def echo(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        return qemu.run(
+            spec,
+            timeout=args.timeout,
+            echo=echo,
+            serial_log=args.serial_log,
+            interactive=interactive,
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    result = _boot(args, interactive=True)
+    _say(result.outcome)
+    return 0 if result.ok else 1
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    result = _boot(args, interactive=False)
+    if result.ok:
+        _say(f"PASS: {result.outcome} ({result.elapsed:.1f} s)")
+        return 0
+    _say(f"FAIL: {result.outcome} ({result.elapsed:.1f} s)")
+    return 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _say(f"building the sample hypervisor ({artifacts.HYPERVISOR_CRATE})")
+    artifacts.cargo_build(artifacts.HYPERVISOR_CRATE)
+    ns = argparse.Namespace(
+        target=artifacts.HYPERVISOR_ELF,
+        cmdline="demo=1",
+        module=[],
+        image_size=None,
+        firmware=args.firmware,
+        memory="512M",
+        cpus=1,
+        machine="q35",
+        cpu="max",
+        timeout=args.timeout,
+        serial_log=None,
+        qemu_args=[],
+    )
+    return cmd_test(ns)
+
+
+def cmd_gen_protocol(args: argparse.Namespace) -> int:
+    from hvboot.protocol import codegen
+
+    if args.check:
+        stale = [
+            str(rel)
+            for rel, text in codegen.outputs().items()
+            if not (artifacts.REPO / rel).is_file() or (artifacts.REPO / rel).read_text() != text
+        ]
+        if stale:
+            raise HvbootError(", ".join(stale), "stale: run `hvboot gen-protocol`")
+        _say("generated protocol files are up to date")
+        return 0
+    for path in codegen.write_all(artifacts.REPO):
+        _say(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {
+    "build": cmd_build,
+    "run": cmd_run,
+    "test": cmd_test,
+    "demo": cmd_demo,
+    "doctor": lambda _args: doctor.main(),
+    "gen-protocol": cmd_gen_protocol,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command](args))
+    except HvbootError as e:
+        _say(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

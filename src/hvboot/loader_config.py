@@ -1,0 +1,34 @@
+"""The config file the loader reads from the ESP (/hvboot/hvboot.cfg).
+
+A line format simple enough to parse in the loader without a TOML parser; its grammar is in
+loader/core/src/config.rs and docs/protocol.md. The TOML the user writes (config.py) is turned
+into this by `hvboot build`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CONFIG_PATH = "hvboot/hvboot.cfg"
+KERNEL_PATH = "hvboot/kernel.elf"
+MODULE_DIR = "hvboot/modules"
+
+
+@dataclass(frozen=True)
+class LoaderModule:
+    path: str  # on the ESP, without leading slash
+    name: str
+    cmdline: str
+
+
+def render(cmdline: str, modules: Sequence[LoaderModule], kernel_path: str = KERNEL_PATH) -> str:
+    lines = ["hvboot-config 1", "# written by hvboot build", f"kernel /{kernel_path}"]
+    if cmdline:
+        lines.append(f"cmdline {cmdline}")
+    for m in modules:
+        lines.append(f"module /{m.path}")
+        lines.append(f"module-name {m.name}")
+        if m.cmdline:
+            lines.append(f"module-cmdline {m.cmdline}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,244 @@
+"""QEMU command lines and process control: serial capture, exit codes, timeouts.
+
+The kernel reports its result through QEMU's isa-debug-exit device (port 0xf4): writing V makes
+QEMU exit with status (V << 1) | 1. hvboot-api's EXIT_SUCCESS (0x10) gives status 33, which no
+other QEMU exit produces (QEMU itself exits 0 on power-off or, with -no-reboot, on a reset such
+as a triple fault, and 1 on its own errors).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hvboot.errors import HvbootError
+from hvboot.firmware import find_ovmf
+
+DEBUG_EXIT_PORT = 0xF4
+EXIT_SUCCESS = 0x10
+EXIT_FAILURE = 0x11
+STATUS_SUCCESS = (EXIT_SUCCESS << 1) | 1  # 33
+STATUS_FAILURE = (EXIT_FAILURE << 1) | 1  # 35
+
+# What the loader prints when it gives up (loader/uefi/src/console.rs): it then halts for good.
+LOADER_HALTED = "hvboot: halted"
+LOADER_ERROR = "hvboot: error: "
+
+
+@dataclass
+class QemuSpec:
+    image: Path
+    firmware: str = "uefi"
+    memory: str = "512M"
+    cpus: int = 1
+    machine: str = "q35"
+    cpu: str = "max"
+    extra: Sequence[str] = ()
+    gdb_port: int | None = None
+    stopped: bool = False
+    display: bool = False
+
+
+@dataclass
+class RunResult:
+    status: int | None  # QEMU's exit status; None when hvboot stopped it
+    serial: str
+    stderr: str
+    elapsed: float
+    timed_out: bool = False
+    loader_error: str | None = None
+    outcome: str = ""
+    ok: bool = False
+    lines: list[str] = field(default_factory=list)
+
+
+def qemu_binary() -> str:
+    found = shutil.which("qemu-system-x86_64")
+    if not found:
+        raise HvbootError(
+            "qemu-system-x86_64",
+            "not found on PATH; install it with: apt-get install qemu-system-x86",
+        )
+    return found
+
+
+def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
+    """The full QEMU command line for `spec` (TCG; KVM is not used, see docs/testing.md)."""
+    if spec.firmware not in ("uefi", "bios"):
+        raise HvbootError("--firmware", f"{spec.firmware!r}: expected 'uefi' or 'bios'")
+    if not spec.image.is_file():
+        raise HvbootError(spec.image, "no such disk image")
+    cmd = [
+        qemu_binary(),
+        "-machine",
+        f"{spec.machine},accel=tcg",
+        "-cpu",
+        spec.cpu,
+        "-m",
+        spec.memory,
+        "-smp",
+        str(spec.cpus),
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-net",
+        "none",
+        "-device",
+        f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
+    ]
+    if not spec.display:
+        cmd += ["-display", "none"]
+    if spec.firmware == "uefi":
+        ovmf = find_ovmf()
+        assert vars_copy is not None
+        cmd += [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf.code}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        ]
+    cmd += ["-drive", f"file={spec.image},format=raw,if=ide,index=0,media=disk"]
+    if spec.gdb_port is not None:
+        cmd += ["-gdb", f"tcp:127.0.0.1:{spec.gdb_port}"]
+    if spec.stopped:
+        cmd += ["-S"]
+    cmd += list(spec.extra)
+    return cmd
+
+
+def describe_status(status: int | None) -> tuple[bool, str]:
+    """(success, what the exit status means)."""
+    if status == STATUS_SUCCESS:
+        return True, "the kernel reported success"
+    if status == STATUS_FAILURE:
+        return False, "the kernel reported failure"
+    if status == 0:
+        return False, (
+            "the machine reset or powered off before the kernel reported a result "
+            "(a triple fault resets the machine; -no-reboot turns that into an exit)"
+        )
+    if status == 1:
+        return False, "QEMU failed (its messages are above)"
+    if status is not None and status > 1 and status % 2 == 1:
+        return False, f"the kernel exited with code {(status - 1) // 2:#x}"
+    return False, f"QEMU exited with status {status}"
+
+
+def run(
+    spec: QemuSpec,
+    *,
+    timeout: float | None = None,
+    echo: Callable[[str], None] | None = None,
+    serial_log: Path | None = None,
+    interactive: bool = False,
+) -> RunResult:
+    """Boot `spec` and wait for QEMU to exit, the loader to halt on an error, or the timeout."""
+    with tempfile.TemporaryDirectory(prefix="hvboot-qemu-") as tmp:
+        vars_copy = None
+        if spec.firmware == "uefi":
+            vars_copy = Path(tmp) / "OVMF_VARS.fd"
+            shutil.copyfile(find_ovmf().vars_template, vars_copy)
+        cmd = command(spec, vars_copy)
+        return _supervise(cmd, timeout, echo, serial_log, interactive)
+
+
+def _supervise(
+    cmd: list[str],
+    timeout: float | None,
+    echo: Callable[[str], None] | None,
+    serial_log: Path | None,
+    interactive: bool,
+) -> RunResult:
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        stdin=None if interactive else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    chunks: list[bytes] = []
+    err_chunks: list[bytes] = []
+    halted = threading.Event()
+    log = serial_log.open("wb") if serial_log else None
+
+    def pump_serial() -> None:
+        assert proc.stdout is not None
+        pending = b""
+        while True:
+            data = proc.stdout.read1(65536)
+            if not data:
+                break
+            chunks.append(data)
+            if log:
+                log.write(data)
+                log.flush()
+            if echo:
+                echo(data.decode("utf-8", "replace"))
+            pending = (pending + data)[-4096:]
+            if LOADER_HALTED.encode() in pending:
+                halted.set()
+
+    def pump_stderr() -> None:
+        assert proc.stderr is not None
+        for data in iter(lambda: proc.stderr.read1(65536), b""):  # type: ignore[union-attr]
+            err_chunks.append(data)
+            if echo:
+                sys.stderr.write(data.decode("utf-8", "replace"))
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (pump_serial, pump_stderr)]
+    for t in readers:
+        t.start()
+    timed_out = False
+    status: int | None = None
+    try:
+        while True:
+            try:
+                status = proc.wait(timeout=0.05)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if halted.is_set():
+                time.sleep(0.2)  # let the last lines arrive
+                break
+            if timeout is not None and time.monotonic() - start > timeout:
+                timed_out = True
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for t in readers:
+            t.join(timeout=5)
+        if log:
+            log.close()
+    elapsed = time.monotonic() - start
+    serial = b"".join(chunks).decode("utf-8", "replace")
+    stderr = b"".join(err_chunks).decode("utf-8", "replace")
+    result = RunResult(status, serial, stderr, elapsed, timed_out=timed_out)
+    result.lines = [line.rstrip("\r") for line in serial.split("\n")]
+    for line in result.lines:
+        if LOADER_ERROR in line:
+            result.loader_error = line[line.index(LOADER_ERROR) + len(LOADER_ERROR) :].strip()
+            break
+    if result.loader_error is not None and (halted.is_set() or status is None):
+        result.ok, result.outcome = False, f"the loader stopped: {result.loader_error}"
+    elif timed_out:
+        result.ok = False
+        result.outcome = f"timed out after {timeout:g} s without the kernel reporting a result"
+    else:
+        result.ok, result.outcome = describe_status(status)
+        if status == 1 and stderr.strip():
+            result.outcome = f"QEMU failed: {stderr.strip().splitlines()[-1]}"
+    return result

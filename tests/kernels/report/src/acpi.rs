@@ -1,0 +1,68 @@
+//! The RSDP line of the report (ACPI 6.5 §5.2.5.3, Root System Description
+//! Pointer structure):
+//!
+//! | offset | bytes | field |
+//! |---|---|---|
+//! | 0 | 8 | signature "RSD PTR " |
+//! | 8 | 1 | checksum of bytes 0..20 |
+//! | 15 | 1 | revision (0: ACPI 1.0, 2: ACPI 2.0+) |
+//! | 16 | 4 | RSDT address |
+//! | 20 | 4 | length of the whole table (revision >= 2) |
+//! | 24 | 8 | XSDT address (revision >= 2) |
+//! | 32 | 1 | extended checksum of all `length` bytes (revision >= 2) |
+
+use hvboot_api::{serial_println, BootInfo};
+
+use crate::hex::Hex;
+
+/// Bytes of an ACPI 1.0 RSDP (what the first checksum covers).
+const V1_LEN: usize = 20;
+/// Bytes of an ACPI 2.0+ RSDP.
+const V2_LEN: usize = 36;
+/// Upper bound on a believable `length`, so a corrupt field cannot make us
+/// read far.
+const MAX_LEN: usize = 4096;
+
+fn sum(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b))
+}
+
+/// Prints `HVB rsdp ...` or `HVB rsdp none`.
+pub fn report_rsdp(info: &BootInfo) {
+    let phys = info.rsdp_phys;
+    if phys == 0 {
+        serial_println!("HVB rsdp none");
+        return;
+    }
+    assert!(
+        info.in_direct_map(phys, V2_LEN as u64),
+        "RSDP at {phys:#x} outside the direct map"
+    );
+    // SAFETY: inside the direct map (checked); firmware memory holding the RSDP.
+    let head = unsafe { core::slice::from_raw_parts(info.phys_to_virt(phys) as *const u8, V2_LEN) };
+    let revision = head[15];
+    let (xsdt, ext_ok) = if revision >= 2 {
+        let length = u32::from_le_bytes(head[20..24].try_into().unwrap()) as usize;
+        let xsdt = u64::from_le_bytes(head[24..32].try_into().unwrap());
+        let ext_ok =
+            (V2_LEN..=MAX_LEN).contains(&length) && info.in_direct_map(phys, length as u64) && {
+                // SAFETY: inside the direct map (checked).
+                let all = unsafe {
+                    core::slice::from_raw_parts(info.phys_to_virt(phys) as *const u8, length)
+                };
+                sum(all) == 0
+            };
+        (xsdt, ext_ok)
+    } else {
+        (0, false)
+    };
+    serial_println!(
+        "HVB rsdp phys={:#x} signature_hex={} checksum_ok={} revision={} xsdt={:#x} ext_checksum_ok={}",
+        phys,
+        Hex(&head[..8]),
+        u8::from(sum(&head[..V1_LEN]) == 0),
+        revision,
+        xsdt,
+        u8::from(ext_ok),
+    );
+}
