@@ -151,6 +151,7 @@ def _boot(args: argparse.Namespace, *, interactive: bool) -> qemu.RunResult:
             machine=args.machine,
             cpu=args.cpu,
             extra=args.qemu_args,
+            snapshot=not interactive,
         )
         _say(f"booting {args.target} under {args.firmware.upper()} (QEMU, TCG)")
 

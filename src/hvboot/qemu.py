@@ -45,6 +45,7 @@ class QemuSpec:
     gdb_port: int | None = None
     stopped: bool = False
     display: bool = False
+    snapshot: bool = False  # writes go to a temporary overlay: the image stays as it was
 
 
 @dataclass
@@ -107,7 +108,8 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
             "-drive",
             f"if=pflash,format=raw,unit=1,file={vars_copy}",
         ]
-    cmd += ["-drive", f"file={spec.image},format=raw,if=ide,index=0,media=disk"]
+    drive = f"file={spec.image},format=raw,if=ide,index=0,media=disk"
+    cmd += ["-drive", drive + (",snapshot=on" if spec.snapshot else "")]
     if spec.gdb_port is not None:
         cmd += ["-gdb", f"tcp:127.0.0.1:{spec.gdb_port}"]
     if spec.stopped:

@@ -2,7 +2,8 @@
 
 Each line is `HVB <item> key=value ...` (tests/kernels/report prints them; the format is in
 docs/testing.md). Values never contain spaces: strings travel as hex under keys ending in `_hex`,
-which this parser decodes into the key without the suffix.
+which this parser also decodes into the key without the suffix (the raw hex stays, for binary
+data such as a module's first bytes).
 """
 
 from __future__ import annotations
@@ -40,10 +41,9 @@ def parse_line(rest: str) -> tuple[str, dict[str, str]]:
             words.append(pair)
             continue
         key, value = pair.split("=", 1)
+        fields[key] = value
         if key.endswith("_hex"):
             fields[key[:-4]] = bytes.fromhex(value).decode("utf-8", "replace")
-        else:
-            fields[key] = value
     if words:
         fields["_words"] = " ".join(words)
     return item, fields

@@ -42,7 +42,6 @@ const GIB: u64 = 1 << 30;
 fn main() -> Status {
     let tsc_start = rdtsc();
     console::init();
-    say!("early: main at {:#x}", main as *const () as u64);
     match memory::allocate(MemoryKind::LOADER_RECLAIMABLE.0, HEAP_SIZE, None) {
         // SAFETY: the arena is ours for the loader's whole life.
         Ok(base) => unsafe { heap::HEAP.init(base as usize, HEAP_SIZE as usize) },

@@ -1,0 +1,61 @@
+"""Shared fixtures: the built loader and test kernels, and a helper that boots an image."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hvboot import artifacts, qemu
+from hvboot.build import BuildResult, build_image
+from hvboot.config import BuildConfig, ModuleSpec
+from hvboot.report import BootReport, parse_report
+
+REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-kernel"
+# Boot tests run under every firmware the loader supports; BIOS joins with the BIOS path.
+FIRMWARES = ["uefi"]
+BOOT_TIMEOUT = 120.0
+
+
+def _cargo_build(path: Path) -> None:
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=path, check=True)
+
+
+@pytest.fixture(scope="session")
+def built() -> None:
+    """The loader and the test kernels, built (a no-op after scripts/setup.sh)."""
+    _cargo_build(artifacts.LOADER_WORKSPACE)
+    _cargo_build(artifacts.TEST_KERNELS)
+
+
+@pytest.fixture(scope="session")
+def report_kernel(built: None) -> Path:
+    assert REPORT_KERNEL.is_file()
+    return REPORT_KERNEL
+
+
+def boot(
+    image: Path, firmware: str, *, memory: str = "512M", cpus: int = 1, cpu: str = "max"
+) -> qemu.RunResult:
+    spec = qemu.QemuSpec(
+        image=image, firmware=firmware, memory=memory, cpus=cpus, cpu=cpu, snapshot=True
+    )
+    return qemu.run(spec, timeout=BOOT_TIMEOUT)
+
+
+def boot_report(image: Path, firmware: str, **kw: str) -> tuple[qemu.RunResult, BootReport]:
+    result = boot(image, firmware, **kw)  # type: ignore[arg-type]
+    assert result.ok, f"{result.outcome}\n--- serial ---\n{result.serial[-4000:]}\n{result.stderr}"
+    return result, parse_report(result.serial)
+
+
+def make_image(
+    tmp: Path,
+    kernel: Path,
+    cmdline: str = "",
+    modules: tuple[ModuleSpec, ...] = (),
+    name: str = "disk.img",
+) -> BuildResult:
+    cfg = BuildConfig(kernel=kernel, cmdline=cmdline, modules=modules, output=None, image_size=None)
+    return build_image(cfg, tmp / name)

@@ -1,0 +1,147 @@
+"""Boot tests: the report kernel boots in real QEMU and what it received is compared with what
+the host knows (the command line, the modules' bytes, QEMU's -m, the kernel's ELF, ACPI)."""
+
+from __future__ import annotations
+
+import random
+import zlib
+from pathlib import Path
+
+import pytest
+
+from conftest import FIRMWARES, boot_report, make_image
+from hvboot.build import BuildResult
+from hvboot.config import ModuleSpec
+from hvboot.kernel_elf import load_plan, symbol_address
+from hvboot.protocol.layout import PROTOCOL
+from hvboot.report import BootReport
+
+pytestmark = pytest.mark.boot
+
+KIND = {v.name: v.value for v in PROTOCOL.enums[0].values}
+CMDLINE = "console=ttyS0 hv.guests=2 quoted='a b' path=/x/y \u00e9"
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def modules(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleSpec, ...]:
+    d = tmp_path_factory.mktemp("modules")
+    rng = random.Random(1234)
+    specs = []
+    for name, size, cmdline in (
+        ("guest.bin", 300 * 1024 + 7, "mem=64M root=/dev/vda"),
+        ("initrd.img", 1, ""),
+        ("vm-config.json", 2 * MIB + 123, "role=primary"),
+    ):
+        path = d / name
+        path.write_bytes(rng.randbytes(size))
+        specs.append(ModuleSpec(path=path, name=name, cmdline=cmdline))
+    return tuple(specs)
+
+
+@pytest.fixture(scope="module")
+def image(
+    tmp_path_factory: pytest.TempPathFactory, report_kernel: Path, modules: tuple[ModuleSpec, ...]
+) -> BuildResult:
+    return make_image(tmp_path_factory.mktemp("img"), report_kernel, CMDLINE, modules)
+
+
+def _regions(report: BootReport) -> list[tuple[int, int, int]]:
+    return [(int(r["base"], 0), int(r["length"], 0), int(r["kind"])) for r in report.all("region")]
+
+
+def _kind_at(regions: list[tuple[int, int, int]], start: int, size: int) -> set[int]:
+    return {k for b, n, k in regions if b < start + max(size, 1) and start < b + n}
+
+
+def _parse_mem(text: str) -> int:
+    return int(text[:-1]) * {"M": MIB, "G": 1 << 30}[text[-1]]
+
+
+@pytest.mark.parametrize("firmware", FIRMWARES)
+@pytest.mark.parametrize("memory", ["128M", "512M", "2G"])
+def test_boot_report_matches_host(
+    firmware: str,
+    memory: str,
+    image: BuildResult,
+    modules: tuple[ModuleSpec, ...],
+    report_kernel: Path,
+) -> None:
+    _, report = boot_report(image.output, firmware, memory=memory)
+
+    begin = report.one("begin")
+    assert begin["firmware"] == firmware.upper()
+    assert begin["loader"] == "hvboot"
+    assert int(begin["version"]) == 1
+    assert report.one("cmdline")["text"] == CMDLINE
+
+    # Modules: names, command lines, sizes and contents (CRC-32 computed by the kernel through
+    # the direct map), in configuration order, 4 KiB aligned.
+    got = report.all("module")
+    assert [m["name"] for m in got] == [s.name for s in modules]
+    regions = _regions(report)
+    for spec, m in zip(modules, got, strict=True):
+        data = spec.path.read_bytes()
+        assert m["cmdline"] == spec.cmdline
+        assert int(m["size"]) == len(data)
+        assert int(m["crc32"], 16) == zlib.crc32(data)
+        assert bytes.fromhex(m["head_hex"]) == data[:16]
+        phys = int(m["phys"], 0)
+        assert phys % 4096 == 0
+        assert _kind_at(regions, phys, len(data)) == {KIND["MODULES"]}
+
+    # The memory map: sorted, non-overlapping, merged, and its usable RAM close to QEMU's -m.
+    assert regions, "no memory map"
+    for (b1, n1, k1), (b2, _n2, k2) in zip(regions, regions[1:], strict=False):
+        assert b1 + n1 <= b2, "overlapping or unsorted regions"
+        assert not (b1 + n1 == b2 and k1 == k2), "adjacent regions of one kind not merged"
+    assert all(b % 4096 == 0 and n % 4096 == 0 and n > 0 for b, n, _ in regions)
+    mem = report.one("memory")
+    assert mem["sorted"] == "1" and mem["overlapping"] == "0"
+    ram = _parse_mem(memory)
+    usable = int(mem["usable_bytes"])
+    assert usable == sum(n for _, n, k in regions if k == KIND["USABLE"])
+    ram_kinds = {KIND[k] for k in ("USABLE", "LOADER_RECLAIMABLE", "KERNEL", "MODULES",
+                                   "BOOT_INFO", "PAGE_TABLES", "KERNEL_STACK", "ACPI_RECLAIMABLE",
+                                   "ACPI_NVS")}
+    ram_reported = sum(n for _, n, k in regions if k in ram_kinds)
+    assert ram_reported <= ram
+    # OVMF keeps a few MiB for itself (runtime services, SMM-free reserved areas).
+    assert ram_reported >= ram - 16 * MIB, f"only {ram_reported / MIB:.1f} MiB of {memory}"
+    assert usable >= ram - 48 * MIB - sum(s.path.stat().st_size for s in modules)
+
+    # The kernel runs at its linked virtual address, from a 2 MiB aligned physical block.
+    plan = load_plan(report_kernel)
+    k = report.one("kernel")
+    assert int(k["virt_base"], 0) == plan.virt_start
+    assert int(k["main"], 0) == symbol_address(report_kernel, "kernel_main")
+    phys_base = int(k["phys_base"], 0)
+    assert phys_base % (2 * MIB) == 0
+    assert _kind_at(regions, phys_base, plan.image_size) == {KIND["KERNEL"]}
+    # The entry stack: RSP 16-byte aligned at the top of the reported stack.
+    assert int(k["entry_rsp"], 0) == int(k["stack_top"], 0)
+    assert int(k["entry_rsp"], 0) % 16 == 0
+
+    # Framebuffer (OVMF's GOP on QEMU's VGA): consistent geometry, reported in the map.
+    fb = report.one("framebuffer")
+    width, height, pitch = int(fb["width"]), int(fb["height"]), int(fb["pitch"])
+    assert width >= 640 and height >= 480 and int(fb["bpp"]) == 32
+    assert pitch >= width * 4
+    assert KIND["FRAMEBUFFER"] in _kind_at(regions, int(fb["phys"], 0), pitch * height)
+
+    # ACPI: the RSDP the firmware published, checksums valid (ACPI 6.5 §5.2.5.3).
+    rsdp = report.one("rsdp")
+    assert rsdp["signature"] == "RSD PTR "
+    assert rsdp["checksum_ok"] == "1"
+    if int(rsdp["revision"]) >= 2:
+        assert rsdp["ext_checksum_ok"] == "1" and int(rsdp["xsdt"], 0) != 0
+
+    # UEFI-only facts, the direct map, paging and timestamps.
+    if firmware == "uefi":
+        assert int(report.one("efi")["system_table"], 0) != 0
+    dm = report.one("direct_map")
+    assert int(dm["offset"], 0) == 0xFFFF_8000_0000_0000
+    assert int(dm["size"], 0) >= max(ram, 4 << 30)
+    assert report.one("paging")["nx_ok"] == "1"
+    tsc = report.one("tsc")
+    assert 0 < int(tsc["loader_start"]) < int(tsc["handoff"]) <= int(tsc["now"])
