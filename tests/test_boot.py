@@ -3,13 +3,14 @@ the host knows (the command line, the modules' bytes, QEMU's -m, the kernel's EL
 
 from __future__ import annotations
 
+import itertools
 import random
 import zlib
 from pathlib import Path
 
 import pytest
-
 from conftest import FIRMWARES, boot_report, make_image
+
 from hvboot.build import BuildResult
 from hvboot.config import ModuleSpec
 from hvboot.kernel_elf import load_plan, symbol_address
@@ -92,7 +93,7 @@ def test_boot_report_matches_host(
 
     # The memory map: sorted, non-overlapping, merged, and its usable RAM close to QEMU's -m.
     assert regions, "no memory map"
-    for (b1, n1, k1), (b2, _n2, k2) in zip(regions, regions[1:], strict=False):
+    for (b1, n1, k1), (b2, _n2, k2) in itertools.pairwise(regions):
         assert b1 + n1 <= b2, "overlapping or unsorted regions"
         assert not (b1 + n1 == b2 and k1 == k2), "adjacent regions of one kind not merged"
     assert all(b % 4096 == 0 and n % 4096 == 0 and n > 0 for b, n, _ in regions)
@@ -101,9 +102,20 @@ def test_boot_report_matches_host(
     ram = _parse_mem(memory)
     usable = int(mem["usable_bytes"])
     assert usable == sum(n for _, n, k in regions if k == KIND["USABLE"])
-    ram_kinds = {KIND[k] for k in ("USABLE", "LOADER_RECLAIMABLE", "KERNEL", "MODULES",
-                                   "BOOT_INFO", "PAGE_TABLES", "KERNEL_STACK", "ACPI_RECLAIMABLE",
-                                   "ACPI_NVS")}
+    ram_kinds = {
+        KIND[k]
+        for k in (
+            "USABLE",
+            "LOADER_RECLAIMABLE",
+            "KERNEL",
+            "MODULES",
+            "BOOT_INFO",
+            "PAGE_TABLES",
+            "KERNEL_STACK",
+            "ACPI_RECLAIMABLE",
+            "ACPI_NVS",
+        )
+    }
     ram_reported = sum(n for _, n, k in regions if k in ram_kinds)
     assert ram_reported <= ram
     # OVMF keeps a few MiB for itself (runtime services, SMM-free reserved areas).

@@ -177,9 +177,10 @@ def _supervise(
 
     def pump_serial() -> None:
         assert proc.stdout is not None
+        fd = proc.stdout.fileno()
         pending = b""
         while True:
-            data = proc.stdout.read1(65536)
+            data = os.read(fd, 65536)
             if not data:
                 break
             chunks.append(data)
@@ -194,7 +195,8 @@ def _supervise(
 
     def pump_stderr() -> None:
         assert proc.stderr is not None
-        for data in iter(lambda: proc.stderr.read1(65536), b""):  # type: ignore[union-attr]
+        fd = proc.stderr.fileno()
+        for data in iter(lambda: os.read(fd, 65536), b""):
             err_chunks.append(data)
             if echo:
                 sys.stderr.write(data.decode("utf-8", "replace"))

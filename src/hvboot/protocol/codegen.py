@@ -62,7 +62,9 @@ def rust(proto: Protocol = PROTOCOL) -> str:
         out.append(f"const _: () = assert!(core::mem::size_of::<{s.name}>() == {size});")
         out.append(f"const _: () = assert!(core::mem::align_of::<{s.name}>() == {align});")
         for f, off in proto.offsets(s.name):
-            out.append(f"const _: () = assert!(core::mem::offset_of!({s.name}, {f.name}) == {off});")
+            out.append(
+                f"const _: () = assert!(core::mem::offset_of!({s.name}, {f.name}) == {off});"
+            )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 

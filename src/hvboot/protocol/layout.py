@@ -108,7 +108,9 @@ MAGIC = int.from_bytes(b"HVBOOTBI", "little")
 PROTOCOL = Protocol(
     version=1,
     constants=(
-        Constant("BOOT_INFO_MAGIC", "u64", MAGIC, 'The bytes "HVBOOTBI" read as a little-endian u64.'),
+        Constant(
+            "BOOT_INFO_MAGIC", "u64", MAGIC, 'The bytes "HVBOOTBI" read as a little-endian u64.'
+        ),
         Constant("PROTOCOL_VERSION", "u32", 1, "The protocol version this layout describes."),
         Constant(
             "DEFAULT_DIRECT_MAP_OFFSET",
@@ -166,8 +168,12 @@ PROTOCOL = Protocol(
             "How a framebuffer pixel is laid out (Framebuffer.format).",
             (
                 EnumValue("NONE", 0, "No framebuffer."),
-                EnumValue("RGB", 1, "8 bits each, red in the lowest byte (UEFI RGB reserved 8-bit)."),
-                EnumValue("BGR", 2, "8 bits each, blue in the lowest byte (UEFI BGR reserved 8-bit)."),
+                EnumValue(
+                    "RGB", 1, "8 bits each, red in the lowest byte (UEFI RGB reserved 8-bit)."
+                ),
+                EnumValue(
+                    "BGR", 2, "8 bits each, blue in the lowest byte (UEFI BGR reserved 8-bit)."
+                ),
                 EnumValue("BITMASK", 3, "Described by the mask fields."),
             ),
         ),
@@ -249,7 +255,11 @@ PROTOCOL = Protocol(
                 _f("rsdp_phys", "u64", "ACPI RSDP (ACPI 2.0+ preferred), 0 if none."),
                 _f("smbios_entry_phys", "u64", "SMBIOS 2.x entry point (_SM_), 0 if none."),
                 _f("smbios3_entry_phys", "u64", "SMBIOS 3.x entry point (_SM3_), 0 if none."),
-                _f("efi_system_table", "u64", "Physical address of the EFI system table; 0 on BIOS."),
+                _f(
+                    "efi_system_table",
+                    "u64",
+                    "Physical address of the EFI system table; 0 on BIOS.",
+                ),
                 _f("kernel_phys_base", "u64", "Physical address of the kernel's lowest page."),
                 _f("kernel_virt_base", "u64", "Virtual address of the kernel's lowest page."),
                 _f("kernel_size", "u64", "Bytes from the lowest to the end of the highest page."),
