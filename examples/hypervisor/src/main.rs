@@ -14,7 +14,11 @@
 #![no_main]
 
 mod fb;
+mod frames;
+mod guest;
 mod report;
+mod reservation;
+mod svm;
 mod virt;
 
 use hvboot_api::{entry_point, serial_println, BootInfo};
@@ -30,6 +34,8 @@ fn kernel_main(info: &'static BootInfo) -> ! {
 
     let cpu = virt::VirtSupport::detect();
     cpu.print();
+    let mut frames = frames::Frames::new(info);
+    let guest_ok = run_guest(info, &cpu, &mut frames);
 
     match info.framebuffer() {
         Some(framebuffer) => match fb::draw_test_pattern(info, framebuffer) {
@@ -41,8 +47,41 @@ fn kernel_main(info: &'static BootInfo) -> ! {
 
     let ticks = info.tsc_handoff.wrapping_sub(info.tsc_loader_start);
     serial_println!("boot time: {ticks} TSC ticks (loader start to kernel entry)");
+    if !guest_ok {
+        serial_println!("hvboot-sample-hypervisor: FAILED");
+        hvboot_api::exit_qemu(hvboot_api::EXIT_FAILURE)
+    }
     serial_println!("hvboot-sample-hypervisor: OK");
     hvboot_api::exit_qemu(hvboot_api::EXIT_SUCCESS)
+}
+
+/// Runs the sample guest if the CPU can (SVM with nested paging); says why not
+/// otherwise. False only when a run was attempted and failed.
+fn run_guest(info: &BootInfo, cpu: &virt::VirtSupport, frames: &mut frames::Frames<'_>) -> bool {
+    if !cpu.svm {
+        if cpu.vmx {
+            serial_println!(
+                "guest: not run: Intel VMX is present but this sample drives AMD SVM only"
+            );
+        } else {
+            serial_println!("guest: not run: no SVM (CPUID 80000001h:ECX[2] = 0) and VMX absent (CPUID 1:ECX[5] = 0)");
+        }
+        return true;
+    }
+    if !cpu.npt {
+        serial_println!("guest: not run: SVM without nested paging (CPUID 8000000Ah:EDX[0] = 0); this sample needs NPT");
+        return true;
+    }
+    match guest::run(info, frames) {
+        Ok(_) => {
+            serial_println!("guest: ran under SVM with nested paging");
+            true
+        }
+        Err(e) => {
+            serial_println!("guest: FAILED: {e}");
+            false
+        }
+    }
 }
 
 #[panic_handler]
