@@ -1,7 +1,7 @@
 //! The last instructions the loader runs: switch to the kernel's page tables, stack and GDT, then
 //! jump to its entry point with RDI = the boot information.
 //!
-//! This code runs while CR3 changes under it, so the page that holds it is identity-mapped in the
+//! Shared by the UEFI and BIOS loaders. This code runs while CR3 changes under it, so the page that holds it is identity-mapped in the
 //! kernel's tables too (reported as loader-reclaimable memory).
 
 use core::arch::global_asm;
@@ -63,10 +63,15 @@ pub fn code_pages() -> (u64, u64) {
 
 /// Everything the hand-off needs, already valid in the kernel's address space.
 pub struct Handoff {
+    /// The kernel's PML4 (physical).
     pub cr3: u64,
+    /// The kernel's initial RSP (virtual).
     pub stack_top: u64,
+    /// The kernel's entry point (virtual).
     pub entry: u64,
+    /// The boot information (virtual, in the direct map).
     pub boot_info: u64,
+    /// The GDT (virtual, in the direct map).
     pub gdt_virt: u64,
 }
 

@@ -1,12 +1,14 @@
 //! The loader's heap: a bump allocator over pages taken from the firmware once, at start.
+//! Each loader binary declares its `#[global_allocator]` as a [`BumpHeap`].
 //!
-//! The firmware's pool allocator disappears at ExitBootServices, but the loader still builds the
+//! (UEFI) The firmware's pool allocator disappears at ExitBootServices, but the loader still builds the
 //! memory map after that; a heap of its own serves both phases. Nothing is ever freed: the loader
 //! runs once and the whole arena is reported to the kernel as loader-reclaimable.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 
+/// A bump allocator over one arena; `dealloc` does nothing.
 pub struct BumpHeap {
     state: UnsafeCell<(usize, usize)>, // (next, end)
 }
@@ -15,6 +17,7 @@ pub struct BumpHeap {
 unsafe impl Sync for BumpHeap {}
 
 impl BumpHeap {
+    /// A heap without an arena: every allocation fails until [`BumpHeap::init`].
     pub const fn empty() -> Self {
         Self {
             state: UnsafeCell::new((0, 0)),
@@ -45,6 +48,3 @@ unsafe impl GlobalAlloc for BumpHeap {
 
     unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
 }
-
-#[global_allocator]
-pub static HEAP: BumpHeap = BumpHeap::empty();

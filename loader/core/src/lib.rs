@@ -1,4 +1,4 @@
-//! Platform-free logic shared by the hvboot loaders (UEFI now, BIOS later).
+//! Platform-free logic shared by the hvboot loaders (UEFI and BIOS).
 //!
 //! Everything here is `no_std` + `alloc` and touches no firmware interface, so
 //! it runs unchanged inside the UEFI application and is unit-tested on the
@@ -8,13 +8,19 @@
 //! - [`elf`]: validation of the kernel ELF and its load plan.
 //! - [`paging`]: x86_64 4-level page tables for the kernel's address space.
 //! - [`memmap`]: normalisation of the memory map handed to the kernel.
+//! - [`boot`]: the boot flow itself, over the small [`boot::Platform`] interface.
+//! - [`handoff`]: the trampoline that switches to the kernel's tables and jumps.
+//! - [`heap`]: the loaders' bump heap.
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
 extern crate alloc;
 
+pub mod boot;
 pub mod config;
 pub mod elf;
+pub mod handoff;
+pub mod heap;
 pub mod memmap;
 pub mod paging;
 

@@ -4,8 +4,6 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
-use alloc::vec::Vec;
 
 use uefi::boot;
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode, RegularFile};
@@ -76,8 +74,14 @@ impl Volume {
         Ok(())
     }
 
-    /// A small file (the config) into the heap.
-    pub fn read_small(&mut self, path: &str, limit: u64) -> Result<Vec<u8>, String> {
+    /// A file into fresh pages of the given kind, read with one large transfer.
+    /// Returns (physical address, size in bytes).
+    pub fn read_to_pages(
+        &mut self,
+        path: &str,
+        kind: u32,
+        limit: u64,
+    ) -> Result<(u64, u64), String> {
         let mut file = self.open(path)?;
         let size = Self::size(path, &mut file)?;
         if size > limit {
@@ -85,16 +89,6 @@ impl Volume {
                 "{path}: {size} bytes, more than the {limit} allowed"
             ));
         }
-        let mut buf = vec![0u8; size as usize];
-        Self::read_all(path, &mut file, &mut buf)?;
-        Ok(buf)
-    }
-
-    /// A file into fresh pages of the given kind, read with one large transfer.
-    /// Returns (physical address, size in bytes).
-    pub fn read_to_pages(&mut self, path: &str, kind: u32) -> Result<(u64, u64), String> {
-        let mut file = self.open(path)?;
-        let size = Self::size(path, &mut file)?;
         let phys = memory::allocate(kind, size.max(1), None)
             .map_err(|e| format!("{path}: no memory for {size} bytes: {e}"))?;
         // SAFETY: the pages were just allocated for us and are identity-mapped by the firmware.

@@ -2,20 +2,13 @@
 //! §4.6) and the framebuffer (Graphics Output Protocol, UEFI 2.10 §12.9).
 
 use hvboot_api::{Framebuffer, PixelFormat};
+use hvboot_loader_core::boot::FirmwareTables;
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams};
 use uefi::proto::console::gop::{self, GraphicsOutput};
 use uefi::table::cfg::ConfigTableEntry;
 
-#[derive(Default)]
-pub struct Tables {
-    pub rsdp: u64,
-    pub smbios: u64,
-    pub smbios3: u64,
-    pub system_table: u64,
-}
-
-pub fn tables() -> Tables {
-    let mut t = Tables::default();
+pub fn tables() -> FirmwareTables {
+    let mut t = FirmwareTables::default();
     let mut acpi1 = 0;
     uefi::system::with_config_table(|entries| {
         for e in entries {

@@ -69,11 +69,3 @@ pub fn allocate_aligned(kind: u32, bytes: u64, align: u64) -> Result<u64, String
     }
     Ok(start)
 }
-
-/// A mutable view of identity-mapped physical memory the loader allocated.
-///
-/// # Safety
-/// The range must be memory the loader owns.
-pub unsafe fn phys_slice<'a>(phys: u64, len: u64) -> &'a mut [u8] {
-    core::slice::from_raw_parts_mut(phys as *mut u8, len as usize)
-}

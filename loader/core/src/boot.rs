@@ -1,0 +1,355 @@
+//! The boot flow shared by the UEFI and BIOS loaders, behind the small [`Platform`] interface.
+//!
+//! read config -> read kernel + modules -> check -> load ELF -> page tables -> memory map ->
+//! boot info -> exit firmware -> jump to the kernel (docs/protocol.md).
+//!
+//! Both platforms identity-map the physical memory the loader allocates (UEFI does so by
+//! definition; the BIOS stage 2 maps the first 4 GiB and the BIOS platform allocates below
+//! 4 GiB), so a physical address returned by [`Platform::allocate`] is also a pointer.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::convert::Infallible;
+use core::fmt;
+
+use hvboot_api::{
+    BootInfo, BootInfoBuilder, FirmwareKind, Framebuffer, MemoryKind, MemoryRegion, Module,
+    DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, STACK_REGION_BASE,
+};
+
+use crate::{config, elf, handoff, memmap, paging, PAGE_SIZE as PAGE};
+
+/// Where the loader's config lives on the ESP.
+pub const CONFIG_PATH: &str = "/hvboot/hvboot.cfg";
+const GIB: u64 = 1 << 30;
+
+/// Where [`Platform::allocate`] may put an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Anywhere the loader can reach.
+    Anywhere,
+    /// Ending at or below this address (inclusive upper bound of the last byte).
+    Below(u64),
+    /// Exactly at this address.
+    At(u64),
+    /// Starting on a multiple of this power of two.
+    Aligned(u64),
+}
+
+/// What the firmware publishes: ACPI and SMBIOS entry points, the EFI system table.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FirmwareTables {
+    /// ACPI RSDP (2.0+ preferred), 0 if none.
+    pub rsdp: u64,
+    /// SMBIOS 2.x entry point (`_SM_`), 0 if none.
+    pub smbios: u64,
+    /// SMBIOS 3.x entry point (`_SM3_`), 0 if none.
+    pub smbios3: u64,
+    /// EFI system table, 0 under BIOS.
+    pub system_table: u64,
+}
+
+/// What a firmware interface provides to the shared boot flow.
+pub trait Platform {
+    /// The firmware kind reported to the kernel.
+    const FIRMWARE: FirmwareKind;
+
+    /// Allocates zeroed pages (`bytes` rounded up to 4 KiB) of memory kind `kind`.
+    /// Returns the physical (= loader-virtual) address.
+    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String>;
+
+    /// Reads the file at `path` (`/`-separated, from the ESP) into fresh pages of `kind`.
+    /// Refuses files larger than `limit`. Returns (physical address, size in bytes).
+    fn read_file(&mut self, path: &str, kind: u32, limit: u64) -> Result<(u64, u64), String>;
+
+    /// ACPI / SMBIOS / EFI entry points.
+    fn tables(&mut self) -> FirmwareTables;
+
+    /// The framebuffer the kernel gets (may set a mode), or None.
+    fn framebuffer(&mut self) -> Option<Framebuffer>;
+
+    /// The end of the highest range in the firmware's memory map and the map's entry count.
+    fn memory_extent(&mut self) -> Result<(u64, usize), String>;
+
+    /// Leaves the firmware for good, appending its final memory map (as protocol kinds, the
+    /// loader's allocations included) to `regions`, whose capacity the caller reserved.
+    /// Nothing may allocate on the heap or call the firmware after this.
+    fn exit_firmware(&mut self, regions: &mut Vec<memmap::Region>);
+
+    /// Prints a progress line on the loader's console (serial).
+    fn print(&mut self, args: fmt::Arguments<'_>);
+}
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// CPUID.80000001h:EDX[26]: 1 GiB pages (Intel SDM Vol. 2A, CPUID).
+pub fn has_1g_pages() -> bool {
+    let max = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    max >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 26) != 0
+}
+
+/// A mutable view of identity-mapped physical memory the loader allocated.
+///
+/// # Safety
+/// The range must be memory the loader owns and has mapped at its physical address.
+pub unsafe fn phys_slice<'a>(phys: u64, len: u64) -> &'a mut [u8] {
+    core::slice::from_raw_parts_mut(phys as *mut u8, len as usize)
+}
+
+macro_rules! say {
+    ($p:expr, $($arg:tt)*) => {
+        $p.print(format_args!("hvboot: {}\r\n", format_args!($($arg)*)))
+    };
+}
+
+/// Loads the kernel named by the config and jumps to it. Returns only on failure, before
+/// [`Platform::exit_firmware`] when possible.
+pub fn boot<P: Platform>(p: &mut P, tsc_start: u64) -> Result<Infallible, String> {
+    let (cfg_phys, cfg_size) =
+        p.read_file(CONFIG_PATH, MemoryKind::LOADER_RECLAIMABLE.0, 1 << 20)?;
+    // SAFETY: read_file filled exactly this range.
+    let text = unsafe { phys_slice(cfg_phys, cfg_size) };
+    let text = core::str::from_utf8(text).map_err(|e| format!("{CONFIG_PATH}: not UTF-8: {e}"))?;
+    let cfg = config::parse(text).map_err(|e| format!("{CONFIG_PATH}: {e}"))?;
+    say!(
+        p,
+        "config: kernel {}, {} module(s)",
+        cfg.kernel,
+        cfg.modules.len()
+    );
+
+    // The kernel: read, check, place.
+    let (file_phys, file_size) =
+        p.read_file(&cfg.kernel, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
+    // SAFETY: read_file filled exactly this range.
+    let kernel_file = unsafe { phys_slice(file_phys, file_size) };
+    let plan = elf::plan(kernel_file).map_err(|e| format!("{}: {e}", cfg.kernel))?;
+    let image_size = plan.virt_end - plan.virt_start;
+    let placement = if plan.higher_half {
+        // 2 MiB alignment lets a kernel remap itself with large pages.
+        Placement::Aligned(2 << 20)
+    } else {
+        Placement::At(plan.phys_base().ok_or_else(|| {
+            format!(
+                "{}: the segments' physical addresses are not at one offset from their virtual \
+                 addresses; hvboot places a lower-half kernel as one block",
+                cfg.kernel
+            )
+        })?)
+    };
+    let kernel_phys = p
+        .allocate(MemoryKind::KERNEL.0, image_size, placement)
+        .map_err(|e| {
+            format!(
+                "{}: cannot place {image_size:#x} bytes of kernel: {e}",
+                cfg.kernel
+            )
+        })?;
+    // SAFETY: freshly allocated for the kernel image.
+    plan.copy_into(kernel_file, unsafe { phys_slice(kernel_phys, image_size) });
+    say!(
+        p,
+        "kernel: entry {:#x}, {:#x} bytes at virtual {:#x}, physical {:#x}",
+        plan.entry,
+        image_size,
+        plan.virt_start,
+        kernel_phys
+    );
+
+    // Modules, each read straight into its own pages.
+    let mut modules = Vec::new();
+    for m in &cfg.modules {
+        let (phys, size) = p.read_file(&m.path, MemoryKind::MODULES.0, u64::MAX)?;
+        say!(p, "module {}: {size} bytes at {phys:#x}", m.name);
+        modules.push((phys, size));
+    }
+
+    let tables = p.tables();
+    let fb = p.framebuffer();
+
+    // How much physical address space the direct map covers: all the firmware's memory map,
+    // the framebuffer, and at least 4 GiB so that the local APIC, IOAPIC and PCI holes are in.
+    let (map_top, map_len) = p.memory_extent()?;
+    let mut top = (4 * GIB).max(map_top);
+    if let Some(fb) = &fb {
+        top = top.max(fb.phys_addr + fb.size);
+    }
+    let direct_map_size = top.next_multiple_of(GIB);
+    // Room for the final map (it grows a little at ExitBootServices) plus our additions, with
+    // the headroom normalize() needs so that it never allocates after the firmware is gone.
+    let map_entries = map_len + 64;
+    let map_capacity = memmap::normalize_capacity(map_entries);
+
+    // Page tables, in a pool below 4 GiB (so a 32-bit AP trampoline can load CR3).
+    let huge = has_1g_pages();
+    let dm_tables = if huge {
+        direct_map_size / (512 * GIB) + 2
+    } else {
+        direct_map_size / GIB + 2
+    };
+    let pool_pages = 64 + dm_tables + image_size / (512 * PAGE) * 2;
+    let pool = p
+        .allocate(
+            MemoryKind::PAGE_TABLES.0,
+            pool_pages * PAGE,
+            Placement::Below(0xFFFF_FFFF),
+        )
+        .map_err(|e| format!("no memory for {pool_pages} page-table pages: {e}"))?;
+    let gdt_phys = pool;
+    // SAFETY: the first pool page is ours; the GDT is 24 bytes.
+    unsafe { core::ptr::copy_nonoverlapping(handoff::GDT.as_ptr(), gdt_phys as *mut u64, 3) };
+    // SAFETY: the pool was just allocated for page tables and is identity-mapped (offset 0).
+    let mut frames = unsafe { paging::BumpFrames::new(pool + PAGE, pool + pool_pages * PAGE) };
+    let mut tables_b = unsafe { paging::TableBuilder::new(0, &mut frames) }
+        .map_err(|e| format!("page tables: {e}"))?;
+    for s in &plan.segments {
+        let phys = kernel_phys + (s.page_start() - plan.virt_start);
+        tables_b
+            .map_4k_range(
+                s.page_start(),
+                phys,
+                s.page_end() - s.page_start(),
+                s.writable,
+                s.executable,
+            )
+            .map_err(|e| format!("{}: mapping segment {}: {e}", cfg.kernel, s.index))?;
+    }
+    let offset = DEFAULT_DIRECT_MAP_OFFSET;
+    tables_b
+        .map_direct(offset, direct_map_size, huge)
+        .map_err(|e| format!("direct map: {e}"))?;
+
+    // The stack, above an unmapped guard page.
+    let stack_size = DEFAULT_STACK_SIZE;
+    let stack_phys = p
+        .allocate(MemoryKind::KERNEL_STACK.0, stack_size, Placement::Anywhere)
+        .map_err(|e| format!("no memory for the kernel stack: {e}"))?;
+    let stack_bottom = STACK_REGION_BASE + PAGE;
+    tables_b
+        .map_4k_range(stack_bottom, stack_phys, stack_size, true, false)
+        .map_err(|e| format!("mapping the stack: {e}"))?;
+
+    // The hand-off code stays reachable while CR3 changes under it.
+    let (code_start, code_end) = handoff::code_pages();
+    tables_b
+        .map_4k_range(code_start, code_start, code_end - code_start, false, true)
+        .map_err(|e| format!("mapping the hand-off code at {code_start:#x}: {e}"))?;
+    let cr3 = tables_b.pml4_phys();
+    let _ = tables_b; // the builder borrows `frames`; done with both
+
+    // The boot information block: room for the final memory map and every string.
+    let strings: usize = cfg.cmdline.len()
+        + cfg
+            .modules
+            .iter()
+            .map(|m| m.name.len() + m.cmdline.len() + 2)
+            .sum::<usize>()
+        + 256;
+    let info_size = (core::mem::size_of::<BootInfo>()
+        + map_entries * core::mem::size_of::<MemoryRegion>()
+        + modules.len() * core::mem::size_of::<Module>()
+        + strings) as u64;
+    let info_phys = p
+        .allocate(MemoryKind::BOOT_INFO.0, info_size, Placement::Anywhere)
+        .map_err(|e| format!("no memory for the boot information: {e}"))?;
+    let info_size = info_size.next_multiple_of(PAGE);
+
+    // Everything the block needs, allocated while the heap may still grow.
+    let mut regions = Vec::with_capacity(map_capacity);
+    let mut mods = Vec::with_capacity(modules.len());
+    let mut map: Vec<MemoryRegion> = Vec::with_capacity(map_capacity);
+
+    say!(
+        p,
+        "leaving the firmware; jumping to the kernel at {:#x}",
+        plan.entry
+    );
+    p.exit_firmware(&mut regions);
+
+    if let Some(fb) = &fb {
+        regions.push(memmap::Region {
+            base: fb.phys_addr,
+            length: fb.size,
+            kind: MemoryKind::FRAMEBUFFER.0,
+        });
+    }
+    if regions.len() > map_entries {
+        return Err(format!(
+            "the firmware's memory map has {} entries, room was made for {map_entries}",
+            regions.len()
+        ));
+    }
+    memmap::normalize(&mut regions, memmap::default_priority);
+    if regions.len() > map_entries {
+        return Err(format!(
+            "the memory map has {} entries, room was made for {map_entries}",
+            regions.len()
+        ));
+    }
+
+    // SAFETY: the block's pages are ours.
+    let buf = unsafe { phys_slice(info_phys, info_size) };
+    let mut b = BootInfoBuilder::new(buf);
+    let built = (|| {
+        let mut header = BootInfo {
+            firmware: P::FIRMWARE,
+            loader_name: b.push_str(crate::LOADER_NAME)?,
+            loader_version: b.push_str(crate::LOADER_VERSION)?,
+            cmdline: b.push_str(&cfg.cmdline)?,
+            ..BootInfo::default()
+        };
+        for (m, &(phys, size)) in cfg.modules.iter().zip(&modules) {
+            mods.push(Module {
+                phys_addr: phys,
+                size,
+                name: b.push_str(&m.name)?,
+                cmdline: b.push_str(&m.cmdline)?,
+            });
+        }
+        header.modules = b.push_array(&mods)?;
+        map.extend(regions.iter().map(|r| MemoryRegion {
+            base: r.base,
+            length: r.length,
+            kind: MemoryKind(r.kind),
+            reserved: 0,
+        }));
+        header.memory_map = b.push_array(&map)?;
+        if let Some(fb) = fb {
+            header.framebuffer = fb;
+        }
+        header.rsdp_phys = tables.rsdp;
+        header.smbios_entry_phys = tables.smbios;
+        header.smbios3_entry_phys = tables.smbios3;
+        header.efi_system_table = tables.system_table;
+        header.kernel_phys_base = kernel_phys;
+        header.kernel_virt_base = plan.virt_start;
+        header.kernel_size = image_size;
+        header.direct_map_offset = offset;
+        header.direct_map_size = direct_map_size;
+        header.boot_info_phys = info_phys;
+        header.page_tables_phys = cr3;
+        header.stack_top = stack_bottom + stack_size;
+        header.stack_size = stack_size;
+        header.tsc_loader_start = tsc_start;
+        header.tsc_handoff = rdtsc();
+        b.finish(header)
+    })();
+    if let Err(e) = built {
+        return Err(format!("writing the boot information: {e:?}"));
+    }
+
+    let h = handoff::Handoff {
+        cr3,
+        stack_top: stack_bottom + stack_size,
+        entry: plan.entry,
+        boot_info: info_phys + offset,
+        gdt_virt: gdt_phys + offset,
+    };
+    // SAFETY: the tables map the hand-off code, the stack, the GDT (direct map) and the kernel.
+    unsafe { handoff::jump(&h) }
+}
