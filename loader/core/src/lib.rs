@@ -7,6 +7,7 @@
 //! - [`config`]: the loader config file the host toolkit writes on the ESP.
 //! - [`elf`]: validation of the kernel ELF and its load plan.
 //! - [`paging`]: x86_64 4-level page tables for the kernel's address space.
+//! - [`fat`]: a read-only FAT16/FAT32 reader and the GPT ESP lookup (BIOS path).
 //! - [`memmap`]: normalisation of the memory map handed to the kernel.
 //! - [`boot`]: the boot flow itself, over the small [`boot::Platform`] interface.
 //! - [`handoff`]: the trampoline that switches to the kernel's tables and jumps.
@@ -19,6 +20,7 @@ extern crate alloc;
 pub mod boot;
 pub mod config;
 pub mod elf;
+pub mod fat;
 pub mod handoff;
 pub mod heap;
 pub mod memmap;
