@@ -1,19 +1,44 @@
-"""The `hvboot` command line: build, run, test, demo, doctor, gen-protocol."""
+"""The `hvboot` command line: build, run, test, debug, inspect, new, demo, doctor, gen-protocol.
+
+Exit statuses of `hvboot run` and `hvboot test` (docs/getting-started.md, "Exit statuses"):
+
+    0   the kernel reported success (exit_qemu(EXIT_SUCCESS), QEMU status 33)
+    1   the kernel reported failure (exit_qemu(EXIT_FAILURE), QEMU status 35)
+    2   bad input: hvboot refused before booting (the message names the file and field)
+    4   timed out (the message names the timeout)
+    6   the loader stopped with an error ("hvboot: error: ..." on COM1)
+    8   the machine reset or powered off before the kernel reported (e.g. a triple fault)
+    10  QEMU failed (its own messages are shown) or was killed
+    odd the kernel exited with another code V: QEMU's status (V << 1) | 1 (mod 256), as is
+
+Every other command exits 0 on success, 2 on bad input and 1 on other failures.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from hvboot import __version__, artifacts, doctor, qemu
-from hvboot.build import build_image
+from hvboot.build import BuildResult, build_image
 from hvboot.config import BuildConfig, check_cmdline, load_config, module_arg, parse_size
 from hvboot.errors import HvbootError
 
 ELF_MAGIC = b"\x7fELF"
+
+# Exit statuses of `hvboot run` / `hvboot test` (see the module docstring).
+EXIT_OK = 0
+EXIT_KERNEL_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_TIMEOUT = 4
+EXIT_LOADER_ERROR = 6
+EXIT_NO_RESULT = 8
+EXIT_QEMU_FAILED = 10
+BATCH_TIMEOUT = 600.0
 
 
 def _say(text: str) -> None:
@@ -69,6 +94,47 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("target", type=Path, help="a disk image or a kernel ELF")
         _add_build_inputs(r)
         _add_machine(r, timeout)
+
+    dbg = sub.add_parser(
+        "debug", help="boot stopped at reset with GDB attached (kernel or loader symbols)"
+    )
+    dbg.add_argument("target", type=Path, help="a disk image or a kernel ELF")
+    dbg.add_argument(
+        "--break",
+        dest="breaks",
+        action="append",
+        default=[],
+        metavar="SYMBOL",
+        help="hardware breakpoint at SYMBOL or *ADDR (repeatable; default: the entry point)",
+    )
+    dbg.add_argument(
+        "--loader",
+        action="store_true",
+        help="load the UEFI loader's symbols where OVMF put it instead (default break: efi_main)",
+    )
+    dbg.add_argument(
+        "--no-gdb", action="store_true", help="only start QEMU and print the gdb command"
+    )
+    dbg.add_argument(
+        "--batch",
+        type=Path,
+        metavar="FILE",
+        help="run GDB on FILE in batch mode; exit with its status",
+    )
+    _add_build_inputs(dbg)
+    _add_machine(dbg, None)
+
+    ins = sub.add_parser(
+        "inspect", help="show a kernel's load plan and problems, or a disk image's contents"
+    )
+    ins.add_argument("target", type=Path, help="a kernel ELF or an hvboot disk image")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    new = sub.add_parser("new", help="write a new kernel crate (cargo run / cargo test boot it)")
+    new.add_argument("name", help="the crate's name, e.g. my-kernel")
+    new.add_argument(
+        "--path", type=Path, help="where to create the crate (default: ./NAME); must not exist"
+    )
 
     d = sub.add_parser("demo", help="build the sample hypervisor and boot it")
     d.add_argument("--firmware", choices=("uefi", "bios"), default="uefi")
@@ -134,13 +200,24 @@ def _is_elf(path: Path) -> bool:
         raise HvbootError(path, f"cannot read it: {e.strerror}") from None
 
 
+def _build_with_progress(args: argparse.Namespace, kernel: Path, image: Path) -> BuildResult:
+    _say(f"building a disk image for {kernel} ...")
+    start = time.monotonic()
+    result = build_image(_cli_config(args, kernel), image)
+    size = result.layout.total_sectors * 512 // (1 << 20)
+    _say(
+        f"built {image.name}: {size} MiB, {result.layout.fat_type} ESP, kernel entry "
+        f"{result.plan.entry:#x}, {len(result.files)} file(s) ({time.monotonic() - start:.1f} s)"
+    )
+    return result
+
+
 def _boot(args: argparse.Namespace, *, interactive: bool) -> qemu.RunResult:
     with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
         image = args.target
         if _is_elf(args.target):
             image = Path(tmp) / "disk.img"
-            _say(f"building a temporary image for {args.target}")
-            build_image(_cli_config(args, args.target), image)
+            _build_with_progress(args, args.target, image)
         elif args.cmdline is not None or args.module:
             raise HvbootError(args.target, "--cmdline and --module need a kernel ELF, not an image")
         spec = qemu.QemuSpec(
@@ -153,7 +230,10 @@ def _boot(args: argparse.Namespace, *, interactive: bool) -> qemu.RunResult:
             extra=args.qemu_args,
             snapshot=not interactive,
         )
-        _say(f"booting {args.target} under {args.firmware.upper()} (QEMU, TCG)")
+        timeout = f", timeout {args.timeout:g} s" if args.timeout else ""
+        _say(f"booting {args.target} under {args.firmware.upper()} (QEMU, TCG{timeout})")
+        if args.serial_log:
+            _say(f"serial output also goes to {args.serial_log}")
 
         def echo(text: str) -> None:
             sys.stdout.write(text)
@@ -168,19 +248,98 @@ def _boot(args: argparse.Namespace, *, interactive: bool) -> qemu.RunResult:
         )
 
 
+def exit_status(result: qemu.RunResult) -> int:
+    """The exit status of `hvboot run`/`hvboot test` for a boot's result (module docstring)."""
+    if result.ok:
+        return EXIT_OK
+    if result.outcome.startswith("the loader stopped"):
+        return EXIT_LOADER_ERROR
+    if result.timed_out:
+        return EXIT_TIMEOUT
+    status = result.status
+    if status == qemu.STATUS_FAILURE:
+        return EXIT_KERNEL_FAILURE
+    if status == 0:
+        return EXIT_NO_RESULT
+    if status == 1:
+        # QEMU's own errors come with a message; exit_qemu(0) exits 1 silently.
+        return EXIT_QEMU_FAILED if result.stderr.strip() else EXIT_KERNEL_FAILURE
+    if status is not None and 1 < status < 256 and status % 2 == 1:
+        return status
+    return EXIT_QEMU_FAILED
+
+
+def _outcome(args: argparse.Namespace, result: qemu.RunResult) -> str:
+    text = result.outcome
+    if result.timed_out:
+        text += f" (--timeout {args.timeout:g}; give a larger one if the kernel is just slow)"
+    return f"{text} ({result.elapsed:.1f} s, exit status {exit_status(result)})"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     result = _boot(args, interactive=True)
-    _say(result.outcome)
-    return 0 if result.ok else 1
+    _say(_outcome(args, result))
+    return exit_status(result)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
     result = _boot(args, interactive=False)
-    if result.ok:
-        _say(f"PASS: {result.outcome} ({result.elapsed:.1f} s)")
-        return 0
-    _say(f"FAIL: {result.outcome} ({result.elapsed:.1f} s)")
-    return 1
+    _say(("PASS: " if result.ok else "FAIL: ") + _outcome(args, result))
+    return exit_status(result)
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from hvboot import debug
+
+    with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
+        kernel: Path | None = None
+        image = args.target
+        if _is_elf(args.target):
+            kernel = args.target
+            image = Path(tmp) / "disk.img"
+            _build_with_progress(args, args.target, image)
+        elif args.cmdline is not None or args.module:
+            raise HvbootError(args.target, "--cmdline and --module need a kernel ELF, not an image")
+        if args.batch is not None and not args.batch.is_file():
+            raise HvbootError(args.batch, "--batch: no such GDB script")
+        req = debug.DebugRequest(
+            image=image,
+            kernel=kernel,
+            firmware=args.firmware,
+            breaks=args.breaks,
+            loader=args.loader,
+            no_gdb=args.no_gdb,
+            batch=args.batch,
+            memory=args.memory,
+            cpus=args.cpus,
+            machine=args.machine,
+            cpu=args.cpu,
+            extra=args.qemu_args,
+            serial_log=args.serial_log,
+            # A batch session must end: a breakpoint that is never hit would wait forever.
+            timeout=args.timeout if args.timeout or not args.batch else BATCH_TIMEOUT,
+            say=_say,
+        )
+        result = debug.run(req)
+    if result.timed_out:
+        _say(f"debug session timed out after {req.timeout:g} s (--timeout); QEMU stopped")
+        return EXIT_TIMEOUT
+    return result.status
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from hvboot import inspect_cmd
+
+    return inspect_cmd.main(args.target, as_json=args.json)
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from hvboot import template
+
+    dest = template.create(args.name, args.path)
+    _say(f"created kernel crate {args.name!r} in {dest}")
+    print(f"next: cd {dest} && cargo run    # boots it in QEMU; cargo test runs tests/ in QEMU")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -225,6 +384,9 @@ COMMANDS = {
     "build": cmd_build,
     "run": cmd_run,
     "test": cmd_test,
+    "debug": cmd_debug,
+    "inspect": cmd_inspect,
+    "new": cmd_new,
     "demo": cmd_demo,
     "doctor": lambda _args: doctor.main(),
     "gen-protocol": cmd_gen_protocol,
@@ -237,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(COMMANDS[args.command](args))
     except HvbootError as e:
         _say(f"error: {e}")
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
 

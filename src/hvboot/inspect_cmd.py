@@ -1,0 +1,356 @@
+"""`hvboot inspect`: what the loader would do with a kernel ELF, or what a disk image holds.
+
+A kernel: its load plan (segments, permissions, entry, placement), its protocol request header
+(none is defined yet: "no request header (defaults apply)"), and every problem the loader would
+refuse it for. A disk image: the GPT partitions, the stage-2 location (the BIOS boot partition,
+if any), the ESP's files with sizes and SHA-256, the loader config text, and the kernel on it.
+
+``--json`` prints one object. Its keys are stable (new keys may be added, none renamed or
+removed); addresses are strings of hex digits ("0xffffffff80000000", exact in every JSON
+parser), sizes and LBAs are integers. The schema is in docs/debugging.md ("hvboot inspect").
+
+Exit status: 0 when nothing is wrong, 1 when problems were found (they are listed), 2 when the
+file cannot be read at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from elftools.elf.elffile import ELFFile
+
+from hvboot import kernel_elf
+from hvboot.errors import HvbootError
+from hvboot.image.fat import read_fat
+from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
+from hvboot.loader_config import CONFIG_PATH, KERNEL_PATH
+
+SECTOR = 512
+ELF_MAGIC = b"\x7fELF"
+GPT_SIGNATURE = b"EFI PART"
+#: The section a later protocol version will read the kernel's requests from.
+REQUEST_SECTION = ".hvboot_request"
+NO_REQUEST = "no request header (defaults apply)"
+PARTITION_TYPES = {ESP_TYPE: "EFI system", BIOS_BOOT_TYPE: "BIOS boot"}
+
+Json = dict[str, Any]
+
+
+def _hex(n: int) -> str:
+    return f"{n:#x}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    what: str
+
+    @classmethod
+    def of(cls, err: HvbootError) -> Problem:
+        return cls(err.where or "", err.what)
+
+    def json(self) -> Json:
+        return {"where": self.where, "what": self.what}
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+
+
+def request_header(data: bytes) -> Json | None:
+    """The kernel's protocol request header, or None (then the loader's defaults apply).
+
+    No request header is defined in protocol version 1; a kernel that carries a
+    ``.hvboot_request`` section is reported with the section's size only.
+    """
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        sec = elf.get_section_by_name(REQUEST_SECTION)
+    except Exception:  # a malformed file: its problems are reported by the load plan
+        return None
+    if sec is None:
+        return None
+    return {"section": REQUEST_SECTION, "size": int(sec["sh_size"]), "decoded": False}
+
+
+def _all_problems(data: bytes, source: str, first: HvbootError) -> list[Problem]:
+    """The first problem load_plan found, and those of every other PT_LOAD header.
+
+    kernel_elf stops at the first problem; its per-header checks are independent of each other,
+    so each PT_LOAD is checked on its own to list them all.
+    """
+    problems = [Problem.of(first)]
+    try:
+        elf = kernel_elf._open(data, source)
+        phdrs = kernel_elf._check_header(elf, data, source)
+    except HvbootError:
+        return problems  # the header itself is bad: nothing below it can be trusted
+    for i, ph in enumerate(phdrs):
+        if kernel_elf._p_type(ph) != kernel_elf._PT_LOAD:
+            continue
+        try:
+            kernel_elf._check_load_header(ph, i, data, source)
+        except HvbootError as err:
+            p = Problem.of(err)
+            if p not in problems:
+                problems.append(p)
+    return problems
+
+
+def _raw_segments(data: bytes) -> list[Json]:
+    """The PT_LOAD headers as they are, for a kernel without a load plan."""
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        out = []
+        for i, seg in enumerate(elf.iter_segments()):
+            if seg["p_type"] != "PT_LOAD":
+                continue
+            flags = int(seg["p_flags"])
+            out.append(
+                {
+                    "index": i,
+                    "vaddr": _hex(int(seg["p_vaddr"])),
+                    "vaddr_end": _hex(int(seg["p_vaddr"]) + int(seg["p_memsz"])),
+                    "paddr": _hex(int(seg["p_paddr"])),
+                    "memsz": int(seg["p_memsz"]),
+                    "filesz": int(seg["p_filesz"]),
+                    "offset": int(seg["p_offset"]),
+                    "flags": ("R" if flags & 4 else "-")
+                    + ("W" if flags & 2 else "-")
+                    + ("X" if flags & 1 else "-"),
+                    "placement": None,
+                }
+            )
+        return out
+    except Exception:
+        return []
+
+
+def inspect_kernel_bytes(data: bytes, source: str) -> Json:
+    """The kernel report as a JSON-ready dict (see the module docstring for the keys)."""
+    report: Json = {
+        "kind": "kernel",
+        "path": source,
+        "size": len(data),
+        "ok": False,
+        "entry": None,
+        "entry_symbol": None,
+        "higher_half": None,
+        "image": None,
+        "segments": [],
+        "request_header": None,
+        "problems": [],
+    }
+    try:
+        plan = kernel_elf.load_plan_bytes(data, source)
+    except HvbootError as err:
+        report["problems"] = [p.json() for p in _all_problems(data, source, err)]
+        report["segments"] = _raw_segments(data)
+        report["request_header"] = request_header(data)
+        return report
+    try:
+        names = sorted(n for n, a in kernel_elf.symbols(data).items() if a == plan.entry)
+    except HvbootError:
+        names = []
+    report.update(
+        ok=True,
+        entry=_hex(plan.entry),
+        entry_symbol=("_start" if "_start" in names else names[0]) if names else None,
+        higher_half=plan.higher_half,
+        image={
+            "virt_start": _hex(plan.virt_start),
+            "virt_end": _hex(plan.virt_end),
+            "size": plan.image_size,
+        },
+        segments=[
+            {
+                "index": s.index,
+                "vaddr": _hex(s.vaddr),
+                "vaddr_end": _hex(s.vaddr_end),
+                "paddr": _hex(s.paddr),
+                "memsz": s.memsz,
+                "filesz": s.filesz,
+                "offset": s.offset,
+                "flags": s.flags,
+                "placement": "loader" if plan.higher_half else "paddr",
+            }
+            for s in plan.segments
+        ],
+        request_header=request_header(data),
+        describe=kernel_elf.describe(plan),
+    )
+    return report
+
+
+def _kernel_text(r: Json, indent: str = "") -> list[str]:
+    lines: list[str] = []
+    if r["ok"]:
+        lines += r["describe"].splitlines()
+        if r["entry_symbol"]:
+            lines.append(f"entry symbol: {r['entry_symbol']}")
+    else:
+        lines.append(f"{r['path']}: the loader would refuse this kernel")
+        if r["segments"]:
+            lines.append("PT_LOAD headers as found:")
+            for s in r["segments"]:
+                lines.append(
+                    f"  {s['index']}: {s['vaddr']}-{s['vaddr_end']} {s['flags']} "
+                    f"memsz {s['memsz']:#x} filesz {s['filesz']:#x}"
+                )
+    req = r["request_header"]
+    if req is None:
+        lines.append(f"request header: {NO_REQUEST}")
+    else:
+        lines.append(
+            f"request header: section {req['section']} ({req['size']} bytes; "
+            "not decoded by this version of hvboot)"
+        )
+    if r["problems"]:
+        lines.append(f"problems ({len(r['problems'])}):")
+        lines += [f"  - {p['where']}: {p['what']}" for p in r["problems"]]
+    else:
+        lines.append("problems: none (the loader accepts this kernel)")
+    return [indent + line for line in lines]
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk images
+
+
+def inspect_image_bytes(disk: bytes, source: str) -> Json:
+    report: Json = {
+        "kind": "image",
+        "path": source,
+        "size": len(disk),
+        "partitions": [],
+        "stage2": None,
+        "esp": None,
+        "loader_config": None,
+        "kernel": None,
+        "problems": [],
+    }
+    problems: list[Problem] = []
+    try:
+        parts = read_gpt(disk)
+    except HvbootError as err:
+        report["problems"] = [Problem.of(err).json()]
+        return report
+    for i, p in enumerate(parts):
+        report["partitions"].append(
+            {
+                "index": i,
+                "name": p.name,
+                "type": PARTITION_TYPES.get(p.type_guid, "other"),
+                "type_guid": str(p.type_guid).upper(),
+                "guid": str(p.unique_guid).upper(),
+                "first_lba": p.first_lba,
+                "last_lba": p.last_lba,
+                "size": (p.last_lba - p.first_lba + 1) * SECTOR,
+            }
+        )
+    bios = next((p for p in parts if p.type_guid == BIOS_BOOT_TYPE), None)
+    if bios is not None:
+        report["stage2"] = {
+            "first_lba": bios.first_lba,
+            "sectors": bios.last_lba - bios.first_lba + 1,
+            "offset": bios.first_lba * SECTOR,
+        }
+    esp = next((p for p in parts if p.type_guid == ESP_TYPE), None)
+    if esp is None:
+        problems.append(Problem("GPT", "no EFI system partition"))
+    else:
+        try:
+            files = read_fat(disk[esp.first_lba * SECTOR : (esp.last_lba + 1) * SECTOR])
+        except HvbootError as err:
+            problems.append(Problem.of(err))
+            files = {}
+        report["esp"] = {
+            "first_lba": esp.first_lba,
+            "files": [
+                {"path": "/" + path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                for path, data in files.items()
+            ],
+        }
+        cfg = files.get(CONFIG_PATH.lstrip("/"))
+        if cfg is None:
+            problems.append(Problem(f"ESP {CONFIG_PATH}", "missing: the loader needs it"))
+        else:
+            report["loader_config"] = cfg.decode("utf-8", "replace")
+        kernel = files.get(KERNEL_PATH.lstrip("/"))
+        if kernel is not None:
+            sub = inspect_kernel_bytes(kernel, f"{source}:/{KERNEL_PATH.lstrip('/')}")
+            report["kernel"] = sub
+            problems += [Problem(p["where"], p["what"]) for p in sub["problems"]]
+    report["problems"] = [p.json() for p in problems]
+    return report
+
+
+def _image_text(r: Json) -> list[str]:
+    mib = r["size"] / (1 << 20)
+    lines = [f"{r['path']}: disk image, {r['size']} bytes ({mib:.1f} MiB), GPT"]
+    lines.append("partitions:")
+    for p in r["partitions"]:
+        lines.append(
+            f"  {p['index']}: {p['name']!r} ({p['type']}, {p['type_guid']}) "
+            f"LBA {p['first_lba']}-{p['last_lba']} ({p['size']} bytes)"
+        )
+    s2 = r["stage2"]
+    if s2 is None:
+        lines.append("stage 2: none (no BIOS boot partition: the image boots under UEFI only)")
+    else:
+        lines.append(
+            f"stage 2: BIOS boot partition at LBA {s2['first_lba']} ({s2['sectors']} sectors)"
+        )
+    if r["esp"] is not None:
+        lines.append(f"ESP files (partition at LBA {r['esp']['first_lba']}):")
+        width = max((len(f["path"]) for f in r["esp"]["files"]), default=0)
+        for f in r["esp"]["files"]:
+            lines.append(f"  {f['path']:<{width}}  {f['size']:>10}  sha256 {f['sha256']}")
+    if r["loader_config"] is not None:
+        lines.append(f"loader config (/{CONFIG_PATH.lstrip('/')}):")
+        lines += ["  | " + line for line in r["loader_config"].splitlines()]
+    if r["kernel"] is not None:
+        lines.append(f"kernel (/{KERNEL_PATH.lstrip('/')}):")
+        lines += _kernel_text(r["kernel"], "  ")
+    elif r["problems"]:
+        lines.append(f"problems ({len(r['problems'])}):")
+        lines += [f"  - {p['where']}: {p['what']}" for p in r["problems"]]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def inspect_path(path: Path) -> Json:
+    """The report for a kernel ELF or a disk image (told apart by their first bytes)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise HvbootError(path, "no such file (expected a kernel ELF or a disk image)") from None
+    except IsADirectoryError:
+        raise HvbootError(path, "is a directory, expected a kernel ELF or a disk image") from None
+    except OSError as e:
+        raise HvbootError(path, f"cannot read it: {e.strerror}") from None
+    if data[:4] != ELF_MAGIC and data[SECTOR : SECTOR + 8] == GPT_SIGNATURE:
+        return inspect_image_bytes(data, str(path))
+    return inspect_kernel_bytes(data, str(path))
+
+
+def main(path: Path, *, as_json: bool) -> int:
+    report = inspect_path(path)
+    if as_json:
+        out = {k: v for k, v in report.items() if k != "describe"}
+        if isinstance(out.get("kernel"), dict):
+            out["kernel"] = {k: v for k, v in out["kernel"].items() if k != "describe"}
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        lines = _image_text(report) if report["kind"] == "image" else _kernel_text(report)
+        print("\n".join(lines))
+    return 1 if report["problems"] else 0
