@@ -21,6 +21,18 @@
 /* The stack is mapped just above an unmapped guard page at this address. */
 #define HVBOOT_STACK_REGION_BASE 0xfffffe0000000000ull
 
+/* BootInfo.header_size of the first v1 layout (up to tsc_handoff); the smallest header a kernel must accept. Fields past header_size are absent. */
+#define HVBOOT_BOOT_INFO_V1_HEADER_SIZE 0xe0u
+
+/* KernelRequest.magic: the bytes "HVBOOTRQ" read as a little-endian u64. */
+#define HVBOOT_REQUEST_MAGIC 0x5152544f4f425648ull
+
+/* The KernelRequest version this layout describes. */
+#define HVBOOT_REQUEST_VERSION 0x1u
+
+/* KernelRequest.framebuffer_width/height: the kernel wants no framebuffer. */
+#define HVBOOT_FRAMEBUFFER_NONE 0xffffffffu
+
 /* What a range of physical memory holds (MemoryRegion.kind). */
 #define HVBOOT_MEMORY_KIND_USABLE 1u /* Free RAM the kernel may use at once. */
 #define HVBOOT_MEMORY_KIND_RESERVED 2u /* Not to be used: firmware, MMIO, holes. */
@@ -34,6 +46,51 @@
 #define HVBOOT_MEMORY_KIND_PAGE_TABLES 10u /* The page tables in CR3 at entry, and the GDT. */
 #define HVBOOT_MEMORY_KIND_FRAMEBUFFER 11u /* The linear framebuffer. */
 #define HVBOOT_MEMORY_KIND_KERNEL_STACK 12u /* The kernel's entry stack. */
+#define HVBOOT_MEMORY_KIND_GUEST_RESERVED 13u /* RAM set aside for guests at the kernel's request (BootInfo.guest_reservation_*); the loader never touched it. */
+#define HVBOOT_MEMORY_KIND_AP_TRAMPOLINE 14u /* A free page below 1 MiB for the kernel's SIPI trampoline (BootInfo.ap_trampoline_phys). */
+
+/* Bits of VirtReport.flags: what the CPU offers a hypervisor. */
+#define HVBOOT_VIRT_FLAGS_VMX 1u /* Intel VMX (CPUID.1:ECX[5]). */
+#define HVBOOT_VIRT_FLAGS_SVM 2u /* AMD SVM (CPUID.80000001h:ECX[2]). */
+#define HVBOOT_VIRT_FLAGS_EPT 4u /* Intel EPT: secondary controls and 'enable EPT' allowed (IA32_VMX_PROCBASED_CTLS bit 63, IA32_VMX_PROCBASED_CTLS2 bit 33). */
+#define HVBOOT_VIRT_FLAGS_NPT 8u /* AMD nested paging (CPUID.8000000Ah:EDX[0]). */
+#define HVBOOT_VIRT_FLAGS_GIB_PAGES 16u /* 1 GiB pages (CPUID.80000001h:EDX[26]). */
+#define HVBOOT_VIRT_FLAGS_X2APIC 32u /* x2APIC (CPUID.1:ECX[21]). */
+#define HVBOOT_VIRT_FLAGS_INVARIANT_TSC 64u /* Invariant TSC (CPUID.80000007h:EDX[8]). */
+#define HVBOOT_VIRT_FLAGS_HYPERVISOR 128u /* Running under a hypervisor (CPUID.1:ECX[31]). */
+#define HVBOOT_VIRT_FLAGS_FEATURE_CONTROL_READ 256u /* feature_control_before/after hold IA32_FEATURE_CONTROL (MSR 3Ah) values. */
+#define HVBOOT_VIRT_FLAGS_VM_CR_READ 512u /* vm_cr holds VM_CR (MSR C001_0114h). */
+#define HVBOOT_VIRT_FLAGS_EPT_VPID_CAP_READ 1024u /* vmx_ept_vpid_cap holds IA32_VMX_EPT_VPID_CAP (MSR 48Ch). */
+#define HVBOOT_VIRT_FLAGS_VMX_ENABLED_BY_LOADER 2048u /* The loader found IA32_FEATURE_CONTROL unlocked and set VMX-outside-SMX and the lock bit on every CPU (KernelRequest flag ENABLE_VMX). */
+#define HVBOOT_VIRT_FLAGS_VPID 4096u /* Intel VPID allowed (IA32_VMX_PROCBASED_CTLS2 bit 37). */
+#define HVBOOT_VIRT_FLAGS_VALID 2147483648u /* The report was filled in; without it the report is absent. */
+
+/* Bits of CpuEntry.flags (ACPI 6.5 §5.2.12.2 and §5.2.12.12 Local APIC flags). */
+#define HVBOOT_CPU_FLAGS_ENABLED 1u /* The processor is usable (MADT flag Enabled). */
+#define HVBOOT_CPU_FLAGS_ONLINE_CAPABLE 2u /* Not enabled now, but can be brought online at run time (MADT flag Online Capable). A CPU with neither flag cannot be used. */
+#define HVBOOT_CPU_FLAGS_BSP 4u /* The bootstrap processor: the one running the kernel. */
+#define HVBOOT_CPU_FLAGS_X2APIC 8u /* Listed by a Processor Local x2APIC structure (MADT type 9). */
+
+/* What a PlacedExtent holds. */
+#define HVBOOT_EXTENT_KIND_KERNEL_SEGMENT 1u /* A PT_LOAD segment; index = its program header. */
+#define HVBOOT_EXTENT_KIND_MODULE 2u /* A module; index = its position in BootInfo.modules. */
+#define HVBOOT_EXTENT_KIND_BOOT_INFO 3u /* The boot-information block. */
+#define HVBOOT_EXTENT_KIND_PAGE_TABLES 4u /* The page tables in CR3 at entry. */
+#define HVBOOT_EXTENT_KIND_STACK 5u /* The entry stack (virt = its lowest mapped byte). */
+#define HVBOOT_EXTENT_KIND_AP_TRAMPOLINE 6u /* The AP trampoline page. */
+#define HVBOOT_EXTENT_KIND_GUEST_RESERVATION 7u /* The guest-memory reservation. */
+#define HVBOOT_EXTENT_KIND_GDT 8u /* The GDT loaded at entry. */
+
+/* Indices into BootInfo.tsc_stamps, in the order the loader passes them. */
+#define HVBOOT_TSC_STAGE_LOADER_ENTRY 0u /* The loader's first instruction in Rust. */
+#define HVBOOT_TSC_STAGE_FILES_READ 1u /* Kernel and modules read from the disk. */
+#define HVBOOT_TSC_STAGE_PAGE_TABLES_BUILT 2u /* The kernel's page tables built. */
+#define HVBOOT_TSC_STAGE_FIRMWARE_EXITED 3u /* UEFI boot services exited (BIOS: last BIOS call made). */
+#define HVBOOT_TSC_STAGE_HANDOFF 4u /* Just before the jump to the kernel. */
+
+/* Bits of KernelRequest.flags. */
+#define HVBOOT_REQUEST_FLAGS_AP_TRAMPOLINE 1u /* Reserve a free 4 KiB page below 1 MiB for a SIPI trampoline. */
+#define HVBOOT_REQUEST_FLAGS_ENABLE_VMX 2u /* On Intel CPUs with VMX whose IA32_FEATURE_CONTROL is unlocked, set VMX-outside-SMX and lock it, on every CPU. Never locks it with VMX off. */
 
 /* The firmware the machine booted through (BootInfo.firmware). */
 #define HVBOOT_FIRMWARE_KIND_UEFI 1u /* UEFI; BootInfo.efi_system_table is set. */
@@ -124,6 +181,116 @@ _Static_assert(offsetof(hvboot_framebuffer, blue_mask_shift) == 37, "Framebuffer
 _Static_assert(offsetof(hvboot_framebuffer, reserved_mask_size) == 38, "Framebuffer.reserved_mask_size");
 _Static_assert(offsetof(hvboot_framebuffer, reserved_mask_shift) == 39, "Framebuffer.reserved_mask_shift");
 
+/* What the CPU offers a hypervisor, as the loader found it on the bootstrap processor. */
+typedef struct hvboot_virt_report {
+    uint8_t vendor[12]; /* CPUID.0 vendor string ("AuthenticAMD", "GenuineIntel"). */
+    uint32_t flags; /* Features and which MSR fields are valid. */
+    uint8_t max_phys_addr_bits; /* MAXPHYADDR (CPUID.80000008h:EAX[7:0]). */
+    uint8_t max_linear_addr_bits; /* Linear-address bits (CPUID.80000008h:EAX[15:8]). */
+    uint8_t svm_revision; /* SVM revision (CPUID.8000000Ah:EAX[7:0]); 0 without SVM. */
+    uint8_t reserved; /* Zero. */
+    uint32_t svm_asids; /* Number of SVM ASIDs (CPUID.8000000Ah:EBX); 0 without SVM. */
+    uint64_t feature_control_before; /* IA32_FEATURE_CONTROL as the firmware left it. */
+    uint64_t feature_control_after; /* IA32_FEATURE_CONTROL at hand-off. */
+    uint64_t vm_cr; /* VM_CR (bit 4 SVMDIS: SVM disabled by firmware; bit 3 LOCK). */
+    uint64_t vmx_ept_vpid_cap; /* IA32_VMX_EPT_VPID_CAP. */
+    uint64_t tsc_frequency_hz; /* TSC frequency from CPUID 15h/16h, 0 if unknown. */
+} hvboot_virt_report;
+_Static_assert(sizeof(hvboot_virt_report) == 64, "VirtReport size");
+_Static_assert(offsetof(hvboot_virt_report, vendor) == 0, "VirtReport.vendor");
+_Static_assert(offsetof(hvboot_virt_report, flags) == 12, "VirtReport.flags");
+_Static_assert(offsetof(hvboot_virt_report, max_phys_addr_bits) == 16, "VirtReport.max_phys_addr_bits");
+_Static_assert(offsetof(hvboot_virt_report, max_linear_addr_bits) == 17, "VirtReport.max_linear_addr_bits");
+_Static_assert(offsetof(hvboot_virt_report, svm_revision) == 18, "VirtReport.svm_revision");
+_Static_assert(offsetof(hvboot_virt_report, reserved) == 19, "VirtReport.reserved");
+_Static_assert(offsetof(hvboot_virt_report, svm_asids) == 20, "VirtReport.svm_asids");
+_Static_assert(offsetof(hvboot_virt_report, feature_control_before) == 24, "VirtReport.feature_control_before");
+_Static_assert(offsetof(hvboot_virt_report, feature_control_after) == 32, "VirtReport.feature_control_after");
+_Static_assert(offsetof(hvboot_virt_report, vm_cr) == 40, "VirtReport.vm_cr");
+_Static_assert(offsetof(hvboot_virt_report, vmx_ept_vpid_cap) == 48, "VirtReport.vmx_ept_vpid_cap");
+_Static_assert(offsetof(hvboot_virt_report, tsc_frequency_hz) == 56, "VirtReport.tsc_frequency_hz");
+
+/* A processor from the ACPI MADT (types 0 Local APIC and 9 Local x2APIC). */
+typedef struct hvboot_cpu_entry {
+    uint32_t apic_id; /* Local APIC or x2APIC ID. */
+    uint32_t acpi_uid; /* ACPI processor UID. */
+    uint32_t flags; /* Enabled, online capable, BSP, x2APIC. */
+    uint32_t reserved; /* Zero. */
+} hvboot_cpu_entry;
+_Static_assert(sizeof(hvboot_cpu_entry) == 16, "CpuEntry size");
+_Static_assert(offsetof(hvboot_cpu_entry, apic_id) == 0, "CpuEntry.apic_id");
+_Static_assert(offsetof(hvboot_cpu_entry, acpi_uid) == 4, "CpuEntry.acpi_uid");
+_Static_assert(offsetof(hvboot_cpu_entry, flags) == 8, "CpuEntry.flags");
+_Static_assert(offsetof(hvboot_cpu_entry, reserved) == 12, "CpuEntry.reserved");
+
+/* One entry of the firmware's own memory map, untranslated: an EFI memory descriptor (UEFI) or an E820 entry (BIOS). */
+typedef struct hvboot_firmware_memory_entry {
+    uint64_t base; /* Physical start. */
+    uint64_t length; /* Bytes (EFI: NumberOfPages * 4096). */
+    uint32_t firmware_type; /* EFI_MEMORY_TYPE (UEFI) or E820 type (BIOS). */
+    uint32_t reserved; /* Zero. */
+    uint64_t attributes; /* EFI attribute bits (UEFI) or E820 extended attributes. */
+} hvboot_firmware_memory_entry;
+_Static_assert(sizeof(hvboot_firmware_memory_entry) == 32, "FirmwareMemoryEntry size");
+_Static_assert(offsetof(hvboot_firmware_memory_entry, base) == 0, "FirmwareMemoryEntry.base");
+_Static_assert(offsetof(hvboot_firmware_memory_entry, length) == 8, "FirmwareMemoryEntry.length");
+_Static_assert(offsetof(hvboot_firmware_memory_entry, firmware_type) == 16, "FirmwareMemoryEntry.firmware_type");
+_Static_assert(offsetof(hvboot_firmware_memory_entry, reserved) == 20, "FirmwareMemoryEntry.reserved");
+_Static_assert(offsetof(hvboot_firmware_memory_entry, attributes) == 24, "FirmwareMemoryEntry.attributes");
+
+/* A range of memory the loader placed something in. */
+typedef struct hvboot_placed_extent {
+    uint64_t phys; /* Physical start, 4 KiB aligned. */
+    uint64_t virt; /* Where it is mapped at entry besides the direct map; 0 if not. */
+    uint64_t length; /* Bytes, a multiple of 4 KiB. */
+    uint32_t what; /* What it holds. */
+    uint32_t index; /* Which one (program header or module index), else 0. */
+} hvboot_placed_extent;
+_Static_assert(sizeof(hvboot_placed_extent) == 32, "PlacedExtent size");
+_Static_assert(offsetof(hvboot_placed_extent, phys) == 0, "PlacedExtent.phys");
+_Static_assert(offsetof(hvboot_placed_extent, virt) == 8, "PlacedExtent.virt");
+_Static_assert(offsetof(hvboot_placed_extent, length) == 16, "PlacedExtent.length");
+_Static_assert(offsetof(hvboot_placed_extent, what) == 24, "PlacedExtent.what");
+_Static_assert(offsetof(hvboot_placed_extent, index) == 28, "PlacedExtent.index");
+
+/* Guest memory the kernel asks the loader to set aside (KernelRequest.guest). */
+typedef struct hvboot_guest_request {
+    uint64_t size; /* Bytes, a multiple of 4 KiB; 0 = no reservation. */
+    uint64_t alignment; /* Power of two >= 4 KiB (0 = 4 KiB). */
+    uint64_t max_address; /* The reservation must end at or below this; 0 = anywhere. */
+    uint64_t fixed_base; /* Exactly this physical base; 0 = any. */
+} hvboot_guest_request;
+_Static_assert(sizeof(hvboot_guest_request) == 32, "GuestRequest size");
+_Static_assert(offsetof(hvboot_guest_request, size) == 0, "GuestRequest.size");
+_Static_assert(offsetof(hvboot_guest_request, alignment) == 8, "GuestRequest.alignment");
+_Static_assert(offsetof(hvboot_guest_request, max_address) == 16, "GuestRequest.max_address");
+_Static_assert(offsetof(hvboot_guest_request, fixed_base) == 24, "GuestRequest.fixed_base");
+
+/* What the kernel asks of the loader: placed in the ELF section .hvboot_request. */
+typedef struct hvboot_kernel_request {
+    uint64_t magic; /* REQUEST_MAGIC. */
+    uint32_t version; /* REQUEST_VERSION. */
+    uint32_t size; /* Bytes of this structure as the kernel was built with it. */
+    uint32_t flags; /* What else the kernel wants. */
+    uint32_t framebuffer_width; /* Pixels; 0 = firmware default, FRAMEBUFFER_NONE = none. */
+    uint32_t framebuffer_height; /* Pixels; 0 = firmware default, FRAMEBUFFER_NONE = none. */
+    uint32_t module_alignment; /* 4096 or 2 MiB; 0 = 4096. */
+    uint64_t stack_size; /* Bytes of entry stack, a multiple of 4 KiB; 0 = DEFAULT_STACK_SIZE. */
+    uint64_t direct_map_offset; /* Where to map all physical memory, 1 GiB aligned, higher half; 0 = DEFAULT_DIRECT_MAP_OFFSET. */
+    hvboot_guest_request guest; /* Guest memory to reserve. */
+} hvboot_kernel_request;
+_Static_assert(sizeof(hvboot_kernel_request) == 80, "KernelRequest size");
+_Static_assert(offsetof(hvboot_kernel_request, magic) == 0, "KernelRequest.magic");
+_Static_assert(offsetof(hvboot_kernel_request, version) == 8, "KernelRequest.version");
+_Static_assert(offsetof(hvboot_kernel_request, size) == 12, "KernelRequest.size");
+_Static_assert(offsetof(hvboot_kernel_request, flags) == 16, "KernelRequest.flags");
+_Static_assert(offsetof(hvboot_kernel_request, framebuffer_width) == 20, "KernelRequest.framebuffer_width");
+_Static_assert(offsetof(hvboot_kernel_request, framebuffer_height) == 24, "KernelRequest.framebuffer_height");
+_Static_assert(offsetof(hvboot_kernel_request, module_alignment) == 28, "KernelRequest.module_alignment");
+_Static_assert(offsetof(hvboot_kernel_request, stack_size) == 32, "KernelRequest.stack_size");
+_Static_assert(offsetof(hvboot_kernel_request, direct_map_offset) == 40, "KernelRequest.direct_map_offset");
+_Static_assert(offsetof(hvboot_kernel_request, guest) == 48, "KernelRequest.guest");
+
 /* The boot-information block. RDI holds its virtual address (in the direct map) at the kernel's entry. */
 typedef struct hvboot_boot_info {
     uint64_t magic; /* BOOT_INFO_MAGIC. */
@@ -152,8 +319,19 @@ typedef struct hvboot_boot_info {
     uint64_t stack_size; /* Bytes of entry stack (a guard page lies below). */
     uint64_t tsc_loader_start; /* TSC when the loader started. */
     uint64_t tsc_handoff; /* TSC just before the jump to the kernel. */
+    hvboot_virt_report virt; /* Virtualization report (absent unless flags has VALID). */
+    hvboot_array_ref cpus; /* CpuEntry[] from the MADT, in MADT order. */
+    hvboot_array_ref firmware_memory_map; /* FirmwareMemoryEntry[]: the raw firmware map. */
+    hvboot_array_ref placed_extents; /* PlacedExtent[]: everything the loader placed. */
+    hvboot_array_ref tsc_stamps; /* u64[] indexed by TscStage; 0 = not recorded. */
+    uint64_t local_apic_phys; /* Local APIC MMIO base (MADT, with override); 0 if none. */
+    uint64_t guest_reservation_phys; /* Start of the guest reservation; 0 if none. */
+    uint64_t guest_reservation_size; /* Bytes of the guest reservation; 0 if none. */
+    uint64_t ap_trampoline_phys; /* The AP trampoline page below 1 MiB; 0 if none. */
+    uint32_t request_version; /* KernelRequest.version the loader found and honoured; 0 = no request. */
+    uint32_t reserved; /* Zero. */
 } hvboot_boot_info;
-_Static_assert(sizeof(hvboot_boot_info) == 224, "BootInfo size");
+_Static_assert(sizeof(hvboot_boot_info) == 360, "BootInfo size");
 _Static_assert(offsetof(hvboot_boot_info, magic) == 0, "BootInfo.magic");
 _Static_assert(offsetof(hvboot_boot_info, version) == 8, "BootInfo.version");
 _Static_assert(offsetof(hvboot_boot_info, size) == 12, "BootInfo.size");
@@ -180,5 +358,16 @@ _Static_assert(offsetof(hvboot_boot_info, stack_top) == 192, "BootInfo.stack_top
 _Static_assert(offsetof(hvboot_boot_info, stack_size) == 200, "BootInfo.stack_size");
 _Static_assert(offsetof(hvboot_boot_info, tsc_loader_start) == 208, "BootInfo.tsc_loader_start");
 _Static_assert(offsetof(hvboot_boot_info, tsc_handoff) == 216, "BootInfo.tsc_handoff");
+_Static_assert(offsetof(hvboot_boot_info, virt) == 224, "BootInfo.virt");
+_Static_assert(offsetof(hvboot_boot_info, cpus) == 288, "BootInfo.cpus");
+_Static_assert(offsetof(hvboot_boot_info, firmware_memory_map) == 296, "BootInfo.firmware_memory_map");
+_Static_assert(offsetof(hvboot_boot_info, placed_extents) == 304, "BootInfo.placed_extents");
+_Static_assert(offsetof(hvboot_boot_info, tsc_stamps) == 312, "BootInfo.tsc_stamps");
+_Static_assert(offsetof(hvboot_boot_info, local_apic_phys) == 320, "BootInfo.local_apic_phys");
+_Static_assert(offsetof(hvboot_boot_info, guest_reservation_phys) == 328, "BootInfo.guest_reservation_phys");
+_Static_assert(offsetof(hvboot_boot_info, guest_reservation_size) == 336, "BootInfo.guest_reservation_size");
+_Static_assert(offsetof(hvboot_boot_info, ap_trampoline_phys) == 344, "BootInfo.ap_trampoline_phys");
+_Static_assert(offsetof(hvboot_boot_info, request_version) == 352, "BootInfo.request_version");
+_Static_assert(offsetof(hvboot_boot_info, reserved) == 356, "BootInfo.reserved");
 
 #endif /* HVBOOT_H */

@@ -31,8 +31,8 @@ use core::mem::size_of;
 
 use crate::info::HEADER_SIZE;
 use crate::protocol::{
-    ArrayRef, BootInfo, Framebuffer, MemoryRegion, Module, StrRef, BOOT_INFO_MAGIC,
-    PROTOCOL_VERSION,
+    ArrayRef, BootInfo, CpuEntry, FirmwareMemoryEntry, Framebuffer, GuestRequest, KernelRequest,
+    MemoryRegion, Module, PlacedExtent, StrRef, VirtReport, BOOT_INFO_MAGIC, PROTOCOL_VERSION,
 };
 
 /// Plain data: a type with no padding bytes for which every bit pattern is a
@@ -65,6 +65,18 @@ unsafe impl Plain for StrRef {}
 unsafe impl Plain for ArrayRef {}
 // SAFETY: as above.
 unsafe impl Plain for BootInfo {}
+// SAFETY: as above.
+unsafe impl Plain for VirtReport {}
+// SAFETY: as above.
+unsafe impl Plain for CpuEntry {}
+// SAFETY: as above.
+unsafe impl Plain for FirmwareMemoryEntry {}
+// SAFETY: as above.
+unsafe impl Plain for PlacedExtent {}
+// SAFETY: as above.
+unsafe impl Plain for GuestRequest {}
+// SAFETY: as above.
+unsafe impl Plain for KernelRequest {}
 
 /// Why a block cannot be laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,6 +7,8 @@
 
 use core::arch::asm;
 
+pub mod virt;
+
 /// Reads the time stamp counter (`rdtsc`).
 #[inline]
 pub fn rdtsc() -> u64 {

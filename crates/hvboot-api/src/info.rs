@@ -32,12 +32,39 @@ use core::mem::size_of;
 
 use crate::builder::Plain;
 use crate::protocol::{
-    ArrayRef, BootInfo, Framebuffer, MemoryKind, MemoryRegion, Module, StrRef, BOOT_INFO_MAGIC,
-    PROTOCOL_VERSION,
+    ArrayRef, BootInfo, CpuEntry, FirmwareMemoryEntry, Framebuffer, MemoryKind, MemoryRegion,
+    Module, PlacedExtent, StrRef, TscStage, VirtFlags, VirtReport, BOOT_INFO_MAGIC,
+    BOOT_INFO_V1_HEADER_SIZE, PROTOCOL_VERSION,
 };
 
-/// Bytes of the fixed header of this protocol version.
+/// Bytes of the fixed header as this crate knows it (what [`BootInfoBuilder`]
+/// writes).
+///
+/// [`BootInfoBuilder`]: crate::BootInfoBuilder
 pub const HEADER_SIZE: usize = size_of::<BootInfo>();
+
+/// The smallest `header_size` a block may have: the first version-1 header,
+/// up to `tsc_handoff`. Fields that were appended later lie beyond it; in a
+/// block whose `header_size` does not cover them they are *absent*, and the
+/// accessors below ([`BootInfo::virt_report`], [`BootInfo::cpus`], ...) say so
+/// (None or empty) instead of reading them.
+pub const MIN_HEADER_SIZE: usize = BOOT_INFO_V1_HEADER_SIZE as usize;
+
+/// A range of physical memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhysRange {
+    /// First byte.
+    pub phys: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+impl PhysRange {
+    /// The first byte after the range (saturating).
+    pub const fn end(&self) -> u64 {
+        self.phys.saturating_add(self.len)
+    }
+}
 
 /// Which reference of a block an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +83,14 @@ pub enum Field {
     ModuleName(u32),
     /// `cmdline` of the module with this index.
     ModuleCmdline(u32),
+    /// `BootInfo.cpus`.
+    Cpus,
+    /// `BootInfo.firmware_memory_map`.
+    FirmwareMemoryMap,
+    /// `BootInfo.placed_extents`.
+    PlacedExtents,
+    /// `BootInfo.tsc_stamps`.
+    TscStamps,
 }
 
 impl fmt::Display for Field {
@@ -68,6 +103,10 @@ impl fmt::Display for Field {
             Self::Modules => f.write_str("modules"),
             Self::ModuleName(i) => write!(f, "modules[{i}].name"),
             Self::ModuleCmdline(i) => write!(f, "modules[{i}].cmdline"),
+            Self::Cpus => f.write_str("cpus"),
+            Self::FirmwareMemoryMap => f.write_str("firmware_memory_map"),
+            Self::PlacedExtents => f.write_str("placed_extents"),
+            Self::TscStamps => f.write_str("tsc_stamps"),
         }
     }
 }
@@ -111,7 +150,7 @@ pub enum InfoError {
     BadMagic(u64),
     /// `version` is not [`PROTOCOL_VERSION`].
     UnsupportedVersion(u32),
-    /// `header_size` is smaller than this version's header or larger than `size`.
+    /// `header_size` is smaller than [`MIN_HEADER_SIZE`] or larger than `size`.
     BadHeaderSize {
         /// `BootInfo.header_size`.
         header_size: u32,
@@ -150,7 +189,7 @@ impl fmt::Display for InfoError {
             }
             Self::BadHeaderSize { header_size, size } => write!(
                 f,
-                "bad header_size {header_size} (size {size}, minimum header {HEADER_SIZE})"
+                "bad header_size {header_size} (size {size}, minimum header {MIN_HEADER_SIZE})"
             ),
             Self::Truncated { needed, available } => {
                 write!(
@@ -168,6 +207,11 @@ impl BootInfo {
     /// The block in `buf` (which must start with the header), after checking that
     /// `buf` is 8-byte aligned, holds the header and `size` bytes, and that the
     /// block is [valid](Self::validate).
+    ///
+    /// `buf` must be at least [`HEADER_SIZE`] bytes long even when the block's
+    /// `header_size` is smaller (a block from an older loader): the returned
+    /// reference covers a whole [`BootInfo`]. Pad such a buffer with anything;
+    /// the accessors do not read past `header_size` for header fields.
     pub fn from_bytes(buf: &[u8]) -> Result<&BootInfo, InfoError> {
         if buf.len() < HEADER_SIZE {
             return Err(InfoError::Truncated {
@@ -192,8 +236,13 @@ impl BootInfo {
     }
 
     /// Checks the whole block: magic, version, `header_size`, and every string and
-    /// array reference (the memory map, the module table, and each module's
-    /// strings) against `size`, alignment and UTF-8. Reads nothing outside `size`.
+    /// array reference (the memory map, the module table, each module's strings,
+    /// and the later arrays where `header_size` covers them) against `size`,
+    /// alignment and UTF-8. Reads nothing outside `size`.
+    ///
+    /// A `header_size` between [`MIN_HEADER_SIZE`] and [`HEADER_SIZE`] is
+    /// accepted: the block comes from a loader built against an earlier v1
+    /// layout, and the fields it does not cover are absent.
     ///
     /// It checks structure, not meaning: an unsorted memory map or a module
     /// outside RAM is the kernel's business.
@@ -204,7 +253,7 @@ impl BootInfo {
         if self.version != PROTOCOL_VERSION {
             return Err(InfoError::UnsupportedVersion(self.version));
         }
-        if (self.header_size as usize) < HEADER_SIZE || self.header_size > self.size {
+        if (self.header_size as usize) < MIN_HEADER_SIZE || self.header_size > self.size {
             return Err(InfoError::BadHeaderSize {
                 header_size: self.header_size,
                 size: self.size,
@@ -226,14 +275,39 @@ impl BootInfo {
             self.try_str(m.cmdline)
                 .map_err(bad(Field::ModuleCmdline(i)))?;
         }
+        if let Some(r) = self.later(self.cpus, HEADER_CPUS_END) {
+            self.try_array::<CpuEntry>(r).map_err(bad(Field::Cpus))?;
+        }
+        if let Some(r) = self.later(self.firmware_memory_map, HEADER_FIRMWARE_MAP_END) {
+            self.try_array::<FirmwareMemoryEntry>(r)
+                .map_err(bad(Field::FirmwareMemoryMap))?;
+        }
+        if let Some(r) = self.later(self.placed_extents, HEADER_EXTENTS_END) {
+            self.try_array::<PlacedExtent>(r)
+                .map_err(bad(Field::PlacedExtents))?;
+        }
+        if let Some(r) = self.later(self.tsc_stamps, HEADER_TSC_STAMPS_END) {
+            self.try_array::<u64>(r).map_err(bad(Field::TscStamps))?;
+        }
         Ok(())
+    }
+
+    /// Whether the header as the loader wrote it (`header_size`) covers the
+    /// bytes up to `end`, i.e. whether a field ending there is present.
+    pub fn has_field(&self, end: usize) -> bool {
+        self.header_size as usize >= end
+    }
+
+    /// `value` if the header covers a field ending at `end`.
+    fn later<T>(&self, value: T, end: usize) -> Option<T> {
+        self.has_field(end).then_some(value)
     }
 
     /// The block's bytes, `size` long, or None if the header is not intact.
     fn block(&self) -> Option<&[u8]> {
         let size = self.size as usize;
-        if size < HEADER_SIZE
-            || (self.header_size as usize) < HEADER_SIZE
+        if size < MIN_HEADER_SIZE
+            || (self.header_size as usize) < MIN_HEADER_SIZE
             || self.header_size > self.size
         {
             return None;
@@ -368,6 +442,114 @@ impl BootInfo {
             .iter()
             .filter(|r| r.kind == MemoryKind::USABLE)
             .fold(0u64, |acc, r| acc.saturating_add(r.length))
+    }
+}
+
+// Where the fields appended after the first v1 layout end: a field is present
+// when `header_size` reaches its end.
+const fn end_of(offset: usize, size: usize) -> usize {
+    offset + size
+}
+const HEADER_VIRT_END: usize = end_of(
+    core::mem::offset_of!(BootInfo, virt),
+    size_of::<VirtReport>(),
+);
+const HEADER_CPUS_END: usize = end_of(core::mem::offset_of!(BootInfo, cpus), size_of::<ArrayRef>());
+const HEADER_FIRMWARE_MAP_END: usize = end_of(
+    core::mem::offset_of!(BootInfo, firmware_memory_map),
+    size_of::<ArrayRef>(),
+);
+const HEADER_EXTENTS_END: usize = end_of(
+    core::mem::offset_of!(BootInfo, placed_extents),
+    size_of::<ArrayRef>(),
+);
+const HEADER_TSC_STAMPS_END: usize = end_of(
+    core::mem::offset_of!(BootInfo, tsc_stamps),
+    size_of::<ArrayRef>(),
+);
+const HEADER_LAPIC_END: usize = end_of(core::mem::offset_of!(BootInfo, local_apic_phys), 8);
+const HEADER_GUEST_END: usize = end_of(core::mem::offset_of!(BootInfo, guest_reservation_size), 8);
+const HEADER_TRAMPOLINE_END: usize = end_of(core::mem::offset_of!(BootInfo, ap_trampoline_phys), 8);
+const HEADER_REQUEST_END: usize = end_of(core::mem::offset_of!(BootInfo, request_version), 4);
+
+/// Accessors of the fields appended to version 1 after its first layout.
+/// Each returns None (or an empty slice) when the block's `header_size` does
+/// not cover the field, when the loader left it zero, or when a reference is
+/// malformed; none of them reads a byte past `header_size` for header fields.
+impl BootInfo {
+    /// The virtualization report, if the loader filled it in
+    /// ([`VirtFlags::VALID`]).
+    pub fn virt_report(&self) -> Option<&VirtReport> {
+        self.later(&self.virt, HEADER_VIRT_END)
+            .filter(|v| v.flags.contains(VirtFlags::VALID))
+    }
+
+    /// The processors from the ACPI MADT, in MADT order (empty if absent).
+    pub fn cpus(&self) -> &[CpuEntry] {
+        self.later(self.cpus, HEADER_CPUS_END)
+            .and_then(|r| self.try_array(r).ok())
+            .unwrap_or(&[])
+    }
+
+    /// The firmware's own memory map, untranslated: EFI memory descriptors
+    /// when `firmware` is UEFI, E820 entries when it is BIOS (empty if absent).
+    pub fn firmware_memory_map(&self) -> &[FirmwareMemoryEntry] {
+        self.later(self.firmware_memory_map, HEADER_FIRMWARE_MAP_END)
+            .and_then(|r| self.try_array(r).ok())
+            .unwrap_or(&[])
+    }
+
+    /// Everything the loader placed in memory (empty if absent).
+    pub fn placed_extents(&self) -> &[PlacedExtent] {
+        self.later(self.placed_extents, HEADER_EXTENTS_END)
+            .and_then(|r| self.try_array(r).ok())
+            .unwrap_or(&[])
+    }
+
+    /// The TSC stamps, indexed by [`TscStage`] (empty if absent).
+    pub fn tsc_stamps(&self) -> &[u64] {
+        self.later(self.tsc_stamps, HEADER_TSC_STAMPS_END)
+            .and_then(|r| self.try_array(r).ok())
+            .unwrap_or(&[])
+    }
+
+    /// The TSC when the loader passed `stage`, if it recorded it.
+    pub fn tsc_stamp(&self, stage: TscStage) -> Option<u64> {
+        self.tsc_stamps()
+            .get(stage.0 as usize)
+            .copied()
+            .filter(|&t| t != 0)
+    }
+
+    /// The local APIC's MMIO base, if the loader reported it.
+    pub fn local_apic_phys(&self) -> Option<u64> {
+        self.later(self.local_apic_phys, HEADER_LAPIC_END)
+            .filter(|&a| a != 0)
+    }
+
+    /// The guest-memory reservation the kernel requested, if the loader made one.
+    pub fn guest_reservation(&self) -> Option<PhysRange> {
+        self.later(
+            PhysRange {
+                phys: self.guest_reservation_phys,
+                len: self.guest_reservation_size,
+            },
+            HEADER_GUEST_END,
+        )
+        .filter(|r| r.len != 0)
+    }
+
+    /// The AP trampoline page (below 1 MiB), if the loader reserved one.
+    pub fn ap_trampoline_phys(&self) -> Option<u64> {
+        self.later(self.ap_trampoline_phys, HEADER_TRAMPOLINE_END)
+            .filter(|&a| a != 0)
+    }
+
+    /// The version of the kernel's `.hvboot_request` that the loader found and
+    /// honoured, or None if it found none (or predates requests).
+    pub fn request_version(&self) -> Option<u32> {
+        self.later(self.request_version, HEADER_REQUEST_END)
+            .filter(|&v| v != 0)
     }
 }
 

@@ -6,6 +6,11 @@
 //!   [`BootInfo::memory_map`], [`BootInfo::validate`], ...).
 //! - [`builder`]: [`BootInfoBuilder`], which the loader uses to lay a block out.
 //! - [`entry`]: [`entry_point!`], the kernel's ELF entry `_start`.
+//! - [`request`]: [`request!`], the kernel's [`KernelRequest`] in the ELF
+//!   section `.hvboot_request`.
+//! - [`acpi`]: the CPU list from the ACPI MADT.
+//! - [`cpu::virt`]: the virtualization report ([`VirtReport`]) from CPUID and MSRs.
+//! - [`flags`]: set operations on the flag newtypes.
 //! - [`serial`], [`qemu`], [`cpu`]: COM1 output, QEMU exit codes, CPU helpers.
 //!
 //! The crate is `no_std` and has no dependencies. Its unit tests run on the host
@@ -14,16 +19,19 @@
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
+pub mod acpi;
 pub mod builder;
 pub mod cpu;
 pub mod entry;
+pub mod flags;
 pub mod info;
 pub mod protocol;
 pub mod qemu;
+pub mod request;
 pub mod serial;
 
 pub use builder::{BootInfoBuilder, BuildError, Plain};
-pub use info::{Field, InfoError, RefError};
+pub use info::{Field, InfoError, PhysRange, RefError};
 pub use protocol::*;
 pub use qemu::{exit_qemu, EXIT_FAILURE, EXIT_SUCCESS};
 

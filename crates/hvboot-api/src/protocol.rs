@@ -18,6 +18,18 @@ pub const DEFAULT_STACK_SIZE: u64 = 0x1_0000;
 /// The stack is mapped just above an unmapped guard page at this address.
 pub const STACK_REGION_BASE: u64 = 0xffff_fe00_0000_0000;
 
+/// BootInfo.header_size of the first v1 layout (up to tsc_handoff); the smallest header a kernel must accept. Fields past header_size are absent.
+pub const BOOT_INFO_V1_HEADER_SIZE: u32 = 224;
+
+/// KernelRequest.magic: the bytes "HVBOOTRQ" read as a little-endian u64.
+pub const REQUEST_MAGIC: u64 = 0x5152_544f_4f42_5648;
+
+/// The KernelRequest version this layout describes.
+pub const REQUEST_VERSION: u32 = 1;
+
+/// KernelRequest.framebuffer_width/height: the kernel wants no framebuffer.
+pub const FRAMEBUFFER_NONE: u32 = 0xffff_ffff;
+
 /// What a range of physical memory holds (MemoryRegion.kind).
 ///
 /// A newtype rather than a Rust `enum`: a newer loader may report values this crate
@@ -51,6 +63,10 @@ impl MemoryKind {
     pub const FRAMEBUFFER: Self = Self(11);
     /// The kernel's entry stack.
     pub const KERNEL_STACK: Self = Self(12);
+    /// RAM set aside for guests at the kernel's request (BootInfo.guest_reservation_*); the loader never touched it.
+    pub const GUEST_RESERVED: Self = Self(13);
+    /// A free page below 1 MiB for the kernel's SIPI trampoline (BootInfo.ap_trampoline_phys).
+    pub const AP_TRAMPOLINE: Self = Self(14);
 
     /// The value's name, or None for a value this version does not know.
     pub const fn name(self) -> Option<&'static str> {
@@ -67,6 +83,197 @@ impl MemoryKind {
             10 => Some("PAGE_TABLES"),
             11 => Some("FRAMEBUFFER"),
             12 => Some("KERNEL_STACK"),
+            13 => Some("GUEST_RESERVED"),
+            14 => Some("AP_TRAMPOLINE"),
+            _ => None,
+        }
+    }
+}
+
+/// Bits of VirtReport.flags: what the CPU offers a hypervisor.
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VirtFlags(pub u32);
+
+impl VirtFlags {
+    /// Intel VMX (CPUID.1:ECX[5]).
+    pub const VMX: Self = Self(1);
+    /// AMD SVM (CPUID.80000001h:ECX[2]).
+    pub const SVM: Self = Self(2);
+    /// Intel EPT: secondary controls and 'enable EPT' allowed (IA32_VMX_PROCBASED_CTLS bit 63, IA32_VMX_PROCBASED_CTLS2 bit 33).
+    pub const EPT: Self = Self(4);
+    /// AMD nested paging (CPUID.8000000Ah:EDX[0]).
+    pub const NPT: Self = Self(8);
+    /// 1 GiB pages (CPUID.80000001h:EDX[26]).
+    pub const GIB_PAGES: Self = Self(16);
+    /// x2APIC (CPUID.1:ECX[21]).
+    pub const X2APIC: Self = Self(32);
+    /// Invariant TSC (CPUID.80000007h:EDX[8]).
+    pub const INVARIANT_TSC: Self = Self(64);
+    /// Running under a hypervisor (CPUID.1:ECX[31]).
+    pub const HYPERVISOR: Self = Self(128);
+    /// feature_control_before/after hold IA32_FEATURE_CONTROL (MSR 3Ah) values.
+    pub const FEATURE_CONTROL_READ: Self = Self(256);
+    /// vm_cr holds VM_CR (MSR C001_0114h).
+    pub const VM_CR_READ: Self = Self(512);
+    /// vmx_ept_vpid_cap holds IA32_VMX_EPT_VPID_CAP (MSR 48Ch).
+    pub const EPT_VPID_CAP_READ: Self = Self(1024);
+    /// The loader found IA32_FEATURE_CONTROL unlocked and set VMX-outside-SMX and the lock bit on every CPU (KernelRequest flag ENABLE_VMX).
+    pub const VMX_ENABLED_BY_LOADER: Self = Self(2048);
+    /// Intel VPID allowed (IA32_VMX_PROCBASED_CTLS2 bit 37).
+    pub const VPID: Self = Self(4096);
+    /// The report was filled in; without it the report is absent.
+    pub const VALID: Self = Self(2147483648);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            1 => Some("VMX"),
+            2 => Some("SVM"),
+            4 => Some("EPT"),
+            8 => Some("NPT"),
+            16 => Some("GIB_PAGES"),
+            32 => Some("X2APIC"),
+            64 => Some("INVARIANT_TSC"),
+            128 => Some("HYPERVISOR"),
+            256 => Some("FEATURE_CONTROL_READ"),
+            512 => Some("VM_CR_READ"),
+            1024 => Some("EPT_VPID_CAP_READ"),
+            2048 => Some("VMX_ENABLED_BY_LOADER"),
+            4096 => Some("VPID"),
+            2147483648 => Some("VALID"),
+            _ => None,
+        }
+    }
+}
+
+/// Bits of CpuEntry.flags (ACPI 6.5 §5.2.12.2 and §5.2.12.12 Local APIC flags).
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CpuFlags(pub u32);
+
+impl CpuFlags {
+    /// The processor is usable (MADT flag Enabled).
+    pub const ENABLED: Self = Self(1);
+    /// Not enabled now, but can be brought online at run time (MADT flag Online Capable). A CPU with neither flag cannot be used.
+    pub const ONLINE_CAPABLE: Self = Self(2);
+    /// The bootstrap processor: the one running the kernel.
+    pub const BSP: Self = Self(4);
+    /// Listed by a Processor Local x2APIC structure (MADT type 9).
+    pub const X2APIC: Self = Self(8);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            1 => Some("ENABLED"),
+            2 => Some("ONLINE_CAPABLE"),
+            4 => Some("BSP"),
+            8 => Some("X2APIC"),
+            _ => None,
+        }
+    }
+}
+
+/// What a PlacedExtent holds.
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExtentKind(pub u32);
+
+impl ExtentKind {
+    /// A PT_LOAD segment; index = its program header.
+    pub const KERNEL_SEGMENT: Self = Self(1);
+    /// A module; index = its position in BootInfo.modules.
+    pub const MODULE: Self = Self(2);
+    /// The boot-information block.
+    pub const BOOT_INFO: Self = Self(3);
+    /// The page tables in CR3 at entry.
+    pub const PAGE_TABLES: Self = Self(4);
+    /// The entry stack (virt = its lowest mapped byte).
+    pub const STACK: Self = Self(5);
+    /// The AP trampoline page.
+    pub const AP_TRAMPOLINE: Self = Self(6);
+    /// The guest-memory reservation.
+    pub const GUEST_RESERVATION: Self = Self(7);
+    /// The GDT loaded at entry.
+    pub const GDT: Self = Self(8);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            1 => Some("KERNEL_SEGMENT"),
+            2 => Some("MODULE"),
+            3 => Some("BOOT_INFO"),
+            4 => Some("PAGE_TABLES"),
+            5 => Some("STACK"),
+            6 => Some("AP_TRAMPOLINE"),
+            7 => Some("GUEST_RESERVATION"),
+            8 => Some("GDT"),
+            _ => None,
+        }
+    }
+}
+
+/// Indices into BootInfo.tsc_stamps, in the order the loader passes them.
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TscStage(pub u32);
+
+impl TscStage {
+    /// The loader's first instruction in Rust.
+    pub const LOADER_ENTRY: Self = Self(0);
+    /// Kernel and modules read from the disk.
+    pub const FILES_READ: Self = Self(1);
+    /// The kernel's page tables built.
+    pub const PAGE_TABLES_BUILT: Self = Self(2);
+    /// UEFI boot services exited (BIOS: last BIOS call made).
+    pub const FIRMWARE_EXITED: Self = Self(3);
+    /// Just before the jump to the kernel.
+    pub const HANDOFF: Self = Self(4);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            0 => Some("LOADER_ENTRY"),
+            1 => Some("FILES_READ"),
+            2 => Some("PAGE_TABLES_BUILT"),
+            3 => Some("FIRMWARE_EXITED"),
+            4 => Some("HANDOFF"),
+            _ => None,
+        }
+    }
+}
+
+/// Bits of KernelRequest.flags.
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestFlags(pub u32);
+
+impl RequestFlags {
+    /// Reserve a free 4 KiB page below 1 MiB for a SIPI trampoline.
+    pub const AP_TRAMPOLINE: Self = Self(1);
+    /// On Intel CPUs with VMX whose IA32_FEATURE_CONTROL is unlocked, set VMX-outside-SMX and lock it, on every CPU. Never locks it with VMX off.
+    pub const ENABLE_VMX: Self = Self(2);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            1 => Some("AP_TRAMPOLINE"),
+            2 => Some("ENABLE_VMX"),
             _ => None,
         }
     }
@@ -252,6 +459,180 @@ const _: () = assert!(core::mem::offset_of!(Framebuffer, blue_mask_shift) == 37)
 const _: () = assert!(core::mem::offset_of!(Framebuffer, reserved_mask_size) == 38);
 const _: () = assert!(core::mem::offset_of!(Framebuffer, reserved_mask_shift) == 39);
 
+/// What the CPU offers a hypervisor, as the loader found it on the bootstrap processor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VirtReport {
+    /// CPUID.0 vendor string ("AuthenticAMD", "GenuineIntel").
+    pub vendor: [u8; 12],
+    /// Features and which MSR fields are valid.
+    pub flags: VirtFlags,
+    /// MAXPHYADDR (CPUID.80000008h:EAX[7:0]).
+    pub max_phys_addr_bits: u8,
+    /// Linear-address bits (CPUID.80000008h:EAX[15:8]).
+    pub max_linear_addr_bits: u8,
+    /// SVM revision (CPUID.8000000Ah:EAX[7:0]); 0 without SVM.
+    pub svm_revision: u8,
+    /// Zero.
+    pub reserved: u8,
+    /// Number of SVM ASIDs (CPUID.8000000Ah:EBX); 0 without SVM.
+    pub svm_asids: u32,
+    /// IA32_FEATURE_CONTROL as the firmware left it.
+    pub feature_control_before: u64,
+    /// IA32_FEATURE_CONTROL at hand-off.
+    pub feature_control_after: u64,
+    /// VM_CR (bit 4 SVMDIS: SVM disabled by firmware; bit 3 LOCK).
+    pub vm_cr: u64,
+    /// IA32_VMX_EPT_VPID_CAP.
+    pub vmx_ept_vpid_cap: u64,
+    /// TSC frequency from CPUID 15h/16h, 0 if unknown.
+    pub tsc_frequency_hz: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<VirtReport>() == 64);
+const _: () = assert!(core::mem::align_of::<VirtReport>() == 8);
+const _: () = assert!(core::mem::offset_of!(VirtReport, vendor) == 0);
+const _: () = assert!(core::mem::offset_of!(VirtReport, flags) == 12);
+const _: () = assert!(core::mem::offset_of!(VirtReport, max_phys_addr_bits) == 16);
+const _: () = assert!(core::mem::offset_of!(VirtReport, max_linear_addr_bits) == 17);
+const _: () = assert!(core::mem::offset_of!(VirtReport, svm_revision) == 18);
+const _: () = assert!(core::mem::offset_of!(VirtReport, reserved) == 19);
+const _: () = assert!(core::mem::offset_of!(VirtReport, svm_asids) == 20);
+const _: () = assert!(core::mem::offset_of!(VirtReport, feature_control_before) == 24);
+const _: () = assert!(core::mem::offset_of!(VirtReport, feature_control_after) == 32);
+const _: () = assert!(core::mem::offset_of!(VirtReport, vm_cr) == 40);
+const _: () = assert!(core::mem::offset_of!(VirtReport, vmx_ept_vpid_cap) == 48);
+const _: () = assert!(core::mem::offset_of!(VirtReport, tsc_frequency_hz) == 56);
+
+/// A processor from the ACPI MADT (types 0 Local APIC and 9 Local x2APIC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuEntry {
+    /// Local APIC or x2APIC ID.
+    pub apic_id: u32,
+    /// ACPI processor UID.
+    pub acpi_uid: u32,
+    /// Enabled, online capable, BSP, x2APIC.
+    pub flags: CpuFlags,
+    /// Zero.
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<CpuEntry>() == 16);
+const _: () = assert!(core::mem::align_of::<CpuEntry>() == 4);
+const _: () = assert!(core::mem::offset_of!(CpuEntry, apic_id) == 0);
+const _: () = assert!(core::mem::offset_of!(CpuEntry, acpi_uid) == 4);
+const _: () = assert!(core::mem::offset_of!(CpuEntry, flags) == 8);
+const _: () = assert!(core::mem::offset_of!(CpuEntry, reserved) == 12);
+
+/// One entry of the firmware's own memory map, untranslated: an EFI memory descriptor (UEFI) or an E820 entry (BIOS).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FirmwareMemoryEntry {
+    /// Physical start.
+    pub base: u64,
+    /// Bytes (EFI: NumberOfPages * 4096).
+    pub length: u64,
+    /// EFI_MEMORY_TYPE (UEFI) or E820 type (BIOS).
+    pub firmware_type: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// EFI attribute bits (UEFI) or E820 extended attributes.
+    pub attributes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<FirmwareMemoryEntry>() == 32);
+const _: () = assert!(core::mem::align_of::<FirmwareMemoryEntry>() == 8);
+const _: () = assert!(core::mem::offset_of!(FirmwareMemoryEntry, base) == 0);
+const _: () = assert!(core::mem::offset_of!(FirmwareMemoryEntry, length) == 8);
+const _: () = assert!(core::mem::offset_of!(FirmwareMemoryEntry, firmware_type) == 16);
+const _: () = assert!(core::mem::offset_of!(FirmwareMemoryEntry, reserved) == 20);
+const _: () = assert!(core::mem::offset_of!(FirmwareMemoryEntry, attributes) == 24);
+
+/// A range of memory the loader placed something in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlacedExtent {
+    /// Physical start, 4 KiB aligned.
+    pub phys: u64,
+    /// Where it is mapped at entry besides the direct map; 0 if not.
+    pub virt: u64,
+    /// Bytes, a multiple of 4 KiB.
+    pub length: u64,
+    /// What it holds.
+    pub what: ExtentKind,
+    /// Which one (program header or module index), else 0.
+    pub index: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PlacedExtent>() == 32);
+const _: () = assert!(core::mem::align_of::<PlacedExtent>() == 8);
+const _: () = assert!(core::mem::offset_of!(PlacedExtent, phys) == 0);
+const _: () = assert!(core::mem::offset_of!(PlacedExtent, virt) == 8);
+const _: () = assert!(core::mem::offset_of!(PlacedExtent, length) == 16);
+const _: () = assert!(core::mem::offset_of!(PlacedExtent, what) == 24);
+const _: () = assert!(core::mem::offset_of!(PlacedExtent, index) == 28);
+
+/// Guest memory the kernel asks the loader to set aside (KernelRequest.guest).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestRequest {
+    /// Bytes, a multiple of 4 KiB; 0 = no reservation.
+    pub size: u64,
+    /// Power of two >= 4 KiB (0 = 4 KiB).
+    pub alignment: u64,
+    /// The reservation must end at or below this; 0 = anywhere.
+    pub max_address: u64,
+    /// Exactly this physical base; 0 = any.
+    pub fixed_base: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<GuestRequest>() == 32);
+const _: () = assert!(core::mem::align_of::<GuestRequest>() == 8);
+const _: () = assert!(core::mem::offset_of!(GuestRequest, size) == 0);
+const _: () = assert!(core::mem::offset_of!(GuestRequest, alignment) == 8);
+const _: () = assert!(core::mem::offset_of!(GuestRequest, max_address) == 16);
+const _: () = assert!(core::mem::offset_of!(GuestRequest, fixed_base) == 24);
+
+/// What the kernel asks of the loader: placed in the ELF section .hvboot_request.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelRequest {
+    /// REQUEST_MAGIC.
+    pub magic: u64,
+    /// REQUEST_VERSION.
+    pub version: u32,
+    /// Bytes of this structure as the kernel was built with it.
+    pub size: u32,
+    /// What else the kernel wants.
+    pub flags: RequestFlags,
+    /// Pixels; 0 = firmware default, FRAMEBUFFER_NONE = none.
+    pub framebuffer_width: u32,
+    /// Pixels; 0 = firmware default, FRAMEBUFFER_NONE = none.
+    pub framebuffer_height: u32,
+    /// 4096 or 2 MiB; 0 = 4096.
+    pub module_alignment: u32,
+    /// Bytes of entry stack, a multiple of 4 KiB; 0 = DEFAULT_STACK_SIZE.
+    pub stack_size: u64,
+    /// Where to map all physical memory, 1 GiB aligned, higher half; 0 = DEFAULT_DIRECT_MAP_OFFSET.
+    pub direct_map_offset: u64,
+    /// Guest memory to reserve.
+    pub guest: GuestRequest,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelRequest>() == 80);
+const _: () = assert!(core::mem::align_of::<KernelRequest>() == 8);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, magic) == 0);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, version) == 8);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, size) == 12);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, flags) == 16);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, framebuffer_width) == 20);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, framebuffer_height) == 24);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, module_alignment) == 28);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, stack_size) == 32);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, direct_map_offset) == 40);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, guest) == 48);
+
 /// The boot-information block. RDI holds its virtual address (in the direct map) at the kernel's entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -308,9 +689,31 @@ pub struct BootInfo {
     pub tsc_loader_start: u64,
     /// TSC just before the jump to the kernel.
     pub tsc_handoff: u64,
+    /// Virtualization report (absent unless flags has VALID).
+    pub virt: VirtReport,
+    /// CpuEntry[] from the MADT, in MADT order.
+    pub cpus: ArrayRef,
+    /// FirmwareMemoryEntry[]: the raw firmware map.
+    pub firmware_memory_map: ArrayRef,
+    /// PlacedExtent[]: everything the loader placed.
+    pub placed_extents: ArrayRef,
+    /// u64[] indexed by TscStage; 0 = not recorded.
+    pub tsc_stamps: ArrayRef,
+    /// Local APIC MMIO base (MADT, with override); 0 if none.
+    pub local_apic_phys: u64,
+    /// Start of the guest reservation; 0 if none.
+    pub guest_reservation_phys: u64,
+    /// Bytes of the guest reservation; 0 if none.
+    pub guest_reservation_size: u64,
+    /// The AP trampoline page below 1 MiB; 0 if none.
+    pub ap_trampoline_phys: u64,
+    /// KernelRequest.version the loader found and honoured; 0 = no request.
+    pub request_version: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 224);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 360);
 const _: () = assert!(core::mem::align_of::<BootInfo>() == 8);
 const _: () = assert!(core::mem::offset_of!(BootInfo, magic) == 0);
 const _: () = assert!(core::mem::offset_of!(BootInfo, version) == 8);
@@ -338,3 +741,14 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, stack_top) == 192);
 const _: () = assert!(core::mem::offset_of!(BootInfo, stack_size) == 200);
 const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_loader_start) == 208);
 const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_handoff) == 216);
+const _: () = assert!(core::mem::offset_of!(BootInfo, virt) == 224);
+const _: () = assert!(core::mem::offset_of!(BootInfo, cpus) == 288);
+const _: () = assert!(core::mem::offset_of!(BootInfo, firmware_memory_map) == 296);
+const _: () = assert!(core::mem::offset_of!(BootInfo, placed_extents) == 304);
+const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_stamps) == 312);
+const _: () = assert!(core::mem::offset_of!(BootInfo, local_apic_phys) == 320);
+const _: () = assert!(core::mem::offset_of!(BootInfo, guest_reservation_phys) == 328);
+const _: () = assert!(core::mem::offset_of!(BootInfo, guest_reservation_size) == 336);
+const _: () = assert!(core::mem::offset_of!(BootInfo, ap_trampoline_phys) == 344);
+const _: () = assert!(core::mem::offset_of!(BootInfo, request_version) == 352);
+const _: () = assert!(core::mem::offset_of!(BootInfo, reserved) == 356);

@@ -104,6 +104,7 @@ def _f(name: str, type_: str, doc: str, enum: str | None = None) -> Field:
 
 
 MAGIC = int.from_bytes(b"HVBOOTBI", "little")
+REQUEST_MAGIC = int.from_bytes(b"HVBOOTRQ", "little")
 
 PROTOCOL = Protocol(
     version=1,
@@ -126,6 +127,26 @@ PROTOCOL = Protocol(
             "u64",
             0xFFFF_FE00_0000_0000,
             "The stack is mapped just above an unmapped guard page at this address.",
+        ),
+        Constant(
+            "BOOT_INFO_V1_HEADER_SIZE",
+            "u32",
+            224,
+            "BootInfo.header_size of the first v1 layout (up to tsc_handoff); the smallest "
+            "header a kernel must accept. Fields past header_size are absent.",
+        ),
+        Constant(
+            "REQUEST_MAGIC",
+            "u64",
+            REQUEST_MAGIC,
+            'KernelRequest.magic: the bytes "HVBOOTRQ" read as a little-endian u64.',
+        ),
+        Constant("REQUEST_VERSION", "u32", 1, "The KernelRequest version this layout describes."),
+        Constant(
+            "FRAMEBUFFER_NONE",
+            "u32",
+            0xFFFF_FFFF,
+            "KernelRequest.framebuffer_width/height: the kernel wants no framebuffer.",
         ),
     ),
     enums=(
@@ -151,6 +172,124 @@ PROTOCOL = Protocol(
                 EnumValue("PAGE_TABLES", 10, "The page tables in CR3 at entry, and the GDT."),
                 EnumValue("FRAMEBUFFER", 11, "The linear framebuffer."),
                 EnumValue("KERNEL_STACK", 12, "The kernel's entry stack."),
+                EnumValue(
+                    "GUEST_RESERVED",
+                    13,
+                    "RAM set aside for guests at the kernel's request "
+                    "(BootInfo.guest_reservation_*); the loader never touched it.",
+                ),
+                EnumValue(
+                    "AP_TRAMPOLINE",
+                    14,
+                    "A free page below 1 MiB for the kernel's SIPI trampoline "
+                    "(BootInfo.ap_trampoline_phys).",
+                ),
+            ),
+        ),
+        Enum(
+            "VirtFlags",
+            "u32",
+            "Bits of VirtReport.flags: what the CPU offers a hypervisor.",
+            (
+                EnumValue("VMX", 1 << 0, "Intel VMX (CPUID.1:ECX[5])."),
+                EnumValue("SVM", 1 << 1, "AMD SVM (CPUID.80000001h:ECX[2])."),
+                EnumValue(
+                    "EPT",
+                    1 << 2,
+                    "Intel EPT: secondary controls and 'enable EPT' allowed "
+                    "(IA32_VMX_PROCBASED_CTLS bit 63, IA32_VMX_PROCBASED_CTLS2 bit 33).",
+                ),
+                EnumValue("NPT", 1 << 3, "AMD nested paging (CPUID.8000000Ah:EDX[0])."),
+                EnumValue("GIB_PAGES", 1 << 4, "1 GiB pages (CPUID.80000001h:EDX[26])."),
+                EnumValue("X2APIC", 1 << 5, "x2APIC (CPUID.1:ECX[21])."),
+                EnumValue("INVARIANT_TSC", 1 << 6, "Invariant TSC (CPUID.80000007h:EDX[8])."),
+                EnumValue("HYPERVISOR", 1 << 7, "Running under a hypervisor (CPUID.1:ECX[31])."),
+                EnumValue(
+                    "FEATURE_CONTROL_READ",
+                    1 << 8,
+                    "feature_control_before/after hold IA32_FEATURE_CONTROL (MSR 3Ah) values.",
+                ),
+                EnumValue("VM_CR_READ", 1 << 9, "vm_cr holds VM_CR (MSR C001_0114h)."),
+                EnumValue(
+                    "EPT_VPID_CAP_READ",
+                    1 << 10,
+                    "vmx_ept_vpid_cap holds IA32_VMX_EPT_VPID_CAP (MSR 48Ch).",
+                ),
+                EnumValue(
+                    "VMX_ENABLED_BY_LOADER",
+                    1 << 11,
+                    "The loader found IA32_FEATURE_CONTROL unlocked and set VMX-outside-SMX and "
+                    "the lock bit on every CPU (KernelRequest flag ENABLE_VMX).",
+                ),
+                EnumValue("VPID", 1 << 12, "Intel VPID allowed (IA32_VMX_PROCBASED_CTLS2 bit 37)."),
+                EnumValue(
+                    "VALID", 1 << 31, "The report was filled in; without it the report is absent."
+                ),
+            ),
+        ),
+        Enum(
+            "CpuFlags",
+            "u32",
+            "Bits of CpuEntry.flags (ACPI 6.5 §5.2.12.2 and §5.2.12.12 Local APIC flags).",
+            (
+                EnumValue("ENABLED", 1 << 0, "The processor is usable (MADT flag Enabled)."),
+                EnumValue(
+                    "ONLINE_CAPABLE",
+                    1 << 1,
+                    "Not enabled now, but can be brought online at run time (MADT flag Online "
+                    "Capable). A CPU with neither flag cannot be used.",
+                ),
+                EnumValue("BSP", 1 << 2, "The bootstrap processor: the one running the kernel."),
+                EnumValue(
+                    "X2APIC", 1 << 3, "Listed by a Processor Local x2APIC structure (MADT type 9)."
+                ),
+            ),
+        ),
+        Enum(
+            "ExtentKind",
+            "u32",
+            "What a PlacedExtent holds.",
+            (
+                EnumValue("KERNEL_SEGMENT", 1, "A PT_LOAD segment; index = its program header."),
+                EnumValue("MODULE", 2, "A module; index = its position in BootInfo.modules."),
+                EnumValue("BOOT_INFO", 3, "The boot-information block."),
+                EnumValue("PAGE_TABLES", 4, "The page tables in CR3 at entry."),
+                EnumValue("STACK", 5, "The entry stack (virt = its lowest mapped byte)."),
+                EnumValue("AP_TRAMPOLINE", 6, "The AP trampoline page."),
+                EnumValue("GUEST_RESERVATION", 7, "The guest-memory reservation."),
+                EnumValue("GDT", 8, "The GDT loaded at entry."),
+            ),
+        ),
+        Enum(
+            "TscStage",
+            "u32",
+            "Indices into BootInfo.tsc_stamps, in the order the loader passes them.",
+            (
+                EnumValue("LOADER_ENTRY", 0, "The loader's first instruction in Rust."),
+                EnumValue("FILES_READ", 1, "Kernel and modules read from the disk."),
+                EnumValue("PAGE_TABLES_BUILT", 2, "The kernel's page tables built."),
+                EnumValue(
+                    "FIRMWARE_EXITED", 3, "UEFI boot services exited (BIOS: last BIOS call made)."
+                ),
+                EnumValue("HANDOFF", 4, "Just before the jump to the kernel."),
+            ),
+        ),
+        Enum(
+            "RequestFlags",
+            "u32",
+            "Bits of KernelRequest.flags.",
+            (
+                EnumValue(
+                    "AP_TRAMPOLINE",
+                    1 << 0,
+                    "Reserve a free 4 KiB page below 1 MiB for a SIPI trampoline.",
+                ),
+                EnumValue(
+                    "ENABLE_VMX",
+                    1 << 1,
+                    "On Intel CPUs with VMX whose IA32_FEATURE_CONTROL is unlocked, set "
+                    "VMX-outside-SMX and lock it, on every CPU. Never locks it with VMX off.",
+                ),
             ),
         ),
         Enum(
@@ -237,6 +376,106 @@ PROTOCOL = Protocol(
             ),
         ),
         Struct(
+            "VirtReport",
+            "What the CPU offers a hypervisor, as the loader found it on the bootstrap processor.",
+            (
+                _f("vendor", "u8[12]", 'CPUID.0 vendor string ("AuthenticAMD", "GenuineIntel").'),
+                _f("flags", "u32", "Features and which MSR fields are valid.", "VirtFlags"),
+                _f("max_phys_addr_bits", "u8", "MAXPHYADDR (CPUID.80000008h:EAX[7:0])."),
+                _f(
+                    "max_linear_addr_bits", "u8", "Linear-address bits (CPUID.80000008h:EAX[15:8])."
+                ),
+                _f("svm_revision", "u8", "SVM revision (CPUID.8000000Ah:EAX[7:0]); 0 without SVM."),
+                _f("reserved", "u8", "Zero."),
+                _f("svm_asids", "u32", "Number of SVM ASIDs (CPUID.8000000Ah:EBX); 0 without SVM."),
+                _f(
+                    "feature_control_before", "u64", "IA32_FEATURE_CONTROL as the firmware left it."
+                ),
+                _f("feature_control_after", "u64", "IA32_FEATURE_CONTROL at hand-off."),
+                _f("vm_cr", "u64", "VM_CR (bit 4 SVMDIS: SVM disabled by firmware; bit 3 LOCK)."),
+                _f("vmx_ept_vpid_cap", "u64", "IA32_VMX_EPT_VPID_CAP."),
+                _f("tsc_frequency_hz", "u64", "TSC frequency from CPUID 15h/16h, 0 if unknown."),
+            ),
+        ),
+        Struct(
+            "CpuEntry",
+            "A processor from the ACPI MADT (types 0 Local APIC and 9 Local x2APIC).",
+            (
+                _f("apic_id", "u32", "Local APIC or x2APIC ID."),
+                _f("acpi_uid", "u32", "ACPI processor UID."),
+                _f("flags", "u32", "Enabled, online capable, BSP, x2APIC.", "CpuFlags"),
+                _f("reserved", "u32", "Zero."),
+            ),
+        ),
+        Struct(
+            "FirmwareMemoryEntry",
+            "One entry of the firmware's own memory map, untranslated: an EFI memory descriptor "
+            "(UEFI) or an E820 entry (BIOS).",
+            (
+                _f("base", "u64", "Physical start."),
+                _f("length", "u64", "Bytes (EFI: NumberOfPages * 4096)."),
+                _f("firmware_type", "u32", "EFI_MEMORY_TYPE (UEFI) or E820 type (BIOS)."),
+                _f("reserved", "u32", "Zero."),
+                _f("attributes", "u64", "EFI attribute bits (UEFI) or E820 extended attributes."),
+            ),
+        ),
+        Struct(
+            "PlacedExtent",
+            "A range of memory the loader placed something in.",
+            (
+                _f("phys", "u64", "Physical start, 4 KiB aligned."),
+                _f("virt", "u64", "Where it is mapped at entry besides the direct map; 0 if not."),
+                _f("length", "u64", "Bytes, a multiple of 4 KiB."),
+                _f("what", "u32", "What it holds.", "ExtentKind"),
+                _f("index", "u32", "Which one (program header or module index), else 0."),
+            ),
+        ),
+        Struct(
+            "GuestRequest",
+            "Guest memory the kernel asks the loader to set aside (KernelRequest.guest).",
+            (
+                _f("size", "u64", "Bytes, a multiple of 4 KiB; 0 = no reservation."),
+                _f("alignment", "u64", "Power of two >= 4 KiB (0 = 4 KiB)."),
+                _f(
+                    "max_address", "u64", "The reservation must end at or below this; 0 = anywhere."
+                ),
+                _f("fixed_base", "u64", "Exactly this physical base; 0 = any."),
+            ),
+        ),
+        Struct(
+            "KernelRequest",
+            "What the kernel asks of the loader: placed in the ELF section .hvboot_request.",
+            (
+                _f("magic", "u64", "REQUEST_MAGIC."),
+                _f("version", "u32", "REQUEST_VERSION."),
+                _f("size", "u32", "Bytes of this structure as the kernel was built with it."),
+                _f("flags", "u32", "What else the kernel wants.", "RequestFlags"),
+                _f(
+                    "framebuffer_width",
+                    "u32",
+                    "Pixels; 0 = firmware default, FRAMEBUFFER_NONE = none.",
+                ),
+                _f(
+                    "framebuffer_height",
+                    "u32",
+                    "Pixels; 0 = firmware default, FRAMEBUFFER_NONE = none.",
+                ),
+                _f("module_alignment", "u32", "4096 or 2 MiB; 0 = 4096."),
+                _f(
+                    "stack_size",
+                    "u64",
+                    "Bytes of entry stack, a multiple of 4 KiB; 0 = DEFAULT_STACK_SIZE.",
+                ),
+                _f(
+                    "direct_map_offset",
+                    "u64",
+                    "Where to map all physical memory, 1 GiB aligned, higher half; "
+                    "0 = DEFAULT_DIRECT_MAP_OFFSET.",
+                ),
+                _f("guest", "GuestRequest", "Guest memory to reserve."),
+            ),
+        ),
+        Struct(
             "BootInfo",
             "The boot-information block. RDI holds its virtual address (in the direct map) at "
             "the kernel's entry.",
@@ -271,6 +510,31 @@ PROTOCOL = Protocol(
                 _f("stack_size", "u64", "Bytes of entry stack (a guard page lies below)."),
                 _f("tsc_loader_start", "u64", "TSC when the loader started."),
                 _f("tsc_handoff", "u64", "TSC just before the jump to the kernel."),
+                # Additions after the first v1 layout (BOOT_INFO_V1_HEADER_SIZE = 224): absent
+                # when header_size does not cover them.
+                _f("virt", "VirtReport", "Virtualization report (absent unless flags has VALID)."),
+                _f("cpus", "ArrayRef", "CpuEntry[] from the MADT, in MADT order."),
+                _f(
+                    "firmware_memory_map",
+                    "ArrayRef",
+                    "FirmwareMemoryEntry[]: the raw firmware map.",
+                ),
+                _f("placed_extents", "ArrayRef", "PlacedExtent[]: everything the loader placed."),
+                _f("tsc_stamps", "ArrayRef", "u64[] indexed by TscStage; 0 = not recorded."),
+                _f(
+                    "local_apic_phys",
+                    "u64",
+                    "Local APIC MMIO base (MADT, with override); 0 if none.",
+                ),
+                _f("guest_reservation_phys", "u64", "Start of the guest reservation; 0 if none."),
+                _f("guest_reservation_size", "u64", "Bytes of the guest reservation; 0 if none."),
+                _f("ap_trampoline_phys", "u64", "The AP trampoline page below 1 MiB; 0 if none."),
+                _f(
+                    "request_version",
+                    "u32",
+                    "KernelRequest.version the loader found and honoured; 0 = no request.",
+                ),
+                _f("reserved", "u32", "Zero."),
             ),
         ),
     ),

@@ -5,7 +5,7 @@
 use core::mem::offset_of;
 
 use crate::builder::{BootInfoBuilder, BuildError};
-use crate::info::{Field, InfoError, RefError, HEADER_SIZE};
+use crate::info::{Field, InfoError, PhysRange, RefError, HEADER_SIZE, MIN_HEADER_SIZE};
 use crate::protocol::*;
 
 /// An 8-byte aligned byte buffer.
@@ -452,6 +452,22 @@ fn exercise(buf: &Buf) {
     }
     let _ = info.usable_bytes();
     let _ = info.framebuffer();
+    let cpus = info.cpus();
+    check_inside(buf, cpus.as_ptr().cast(), core::mem::size_of_val(cpus));
+    let fw = info.firmware_memory_map();
+    check_inside(buf, fw.as_ptr().cast(), core::mem::size_of_val(fw));
+    let ext = info.placed_extents();
+    check_inside(buf, ext.as_ptr().cast(), core::mem::size_of_val(ext));
+    let tsc = info.tsc_stamps();
+    check_inside(buf, tsc.as_ptr().cast(), core::mem::size_of_val(tsc));
+    let _ = (
+        info.virt_report(),
+        info.local_apic_phys(),
+        info.guest_reservation(),
+        info.ap_trampoline_phys(),
+        info.request_version(),
+        info.tsc_stamp(TscStage::HANDOFF),
+    );
     if valid.is_ok() {
         // A valid block resolves every reference without falling back.
         assert!(info.try_str(info.cmdline).is_ok());
@@ -550,4 +566,260 @@ fn fuzz() {
     }
     // The fuzzer must reach both outcomes to be worth anything.
     assert!(valid_count > 100, "only {valid_count} valid blocks");
+}
+
+// ---------------------------------------------------------------------------
+// The fields appended after the first v1 layout, and header_size.
+
+const CPUS: [CpuEntry; 2] = [
+    CpuEntry {
+        apic_id: 0,
+        acpi_uid: 0,
+        flags: CpuFlags(CpuFlags::ENABLED.0 | CpuFlags::BSP.0),
+        reserved: 0,
+    },
+    CpuEntry {
+        apic_id: 1,
+        acpi_uid: 1,
+        flags: CpuFlags::ENABLED,
+        reserved: 0,
+    },
+];
+
+/// A block with every later field filled in; returns the buffer and its size.
+fn sample_with_additions() -> (Buf, usize) {
+    let mut buf = Buf::new(4096);
+    let mut b = BootInfoBuilder::new(buf.bytes_mut());
+    let loader_name = b.push_str("hvboot").unwrap();
+    let memory_map = b.push_array(&MAP).unwrap();
+    let cpus = b.push_array(&CPUS).unwrap();
+    let fw = [FirmwareMemoryEntry {
+        base: 0,
+        length: 0xa0000,
+        firmware_type: 7,
+        reserved: 0,
+        attributes: 0xf,
+    }];
+    let firmware_memory_map = b.push_array(&fw).unwrap();
+    let ext = [PlacedExtent {
+        phys: 0x100000,
+        virt: 0xffff_ffff_8000_0000,
+        length: 0x2000,
+        what: ExtentKind::KERNEL_SEGMENT,
+        index: 0,
+    }];
+    let placed_extents = b.push_array(&ext).unwrap();
+    let tsc_stamps = b.push_array(&[100u64, 0, 300, 400, 500]).unwrap();
+    let header = BootInfo {
+        loader_name,
+        memory_map,
+        virt: VirtReport {
+            vendor: *b"AuthenticAMD",
+            flags: VirtFlags::VALID | VirtFlags::SVM | VirtFlags::NPT,
+            max_phys_addr_bits: 40,
+            ..Default::default()
+        },
+        cpus,
+        firmware_memory_map,
+        placed_extents,
+        tsc_stamps,
+        local_apic_phys: 0xfee0_0000,
+        guest_reservation_phys: 0x4000_0000,
+        guest_reservation_size: 0x400_0000,
+        ap_trampoline_phys: 0x8000,
+        request_version: 1,
+        ..Default::default()
+    };
+    let size = b.finish(header).unwrap();
+    (buf, size)
+}
+
+#[test]
+fn additions_round_trip() {
+    let (buf, size) = sample_with_additions();
+    let info = BootInfo::from_bytes(&buf.bytes()[..size]).unwrap();
+    assert_eq!(info.header_size as usize, HEADER_SIZE);
+    let v = info.virt_report().unwrap();
+    assert_eq!(v.vendor_str(), "AuthenticAMD");
+    assert!(v.flags.contains(VirtFlags::SVM | VirtFlags::NPT));
+    assert_eq!(info.cpus(), &CPUS);
+    assert_eq!(info.firmware_memory_map()[0].attributes, 0xf);
+    assert_eq!(info.placed_extents()[0].what, ExtentKind::KERNEL_SEGMENT);
+    assert_eq!(info.tsc_stamps(), &[100, 0, 300, 400, 500]);
+    assert_eq!(info.tsc_stamp(TscStage::LOADER_ENTRY), Some(100));
+    assert_eq!(info.tsc_stamp(TscStage::FILES_READ), None); // 0 = not recorded
+    assert_eq!(info.tsc_stamp(TscStage::HANDOFF), Some(500));
+    assert_eq!(info.tsc_stamp(TscStage(9)), None);
+    assert_eq!(info.local_apic_phys(), Some(0xfee0_0000));
+    assert_eq!(
+        info.guest_reservation(),
+        Some(PhysRange {
+            phys: 0x4000_0000,
+            len: 0x400_0000
+        })
+    );
+    assert_eq!(info.ap_trampoline_phys(), Some(0x8000));
+    assert_eq!(info.request_version(), Some(1));
+}
+
+#[test]
+fn additions_absent_when_zero() {
+    // A current loader that fills in none of the later fields.
+    let (buf, size) = sample();
+    let info = BootInfo::from_bytes(&buf.bytes()[..size]).unwrap();
+    assert!(info.virt_report().is_none());
+    assert!(info.cpus().is_empty());
+    assert!(info.firmware_memory_map().is_empty());
+    assert!(info.placed_extents().is_empty());
+    assert!(info.tsc_stamps().is_empty());
+    assert_eq!(info.tsc_stamp(TscStage::HANDOFF), None);
+    assert_eq!(info.local_apic_phys(), None);
+    assert_eq!(info.guest_reservation(), None);
+    assert_eq!(info.ap_trampoline_phys(), None);
+    assert_eq!(info.request_version(), None);
+}
+
+/// A block as a loader built against the first v1 layout writes it:
+/// header_size = 224, data right after it. The bytes where the later fields
+/// would be hold that data (here: a string and a memory map), and the rest of
+/// the buffer holds garbage; none of it may be taken for the later fields.
+fn v1_block() -> (Buf, usize) {
+    let mut buf = Buf::new(4096);
+    buf.bytes_mut().fill(0xA5);
+    let h = MIN_HEADER_SIZE;
+    buf.bytes_mut()[..h].fill(0);
+    buf.bytes_mut()[..8].copy_from_slice(&BOOT_INFO_MAGIC.to_le_bytes());
+    buf.put_u32(offset_of!(BootInfo, version), PROTOCOL_VERSION);
+    buf.put_u32(offset_of!(BootInfo, header_size), h as u32);
+    buf.put_u32(offset_of!(BootInfo, firmware), FirmwareKind::BIOS.0);
+    // loader_name -> "hvboot\0" at 224; memory map (one region) at 232.
+    buf.bytes_mut()[h..h + 7].copy_from_slice(b"hvboot\0");
+    buf.bytes_mut()[h + 7] = 0;
+    buf.put_u32(offset_of!(BootInfo, loader_name), h as u32);
+    buf.put_u32(offset_of!(BootInfo, loader_name) + 4, 6);
+    let region = [0x1000u64, 0x9_f000, u64::from(MemoryKind::USABLE.0)];
+    for (i, v) in region.iter().enumerate() {
+        buf.bytes_mut()[h + 8 + i * 8..h + 16 + i * 8].copy_from_slice(&v.to_le_bytes());
+    }
+    buf.put_u32(offset_of!(BootInfo, memory_map), (h + 8) as u32);
+    buf.put_u32(offset_of!(BootInfo, memory_map) + 4, 1);
+    let size = h + 8 + 24;
+    buf.put_u32(offset_of!(BootInfo, size), size as u32);
+    (buf, size)
+}
+
+#[test]
+fn v1_header_size_is_accepted_and_later_fields_are_absent() {
+    let (buf, size) = v1_block();
+    assert!(size < HEADER_SIZE);
+    // from_bytes needs a whole BootInfo's worth of buffer; the block itself is shorter.
+    let info = BootInfo::from_bytes(buf.bytes()).unwrap();
+    assert_eq!(info.validate(), Ok(()));
+    assert_eq!(info.header_size as usize, MIN_HEADER_SIZE);
+    assert_eq!(info.loader_name(), "hvboot");
+    assert_eq!(info.memory_map().len(), 1);
+    assert_eq!(info.memory_map()[0].base, 0x1000);
+    assert_eq!(info.firmware, FirmwareKind::BIOS);
+    // The raw fields hold the string, the region and garbage...
+    assert_ne!(info.ap_trampoline_phys, 0);
+    assert_ne!(info.cpus.count, 0);
+    // ...but the accessors know that header_size does not cover them.
+    assert!(!info.has_field(HEADER_SIZE));
+    assert!(info.has_field(MIN_HEADER_SIZE));
+    assert!(info.virt_report().is_none());
+    assert!(info.cpus().is_empty());
+    assert!(info.firmware_memory_map().is_empty());
+    assert!(info.placed_extents().is_empty());
+    assert!(info.tsc_stamps().is_empty());
+    assert_eq!(info.local_apic_phys(), None);
+    assert_eq!(info.guest_reservation(), None);
+    assert_eq!(info.ap_trampoline_phys(), None);
+    assert_eq!(info.request_version(), None);
+    exercise(&buf);
+}
+
+#[test]
+fn partial_header_sizes() {
+    // header_size between the v1 size and the full one: fields are present
+    // exactly when they end at or before header_size.
+    let (orig, _) = sample_with_additions();
+    let hs = offset_of!(BootInfo, header_size);
+    let present = |header_size: usize| {
+        let mut buf = Buf::new(4096);
+        buf.bytes_mut().copy_from_slice(orig.bytes());
+        buf.put_u32(hs, header_size as u32);
+        let info = buf.header();
+        assert_eq!(info.validate(), Ok(()), "header_size {header_size}");
+        (
+            info.virt_report().is_some(),
+            !info.cpus().is_empty(),
+            !info.tsc_stamps().is_empty(),
+            info.local_apic_phys().is_some(),
+            info.guest_reservation().is_some(),
+            info.request_version().is_some(),
+        )
+    };
+    let virt_end = offset_of!(BootInfo, virt) + size_of::<VirtReport>();
+    let cpus_end = offset_of!(BootInfo, cpus) + 8;
+    assert_eq!(
+        present(MIN_HEADER_SIZE),
+        (false, false, false, false, false, false)
+    );
+    assert_eq!(
+        present(virt_end - 8),
+        (false, false, false, false, false, false)
+    );
+    assert_eq!(present(virt_end), (true, false, false, false, false, false));
+    assert_eq!(present(cpus_end), (true, true, false, false, false, false));
+    assert_eq!(
+        present(offset_of!(BootInfo, guest_reservation_size) + 4),
+        (true, true, true, true, false, false)
+    );
+    assert_eq!(present(HEADER_SIZE), (true, true, true, true, true, true));
+    // Below the v1 size: refused.
+    let mut buf = Buf::new(4096);
+    buf.bytes_mut().copy_from_slice(orig.bytes());
+    buf.put_u32(hs, MIN_HEADER_SIZE as u32 - 8);
+    assert!(matches!(
+        buf.header().validate(),
+        Err(InfoError::BadHeaderSize { .. })
+    ));
+}
+
+#[test]
+fn later_arrays_are_validated() {
+    let (orig, _) = sample_with_additions();
+    let check = |field_off: usize, value: u32| {
+        let mut buf = Buf::new(4096);
+        buf.bytes_mut().copy_from_slice(orig.bytes());
+        buf.put_u32(field_off, value);
+        buf.header().validate()
+    };
+    let size = orig.header().size;
+    assert_eq!(
+        check(offset_of!(BootInfo, cpus), size),
+        bad(Field::Cpus, RefError::OutOfBounds)
+    );
+    assert_eq!(
+        check(offset_of!(BootInfo, firmware_memory_map), 4),
+        bad(Field::FirmwareMemoryMap, RefError::InHeader)
+    );
+    assert_eq!(
+        check(offset_of!(BootInfo, placed_extents) + 4, 1000),
+        bad(Field::PlacedExtents, RefError::OutOfBounds)
+    );
+    let tsc = orig.header().tsc_stamps.offset;
+    assert_eq!(
+        check(offset_of!(BootInfo, tsc_stamps), tsc - 4),
+        bad(Field::TscStamps, RefError::Misaligned)
+    );
+    // The same corruption in a block whose header_size does not cover the
+    // field is not looked at (the field is absent).
+    let mut buf = Buf::new(4096);
+    buf.bytes_mut().copy_from_slice(orig.bytes());
+    buf.put_u32(offset_of!(BootInfo, cpus), size);
+    buf.put_u32(offset_of!(BootInfo, header_size), MIN_HEADER_SIZE as u32);
+    // (The data now starts after the smaller header; references stay valid.)
+    assert_eq!(buf.header().validate(), Ok(()));
+    assert!(buf.header().cpus().is_empty());
 }
