@@ -1,30 +1,41 @@
 //! hvboot's sample hypervisor kernel.
 //!
-//! For now it only reports: what the loader handed over (loader, firmware,
-//! command line, memory map, modules, framebuffer, ACPI) and what the CPU
-//! offers a hypervisor (see [`virt`]), then draws a test pattern into the
-//! framebuffer, prints `hvboot-sample-hypervisor: OK` and exits QEMU with
-//! `EXIT_SUCCESS` (status 33).
+//! It reports what the loader handed over (loader, firmware, command line,
+//! memory map, modules, framebuffer, ACPI), what the CPU offers a hypervisor
+//! (hvboot-api's `cpu::virt` report) and the processors the ACPI MADT lists;
+//! then, on an AMD CPU with SVM and nested paging, it runs a small 64-bit guest
+//! with VMRUN ([`guest`], [`svm`]) and checks what the guest computed. It ends
+//! with `hvboot-sample-hypervisor: OK` and `EXIT_SUCCESS` (QEMU status 33) when
+//! everything it attempted worked, `FAILED` and `EXIT_FAILURE` otherwise. On a
+//! CPU without SVM+NPT it says why it does not run the guest.
 //!
 //! Layout: `main.rs` is the boot sequence, [`report`] prints the boot
-//! information, [`virt`] detects virtualization support, [`fb`] draws. Running
-//! a guest will add an `svm` module (VMCB, nested page tables, VMRUN loop)
-//! that starts from [`virt::VirtSupport`].
+//! information, [`cpus`] the virtualization report and the CPU list,
+//! [`frames`] hands out physical memory, [`reservation`] is the seam for the
+//! loader's guest reservation, [`svm`] is the VMCB / nested paging / VMRUN
+//! layer, [`guest`] the guest and its exit handling, [`fb`] draws.
 #![no_std]
 #![no_main]
 
+mod cpus;
 mod fb;
 mod frames;
 mod guest;
 mod report;
 mod reservation;
 mod svm;
-mod virt;
 
-use hvboot_api::{entry_point, serial_println, BootInfo};
+use hvboot_api::{entry_point, serial_println, BootInfo, KernelRequest, VirtFlags, VirtReport};
 use hvboot_rt as _;
 
 entry_point!(kernel_main);
+
+// What this kernel asks of the loader: memory for its guest (2 MiB, 2 MiB
+// aligned, below 4 GiB). A loader that does not honour requests yet ignores
+// it, and the guest's memory then comes from USABLE regions (reservation.rs).
+hvboot_api::request!(KernelRequest::new()
+    .guest_memory(guest::GUEST_MEM_SIZE, 2 * 1024 * 1024)
+    .guest_below(1 << 32));
 
 fn kernel_main(info: &'static BootInfo) -> ! {
     hvboot_api::serial::init();
@@ -32,8 +43,12 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     serial_println!("hvboot-sample-hypervisor {}", env!("CARGO_PKG_VERSION"));
     report::boot_info(info);
 
-    let cpu = virt::VirtSupport::detect();
-    cpu.print();
+    match info.request_version() {
+        Some(v) => serial_println!("request:     the loader honoured our request (version {v})"),
+        None => serial_println!("request:     the loader did not report honouring our request"),
+    }
+    let cpu = cpus::virt_report(info);
+    let cpus_ok = cpus::cpu_list(info);
     let mut frames = frames::Frames::new(info);
     let guest_ok = run_guest(info, &cpu, &mut frames);
 
@@ -47,7 +62,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
 
     let ticks = info.tsc_handoff.wrapping_sub(info.tsc_loader_start);
     serial_println!("boot time: {ticks} TSC ticks (loader start to kernel entry)");
-    if !guest_ok {
+    if !(guest_ok && cpus_ok) {
         serial_println!("hvboot-sample-hypervisor: FAILED");
         hvboot_api::exit_qemu(hvboot_api::EXIT_FAILURE)
     }
@@ -57,9 +72,9 @@ fn kernel_main(info: &'static BootInfo) -> ! {
 
 /// Runs the sample guest if the CPU can (SVM with nested paging); says why not
 /// otherwise. False only when a run was attempted and failed.
-fn run_guest(info: &BootInfo, cpu: &virt::VirtSupport, frames: &mut frames::Frames<'_>) -> bool {
-    if !cpu.svm {
-        if cpu.vmx {
+fn run_guest(info: &BootInfo, cpu: &VirtReport, frames: &mut frames::Frames<'_>) -> bool {
+    if !cpu.flags.contains(VirtFlags::SVM) {
+        if cpu.flags.contains(VirtFlags::VMX) {
             serial_println!(
                 "guest: not run: Intel VMX is present but this sample drives AMD SVM only"
             );
@@ -68,7 +83,11 @@ fn run_guest(info: &BootInfo, cpu: &virt::VirtSupport, frames: &mut frames::Fram
         }
         return true;
     }
-    if !cpu.npt {
+    if cpu.svm_disabled_by_firmware() {
+        serial_println!("guest: not run: SVM is disabled by firmware (VM_CR.SVMDIS = 1)");
+        return true;
+    }
+    if !cpu.flags.contains(VirtFlags::NPT) {
         serial_println!("guest: not run: SVM without nested paging (CPUID 8000000Ah:EDX[0] = 0); this sample needs NPT");
         return true;
     }
