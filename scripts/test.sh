@@ -4,8 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --no-demo
 echo "test: ruff"
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+py_dirs=(src tests)
+[ -d bench ] && py_dirs+=(bench)
+.venv/bin/ruff check "${py_dirs[@]}"
+.venv/bin/ruff format --check "${py_dirs[@]}"
 echo "test: mypy --strict"
 .venv/bin/mypy --strict src/hvboot
 echo "test: generated protocol files"
