@@ -269,7 +269,7 @@ impl<'a> Madt<'a> {
     }
 
     /// The interrupt controller structures: (type, bytes).
-    pub fn entries(&self) -> impl Iterator<Item = (u8, &'a [u8])> + 'a {
+    pub fn entries(&self) -> impl Iterator<Item = (u8, &'a [u8])> + Clone + 'a {
         let t = self.table;
         let mut offset = 44;
         core::iter::from_fn(move || {
@@ -284,7 +284,7 @@ impl<'a> Madt<'a> {
 
     /// The processors (types 0 and 9), in MADT order. `bsp_apic_id` is the
     /// APIC ID of the CPU running this code; its entry gets [`CpuFlags::BSP`].
-    pub fn cpus(&self, bsp_apic_id: Option<u32>) -> impl Iterator<Item = CpuEntry> + 'a {
+    pub fn cpus(&self, bsp_apic_id: Option<u32>) -> impl Iterator<Item = CpuEntry> + Clone + 'a {
         self.entries().filter_map(move |(kind, e)| {
             let (apic_id, acpi_uid, raw, x2) = match kind {
                 0 => (u32::from(e[3]), u32::from(e[2]), u32_at(e, 4), false),

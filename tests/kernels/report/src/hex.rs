@@ -13,3 +13,23 @@ impl fmt::Display for Hex<'_> {
         Ok(())
     }
 }
+
+/// Formats `args` into `buf` (truncating); returns the bytes written.
+pub fn format_into(buf: &mut [u8], args: fmt::Arguments<'_>) -> usize {
+    struct W<'a> {
+        buf: &'a mut [u8],
+        len: usize,
+    }
+    impl fmt::Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = self.buf.len() - self.len;
+            let n = s.len().min(room);
+            self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+    let mut w = W { buf, len: 0 };
+    let _ = fmt::write(&mut w, args);
+    w.len
+}

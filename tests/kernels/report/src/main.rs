@@ -22,6 +22,8 @@
 //! HVB direct_map offset=0x.. size=0x..
 //! HVB tsc loader_start=N handoff=N now=N
 //! HVB paging cr3=0x.. cr0=0x.. cr4=0x.. efer=0x.. nx_ok=1
+//! HVB header ... / virt ... / virt_here ... / cpu ... / cpus ... / madt_here ...
+//! HVB fw_region ... / extent ... / reservation ... / tsc_stamps ...   (see hv.rs)
 //! HVB end
 //! ```
 //!
@@ -50,6 +52,7 @@
 mod acpi;
 mod crc32;
 mod hex;
+mod hv;
 mod paging;
 
 use core::arch::asm;
@@ -98,6 +101,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
         rdtsc()
     );
     report_paging(info);
+    hv::report(info);
     serial_println!("HVB end");
     hvboot_api::exit_qemu(hvboot_api::EXIT_SUCCESS)
 }
