@@ -170,3 +170,36 @@ def test_batch_file_missing(tmp_path: Path, kernel: Path) -> None:
     r = hvboot("debug", str(kernel), "--batch", str(tmp_path / "nope.gdb"))
     assert r.returncode == 2
     assert "nope.gdb" in r.stderr
+
+
+def test_bios_without_stage2_is_refused(tmp_path: Path, kernel: Path) -> None:
+    """An image without a BIOS boot partition cannot boot under BIOS: say so, do not hang."""
+    built = make_image(tmp_path, kernel)
+    if built.layout.stage2_first_lba is not None:
+        pytest.skip("hvboot build writes the BIOS stages: the BIOS path exists")
+    r = hvboot("debug", str(built.output), "--firmware", "bios", "--no-gdb")
+    assert r.returncode == 2
+    assert "no BIOS boot partition" in r.stderr and str(built.output) in r.stderr
+
+
+@pytest.mark.skipif("bios" not in FIRMWARES, reason="the BIOS path does not exist yet")
+def test_bios_loader_breakpoints(tmp_path: Path, kernel: Path) -> None:
+    """--loader --firmware bios: stage 1 at 0x7c00, then stage 2's first instruction."""
+    script = _script(tmp_path, "continue\np/x $pc\ncontinue\ninfo symbol $pc\n")
+    r = hvboot(
+        "debug",
+        str(kernel),
+        "--firmware",
+        "bios",
+        "--loader",
+        "--batch",
+        str(script),
+        "--timeout",
+        str(SESSION_TIMEOUT),
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    assert "$1 = 0x7c00" in out
+    assert "stage2_start in section .stage2" in out
+    hit = out.index("Breakpoint 1,")
+    assert "hvboot: " not in out[:hit]

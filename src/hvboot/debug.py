@@ -29,12 +29,14 @@ from hvboot import artifacts, gdb, qemu
 from hvboot.errors import HvbootError
 from hvboot.firmware import find_ovmf
 from hvboot.image.fat import read_fat
-from hvboot.image.gpt import ESP_TYPE, read_gpt
+from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
 from hvboot.kernel_elf import load_plan, symbols
 from hvboot.loader_config import KERNEL_PATH
 
 SECTOR = 512
 LOADER_ENTRY = "efi_main"
+#: Stage 1 (the MBR code, where the BIOS jumps) and stage 2's first instruction.
+BIOS_LOADER_BREAKS = ("0x7c00", "stage2_start")
 
 
 @dataclass
@@ -62,6 +64,24 @@ class DebugResult:
     timed_out: bool = False
     qemu_status: int | None = None
     qemu_stderr: str = ""
+
+
+def check_firmware(image: Path, firmware: str) -> None:
+    """Refuse to wait forever on an image the firmware cannot boot: BIOS needs stage 2."""
+    if firmware != "bios":
+        return
+    try:
+        with image.open("rb") as f:
+            head = f.read(34 * SECTOR)
+        parts = read_gpt(head)
+    except (OSError, HvbootError):
+        return  # not ours to judge: QEMU and the firmware will say
+    if not any(p.type_guid == BIOS_BOOT_TYPE for p in parts):
+        raise HvbootError(
+            image,
+            "--firmware bios: the image has no BIOS boot partition (no stage 2), so it cannot "
+            "boot under BIOS; this hvboot build writes UEFI-only images",
+        )
 
 
 def kernel_from_image(image: Path, dest: Path) -> Path:
@@ -120,12 +140,12 @@ def _ignore_sigint() -> Iterator[None]:
 
 def _script(req: DebugRequest, kernel: Path | None, port: int, tmp: Path) -> tuple[str, str]:
     """(the GDB script, what it breaks at) for the kernel or the loader."""
+    if req.loader and req.firmware == "bios":
+        elf = _bios_loader_elf()
+        breaks = list(req.breaks) or list(BIOS_LOADER_BREAKS)
+        check_breaks(elf, [b for b in breaks if b != "0x7c00"])
+        return gdb.bios_loader_script(elf, port, breaks), ", ".join(breaks)
     if req.loader:
-        if req.firmware != "uefi":
-            raise HvbootError(
-                "--loader --firmware bios",
-                "the BIOS stages do not exist yet; --loader works under UEFI",
-            )
         loader_elf = artifacts.uefi_loader_elf()
         elf_bytes = loader_elf.read_bytes()
         from hvboot.pe import elf_to_pe
@@ -145,6 +165,19 @@ def _script(req: DebugRequest, kernel: Path | None, port: int, tmp: Path) -> tup
     breaks = list(req.breaks) or [default_kernel_break(kernel)]
     check_breaks(kernel, breaks)
     return gdb.kernel_script(kernel, port, breaks), ", ".join(breaks)
+
+
+def _bios_loader_elf() -> Path:
+    """The BIOS loader ELF (stage 2 + the BIOS loader, linked where stage 1 loads it)."""
+    path = Path(
+        os.environ.get(
+            "HVBOOT_BIOS_LOADER",
+            artifacts.LOADER_WORKSPACE / "target" / "release" / "hvboot-bios",
+        )
+    )
+    if not path.is_file():
+        raise HvbootError(path, "the BIOS loader is not built; run scripts/setup.sh")
+    return path
 
 
 def _spec(req: DebugRequest, port: int | None) -> qemu.QemuSpec:
@@ -223,6 +256,7 @@ class _Qemu:
 def run(req: DebugRequest) -> DebugResult:
     with tempfile.TemporaryDirectory(prefix="hvboot-debug-") as tmpdir:
         tmp = Path(tmpdir)
+        check_firmware(req.image, req.firmware)
         kernel = req.kernel
         if kernel is None and not req.loader:
             kernel = kernel_from_image(req.image, tmp / "kernel.elf")

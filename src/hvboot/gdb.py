@@ -109,6 +109,26 @@ def loader_script(
     return "\n".join(lines) + "\n"
 
 
+def bios_loader_script(loader_elf: Path, port: int, breaks: Sequence[str]) -> str:
+    """Commands for the BIOS stages: stage 2 and the BIOS loader are an ET_EXEC linked where
+    stage 1 loads them (0x8000), so their symbols need no offset. Stage 1 runs at 0x7c00.
+
+    QEMU's breakpoints match linear addresses (CS base + IP), which is what `hbreak *0x7c00`
+    gives. GDB keeps the x86-64 register layout QEMU's stub describes: in real mode $pc is IP,
+    and `set architecture i8086` does not change how GDB 13 disassembles against
+    qemu-system-x86_64 (its target description wins), so 16-bit code is shown as 32-bit.
+    """
+    lines = [
+        "set pagination off",
+        "set confirm off",
+        "set architecture i386:x86-64",
+        f"symbol-file {quote(loader_elf)}",
+        f"target remote 127.0.0.1:{port}",
+    ]
+    lines += [f"hbreak {breakpoint_location(b)}" for b in breaks]
+    return "\n".join(lines) + "\n"
+
+
 def attach_command(script: Path) -> list[str]:
     return [gdb_binary(), "-q", "-x", str(script)]
 
@@ -340,8 +360,8 @@ def probe_loader_base(spec: qemu.QemuSpec, pe_bytes: bytes, timeout: float = 120
                 top = min(ram_bytes(spec.memory), _LOW_RAM_MAX)
                 dump_path = Path(tmp) / "ram.bin"
                 # EDK2 loads an image at its preferred base when that memory is free.
-                if sig.preferred_base + len(pe_bytes) + PAGE <= top:
-                    size = _image_size(pe_bytes)
+                size = _image_size(pe_bytes)
+                if sig.preferred_base + size <= top:
                     qmp.execute(
                         "pmemsave", val=sig.preferred_base, size=size, filename=str(dump_path)
                     )
