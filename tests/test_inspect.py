@@ -191,7 +191,11 @@ def test_image(tmp_path: Path, kernel: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "'EFI system' (EFI system, C12A7328-F81F-11D2-BA4B-00A0C93EC93B)" in out
-    assert "stage 2: none" in out
+    if built.layout.stage2_first_lba is None:
+        assert "stage 2: none" in out
+    else:
+        assert f"stage 2: BIOS boot partition at LBA {built.layout.stage2_first_lba}" in out
+        assert "(BIOS boot, 21686148-6449-6E6F-744E-656564454649)" in out
     for f in built.files:
         assert f"/{f.path}" in out and hashlib.sha256(f.data).hexdigest() in out
     assert "| cmdline console=ttyS0 inspect=1" in out
@@ -209,7 +213,14 @@ def test_image(tmp_path: Path, kernel: Path) -> None:
         assert files["/" + f.path]["sha256"] == hashlib.sha256(f.data).hexdigest()
     cfg = next(f.data for f in built.files if f.path.endswith("hvboot.cfg"))
     assert doc["loader_config"] == cfg.decode()
-    assert doc["stage2"] is None if built.layout.stage2_first_lba is None else doc["stage2"]
+    if built.layout.stage2_first_lba is None:
+        assert doc["stage2"] is None
+    else:
+        assert doc["stage2"] == {
+            "first_lba": built.layout.stage2_first_lba,
+            "sectors": built.layout.stage2_sectors,
+            "offset": built.layout.stage2_first_lba * 512,
+        }
     assert doc["kernel"]["ok"] is True and doc["kernel"]["entry_symbol"] == "_start"
 
 
