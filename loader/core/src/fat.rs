@@ -74,7 +74,7 @@ fn le32(b: &[u8], at: usize) -> u32 {
 /// The checksum of an 8.3 name that its long-name entries carry (FAT spec §7).
 pub fn short_name_checksum(name: &[u8; 11]) -> u8 {
     name.iter()
-        .fold(0u8, |sum, &c| (sum >> 1 | sum << 7).wrapping_add(c))
+        .fold(0u8, |sum, &c| sum.rotate_right(1).wrapping_add(c))
 }
 
 fn names_equal(a: &str, b: &str) -> bool {

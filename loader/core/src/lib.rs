@@ -7,6 +7,7 @@
 //! - [`config`]: the loader config file the host toolkit writes on the ESP.
 //! - [`elf`]: validation of the kernel ELF and its load plan.
 //! - [`paging`]: x86_64 4-level page tables for the kernel's address space.
+//! - [`biostables`]: the RSDP / SMBIOS scans of BIOS memory.
 //! - [`fat`]: a read-only FAT16/FAT32 reader and the GPT ESP lookup (BIOS path).
 //! - [`memmap`]: normalisation of the memory map handed to the kernel.
 //! - [`boot`]: the boot flow itself, over the small [`boot::Platform`] interface.
@@ -17,6 +18,7 @@
 
 extern crate alloc;
 
+pub mod biostables;
 pub mod boot;
 pub mod config;
 pub mod elf;

@@ -1,0 +1,71 @@
+//! Where the BIOS loader's words go: COM1 always; errors also on the screen through INT 10h
+//! teletype output while the display is still in text mode (before the VBE mode is set).
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use hvboot_api::serial::SerialPort;
+
+use crate::thunk::{self, Regs};
+
+static TEXT_MODE: AtomicBool = AtomicBool::new(true);
+static BIOS_GONE: AtomicBool = AtomicBool::new(false);
+
+pub fn init() {
+    SerialPort::COM1.init();
+}
+
+/// The display left text mode (a VBE graphics mode is set).
+pub fn graphics_mode_set() {
+    TEXT_MODE.store(false, Ordering::SeqCst);
+}
+
+/// No more BIOS calls (the loader is handing over).
+pub fn bios_gone() {
+    BIOS_GONE.store(true, Ordering::SeqCst);
+}
+
+pub fn serial(args: fmt::Arguments<'_>) {
+    let _ = { SerialPort::COM1 }.write_fmt(args);
+}
+
+struct Screen;
+
+impl Write for Screen {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            let b = if c.is_ascii() { c as u8 } else { b'?' };
+            let mut r = Regs {
+                eax: 0x0E00 | b as u32,
+                ebx: 0x0007,
+                ..Regs::default()
+            };
+            thunk::int(0x10, &mut r);
+        }
+        Ok(())
+    }
+}
+
+pub fn screen(args: fmt::Arguments<'_>) {
+    if TEXT_MODE.load(Ordering::SeqCst) && !BIOS_GONE.load(Ordering::SeqCst) {
+        let _ = Screen.write_fmt(args);
+    }
+}
+
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::console::serial(format_args!("hvboot: {}\r\n", format_args!($($arg)*)))
+    };
+}
+
+/// Print the reason on serial and screen, then halt for good.
+pub fn fail(args: fmt::Arguments<'_>) -> ! {
+    serial(format_args!("hvboot: error: {args}\r\n"));
+    screen(format_args!("hvboot: error: {args}\r\n"));
+    serial(format_args!("hvboot: halted\r\n"));
+    loop {
+        // SAFETY: stopping the CPU is always sound.
+        unsafe { core::arch::asm!("cli", "hlt") };
+    }
+}

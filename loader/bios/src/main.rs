@@ -1,0 +1,182 @@
+//! hvboot's BIOS loader: the Rust half of stage 2 (asm/stage2.asm calls `bios_main` in long
+//! mode) and the BIOS platform layer under the shared boot flow (`hvboot_loader_core::boot`).
+//!
+//! Disk reads (INT 13h extensions), the memory map (E820) and the framebuffer (VBE) come from the
+//! BIOS through the real-mode call thunk; the loader finds the ESP in the GPT and reads the FAT
+//! file system itself; ACPI and SMBIOS entry points are found by scanning BIOS memory.
+//! docs/bios.md describes the stages and the memory layout.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+extern crate hvboot_rt;
+
+mod console;
+mod disk;
+mod lowmem;
+mod mem;
+mod thunk;
+mod vbe;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use hvboot_api::{FirmwareKind, Framebuffer, MemoryKind};
+use hvboot_loader_core::boot::{self as flow, FirmwareTables, Placement, Platform};
+use hvboot_loader_core::fat::{self, Volume};
+use hvboot_loader_core::heap::BumpHeap;
+use hvboot_loader_core::{biostables, memmap, PAGE_SIZE};
+
+const HEAP_SIZE: u64 = 4 << 20;
+
+/// Stage 1 (the MBR boot code), carried in a section the image builder reads; not loaded.
+#[used]
+#[link_section = ".hvboot.stage1"]
+static STAGE1: [u8; 440] = *include_bytes!(env!("HVBOOT_STAGE1_BIN"));
+
+#[global_allocator]
+static HEAP: BumpHeap = BumpHeap::empty();
+
+struct Bios {
+    volume: Volume<disk::Disk>,
+    memory: mem::Memory,
+}
+
+/// Called by stage 2 in long mode with the boot drive (DL at boot).
+#[no_mangle]
+pub extern "sysv64" fn bios_main(drive: u32) -> ! {
+    let tsc_start = flow::rdtsc();
+    console::init();
+    say!(
+        "{} {} (BIOS) starting, boot drive {drive:#04x}",
+        hvboot_loader_core::LOADER_NAME,
+        hvboot_loader_core::LOADER_VERSION
+    );
+    let mut memory = match mem::Memory::from_e820() {
+        Ok(m) => m,
+        Err(e) => console::fail(format_args!("{e}")),
+    };
+    match memory.allocate(
+        MemoryKind::LOADER_RECLAIMABLE.0,
+        HEAP_SIZE,
+        Placement::Anywhere,
+    ) {
+        // SAFETY: the arena is ours for the loader's whole life.
+        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize) },
+        Err(e) => console::fail(format_args!("cannot allocate the loader heap: {e}")),
+    }
+    let mut platform = match open_volume(drive as u8, memory) {
+        Ok(p) => p,
+        Err(e) => console::fail(format_args!("{e}")),
+    };
+    match flow::boot(&mut platform, tsc_start) {
+        Ok(never) => match never {},
+        Err(e) => console::fail(format_args!("{e}")),
+    }
+}
+
+fn open_volume(drive: u8, memory: mem::Memory) -> Result<Bios, String> {
+    let mut d = disk::Disk::new(drive);
+    let esp = fat::find_esp(&mut d)?;
+    let volume = Volume::mount(d, esp).map_err(|e| format!("EFI system partition: {e}"))?;
+    say!("ESP at LBA {esp} ({:?})", volume.fat_type);
+    Ok(Bios { volume, memory })
+}
+
+impl Platform for Bios {
+    const FIRMWARE: FirmwareKind = FirmwareKind::BIOS;
+
+    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+        self.memory.allocate(kind, bytes, at)
+    }
+
+    fn read_file(&mut self, path: &str, kind: u32, limit: u64) -> Result<(u64, u64), String> {
+        let entry = self.volume.find(path)?;
+        if entry.is_dir {
+            return Err(format!("{path}: is a directory, not a file"));
+        }
+        let size = entry.size as u64;
+        if size > limit {
+            return Err(format!(
+                "{path}: {size} bytes, more than the {limit} allowed"
+            ));
+        }
+        let room = size.max(1).next_multiple_of(PAGE_SIZE);
+        let phys = self
+            .memory
+            .allocate(kind, room, Placement::Anywhere)
+            .map_err(|e| format!("{path}: no memory for {size} bytes: {e}"))?;
+        // SAFETY: freshly allocated and identity-mapped.
+        let dest = unsafe { flow::phys_slice(phys, room) };
+        self.volume
+            .read(&entry, dest)
+            .map_err(|e| format!("{path}: {e}"))?;
+        Ok((phys, size))
+    }
+
+    fn tables(&mut self) -> FirmwareTables {
+        // SAFETY: below 1 MiB, identity-mapped, read-only here.
+        let slice = |base: u64, len: u64| unsafe {
+            core::slice::from_raw_parts(base as *const u8, len as usize)
+        };
+        let ebda = mem::ebda_start();
+        let rsdp = if ebda < 0xA_0000 {
+            // SAFETY: the BDA is mapped.
+            let exact = (unsafe { lowmem::read::<u16>(0x40E) } as u64) << 4;
+            biostables::find_rsdp(slice(exact, 1024), exact)
+        } else {
+            None
+        }
+        .or_else(|| biostables::find_rsdp(slice(0xE_0000, 0x2_0000), 0xE_0000));
+        let (sm2, sm3) = biostables::find_smbios(slice(0xF_0000, 0x1_0000), 0xF_0000);
+        FirmwareTables {
+            rsdp: rsdp.unwrap_or(0),
+            smbios: sm2.unwrap_or(0),
+            smbios3: sm3.unwrap_or(0),
+            system_table: 0,
+        }
+    }
+
+    fn framebuffer(&mut self) -> Option<Framebuffer> {
+        let fb = vbe::set_mode();
+        if let Some(fb) = &fb {
+            console::graphics_mode_set();
+            say!(
+                "framebuffer {}x{}x32 at {:#x}",
+                fb.width,
+                fb.height,
+                fb.phys_addr
+            );
+        }
+        fb
+    }
+
+    fn memory_extent(&mut self) -> Result<(u64, usize), String> {
+        let top = self
+            .memory
+            .e820()
+            .iter()
+            .map(|r| r.end())
+            .max()
+            .unwrap_or(0);
+        // The final map: E820, the allocations still to come, the low-memory areas.
+        Ok((top, self.memory.e820().len() + 96 + 8))
+    }
+
+    fn exit_firmware(&mut self, regions: &mut Vec<memmap::Region>) {
+        console::bios_gone();
+        self.memory.final_map(regions);
+    }
+
+    fn print(&mut self, args: fmt::Arguments<'_>) {
+        console::serial(args);
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::fail(format_args!("loader panic: {info}"))
+}

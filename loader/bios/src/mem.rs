@@ -1,0 +1,228 @@
+//! The memory map from INT 15h E820 (ACPI 6.5 §15.1, "INT 15H, E820H - Query System Address
+//! Map") and the loader's page allocator over it: top-down, above 1 MiB and below 4 GiB (the
+//! range stage 2's tables identity-map), never over another allocation.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use hvboot_api::MemoryKind;
+use hvboot_loader_core::boot::Placement;
+use hvboot_loader_core::memmap::Region;
+use hvboot_loader_core::{align_down, align_up, PAGE_SIZE};
+
+use crate::lowmem::{self, E820_BUF, LOADER_END, LOADER_START};
+use crate::thunk::{self, Regs};
+
+const MAX_E820: usize = 128;
+const MAX_ALLOCS: usize = 96;
+const SMAP: u32 = 0x534D_4150;
+const MIB: u64 = 1 << 20;
+const LIMIT: u64 = 4 << 30;
+const EMPTY: Region = Region {
+    base: 0,
+    length: 0,
+    kind: 0,
+};
+
+pub struct Memory {
+    e820: [Region; MAX_E820],
+    n: usize,
+    allocs: [Region; MAX_ALLOCS],
+    na: usize,
+}
+
+fn e820_kind(t: u32) -> u32 {
+    match t {
+        1 => MemoryKind::USABLE.0,
+        3 => MemoryKind::ACPI_RECLAIMABLE.0,
+        4 => MemoryKind::ACPI_NVS.0,
+        5 => MemoryKind::BAD.0,
+        _ => MemoryKind::RESERVED.0,
+    }
+}
+
+impl Memory {
+    /// Reads the E820 map. Usable ranges are rounded inwards to 4 KiB, the others outwards.
+    pub fn from_e820() -> Result<Self, String> {
+        let mut m = Self {
+            e820: [EMPTY; MAX_E820],
+            n: 0,
+            allocs: [EMPTY; MAX_ALLOCS],
+            na: 0,
+        };
+        let (seg, off) = thunk::seg_off(E820_BUF);
+        let mut cont = 0u32;
+        loop {
+            // SAFETY: the E820 buffer is the loader's; ACPI 3.0 extended attributes preset to
+            // "valid" for BIOSes that return only 20 bytes.
+            unsafe { lowmem::write::<u32>(E820_BUF + 20, 1) };
+            let mut r = Regs {
+                eax: 0xE820,
+                ebx: cont,
+                ecx: 24,
+                edx: SMAP,
+                edi: off as u32,
+                es: seg,
+                ..Regs::default()
+            };
+            thunk::int(0x15, &mut r);
+            if r.carry() || r.eax != SMAP {
+                if m.n == 0 {
+                    return Err(format!(
+                        "INT 15h E820 is not supported (eax={:#x}, carry={})",
+                        r.eax,
+                        r.carry()
+                    ));
+                }
+                break; // some BIOSes end the list with carry set
+            }
+            // SAFETY: the BIOS wrote one entry there.
+            let (base, len, ty, attr) = unsafe {
+                (
+                    lowmem::read::<u64>(E820_BUF),
+                    lowmem::read::<u64>(E820_BUF + 8),
+                    lowmem::read::<u32>(E820_BUF + 16),
+                    lowmem::read::<u32>(E820_BUF + 20),
+                )
+            };
+            let ignore = r.ecx >= 24 && attr & 1 == 0;
+            if !ignore && len > 0 {
+                if m.n == MAX_E820 {
+                    return Err(format!("more than {MAX_E820} E820 entries"));
+                }
+                let kind = e820_kind(ty);
+                let (b, e) = if kind == MemoryKind::USABLE.0 {
+                    (
+                        align_up(base, PAGE_SIZE).unwrap_or(u64::MAX),
+                        align_down(base.saturating_add(len), PAGE_SIZE),
+                    )
+                } else {
+                    (
+                        align_down(base, PAGE_SIZE),
+                        align_up(base.saturating_add(len), PAGE_SIZE).unwrap_or(u64::MAX),
+                    )
+                };
+                if e > b {
+                    m.e820[m.n] = Region {
+                        base: b,
+                        length: e - b,
+                        kind,
+                    };
+                    m.n += 1;
+                }
+            }
+            cont = r.ebx;
+            if cont == 0 {
+                break;
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn e820(&self) -> &[Region] {
+        &self.e820[..self.n]
+    }
+
+    pub fn allocations(&self) -> &[Region] {
+        &self.allocs[..self.na]
+    }
+
+    fn usable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.e820()
+            .iter()
+            .filter(|r| r.kind == MemoryKind::USABLE.0)
+            .map(|r| (r.base.max(MIB), r.end().min(LIMIT)))
+            .filter(|(b, e)| e > b)
+    }
+
+    fn free(&self, start: u64, size: u64) -> bool {
+        let end = start + size;
+        self.usable().any(|(b, e)| b <= start && end <= e)
+            && self
+                .allocations()
+                .iter()
+                .all(|a| end <= a.base || a.end() <= start)
+    }
+
+    /// Allocates zeroed pages; returns their physical (= identity-mapped) address.
+    pub fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+        if self.na == MAX_ALLOCS {
+            return Err(format!("more than {MAX_ALLOCS} allocations"));
+        }
+        let size = align_up(bytes.max(1), PAGE_SIZE).ok_or("size overflows")?;
+        let start = match at {
+            Placement::At(p) => {
+                if p % PAGE_SIZE != 0 || !self.free(p, size) {
+                    return Err(format!(
+                        "{p:#x}..{:#x} is not free usable memory between 1 MiB and 4 GiB",
+                        p + size
+                    ));
+                }
+                p
+            }
+            _ => {
+                let (limit, align) = match at {
+                    Placement::Below(max) => (max.saturating_add(1).min(LIMIT), PAGE_SIZE),
+                    Placement::Aligned(a) => (LIMIT, a.max(PAGE_SIZE)),
+                    _ => (LIMIT, PAGE_SIZE),
+                };
+                // Top-down: try ending at each usable range's end and below each allocation.
+                // (No heap here: the heap itself is the first allocation.)
+                let ends = self.usable().map(|(_, e)| e.min(limit));
+                let below = self.allocations().iter().map(|a| a.base.min(limit));
+                ends.chain(below)
+                    .filter(|&e| e >= size)
+                    .map(|e| align_down(e - size, align))
+                    .filter(|&s| self.free(s, size))
+                    .max()
+                    .ok_or_else(|| format!("no free block of {size:#x} bytes below {limit:#x}"))?
+            }
+        };
+        self.allocs[self.na] = Region {
+            base: start,
+            length: size,
+            kind,
+        };
+        self.na += 1;
+        // SAFETY: the range is usable RAM, identity-mapped, and now ours.
+        unsafe { core::ptr::write_bytes(start as *mut u8, 0, size as usize) };
+        Ok(start)
+    }
+
+    /// The map for the kernel: E820, the loader's allocations, the low-memory areas.
+    pub fn final_map(&self, out: &mut Vec<Region>) {
+        out.extend_from_slice(self.e820());
+        out.extend_from_slice(self.allocations());
+        // IVT and BDA: reserved (the first page).
+        out.push(Region {
+            base: 0,
+            length: PAGE_SIZE,
+            kind: MemoryKind::RESERVED.0,
+        });
+        // Stage 1, stage 2, the bounce buffer, the stacks and the loader's page tables.
+        out.push(Region {
+            base: LOADER_START,
+            length: LOADER_END - LOADER_START,
+            kind: MemoryKind::LOADER_RECLAIMABLE.0,
+        });
+        // EBDA up to 1 MiB (VGA memory, option ROMs, the BIOS): reserved, whatever E820 says.
+        out.push(Region {
+            base: ebda_start(),
+            length: MIB - ebda_start(),
+            kind: MemoryKind::RESERVED.0,
+        });
+    }
+}
+
+/// The start of the EBDA (BDA word 0x40E, a segment), page-aligned down; 0xA0000 without one.
+pub fn ebda_start() -> u64 {
+    // SAFETY: the BDA is always mapped.
+    let seg = unsafe { lowmem::read::<u16>(0x40E) } as u64;
+    let base = seg << 4;
+    if (LOADER_END..0xA_0000).contains(&base) {
+        align_down(base, PAGE_SIZE)
+    } else {
+        0xA_0000
+    }
+}
