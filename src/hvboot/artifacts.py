@@ -2,7 +2,8 @@
 
 They are built from this repository's sources during set-up (scripts/setup.sh runs cargo); the
 toolkit finds them by fixed paths below the repository root. HVBOOT_UEFI_LOADER overrides the
-UEFI loader's path (an ELF, converted to PE32+ when an image is written).
+UEFI loader's path (an ELF, converted to PE32+ when an image is written), HVBOOT_BIOS_LOADER the
+BIOS loader's (an ELF holding stage 1 and stage 2, see hvboot.bios).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hvboot.errors import HvbootError
 REPO = Path(__file__).resolve().parents[2]
 LOADER_WORKSPACE = REPO / "loader"
 UEFI_LOADER_ELF = LOADER_WORKSPACE / "target" / "release" / "hvboot-uefi"
+BIOS_LOADER_ELF = LOADER_WORKSPACE / "target" / "release" / "hvboot-bios"
 HYPERVISOR_CRATE = REPO / "examples" / "hypervisor"
 HYPERVISOR_ELF = HYPERVISOR_CRATE / "target" / "release" / "hvboot-sample-hypervisor"
 TEST_KERNELS = REPO / "tests" / "kernels"
@@ -27,6 +29,17 @@ def uefi_loader_elf() -> Path:
         raise HvbootError(
             path,
             "the UEFI loader is not built; run scripts/setup.sh, or: "
+            f"cargo build --release --manifest-path {LOADER_WORKSPACE / 'Cargo.toml'}",
+        )
+    return path
+
+
+def bios_loader_elf() -> Path:
+    path = Path(os.environ.get("HVBOOT_BIOS_LOADER", BIOS_LOADER_ELF))
+    if not path.is_file():
+        raise HvbootError(
+            path,
+            "the BIOS loader is not built; run scripts/setup.sh, or: "
             f"cargo build --release --manifest-path {LOADER_WORKSPACE / 'Cargo.toml'}",
         )
     return path

@@ -2,6 +2,8 @@
 
 The image is GPT with a protective MBR and an EFI system partition holding the UEFI loader
 (\\EFI\\BOOT\\BOOTX64.EFI), the loader's config (/hvboot/hvboot.cfg), the kernel and the modules.
+For BIOS, the protective MBR carries stage 1 (patched with stage 2's LBA and length) and a BIOS
+boot partition holds stage 2 + the BIOS loader (docs/bios.md).
 The kernel is checked on the host with the same rules the loader applies, so a bad kernel is
 refused here, with the file and field named, rather than on the machine.
 """
@@ -15,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvboot import artifacts, loader_config
+from hvboot import bios as bios_boot
 from hvboot.config import BuildConfig, ModuleSpec
 from hvboot.errors import HvbootError
-from hvboot.image.disk import DiskLayout, write_disk_image
+from hvboot.image.disk import ALIGN_SECTORS, SECTOR_SIZE, DiskLayout, write_disk_image
 from hvboot.image.fat import FatFile
 from hvboot.kernel_elf import LoadPlan, load_plan_bytes
 from hvboot.pe import elf_to_pe
@@ -67,6 +70,18 @@ def esp_files(
     return files
 
 
+def _check_stage2_fits(layout: DiskLayout, lba: int, size: int, source: str, output: Path) -> None:
+    """Stage 1 was patched for `lba`; refuse an image whose BIOS boot partition differs."""
+    have = (layout.stage2_sectors or 0) * SECTOR_SIZE
+    if layout.stage2_first_lba != lba or have < size:
+        output.unlink(missing_ok=True)
+        raise HvbootError(
+            source,
+            f"stage 2 is {size} bytes but the BIOS boot partition holds {have} bytes at LBA "
+            f"{layout.stage2_first_lba} (stage 1 was patched for LBA {lba})",
+        )
+
+
 def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
     """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
     kernel = _read(cfg.kernel, "kernel")
@@ -82,5 +97,20 @@ def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
         raise HvbootError(output, "output: is a directory, expected an image file path")
     if not output.parent.is_dir():
         raise HvbootError(output, f"output: the directory {output.parent} does not exist")
-    layout = write_disk_image(output, files, size_bytes=cfg.image_size, seed=seed.digest())
+    bios = bios_boot.load(artifacts.bios_loader_elf())
+    sectors = bios_boot.stage2_sectors(bios.stage2)
+    # write_disk_image puts the BIOS boot partition first, at the first 1 MiB boundary.
+    stage2_lba = ALIGN_SECTORS
+    mbr_code = bios_boot.patch_stage1(
+        bios.stage1, stage2_lba=stage2_lba, sectors=sectors, source=bios.source
+    )
+    layout = write_disk_image(
+        output,
+        files,
+        size_bytes=cfg.image_size,
+        bios_stage2=bios.stage2,
+        mbr_boot_code=mbr_code,
+        seed=seed.digest(),
+    )
+    _check_stage2_fits(layout, stage2_lba, len(bios.stage2), bios.source, output)
     return BuildResult(output, layout, plan, tuple(files))
