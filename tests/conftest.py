@@ -13,8 +13,8 @@ from hvboot.config import BuildConfig, ModuleSpec
 from hvboot.report import BootReport, parse_report
 
 REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-kernel"
-# Boot tests run under every firmware the loader supports; BIOS joins with the BIOS path.
-FIRMWARES = ["uefi"]
+# Boot tests run under every firmware the loader supports: OVMF (UEFI) and SeaBIOS (BIOS).
+FIRMWARES = ["uefi", "bios"]
 BOOT_TIMEOUT = 120.0
 
 

@@ -46,6 +46,9 @@ class QemuSpec:
     stopped: bool = False
     display: bool = False
     snapshot: bool = False  # writes go to a temporary overlay: the image stays as it was
+    # A blkdebug rules file: the disk goes through QEMU's blkdebug driver, which injects the
+    # I/O errors the file describes (tests of the loader's read-error handling).
+    blkdebug: Path | None = None
 
 
 @dataclass
@@ -109,6 +112,12 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
             f"if=pflash,format=raw,unit=1,file={vars_copy}",
         ]
     drive = f"file={spec.image},format=raw,if=ide,index=0,media=disk"
+    if spec.blkdebug is not None:
+        # raw on top of blkdebug: the raw driver emits the read_aio events the rules match.
+        drive = (
+            f"driver=raw,file.driver=blkdebug,file.config={spec.blkdebug},"
+            f"file.image.filename={spec.image},if=ide,index=0,media=disk"
+        )
     cmd += ["-drive", drive + (",snapshot=on" if spec.snapshot else "")]
     if spec.gdb_port is not None:
         cmd += ["-gdb", f"tcp:127.0.0.1:{spec.gdb_port}"]
