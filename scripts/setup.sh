@@ -31,7 +31,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-echo "setup: building the loader (loader/)"
+echo "setup: building the loader (loader/: UEFI application, BIOS stages 1 + 2 via nasm)"
 cargo build --release --quiet --manifest-path loader/Cargo.toml
 echo "setup: building the sample hypervisor (examples/hypervisor/)"
 cargo build --release --quiet --manifest-path examples/hypervisor/Cargo.toml
