@@ -24,7 +24,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use hvboot_api::{FirmwareKind, Framebuffer, MemoryKind};
+use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
 use hvboot_loader_core::boot::{self as flow, FirmwareTables, Placement, Platform};
 use hvboot_loader_core::fat::{self, Volume};
 use hvboot_loader_core::heap::BumpHeap;
@@ -173,6 +173,20 @@ impl Platform for Bios {
 
     fn print(&mut self, args: fmt::Arguments<'_>) {
         console::serial(args);
+    }
+
+    fn allocate_untouched(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+        self.memory.allocate_untouched(kind, bytes, at)
+    }
+
+    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, String> {
+        self.memory.allocate_low_page(kind)
+    }
+
+    fn firmware_map(&mut self, out: &mut Vec<FirmwareMemoryEntry>) {
+        let room = out.capacity() - out.len();
+        let raw = self.memory.raw_e820();
+        out.extend_from_slice(&raw[..raw.len().min(room)]);
     }
 }
 

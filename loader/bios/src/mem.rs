@@ -6,7 +6,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use hvboot_api::MemoryKind;
+use hvboot_api::{FirmwareMemoryEntry, MemoryKind};
 use hvboot_loader_core::boot::Placement;
 use hvboot_loader_core::memmap::Region;
 use hvboot_loader_core::{align_down, align_up, PAGE_SIZE};
@@ -28,6 +28,9 @@ const EMPTY: Region = Region {
 pub struct Memory {
     e820: [Region; MAX_E820],
     n: usize,
+    /// Every entry as the BIOS gave it (for the kernel's raw firmware map).
+    raw: [FirmwareMemoryEntry; MAX_E820],
+    nraw: usize,
     allocs: [Region; MAX_ALLOCS],
     na: usize,
 }
@@ -48,6 +51,8 @@ impl Memory {
         let mut m = Self {
             e820: [EMPTY; MAX_E820],
             n: 0,
+            raw: [FirmwareMemoryEntry::default(); MAX_E820],
+            nraw: 0,
             allocs: [EMPTY; MAX_ALLOCS],
             na: 0,
         };
@@ -86,6 +91,16 @@ impl Memory {
                     lowmem::read::<u32>(E820_BUF + 20),
                 )
             };
+            if m.nraw < MAX_E820 {
+                m.raw[m.nraw] = FirmwareMemoryEntry {
+                    base,
+                    length: len,
+                    firmware_type: ty,
+                    reserved: 0,
+                    attributes: if r.ecx >= 24 { u64::from(attr) } else { 1 },
+                };
+                m.nraw += 1;
+            }
             let ignore = r.ecx >= 24 && attr & 1 == 0;
             if !ignore && len > 0 {
                 if m.n == MAX_E820 {
@@ -124,6 +139,11 @@ impl Memory {
         &self.e820[..self.n]
     }
 
+    /// The E820 entries as the BIOS returned them.
+    pub fn raw_e820(&self) -> &[FirmwareMemoryEntry] {
+        &self.raw[..self.nraw]
+    }
+
     pub fn allocations(&self) -> &[Region] {
         &self.allocs[..self.na]
     }
@@ -147,6 +167,52 @@ impl Memory {
 
     /// Allocates zeroed pages; returns their physical (= identity-mapped) address.
     pub fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+        let start = self.allocate_untouched(kind, bytes, at)?;
+        let size = align_up(bytes.max(1), PAGE_SIZE).ok_or("size overflows")?;
+        // SAFETY: the range is usable RAM, identity-mapped, and now ours.
+        unsafe { core::ptr::write_bytes(start as *mut u8, 0, size as usize) };
+        Ok(start)
+    }
+
+    /// The highest free page below the EBDA and above the loader's low area (docs/bios.md),
+    /// inside E820 usable memory: the AP trampoline page. Zeroed.
+    pub fn allocate_low_page(&mut self, kind: u32) -> Result<u64, String> {
+        if self.na == MAX_ALLOCS {
+            return Err(format!("more than {MAX_ALLOCS} allocations"));
+        }
+        let top = ebda_start();
+        let page = (LOADER_END / PAGE_SIZE..top / PAGE_SIZE)
+            .rev()
+            .map(|p| p * PAGE_SIZE)
+            .find(|&p| {
+                self.e820().iter().any(|r| {
+                    r.kind == MemoryKind::USABLE.0 && r.base <= p && p + PAGE_SIZE <= r.end()
+                }) && self
+                    .allocations()
+                    .iter()
+                    .all(|a| p + PAGE_SIZE <= a.base || a.end() <= p)
+            })
+            .ok_or_else(|| {
+                format!("no usable page between {LOADER_END:#x} and the EBDA at {top:#x}")
+            })?;
+        self.allocs[self.na] = Region {
+            base: page,
+            length: PAGE_SIZE,
+            kind,
+        };
+        self.na += 1;
+        // SAFETY: usable low RAM nobody else uses, identity-mapped, now ours.
+        unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE_SIZE as usize) };
+        Ok(page)
+    }
+
+    /// Allocates pages without touching them (the guest reservation).
+    pub fn allocate_untouched(
+        &mut self,
+        kind: u32,
+        bytes: u64,
+        at: Placement,
+    ) -> Result<u64, String> {
         if self.na == MAX_ALLOCS {
             return Err(format!("more than {MAX_ALLOCS} allocations"));
         }
@@ -165,6 +231,9 @@ impl Memory {
                 let (limit, align) = match at {
                     Placement::Below(max) => (max.saturating_add(1).min(LIMIT), PAGE_SIZE),
                     Placement::Aligned(a) => (LIMIT, a.max(PAGE_SIZE)),
+                    Placement::AlignedBelow { align, max } => {
+                        (max.saturating_add(1).min(LIMIT), align.max(PAGE_SIZE))
+                    }
                     _ => (LIMIT, PAGE_SIZE),
                 };
                 // Top-down: try ending at each usable range's end and below each allocation.
@@ -185,8 +254,6 @@ impl Memory {
             kind,
         };
         self.na += 1;
-        // SAFETY: the range is usable RAM, identity-mapped, and now ours.
-        unsafe { core::ptr::write_bytes(start as *mut u8, 0, size as usize) };
         Ok(start)
     }
 

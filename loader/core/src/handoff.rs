@@ -6,8 +6,40 @@
 
 use core::arch::global_asm;
 
-/// The GDT (selectors 0x08 code, 0x10 data; Intel SDM Vol. 3A §3.4.5, §5.2.1): null, code (L=1, P=1, DPL 0, type execute/read), data (P=1, writable).
+/// The GDT's first three entries (selectors 0x08 code, 0x10 data; Intel SDM Vol. 3A §3.4.5,
+/// §5.2.1): null, code (L=1, P=1, DPL 0, type execute/read), data (P=1, writable). The 64-bit TSS
+/// descriptor follows ([`gdt`]).
 pub const GDT: [u64; 3] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+
+/// The TSS selector (GDT index 3; the descriptor takes two entries in long mode).
+pub const TSS_SELECTOR: u16 = 0x18;
+/// Bytes of a 64-bit TSS (Intel SDM Vol. 3A §8.7, Figure 8-11).
+pub const TSS_SIZE: usize = 104;
+/// Entries of the full GDT: null, code, data, and the 16-byte TSS descriptor.
+pub const GDT_ENTRIES: usize = 5;
+/// Where the TSS lies behind the GDT in the GDT's page (bytes from the GDT's start).
+pub const TSS_OFFSET: u64 = 0x80;
+
+/// The full GDT with a 64-bit TSS descriptor for a TSS at virtual address `tss` (Intel SDM Vol.
+/// 3A §8.2.3, Figure 8-4: limit 103, type 9 "available 64-bit TSS", P=1, DPL 0, byte
+/// granularity; base bits 63:32 in the second entry).
+pub const fn gdt(tss: u64) -> [u64; GDT_ENTRIES] {
+    let limit = (TSS_SIZE - 1) as u64;
+    let low = (limit & 0xffff)
+        | (tss & 0xff_ffff) << 16
+        | 0x89 << 40
+        | ((limit >> 16) & 0xf) << 48
+        | ((tss >> 24) & 0xff) << 56;
+    [GDT[0], GDT[1], GDT[2], low, tss >> 32]
+}
+
+/// The TSS's bytes: all stack pointers 0 (the kernel runs in ring 0 and sets its own IST), the
+/// I/O map base at the TSS's end (no I/O permission bitmap).
+pub const fn tss() -> [u8; TSS_SIZE] {
+    let mut t = [0u8; TSS_SIZE];
+    t[102] = TSS_SIZE as u8;
+    t
+}
 
 global_asm!(
     ".section .text.hvboot_handoff,\"ax\",@progbits",
@@ -35,6 +67,8 @@ global_asm!(
     "mov ss, eax",
     "mov fs, eax",
     "mov gs, eax",
+    "mov eax, 0x18",
+    "ltr ax",
     "mov rdi, rcx",
     "xor eax, eax",
     "xor ebx, ebx",
@@ -71,21 +105,51 @@ pub struct Handoff {
     pub entry: u64,
     /// The boot information (virtual, in the direct map).
     pub boot_info: u64,
-    /// The GDT (virtual, in the direct map).
+    /// The GDT (virtual, in the direct map), with the TSS [`TSS_OFFSET`] bytes behind it.
     pub gdt_virt: u64,
 }
 
-/// Turn on EFER.NXE (the kernel's tables use the NX bit) and CR0.WP, then jump.
+/// The entry state of docs/protocol.md, then the jump: EFER.NXE on (the kernel's tables use the
+/// NX bit) and EFER.SVME off; CR0.WP and CR0.NE on; CR4.VMXE off (the loader never enters VMX
+/// operation, so clearing it cannot fault). MTRRs and PAT stay as the firmware left them.
 ///
 /// # Safety
-/// The tables in `h.cr3` must map this code's page, the stack, the GDT and the kernel.
+/// The tables in `h.cr3` must map this code's page, the stack, the GDT (with its TSS behind it,
+/// see [`gdt`]) and the kernel.
 pub unsafe fn jump(h: &Handoff) -> ! {
     const IA32_EFER: u32 = 0xC000_0080;
+    const EFER_NXE: u64 = 1 << 11;
+    const EFER_SVME: u64 = 1 << 12;
     let (lo, hi): (u32, u32);
     core::arch::asm!("rdmsr", in("ecx") IA32_EFER, out("eax") lo, out("edx") hi);
-    let efer = ((hi as u64) << 32 | lo as u64) | (1 << 11);
+    let efer = (((hi as u64) << 32 | lo as u64) | EFER_NXE) & !EFER_SVME;
     core::arch::asm!("wrmsr", in("ecx") IA32_EFER, in("eax") efer as u32, in("edx") (efer >> 32) as u32);
-    core::arch::asm!("mov rax, cr0", "or rax, 0x10000", "mov cr0, rax", out("rax") _);
-    let limit = (core::mem::size_of_val(&GDT) - 1) as u64;
+    // CR0.WP (bit 16), CR0.NE (bit 5); CR4.VMXE (bit 13).
+    core::arch::asm!("mov rax, cr0", "or rax, 0x10020", "mov cr0, rax", out("rax") _);
+    core::arch::asm!("mov rax, cr4", "btr rax, 13", "mov cr4, rax", out("rax") _);
+    let limit = (GDT_ENTRIES * 8 - 1) as u64;
     hvboot_handoff(h.cr3, h.stack_top, h.entry, h.boot_info, h.gdt_virt, limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tss_descriptor_fields() {
+        let tss_virt = 0xffff_8000_1234_5080u64;
+        let g = gdt(tss_virt);
+        assert_eq!(&g[..3], &GDT);
+        let low = g[3];
+        assert_eq!(low & 0xffff, 103, "limit 15:0");
+        let base = (low >> 16) & 0xff_ffff | ((low >> 56) & 0xff) << 24 | g[4] << 32;
+        assert_eq!(base, tss_virt);
+        assert_eq!((low >> 40) & 0xf, 9, "type: available 64-bit TSS");
+        assert_eq!((low >> 44) & 1, 0, "system descriptor");
+        assert_eq!((low >> 47) & 1, 1, "present");
+        assert_eq!((low >> 45) & 3, 0, "DPL 0");
+        assert_eq!(usize::from(TSS_SELECTOR) / 8, 3);
+        let t = tss();
+        assert_eq!(u16::from_le_bytes([t[102], t[103]]), 104);
+    }
 }

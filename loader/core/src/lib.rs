@@ -13,6 +13,8 @@
 //! - [`boot`]: the boot flow itself, over the small [`boot::Platform`] interface.
 //! - [`handoff`]: the trampoline that switches to the kernel's tables and jumps.
 //! - [`heap`]: the loaders' bump heap.
+//! - [`request`]: the kernel's `.hvboot_request` section, found and checked.
+//! - [`hv`]: the virtualization report and the CPU list handed to hypervisor kernels.
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
@@ -25,8 +27,10 @@ pub mod elf;
 pub mod fat;
 pub mod handoff;
 pub mod heap;
+pub mod hv;
 pub mod memmap;
 pub mod paging;
+pub mod request;
 
 /// The loader's name, as reported to the kernel and on the console.
 pub const LOADER_NAME: &str = "hvboot";

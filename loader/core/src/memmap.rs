@@ -43,8 +43,12 @@ pub mod kind {
     pub const FRAMEBUFFER: u32 = 11;
     /// The kernel's initial stack.
     pub const KERNEL_STACK: u32 = 12;
+    /// Guest memory the kernel asked for (`.hvboot_request`); never touched by the loader.
+    pub const GUEST_RESERVED: u32 = 13;
+    /// The AP start-up page below 1 MiB the kernel asked for.
+    pub const AP_TRAMPOLINE: u32 = 14;
     /// The highest kind number defined above.
-    pub const MAX: u32 = 12;
+    pub const MAX: u32 = 14;
 }
 
 /// A physical memory region `base..base + length` of one kind.
@@ -70,7 +74,7 @@ impl Region {
 ///
 /// Lowest to highest: usable; loader-reclaimable; the loader's own
 /// allocations (kernel, modules, boot info, page tables, kernel stack,
-/// framebuffer); then what the firmware says is not free: ACPI reclaimable,
+/// framebuffer, guest reservation, AP trampoline); then what the firmware says is not free: ACPI reclaimable,
 /// reserved (and unknown kinds), ACPI NVS, bad. So a loader allocation is
 /// never reported as usable, and firmware truth is never overwritten by
 /// usable memory or by the loader.
@@ -84,6 +88,8 @@ pub fn default_priority(k: u32) -> u8 {
         kind::PAGE_TABLES => 13,
         kind::KERNEL_STACK => 14,
         kind::FRAMEBUFFER => 15,
+        kind::GUEST_RESERVED => 16,
+        kind::AP_TRAMPOLINE => 17,
         kind::ACPI_RECLAIMABLE => 20,
         kind::RESERVED => 21,
         kind::ACPI_NVS => 22,
@@ -338,6 +344,8 @@ mod tests {
             kind::BOOT_INFO,
             kind::PAGE_TABLES,
             kind::KERNEL_STACK,
+            kind::GUEST_RESERVED,
+            kind::AP_TRAMPOLINE,
         ] {
             assert!(own_below_firmware(own));
             assert!(default_priority(own) > default_priority(kind::LOADER_RECLAIMABLE));

@@ -30,6 +30,44 @@ pub fn tables() -> FirmwareTables {
     t
 }
 
+/// Switches GOP to the smallest mode (by pixel count) of at least `width` x `height`; keeps the
+/// current mode when the firmware has none that large or the switch fails.
+pub fn set_mode_at_least(width: u32, height: u32) {
+    let Ok(handle) = boot::get_handle_for_protocol::<GraphicsOutput>() else {
+        return;
+    };
+    // SAFETY: as in framebuffer(); the mode switch happens before we read the framebuffer.
+    let Ok(mut gop) = (unsafe {
+        boot::open_protocol::<GraphicsOutput>(
+            OpenProtocolParams {
+                handle,
+                agent: boot::image_handle(),
+                controller: None,
+            },
+            OpenProtocolAttributes::GetProtocol,
+        )
+    }) else {
+        return;
+    };
+    let (w, h) = (width as usize, height as usize);
+    let current = gop.current_mode_info().resolution();
+    let best = gop
+        .modes()
+        .filter(|m| {
+            let (mw, mh) = m.info().resolution();
+            mw >= w && mh >= h && m.info().pixel_format() != gop::PixelFormat::BltOnly
+        })
+        .min_by_key(|m| {
+            let (mw, mh) = m.info().resolution();
+            mw * mh
+        });
+    if let Some(mode) = best {
+        if mode.info().resolution() != current {
+            let _ = gop.set_mode(&mode);
+        }
+    }
+}
+
 /// The current GOP mode as a protocol framebuffer; None without GOP or in a Blt-only mode.
 pub fn framebuffer() -> Option<Framebuffer> {
     let handle = boot::get_handle_for_protocol::<GraphicsOutput>().ok()?;

@@ -22,12 +22,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use hvboot_api::{FirmwareKind, Framebuffer, MemoryKind};
+use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
 use hvboot_loader_core::boot::{self as flow, FirmwareTables, Placement, Platform};
 use hvboot_loader_core::heap::BumpHeap;
 use hvboot_loader_core::memmap;
 use uefi::boot;
-use uefi::mem::memory_map::MemoryMap;
+use uefi::mem::memory_map::{MemoryMap, MemoryMapOwned};
 use uefi::prelude::*;
 
 use memory::PAGE;
@@ -63,12 +63,15 @@ fn main() -> Status {
 
 struct Uefi {
     volume: files::Volume,
+    /// The map whose key exited boot services (for the kernel's raw firmware map).
+    final_map: Option<MemoryMapOwned>,
 }
 
 impl Uefi {
     fn new() -> Result<Self, String> {
         Ok(Self {
             volume: files::Volume::boot_volume()?,
+            final_map: None,
         })
     }
 }
@@ -82,6 +85,55 @@ impl Platform for Uefi {
             Placement::Below(max) => memory::allocate(kind, bytes, Some(max)),
             Placement::At(phys) => memory::allocate_at(kind, phys, bytes),
             Placement::Aligned(align) => memory::allocate_aligned(kind, bytes, align),
+            Placement::AlignedBelow { align, max } => {
+                let start = memory::allocate_aligned_below(kind, bytes, align, Some(max))?;
+                // SAFETY: freshly allocated, identity-mapped pages.
+                unsafe {
+                    core::ptr::write_bytes(
+                        start as *mut u8,
+                        0,
+                        memory::pages(bytes) * PAGE as usize,
+                    )
+                };
+                Ok(start)
+            }
+        }
+    }
+
+    fn allocate_untouched(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+        match at {
+            Placement::At(phys) => memory::allocate_at_untouched(kind, phys, bytes),
+            Placement::Anywhere => memory::allocate_aligned_below(kind, bytes, PAGE, None),
+            Placement::Below(max) => memory::allocate_aligned_below(kind, bytes, PAGE, Some(max)),
+            Placement::Aligned(align) => memory::allocate_aligned_below(kind, bytes, align, None),
+            Placement::AlignedBelow { align, max } => {
+                memory::allocate_aligned_below(kind, bytes, align, Some(max))
+            }
+        }
+    }
+
+    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, String> {
+        memory::allocate_low_page(kind)
+    }
+
+    fn framebuffer_sized(&mut self, width: u32, height: u32) -> Option<Framebuffer> {
+        firmware::set_mode_at_least(width, height);
+        firmware::framebuffer()
+    }
+
+    fn firmware_map(&mut self, out: &mut Vec<FirmwareMemoryEntry>) {
+        let Some(map) = &self.final_map else { return };
+        for d in map.entries() {
+            if out.len() == out.capacity() {
+                break; // never allocate: the firmware is gone
+            }
+            out.push(FirmwareMemoryEntry {
+                base: d.phys_start,
+                length: d.page_count * PAGE,
+                firmware_type: d.ty.0,
+                reserved: 0,
+                attributes: d.att.bits(),
+            });
         }
     }
 
@@ -119,6 +171,7 @@ impl Platform for Uefi {
                 kind: memmap::efi_type_to_kind(d.ty.0),
             });
         }
+        self.final_map = Some(final_map);
     }
 
     fn print(&mut self, args: fmt::Arguments<'_>) {

@@ -40,15 +40,34 @@ pub fn allocate_at(kind: u32, phys: u64, bytes: u64) -> Result<u64, String> {
     Ok(ptr.as_ptr() as u64)
 }
 
-/// Allocate pages of `kind` whose start is aligned to `align` (a power of two).
+/// Allocate pages of `kind` whose start is aligned to `align` (a power of two), zeroed.
 pub fn allocate_aligned(kind: u32, bytes: u64, align: u64) -> Result<u64, String> {
+    let start = allocate_aligned_below(kind, bytes, align, None)?;
+    // SAFETY: freshly allocated, identity-mapped pages.
+    unsafe { core::ptr::write_bytes(start as *mut u8, 0, pages(bytes) * PAGE as usize) };
+    Ok(start)
+}
+
+/// Allocate pages of `kind` whose start is aligned to `align` (a power of two) and whose last
+/// byte is at or below `max` (if given), without touching them: over-allocate by the alignment
+/// and give the unused head and tail back.
+pub fn allocate_aligned_below(
+    kind: u32,
+    bytes: u64,
+    align: u64,
+    max: Option<u64>,
+) -> Result<u64, String> {
     let ty = MemoryType::custom(0x8000_0000 | kind);
     let count = pages(bytes);
-    let extra = pages(align) - 1;
-    let raw = boot::allocate_pages(AllocateType::AnyPages, ty, count + extra)
+    let extra = pages(align.max(PAGE)) - 1;
+    let how = match max {
+        Some(max) => AllocateType::MaxAddress(max),
+        None => AllocateType::AnyPages,
+    };
+    let raw = boot::allocate_pages(how, ty, count + extra)
         .map_err(|e| format!("{:?}", e.status()))?
         .as_ptr() as u64;
-    let start = (raw + align - 1) & !(align - 1);
+    let start = raw.next_multiple_of(align.max(PAGE));
     let head = ((start - raw) / PAGE) as usize;
     let tail = extra - head;
     // SAFETY: we give back the unused ends of our own allocation.
@@ -65,7 +84,43 @@ pub fn allocate_aligned(kind: u32, bytes: u64, align: u64) -> Result<u64, String
             )
             .map_err(|e| format!("{:?}", e.status()))?;
         }
-        core::ptr::write_bytes(start as *mut u8, 0, count * PAGE as usize);
     }
     Ok(start)
+}
+
+/// Allocate `bytes` of `kind` at exactly `phys` without touching them.
+pub fn allocate_at_untouched(kind: u32, phys: u64, bytes: u64) -> Result<u64, String> {
+    let ty = MemoryType::custom(0x8000_0000 | kind);
+    let ptr = boot::allocate_pages(AllocateType::Address(phys), ty, pages(bytes))
+        .map_err(|e| format!("{:?}", e.status()))?;
+    Ok(ptr.as_ptr() as u64)
+}
+
+/// One page of `kind` below 1 MiB, never page 0: AllocateMaxAddress 0xFFFFF, and if the
+/// firmware hands out page 0, keep it allocated while asking again, then give it back.
+pub fn allocate_low_page(kind: u32) -> Result<u64, String> {
+    let ty = MemoryType::custom(0x8000_0000 | kind);
+    let mut page_zero = None;
+    let mut found = Err(String::from("no free page below 1 MiB"));
+    for _ in 0..2 {
+        match boot::allocate_pages(AllocateType::MaxAddress(0xF_FFFF), ty, 1) {
+            Ok(p) if p.as_ptr() as u64 == 0 => page_zero = Some(p),
+            Ok(p) => {
+                found = Ok(p.as_ptr() as u64);
+                break;
+            }
+            Err(e) => {
+                found = Err(format!("{:?}", e.status()));
+                break;
+            }
+        }
+    }
+    if let Some(p) = page_zero {
+        // SAFETY: our own allocation of page 0, never used.
+        let _ = unsafe { boot::free_pages(p, 1) };
+    }
+    let phys = found?;
+    // SAFETY: freshly allocated, identity-mapped page.
+    unsafe { core::ptr::write_bytes(phys as *mut u8, 0, PAGE as usize) };
+    Ok(phys)
 }

@@ -1,0 +1,181 @@
+//! The kernel's request (`.hvboot_request`, docs/hypervisor.md "The kernel request"): found by
+//! name in the kernel ELF's section headers and checked with the rules `hvboot build` applies on
+//! the host (`KernelRequest::check`), so the loader refuses exactly what the builder refuses.
+//!
+//! Every refusal names the field: the boot flow prints it as
+//! `<kernel>: .hvboot_request: <field>: <why>`.
+
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
+use core::mem::size_of;
+
+use elf::endian::LittleEndian;
+use elf::ElfBytes;
+use hvboot_api::request::{RequestError, REQUEST_SECTION};
+use hvboot_api::{KernelRequest, REQUEST_VERSION};
+
+/// The part of the request every version shares: magic, version, size.
+pub const REQUEST_HEADER_SIZE: usize = 16;
+/// ELF `SHT_NOBITS`: a section without file bytes (gABI ch. 4).
+const SHT_NOBITS: u32 = 8;
+
+/// A request the loader refuses: the field and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestProblem {
+    /// The field (`magic`, `guest.size`, ...) or `section` for the section itself.
+    pub field: &'static str,
+    /// Why, in words.
+    pub why: String,
+}
+
+impl fmt::Display for RequestProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{REQUEST_SECTION}: {}: {}", self.field, self.why)
+    }
+}
+
+impl RequestProblem {
+    /// A problem with `field`.
+    pub fn new(field: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            field,
+            why: why.into(),
+        }
+    }
+}
+
+/// The field a [`RequestError`] is about.
+pub fn error_field(e: RequestError) -> &'static str {
+    match e {
+        RequestError::BadMagic => "magic",
+        RequestError::BadVersion => "version",
+        RequestError::BadSize => "size",
+        RequestError::StackSize => "stack_size",
+        RequestError::ModuleAlignment => "module_alignment",
+        RequestError::DirectMapOffset => "direct_map_offset",
+        RequestError::Guest => "guest",
+    }
+}
+
+/// The kernel's request, `None` when it has no `.hvboot_request` section. The returned request
+/// is the version-1 prefix of a newer one (with `version` set to 1: what the loader honours).
+pub fn find(image: &[u8]) -> Result<Option<KernelRequest>, RequestProblem> {
+    let file = ElfBytes::<LittleEndian>::minimal_parse(image)
+        .map_err(|e| RequestProblem::new("section", format!("cannot read the ELF header: {e}")))?;
+    let shdr = file.section_header_by_name(REQUEST_SECTION).map_err(|e| {
+        RequestProblem::new("section", format!("cannot read the section headers: {e}"))
+    })?;
+    let Some(shdr) = shdr else {
+        return Ok(None);
+    };
+    if shdr.sh_type == SHT_NOBITS {
+        return Err(RequestProblem::new(
+            "section",
+            "has no bytes in the file (SHT_NOBITS)",
+        ));
+    }
+    let bytes = shdr
+        .sh_offset
+        .checked_add(shdr.sh_size)
+        .filter(|&end| end <= image.len() as u64)
+        .map(|end| &image[shdr.sh_offset as usize..end as usize])
+        .ok_or_else(|| {
+            RequestProblem::new(
+                "section",
+                format!(
+                    "file bytes {:#x}..{:#x} lie outside the {}-byte file",
+                    shdr.sh_offset,
+                    shdr.sh_offset.saturating_add(shdr.sh_size),
+                    image.len()
+                ),
+            )
+        })?;
+    parse(bytes).map(Some)
+}
+
+/// Checks the section's bytes and returns the request (see [`find`]).
+pub fn parse(bytes: &[u8]) -> Result<KernelRequest, RequestProblem> {
+    if bytes.len() < REQUEST_HEADER_SIZE {
+        return Err(RequestProblem::new(
+            "section",
+            format!(
+                "{} bytes, shorter than the {REQUEST_HEADER_SIZE}-byte request header",
+                bytes.len()
+            ),
+        ));
+    }
+    let mut raw = [0u8; size_of::<KernelRequest>()];
+    let n = bytes.len().min(raw.len());
+    raw[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: KernelRequest is plain old data (integers only), any bit pattern is valid.
+    let mut req: KernelRequest = unsafe { core::ptr::read_unaligned(raw.as_ptr().cast()) };
+    req.check()
+        .map_err(|e| RequestProblem::new(error_field(e), format!("{e}")))?;
+    if bytes.len() < size_of::<KernelRequest>() {
+        return Err(RequestProblem::new(
+            "size",
+            format!(
+                "says {} bytes but the section holds only {}",
+                req.size,
+                bytes.len()
+            ),
+        ));
+    }
+    req.version = req.version.min(REQUEST_VERSION);
+    req.size = size_of::<KernelRequest>() as u32;
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn bytes(r: &KernelRequest) -> Vec<u8> {
+        // SAFETY: plain old data.
+        unsafe {
+            core::slice::from_raw_parts(
+                (r as *const KernelRequest).cast::<u8>(),
+                size_of::<KernelRequest>(),
+            )
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn parses_and_refuses_with_the_field() {
+        let good = KernelRequest::new().guest_memory(16 << 20, 2 << 20);
+        assert_eq!(parse(&bytes(&good)).unwrap().guest.size, 16 << 20);
+        assert_eq!(parse(&[0; 8]).unwrap_err().field, "section");
+        let mut b = bytes(&good);
+        b[0] = b'X';
+        assert_eq!(parse(&b).unwrap_err().field, "magic");
+        assert_eq!(
+            parse(&bytes(&good)[..40]).unwrap_err().field,
+            "size",
+            "a truncated section"
+        );
+        let bad = KernelRequest::new().stack_size(100);
+        let e = parse(&bytes(&bad)).unwrap_err();
+        assert_eq!(e.field, "stack_size");
+        assert!(e.to_string().starts_with(".hvboot_request: stack_size: "));
+        assert_eq!(
+            parse(&bytes(&KernelRequest::new().guest_memory(4097, 0)))
+                .unwrap_err()
+                .field,
+            "guest"
+        );
+    }
+
+    #[test]
+    fn newer_request_is_read_as_version_1() {
+        let mut r = KernelRequest::new().stack_size(8192);
+        r.version = 3;
+        r.size = 96;
+        let mut b = bytes(&r);
+        b.extend_from_slice(&[0xAA; 16]);
+        let got = parse(&b).unwrap();
+        assert_eq!((got.version, got.size, got.stack_size), (1, 80, 8192));
+    }
+}
