@@ -22,6 +22,7 @@
 //! HVB direct_map offset=0x.. size=0x..
 //! HVB tsc loader_start=N handoff=N now=N
 //! HVB paging cr3=0x.. cr0=0x.. cr4=0x.. efer=0x.. nx_ok=1
+//! HVB entry cr0=0x.. cr4=0x.. efer=0x.. rflags=0x.. cs=0x.. ss=0x.. tr=0x.. gdt_base=0x.. gdt_limit=N tss_base=0x.. tss_limit=N tss_type=N tss_present=N
 //! HVB header ... / virt ... / virt_here ... / cpu ... / cpus ... / madt_here ...
 //! HVB fw_region ... / extent ... / reservation ... / tsc_stamps ...   (see hv.rs)
 //! HVB end
@@ -40,6 +41,10 @@
 //! - `main`: the run-time address of [`kernel_main`] (RIP-relative `lea`), to
 //!   compare with the ELF symbol `kernel_main`.
 //! - `entry_rsp`: RSP at the first instruction of `_start`.
+//! - `entry`: CR0/CR4/EFER and RFLAGS as `_start` found them (before the kernel changes
+//!   anything), CS/SS, the task register (`str`), the GDTR (`sgdt`) and the TSS descriptor TR
+//!   selects, decoded from the GDT (Intel SDM Vol. 3A §8.2.3): its base, limit, type (11 = busy
+//!   64-bit TSS after `ltr`) and P bit; all 0 when TR is 0 or outside the GDT.
 //! - `nx_ok=1`: EFER.NXE is set *and* a walk of the page tables in CR3 finds
 //!   every page of the kernel's text R-X, of its rodata R-- NX, of its
 //!   data/bss RW- NX, and of the entry stack RW- NX.
@@ -64,6 +69,16 @@ use hvboot_rt as _;
 use crate::hex::Hex;
 
 entry_point!(kernel_main);
+
+// The request kernel (tests/kernels/request) is these sources with a request; the tests patch
+// its fields in the ELF (tests/test_request.py), so these values are only the defaults.
+#[cfg(feature = "request")]
+hvboot_api::request!(hvboot_api::KernelRequest::new()
+    .stack_size(128 * 1024)
+    .modules_2mib_aligned()
+    .direct_map_offset(0xffff_c000_0000_0000)
+    .guest_memory(16 << 20, 2 << 20)
+    .flags(hvboot_api::RequestFlags::AP_TRAMPOLINE));
 
 /// The kernel's main function (unmangled, so `nm` finds `kernel_main`).
 #[no_mangle]
@@ -101,6 +116,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
         rdtsc()
     );
     report_paging(info);
+    report_entry();
     hv::report(info);
     serial_println!("HVB end");
     hvboot_api::exit_qemu(hvboot_api::EXIT_SUCCESS)
@@ -208,6 +224,55 @@ fn report_paging(info: &BootInfo) {
         read_cr4(),
         efer,
         u8::from(nx_ok),
+    );
+}
+
+fn report_entry() {
+    // SAFETY: ring 0; EFER exists on every x86_64 CPU.
+    let efer = unsafe { rdmsr(MSR_EFER) };
+    let (rflags, cs, ss, tr): (u64, u16, u16, u16);
+    let mut gdtr = [0u8; 10];
+    // SAFETY: reads of processor state only; sgdt writes the 10 bytes given.
+    unsafe {
+        asm!("pushfq", "pop {}", out(reg) rflags);
+        asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags));
+        asm!("mov {0:x}, ss", out(reg) ss, options(nomem, nostack, preserves_flags));
+        asm!("str {0:x}", out(reg) tr, options(nomem, nostack, preserves_flags));
+        asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack, preserves_flags));
+    }
+    let limit = u16::from_le_bytes([gdtr[0], gdtr[1]]);
+    let base = u64::from_le_bytes(gdtr[2..10].try_into().unwrap());
+    let index = u64::from(tr & !7);
+    let (mut tss_base, mut tss_limit, mut tss_type, mut tss_present) = (0u64, 0u64, 0u64, 0u64);
+    if tr != 0 && index + 15 <= u64::from(limit) {
+        // SAFETY: inside the GDT the CPU is using (checked against its limit), mapped.
+        let (low, high) = unsafe {
+            (
+                core::ptr::read_volatile((base + index) as *const u64),
+                core::ptr::read_volatile((base + index + 8) as *const u64),
+            )
+        };
+        tss_base =
+            (low >> 16) & 0xff_ffff | ((low >> 56) & 0xff) << 24 | (high & 0xffff_ffff) << 32;
+        tss_limit = low & 0xffff | ((low >> 48) & 0xf) << 16;
+        tss_type = (low >> 40) & 0xf;
+        tss_present = (low >> 47) & 1;
+    }
+    serial_println!(
+        "HVB entry cr0={:#x} cr4={:#x} efer={:#x} rflags={:#x} cs={:#x} ss={:#x} tr={:#x} gdt_base={:#x} gdt_limit={} tss_base={:#x} tss_limit={} tss_type={} tss_present={}",
+        read_cr0(),
+        read_cr4(),
+        efer,
+        rflags,
+        cs,
+        ss,
+        tr,
+        base,
+        limit,
+        tss_base,
+        tss_limit,
+        tss_type,
+        tss_present,
     );
 }
 
