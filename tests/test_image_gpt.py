@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -27,8 +26,6 @@ from hvboot.image.gpt import (
 MIB_SECTORS = 2048
 LINUX_TYPE = uuid.UUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4")
 DISK_GUID = uuid.UUID("12345678-9abc-def0-1234-56789abcdef0")
-
-needs_sgdisk = pytest.mark.skipif(shutil.which("sgdisk") is None, reason="needs sgdisk")
 
 
 def _disk(total_sectors: int, head: bytes, tail: bytes) -> bytes:
@@ -67,7 +64,6 @@ def _three_partitions() -> list[Partition]:
     ]
 
 
-@needs_sgdisk
 def test_sgdisk_verifies_and_lists_the_partitions(tmp_path: Path) -> None:
     total = 400 * MIB_SECTORS
     parts = _three_partitions()
@@ -137,7 +133,6 @@ def test_large_disk_caps_the_protective_mbr_size() -> None:
     assert head[451:454] == b"\xff\xff\xff"  # ending CHS cannot be represented
 
 
-@needs_sgdisk
 def test_sgdisk_accepts_a_disk_over_2_tib(tmp_path: Path) -> None:
     total = 2**32 + 10 * MIB_SECTORS
     parts = [Partition("EFI system", ESP_TYPE, 2048, 2**32 + 2047, uuid.UUID(int=5))]
@@ -214,7 +209,6 @@ def test_read_gpt_round_trips(disk: tuple[int, list[Partition]], guid: uuid.UUID
         assert read_gpt(_disk(total, head, tail)) == parts
 
 
-@needs_sgdisk
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import struct
 import subprocess
 import sys
@@ -143,9 +142,6 @@ def test_every_problem_is_listed(tmp_path: Path, kernel: Path) -> None:
 
 
 def test_rwx_kernel_built_by_ld(tmp_path: Path) -> None:
-    for tool in ("gcc", "ld"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
     obj, elf = tmp_path / "k.o", tmp_path / "rwx.elf"
     subprocess.run(
         [
