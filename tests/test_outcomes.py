@@ -85,3 +85,11 @@ def test_cargo_runner(built: None, outcome: str, ok: bool) -> None:
     )
     assert (r.returncode == 0) == ok, r.stderr[-2000:]
     assert f"outcome kernel: {outcome}" in r.stdout
+
+
+def test_demo_boots_under_both_firmwares(built: None) -> None:
+    r = hvboot("demo", timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("PASS") == 2
+    assert "under BIOS" in r.stderr and "under UEFI" in r.stderr
+    assert r.stdout.count("hvboot-sample-hypervisor: OK") == 2

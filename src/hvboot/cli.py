@@ -137,8 +137,13 @@ def _parser() -> argparse.ArgumentParser:
         "--path", type=Path, help="where to create the crate (default: ./NAME); must not exist"
     )
 
-    d = sub.add_parser("demo", help="build the sample hypervisor and boot it")
-    d.add_argument("--firmware", choices=("uefi", "bios"), default="uefi")
+    d = sub.add_parser("demo", help="build the sample hypervisor and boot it (BIOS, then UEFI)")
+    d.add_argument(
+        "--firmware",
+        choices=("uefi", "bios"),
+        action="append",
+        help="boot under this firmware only (repeatable; default: bios and uefi)",
+    )
     d.add_argument("--timeout", type=float, default=180.0)
 
     sub.add_parser("doctor", help="what is installed, what is missing and how to get it")
@@ -346,21 +351,24 @@ def cmd_new(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"building the sample hypervisor ({artifacts.HYPERVISOR_CRATE})")
     artifacts.cargo_build(artifacts.HYPERVISOR_CRATE)
-    ns = argparse.Namespace(
-        target=artifacts.HYPERVISOR_ELF,
-        cmdline="demo=1",
-        module=[],
-        image_size=None,
-        firmware=args.firmware,
-        memory="512M",
-        cpus=1,
-        machine="q35",
-        cpu="max",
-        timeout=args.timeout,
-        serial_log=None,
-        qemu_args=[],
-    )
-    return cmd_test(ns)
+    status = 0
+    for firmware in args.firmware or ["bios", "uefi"]:
+        ns = argparse.Namespace(
+            target=artifacts.HYPERVISOR_ELF,
+            cmdline="demo=1",
+            module=[],
+            image_size=None,
+            firmware=firmware,
+            memory="512M",
+            cpus=1,
+            machine="q35",
+            cpu="max",
+            timeout=args.timeout,
+            serial_log=None,
+            qemu_args=[],
+        )
+        status = status or cmd_test(ns)
+    return status
 
 
 def cmd_gen_protocol(args: argparse.Namespace) -> int:
