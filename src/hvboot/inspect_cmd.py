@@ -64,19 +64,54 @@ class Problem:
 
 
 def request_header(data: bytes) -> Json | None:
-    """The kernel's protocol request header, or None (then the loader's defaults apply).
+    """The kernel's request to the loader (``.hvboot_request``, docs/hypervisor.md), decoded,
+    or None (then the loader's defaults apply).
 
-    No request header is defined in protocol version 1; a kernel that carries a
-    ``.hvboot_request`` section is reported with the section's size only.
+    A request the loader would refuse is reported with ``decoded`` false and its ``problem``
+    (it is also among the kernel's problems, from the load plan).
     """
     try:
-        elf = ELFFile(io.BytesIO(data))
-        sec = elf.get_section_by_name(REQUEST_SECTION)
-    except Exception:  # a malformed file: its problems are reported by the load plan
+        req = kernel_elf.read_request(data, "kernel")
+    except HvbootError as err:
+        sec_size = None
+        try:
+            sec = ELFFile(io.BytesIO(data)).get_section_by_name(REQUEST_SECTION)
+            sec_size = None if sec is None else int(sec["sh_size"])
+        except Exception:
+            pass
+        where = (err.where or "").removeprefix("kernel: ")
+        return {
+            "section": REQUEST_SECTION,
+            "size": sec_size,
+            "decoded": False,
+            "problem": f"{where}: {err.what}",
+        }
+    if req is None:
         return None
-    if sec is None:
-        return None
-    return {"section": REQUEST_SECTION, "size": int(sec["sh_size"]), "decoded": False}
+    none = kernel_elf.FRAMEBUFFER_NONE
+    w, h = req.framebuffer_width, req.framebuffer_height
+    framebuffer = f"{w}x{h}"
+    if (w, h) in ((none, none), (0, 0)):
+        framebuffer = "none" if w == none else "default"
+    return {
+        "section": REQUEST_SECTION,
+        "size": req.size,
+        "decoded": True,
+        "version": req.version,
+        "flags": req.flag_names(),
+        "framebuffer": framebuffer,
+        "module_alignment": req.module_alignment or kernel_elf.PAGE_SIZE,
+        "stack_size": req.stack_size or None,
+        "direct_map_offset": _hex(req.direct_map_offset) if req.direct_map_offset else None,
+        "guest": None
+        if req.guest_size == 0
+        else {
+            "size": req.guest_size,
+            "alignment": req.guest_alignment or kernel_elf.PAGE_SIZE,
+            "max_address": _hex(req.guest_max_address) if req.guest_max_address else None,
+            "fixed_base": _hex(req.guest_fixed_base) if req.guest_fixed_base else None,
+        },
+    }
 
 
 def _all_problems(data: bytes, source: str, first: HvbootError) -> list[Problem]:

@@ -25,6 +25,13 @@ A kernel is accepted when it is:
 
 ``PT_LOAD`` headers with ``p_memsz == 0`` occupy no memory: they are checked
 for the file-level rules but left out of the plan.
+
+A kernel may carry a request to the loader in a ``.hvboot_request`` section
+(docs/hypervisor.md). `load_plan` checks it with the loader's rules
+(``KernelRequest::check`` and loader/core/src/request.rs) and refuses a bad one
+with ``<kernel>: .hvboot_request: <field>: <why>``, the loader's own wording.
+A kernel whose section header table cannot be read has no request, for the
+loader as here.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +56,15 @@ __all__ = [
     "LOWER_HALF_END",
     "LOWER_HALF_MIN_PADDR",
     "PAGE_SIZE",
+    "REQUEST_SECTION",
+    "KernelRequest",
     "LoadPlan",
     "Segment",
     "describe",
     "load_plan",
     "load_plan_bytes",
+    "read_request",
+    "request_problem",
     "symbol_address",
     "symbols",
 ]
@@ -107,6 +119,144 @@ class Segment:
         return self.paddr + self.memsz
 
 
+REQUEST_SECTION = ".hvboot_request"
+REQUEST_MAGIC = int.from_bytes(b"HVBOOTRQ", "little")
+REQUEST_VERSION = 1
+REQUEST_SIZE = 80
+REQUEST_HEADER_SIZE = 16
+FRAMEBUFFER_NONE = 0xFFFF_FFFF
+REQUEST_FLAGS = {"AP_TRAMPOLINE": 1 << 0, "ENABLE_VMX": 1 << 1}
+# magic, version, size, flags, framebuffer_width, framebuffer_height, module_alignment,
+# stack_size, direct_map_offset, guest.size, guest.alignment, guest.max_address,
+# guest.fixed_base (layout.py's KernelRequest; tests/test_request.py checks the two agree).
+_REQUEST_FORMAT = "<QIIIIIIQQQQQQ"
+_SHT_NOBITS = 8
+_TWO_MIB = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """A kernel's ``.hvboot_request`` (the version-1 fields)."""
+
+    magic: int
+    version: int
+    size: int
+    flags: int
+    framebuffer_width: int
+    framebuffer_height: int
+    module_alignment: int
+    stack_size: int
+    direct_map_offset: int
+    guest_size: int
+    guest_alignment: int
+    guest_max_address: int
+    guest_fixed_base: int
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> KernelRequest:
+        """The request in the first 80 bytes of `raw` (zero-padded if shorter)."""
+        return cls(*struct.unpack(_REQUEST_FORMAT, raw[:REQUEST_SIZE].ljust(REQUEST_SIZE, b"\0")))
+
+    def pack(self) -> bytes:
+        return struct.pack(
+            _REQUEST_FORMAT,
+            self.magic,
+            self.version,
+            self.size,
+            self.flags,
+            self.framebuffer_width,
+            self.framebuffer_height,
+            self.module_alignment,
+            self.stack_size,
+            self.direct_map_offset,
+            self.guest_size,
+            self.guest_alignment,
+            self.guest_max_address,
+            self.guest_fixed_base,
+        )
+
+    def flag_names(self) -> list[str]:
+        names = [n for n, bit in REQUEST_FLAGS.items() if self.flags & bit]
+        unknown = self.flags & ~sum(REQUEST_FLAGS.values())
+        return names + ([f"{unknown:#x}"] if unknown else [])
+
+
+def request_problem(req: KernelRequest) -> tuple[str, str] | None:
+    """(field, why) for a request the loader refuses, None for a good one: the rules of
+    ``KernelRequest::check`` in hvboot-api, with its wording."""
+    if req.magic != REQUEST_MAGIC:
+        return "magic", 'magic is not "HVBOOTRQ"'
+    if req.version == 0:
+        return "version", "version 0"
+    if req.size < REQUEST_SIZE:
+        return "size", "size smaller than the version-1 request"
+    if req.stack_size % PAGE_SIZE:
+        return "stack_size", "stack_size is not a multiple of 4 KiB"
+    if req.module_alignment not in (0, PAGE_SIZE, _TWO_MIB):
+        return "module_alignment", "module_alignment must be 0, 4096 or 2 MiB"
+    dm = req.direct_map_offset
+    if dm != 0 and (dm < HIGHER_HALF_START or dm % (1 << 30)):
+        return (
+            "direct_map_offset",
+            "direct_map_offset must be 0 or a 1 GiB aligned higher-half address",
+        )
+    if req.guest_size == 0:
+        return None
+    align = req.guest_alignment or PAGE_SIZE
+    bad = (
+        req.guest_size % PAGE_SIZE != 0
+        or align & (align - 1) != 0
+        or align < PAGE_SIZE
+        or req.guest_fixed_base % align != 0
+        or (
+            req.guest_max_address != 0
+            and req.guest_fixed_base + req.guest_size > min(req.guest_max_address, _ADDR_LIMIT - 1)
+        )
+    )
+    if bad:
+        return (
+            "guest",
+            "guest: size must be a multiple of 4 KiB, alignment a power of two >= 4 KiB, "
+            "fixed_base aligned, and the range below max_address",
+        )
+    return None
+
+
+def read_request(data: bytes, source: str) -> KernelRequest | None:
+    """The kernel's request, None without a ``.hvboot_request`` section; `HvbootError`
+    (``<source>: .hvboot_request: <field>``) for one the loader would refuse."""
+    try:
+        sec = ELFFile(io.BytesIO(data)).get_section_by_name(REQUEST_SECTION)
+    except Exception:  # an unreadable section header table: the loader sees no request either
+        return None
+    if sec is None:
+        return None
+
+    def refuse(field: str, why: str) -> HvbootError:
+        return HvbootError(f"{source}: {REQUEST_SECTION}: {field}", why)
+
+    if sec["sh_type"] in ("SHT_NOBITS", _SHT_NOBITS):
+        raise refuse("section", "has no bytes in the file (SHT_NOBITS)")
+    off, size = int(sec["sh_offset"]), int(sec["sh_size"])
+    if off + size > len(data):
+        raise refuse(
+            "section",
+            f"file bytes {_range(off, off + size)} lie outside the {len(data)}-byte file",
+        )
+    raw = data[off : off + size]
+    if size < REQUEST_HEADER_SIZE:
+        raise refuse(
+            "section", f"{size} bytes, shorter than the {REQUEST_HEADER_SIZE}-byte request header"
+        )
+    req = KernelRequest.unpack(raw)
+    problem = request_problem(req)
+    if problem is not None:
+        raise refuse(*problem)
+    if size < REQUEST_SIZE:
+        raise refuse("size", f"says {req.size} bytes but the section holds only {size}")
+    return req
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """What the loader will do with an accepted kernel."""
@@ -117,6 +267,7 @@ class LoadPlan:
     higher_half: bool
     virt_start: int  # first segment's page, rounded down to 4 KiB
     virt_end: int  # end of the last segment, rounded up to 4 KiB
+    request: KernelRequest | None = None  # the kernel's .hvboot_request, if it has one
 
     @property
     def image_size(self) -> int:
@@ -516,6 +667,7 @@ def load_plan_bytes(data: bytes, source: str) -> LoadPlan:
         higher_half=higher_half,
         virt_start=virt_start,
         virt_end=virt_end,
+        request=read_request(data, source),
     )
 
 
