@@ -60,13 +60,14 @@ pub fn error_field(e: RequestError) -> &'static str {
 
 /// The kernel's request, `None` when it has no `.hvboot_request` section. The returned request
 /// is the version-1 prefix of a newer one (with `version` set to 1: what the loader honours).
+///
+/// The loader needs only the program headers: a kernel whose section header table (or its
+/// string table) cannot be read has no request, as `hvboot build` sees it too.
 pub fn find(image: &[u8]) -> Result<Option<KernelRequest>, RequestProblem> {
-    let file = ElfBytes::<LittleEndian>::minimal_parse(image)
-        .map_err(|e| RequestProblem::new("section", format!("cannot read the ELF header: {e}")))?;
-    let shdr = file.section_header_by_name(REQUEST_SECTION).map_err(|e| {
-        RequestProblem::new("section", format!("cannot read the section headers: {e}"))
-    })?;
-    let Some(shdr) = shdr else {
+    let Ok(file) = ElfBytes::<LittleEndian>::minimal_parse(image) else {
+        return Ok(None);
+    };
+    let Ok(Some(shdr)) = file.section_header_by_name(REQUEST_SECTION) else {
         return Ok(None);
     };
     if shdr.sh_type == SHT_NOBITS {
