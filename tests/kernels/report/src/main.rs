@@ -41,8 +41,8 @@
 //! - `main`: the run-time address of [`kernel_main`] (RIP-relative `lea`), to
 //!   compare with the ELF symbol `kernel_main`.
 //! - `entry_rsp`: RSP at the first instruction of `_start`.
-//! - `entry`: CR0/CR4/EFER and RFLAGS as `_start` found them (before the kernel changes
-//!   anything), CS/SS, the task register (`str`), the GDTR (`sgdt`) and the TSS descriptor TR
+//! - `entry`: CR0/CR4/EFER and RFLAGS as the loader left them (this kernel changes none of
+//!   them first), CS/SS, the task register (`str`), the GDTR (`sgdt`) and the TSS descriptor TR
 //!   selects, decoded from the GDT (Intel SDM Vol. 3A §8.2.3): its base, limit, type (11 = busy
 //!   64-bit TSS after `ltr`) and P bit; all 0 when TR is 0 or outside the GDT.
 //! - `nx_ok=1`: EFER.NXE is set *and* a walk of the page tables in CR3 finds
