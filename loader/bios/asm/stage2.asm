@@ -8,6 +8,9 @@
 ; `hvboot_bios_call` is the real-mode call thunk: from long mode it drops to compatibility mode,
 ; turns paging and long mode off, goes through 16-bit protected mode to real mode, loads the
 ; caller's registers, issues INT n, stores the registers back and climbs back to long mode.
+; `hvboot_bios_read` goes down the same way but runs `rm_read_batch` instead of one INT: a whole
+; disk read (any number of 127-sector INT 13h transfers, each copied up to its destination below
+; 4 GiB in 32-bit protected mode without paging) per trip to real mode.
 ;
 ; Everything here lives in the first 64 KiB (segment 0) so real-mode code reaches it with DS = 0.
 ; Memory (docs/bios.md): 0x7C00 real-mode stack top, 0x8000 this image, 0x60000 disk bounce
@@ -31,6 +34,7 @@ extern __bss_start
 extern __bss_end
 global stage2_start
 global hvboot_bios_call
+global hvboot_bios_read
 global hvboot_boot_drive
 
 section .stage2.entry progbits alloc exec write align=16
@@ -203,6 +207,19 @@ long_start:
 ; extern "sysv64" fn hvboot_bios_call(int_no: u32, regs: *mut BiosRegs)
 ; BiosRegs: eax ebx ecx edx esi edi ebp (u32 each), ds es (u16 each), eflags (u32): 36 bytes.
 hvboot_bios_call:
+    mov [int_insn + 1], dil         ; the INT's immediate (the far jumps below serialise)
+    mov word [rm_target], rm_int
+    jmp thunk_common
+
+; extern "sysv64" fn hvboot_bios_read(regs: *mut BiosRegs): runs `rm_read_batch` in real mode
+; with `regs` (its inputs and outputs are described there) and returns its registers and flags.
+hvboot_bios_read:
+    mov rsi, rdi
+    mov word [rm_target], rm_read_batch
+    ; fall through
+
+; RSI = the caller's BiosRegs; rm_target = the real-mode routine (a near call in segment 0).
+thunk_common:
     push rbx
     push rbp
     push r12
@@ -212,7 +229,6 @@ hvboot_bios_call:
     pushfq
     mov [saved_rsp], rsp
     mov [saved_regs], rsi
-    mov [int_insn + 1], dil         ; the INT's immediate (the far jumps below serialise)
     mov rdi, rm_regs
     mov ecx, 36
     rep movsb
@@ -267,8 +283,7 @@ bits 16
     mov ebp, [rm_regs + 24]
     pop ds
     sti
-int_insn:
-    int 0x00
+    call word [cs:rm_target]
     cli
     pushfd
     push ds
@@ -328,6 +343,130 @@ bits 64
     pop rbx
     ret
 
+; The real-mode routines the thunk calls (near, in segment 0; interrupts on, SS:SP = 0:7C00).
+bits 16
+rm_int:
+int_insn:
+    int 0x00                        ; the immediate is patched by hvboot_bios_call
+    ret
+
+; A whole disk read in real mode (Phoenix EDD 3.0, INT 13h AH=42h), copied up as it goes.
+; In:  EAX = sectors (> 0), EBX = destination (linear, below 4 GiB, the whole range identity-
+;      reachable), ECX = LBA bits 0-31, EBP = LBA bits 32-63, DL = drive, ESI = the bounce
+;      buffer (linear, 16-byte aligned, below 1 MiB), EDI = sectors per transfer (1..127, the
+;      bounce buffer's size / 512).
+; Out: CF clear and AH = 0 when every sector was read and copied. Else CF set, AH = the INT 13h
+;      status of the failing transfer, ECX:EBP = its first LBA and EDI its sector count; the
+;      transfers before it are in place.
+; Each transfer: the DAP names the bounce buffer; INT 13h (interrupts on); then, interrupts off,
+; our GDT is loaded again (the BIOS may run in protected mode with its own), CR0.PE set and a
+; far jump made to the flat 32-bit code segment (no paging: linear = physical), the chunk is
+; copied with SSE (CR4.OSFXSR is still set, CR0.EM/TS clear), and a 16-bit protected-mode
+; segment with 64 KiB limits leads back to real mode (Intel SDM Vol. 3A §9.9.1, §9.9.2).
+rm_read_batch:
+    mov [cs:rb_left], eax
+    mov [cs:rb_dest], ebx
+    mov [cs:rb_lba], ecx
+    mov [cs:rb_lba + 4], ebp
+    mov [cs:rb_drive], dl
+    mov [cs:rb_bounce], esi
+    mov [cs:rb_max], edi
+    xor ax, ax
+    mov ds, ax
+    mov es, ax
+    mov byte [rb_dap], 16           ; DAP size
+    mov byte [rb_dap + 1], 0
+    shr esi, 4
+    mov word [rb_dap + 4], 0        ; buffer offset:segment
+    mov [rb_dap + 6], si
+.next:
+    mov eax, [rb_left]
+    cmp eax, [rb_max]
+    jbe .count
+    mov eax, [rb_max]
+.count:
+    mov [rb_count], eax
+    mov [rb_dap + 2], ax            ; sectors
+    mov eax, [rb_lba]
+    mov [rb_dap + 8], eax
+    mov eax, [rb_lba + 4]
+    mov [rb_dap + 12], eax
+    mov si, rb_dap
+    mov dl, [rb_drive]
+    mov ah, 0x42
+    sti
+    int 0x13
+    cli
+    push word 0
+    pop ds
+    jc .fail
+    test ah, ah
+    jnz .fail
+    ; Copy the chunk up in 32-bit protected mode.
+    o32 lgdt [gdtr]
+    mov eax, cr0
+    or al, 1                        ; PE
+    mov cr0, eax
+    jmp dword SEL_CODE32:.copy32
+bits 32
+.copy32:
+    mov ax, SEL_DATA
+    mov ds, ax
+    mov es, ax
+    mov esi, [rb_bounce]
+    mov edi, [rb_dest]
+    mov ecx, [rb_count]
+    shl ecx, 9                      ; bytes: a multiple of 512, so of 128
+.copy:
+    movdqa xmm0, [esi]
+    movdqa xmm1, [esi + 16]
+    movdqa xmm2, [esi + 32]
+    movdqa xmm3, [esi + 48]
+    movdqa xmm4, [esi + 64]
+    movdqa xmm5, [esi + 80]
+    movdqa xmm6, [esi + 96]
+    movdqa xmm7, [esi + 112]
+    movdqu [edi], xmm0
+    movdqu [edi + 16], xmm1
+    movdqu [edi + 32], xmm2
+    movdqu [edi + 48], xmm3
+    movdqu [edi + 64], xmm4
+    movdqu [edi + 80], xmm5
+    movdqu [edi + 96], xmm6
+    movdqu [edi + 112], xmm7
+    add esi, 128
+    add edi, 128
+    sub ecx, 128
+    jnz .copy
+    mov [rb_dest], edi
+    jmp SEL_CODE16:.pm16
+bits 16
+.pm16:
+    mov ax, SEL_DATA16              ; real-mode limits back in the segment caches
+    mov ds, ax
+    mov es, ax
+    mov eax, cr0
+    and al, 0xFE                    ; PE off
+    mov cr0, eax
+    jmp 0:.real
+.real:
+    xor ax, ax
+    mov ds, ax
+    mov es, ax
+    mov eax, [rb_count]
+    add [rb_lba], eax
+    adc dword [rb_lba + 4], 0
+    sub [rb_left], eax
+    jnz .next
+    xor eax, eax                    ; AH = 0, CF clear
+    ret
+.fail:
+    mov ecx, [rb_lba]
+    mov ebp, [rb_lba + 4]
+    mov edi, [rb_count]
+    stc
+    ret
+
 section .stage2.data progbits alloc noexec write align=16
 align 16
 gdt:
@@ -361,6 +500,17 @@ rm_idtr:
 align 8
 saved_rsp:  dq 0
 saved_regs: dq 0
+rm_target:  dw 0
+align 8
+rb_lba:     dq 0                    ; rm_read_batch's state (see there)
+rb_left:    dd 0
+rb_dest:    dd 0
+rb_count:   dd 0
+rb_bounce:  dd 0
+rb_max:     dd 0
+rb_drive:   db 0
+align 4
+rb_dap:     times 16 db 0           ; its INT 13h disk address packet
 rm_regs:    times 36 db 0
 hvboot_boot_drive: db 0
 

@@ -1,12 +1,13 @@
 //! The boot disk through INT 13h extended reads (Phoenix EDD 3.0, AH=42h), in transfers of up to
-//! 127 sectors into the low bounce buffer, copied up to the destination.
+//! 127 sectors into the low bounce buffer, each copied up to the destination, all of one read in
+//! one trip to real mode (stage 2's `rm_read_batch`).
 
 use alloc::format;
 use alloc::string::String;
 
 use hvboot_loader_core::fat::{BlockDevice, SECTOR};
 
-use crate::lowmem::{self, BOUNCE, BOUNCE_SECTORS, DAP};
+use crate::lowmem::{BOUNCE, BOUNCE_SECTORS};
 use crate::thunk::{self, Regs};
 
 pub struct Disk {
@@ -17,65 +18,45 @@ impl Disk {
     pub fn new(drive: u8) -> Self {
         Self { drive }
     }
-
-    fn read_chunk(&mut self, lba: u64, count: u64) -> Result<(), u8> {
-        // SAFETY: the DAP area is the loader's.
-        unsafe {
-            lowmem::write::<u8>(DAP, 16);
-            lowmem::write::<u8>(DAP + 1, 0);
-            lowmem::write::<u16>(DAP + 2, count as u16);
-            let (seg, off) = thunk::seg_off(BOUNCE);
-            lowmem::write::<u16>(DAP + 4, off);
-            lowmem::write::<u16>(DAP + 6, seg);
-            lowmem::write::<u64>(DAP + 8, lba);
-        }
-        let (seg, off) = thunk::seg_off(DAP);
-        let mut r = Regs {
-            eax: 0x4200,
-            edx: self.drive as u32,
-            esi: off as u32,
-            ds: seg,
-            ..Regs::default()
-        };
-        thunk::int(0x13, &mut r);
-        if r.carry() || r.ah() != 0 {
-            return Err(r.ah());
-        }
-        Ok(())
-    }
 }
 
 impl BlockDevice for Disk {
+    /// One trip to real mode for the whole read: stage 2's `rm_read_batch` issues the 127-sector
+    /// transfers into the bounce buffer and copies each up to `buf` (docs/bios.md, "Disk").
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
         let sectors = (buf.len() / SECTOR) as u64;
-        let mut done = 0u64;
-        while done < sectors {
-            let n = (sectors - done).min(BOUNCE_SECTORS);
-            let at = lba + done;
-            if let Err(status) = self.read_chunk(at, n) {
-                return Err(format!(
-                    "disk read error at LBA {at} ({n} sectors, drive {:#04x}): INT 13h status \
-                     {status:#04x}",
-                    self.drive
-                ));
-            }
-            let bytes = (n as usize) * SECTOR;
-            let start = done as usize * SECTOR;
-            let dest = &mut buf[start..start + bytes];
-            // SAFETY: the bounce buffer holds `bytes` bytes just read (a multiple of 512, so of
-            // 8); `dest` is exactly that long and does not overlap it. `rep movsq` rather than
-            // memcpy's `rep movsb`: under QEMU's TCG it moves 8 bytes per step, which makes
-            // the copy-up a small part of a large read instead of most of it.
-            unsafe {
-                core::arch::asm!(
-                    "rep movsq",
-                    inout("rcx") bytes / 8 => _,
-                    inout("rsi") BOUNCE => _,
-                    inout("rdi") dest.as_mut_ptr() => _,
-                    options(nostack, preserves_flags)
-                );
-            }
-            done += n;
+        if sectors == 0 {
+            return Ok(());
+        }
+        let dest = buf.as_mut_ptr() as u64;
+        let end = dest + sectors * SECTOR as u64;
+        if end > 1 << 32 {
+            return Err(format!(
+                "read of {sectors} sectors into {dest:#x}: not below 4 GiB"
+            ));
+        }
+        let mut r = Regs {
+            eax: sectors as u32,
+            ebx: dest as u32,
+            ecx: lba as u32,
+            ebp: (lba >> 32) as u32,
+            edx: self.drive as u32,
+            esi: BOUNCE as u32,
+            edi: BOUNCE_SECTORS as u32,
+            ..Regs::default()
+        };
+        // SAFETY: `buf` lies below 4 GiB (checked) and is ours; the bounce buffer is the
+        // loader's (lowmem.rs), 16-byte aligned and BOUNCE_SECTORS sectors long.
+        unsafe { thunk::read_batch(&mut r) };
+        if r.carry() || r.ah() != 0 {
+            let at = r.ecx as u64 | (r.ebp as u64) << 32;
+            return Err(format!(
+                "disk read error at LBA {at} ({} sectors, drive {:#04x}): INT 13h status \
+                 {:#04x}",
+                r.edi,
+                self.drive,
+                r.ah()
+            ));
         }
         Ok(())
     }

@@ -1,11 +1,10 @@
 //! The fixed areas below 1 MiB the BIOS loader uses (docs/bios.md).
 
-/// The disk bounce buffer: 127 sectors (the EDD limit per call) fit below 0x6FE00.
+/// The disk bounce buffer: 127 sectors (the EDD limit per call) fit below 0x6FE00. Stage 2's
+/// `rm_read_batch` reads into it (its disk address packet lives in stage 2's data).
 pub const BOUNCE: u64 = 0x6_0000;
 /// Sectors per INT 13h read (EDD 3.0: at most 127).
 pub const BOUNCE_SECTORS: u64 = 127;
-/// The INT 13h disk address packet.
-pub const DAP: u64 = 0x6_FF00;
 /// One E820 entry.
 pub const E820_BUF: u64 = 0x6_FF80;
 /// The VBE controller information block (512 bytes), then the mode information block.

@@ -33,6 +33,7 @@ impl Regs {
 
 extern "sysv64" {
     fn hvboot_bios_call(int_no: u32, regs: *mut Regs);
+    fn hvboot_bios_read(regs: *mut Regs);
 }
 
 /// Issues `INT n` in real mode with `regs`, which then hold what the BIOS returned.
@@ -40,6 +41,18 @@ pub fn int(n: u8, regs: &mut Regs) {
     // SAFETY: the thunk preserves the long-mode state and the callee-saved registers; the BIOS
     // only touches memory below 1 MiB that the loader reserves for it (docs/bios.md).
     unsafe { hvboot_bios_call(n as u32, regs) }
+}
+
+/// Runs stage 2's real-mode disk read loop (`rm_read_batch` in asm/stage2.asm) with `regs`:
+/// EAX sectors, EBX destination, ECX:EBP (low, high) LBA, DL drive, ESI bounce buffer, EDI
+/// sectors per transfer. On return: carry clear and AH = 0 on success, else carry set, AH the
+/// INT 13h status, ECX:EBP the failing transfer's LBA and EDI its sector count.
+///
+/// # Safety
+/// The destination range must lie below 4 GiB and be the caller's to overwrite; the bounce
+/// buffer must be the loader's, below 1 MiB, 16-byte aligned and hold EDI sectors.
+pub unsafe fn read_batch(regs: &mut Regs) {
+    hvboot_bios_read(regs)
 }
 
 /// A real-mode segment:offset for a linear address below 1 MiB.
