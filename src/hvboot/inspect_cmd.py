@@ -1,9 +1,9 @@
 """`hvboot inspect`: what the loader would do with a kernel ELF, or what a disk image holds.
 
 A kernel: its load plan (segments, permissions, entry, placement), its protocol request header
-(none is defined yet: "no request header (defaults apply)"), and every problem the loader would
-refuse it for. A disk image: the GPT partitions, the stage-2 location (the BIOS boot partition,
-if any), the ESP's files with sizes and SHA-256, the loader config text, and the kernel on it.
+(the `.hvboot_request` section, decoded; "no request header (defaults apply)" without one), and
+every problem the loader would refuse it for. A disk image: the GPT partitions, the stage-2
+location (the BIOS boot partition, if any), the ESP's files with sizes and SHA-256, the loader config text, and the kernel on it.
 
 ``--json`` prints one object. Its keys are stable (new keys may be added, none renamed or
 removed); addresses are strings of hex digits ("0xffffffff80000000", exact in every JSON
@@ -34,7 +34,7 @@ from hvboot.loader_config import CONFIG_PATH, KERNEL_PATH
 SECTOR = 512
 ELF_MAGIC = b"\x7fELF"
 GPT_SIGNATURE = b"EFI PART"
-#: The section a later protocol version will read the kernel's requests from.
+#: The section the loader reads the kernel's requests from (docs/hypervisor.md).
 REQUEST_SECTION = ".hvboot_request"
 NO_REQUEST = "no request header (defaults apply)"
 PARTITION_TYPES = {ESP_TYPE: "EFI system", BIOS_BOOT_TYPE: "BIOS boot"}
@@ -241,11 +241,23 @@ def _kernel_text(r: Json, indent: str = "") -> list[str]:
     req = r["request_header"]
     if req is None:
         lines.append(f"request header: {NO_REQUEST}")
+    elif not req["decoded"]:
+        lines.append(f"request header: section {req['section']}: {req['problem']}")
     else:
-        lines.append(
-            f"request header: section {req['section']} ({req['size']} bytes; "
-            "not decoded by this version of hvboot)"
-        )
+        guest = req["guest"]
+        lines.append(f"request header: section {req['section']} (version {req['version']})")
+        lines.append(f"  stack size:       {req['stack_size'] or 'default'}")
+        lines.append(f"  framebuffer:      {req['framebuffer']}")
+        lines.append(f"  direct map:       {req['direct_map_offset'] or 'default'}")
+        lines.append(f"  module alignment: {req['module_alignment']:#x}")
+        lines.append(f"  flags:            {', '.join(req['flags']) or 'none'}")
+        if guest is None:
+            lines.append("  guest memory:     none")
+        else:
+            lines.append(
+                f"  guest memory:     {guest['size']:#x} bytes, aligned {guest['alignment']:#x}, "
+                f"below {guest['max_address'] or 'any'}, at {guest['fixed_base'] or 'any base'}"
+            )
     if r["problems"]:
         lines.append(f"problems ({len(r['problems'])}):")
         lines += [f"  - {p['where']}: {p['what']}" for p in r["problems"]]
