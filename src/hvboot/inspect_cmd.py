@@ -3,7 +3,8 @@
 A kernel: its load plan (segments, permissions, entry, placement), its protocol request header
 (the `.hvboot_request` section, decoded; "no request header (defaults apply)" without one), and
 every problem the loader would refuse it for. A disk image: the GPT partitions, the stage-2
-location (the BIOS boot partition, if any), the ESP's files with sizes and SHA-256, the loader config text, and the kernel on it.
+location (the BIOS boot partition, if any), the ESP's files with sizes and SHA-256, the loader
+config text, and the kernel on it.
 
 ``--json`` prints one object. Its keys are stable (new keys may be added, none renamed or
 removed); addresses are strings of hex digits ("0xffffffff80000000", exact in every JSON
