@@ -81,6 +81,11 @@ def test_guest_runs_under_svm_with_nested_paging(
     assert any(line.startswith("svm: #VMEXIT NPF ") for line in lines)
     assert any(line.startswith("svm: #VMEXIT HLT ") for line in lines)
     assert f"guest check: ok (fib({FIB_N}) = {_fib(FIB_N)})" in lines
+    # Its memory is the loader's guest reservation, asked for in the request header.
+    assert any(
+        line.startswith("svm: guest memory: ") and "the loader's guest reservation" in line
+        for line in lines
+    ), [line for line in lines if line.startswith("svm:")]
 
     # The CPU list: QEMU gives CPUs APIC IDs 0..n-1 and boots on CPU 0.
     cpu_list = _summary(lines, "cpus: summary ")
