@@ -236,15 +236,25 @@ def test_no_framebuffer_requested(firmware: str, request_kernel: Path, tmp_path:
 
 
 @pytest.mark.boot
-def test_framebuffer_size_requested_under_uefi(request_kernel: Path, tmp_path: Path) -> None:
-    # OVMF starts in 1280x800; 1024x768 exists, so the smallest mode of at least 1000x700 is it.
+@pytest.mark.parametrize("firmware", FIRMWARES)
+@pytest.mark.parametrize(("asked", "got"), [((1000, 700), (1024, 768)), ((800, 600), (800, 600))])
+def test_framebuffer_size_requested(
+    firmware: str,
+    asked: tuple[int, int],
+    got: tuple[int, int],
+    request_kernel: Path,
+    tmp_path: Path,
+) -> None:
+    # The smallest mode of at least the size asked for: OVMF's GOP and SeaBIOS's VBE both offer
+    # 800x600 and 1024x768 (and nothing between 1000x700 and 1024x768).
     req = dataclasses.replace(
-        default_request(request_kernel), framebuffer_width=1000, framebuffer_height=700
+        default_request(request_kernel), framebuffer_width=asked[0], framebuffer_height=asked[1]
     )
     image = make_image(tmp_path, patched(request_kernel, tmp_path, req))
-    _, report = boot_report(image.output, "uefi")
+    _, report = boot_report(image.output, firmware)
     fb = report.one("framebuffer")
-    assert (int(fb["width"]), int(fb["height"])) == (1024, 768)
+    assert (int(fb["width"]), int(fb["height"])) == got
+    assert int(fb["pitch"]) >= got[0] * 4
 
 
 def _bits(value: str, *bits: int) -> list[int]:

@@ -86,6 +86,23 @@ fn open_volume(drive: u8, memory: mem::Memory) -> Result<Bios, String> {
     Ok(Bios { volume, memory })
 }
 
+impl Bios {
+    /// Sets a VBE mode (the default choice, or the smallest of at least `want`) and says so.
+    fn set_video_mode(&mut self, want: Option<(u32, u32)>) -> Option<Framebuffer> {
+        let fb = vbe::set_mode(want);
+        if let Some(fb) = &fb {
+            console::graphics_mode_set();
+            say!(
+                "framebuffer {}x{}x32 at {:#x}",
+                fb.width,
+                fb.height,
+                fb.phys_addr
+            );
+        }
+        fb
+    }
+}
+
 impl Platform for Bios {
     const FIRMWARE: FirmwareKind = FirmwareKind::BIOS;
 
@@ -141,17 +158,11 @@ impl Platform for Bios {
     }
 
     fn framebuffer(&mut self) -> Option<Framebuffer> {
-        let fb = vbe::set_mode();
-        if let Some(fb) = &fb {
-            console::graphics_mode_set();
-            say!(
-                "framebuffer {}x{}x32 at {:#x}",
-                fb.width,
-                fb.height,
-                fb.phys_addr
-            );
-        }
-        fb
+        self.set_video_mode(None)
+    }
+
+    fn framebuffer_sized(&mut self, width: u32, height: u32) -> Option<Framebuffer> {
+        self.set_video_mode(Some((width, height)))
     }
 
     fn memory_extent(&mut self) -> Result<(u64, usize), String> {

@@ -1,6 +1,8 @@
 //! A linear framebuffer through VBE (VESA BIOS Extension 3.0: 4F00h controller information,
-//! 4F01h mode information, 4F02h set mode). Prefers 1024x768 at 32 bits per pixel, else the
-//! largest 32-bit direct-colour mode with a linear framebuffer up to that size.
+//! 4F01h mode information, 4F02h set mode). Only 32-bit direct-colour modes with a linear
+//! framebuffer are used. Without a request it prefers 1024x768, else the largest mode up to that
+//! size; for a kernel that asked for W x H, the smallest mode of at least W x H, else the largest
+//! (the same rule as the UEFI platform's GOP choice).
 
 use hvboot_api::{Framebuffer, PixelFormat};
 
@@ -74,7 +76,7 @@ fn mode_info(number: u16, version: u16) -> Option<Mode> {
 }
 
 /// Sets the chosen mode and returns its framebuffer; None when VBE offers no usable mode.
-pub fn set_mode() -> Option<Framebuffer> {
+pub fn set_mode(want: Option<(u32, u32)>) -> Option<Framebuffer> {
     // SAFETY: the info buffer is the loader's; "VBE2" asks for VBE 2.0+ information.
     unsafe { lowmem::write::<[u8; 4]>(VBE_INFO, *b"VBE2") };
     let (seg, off) = thunk::seg_off(VBE_INFO);
@@ -110,14 +112,16 @@ pub fn set_mode() -> Option<Framebuffer> {
         count += 1;
     }
     let mut best: Option<Mode> = None;
-    let score = |fb: &Framebuffer| {
+    // Higher is better: (class, then a rank within the class).
+    let score = |fb: &Framebuffer| -> (u8, u64) {
         let area = fb.width as u64 * fb.height as u64;
-        if (fb.width, fb.height) == PREFERRED {
-            u64::MAX
-        } else if fb.width <= PREFERRED.0 && fb.height <= PREFERRED.1 {
-            area
-        } else {
-            0
+        let (w, h) = (fb.width, fb.height);
+        match want {
+            None if (w, h) == PREFERRED => (3, 0),
+            None if w <= PREFERRED.0 && h <= PREFERRED.1 => (2, area),
+            None => (1, u64::MAX - area),
+            Some((ww, wh)) if w >= ww && h >= wh => (2, u64::MAX - area),
+            Some(_) => (1, area),
         }
     };
     for &n in &modes[..count] {
