@@ -148,14 +148,11 @@ def _script(req: DebugRequest, kernel: Path | None, port: int, tmp: Path) -> tup
     if req.loader:
         loader_elf = artifacts.uefi_loader_elf()
         elf_bytes = loader_elf.read_bytes()
-        from hvboot.pe import elf_to_pe
-
-        pe = elf_to_pe(elf_bytes, source=str(loader_elf))
         breaks = list(req.breaks) or [LOADER_ENTRY]
         check_breaks(loader_elf, breaks)
         req.say("finding where the firmware loads the UEFI loader (one boot without a debugger)")
         spec = _spec(req, None)
-        base = gdb.probe_loader_base(spec, pe)
+        base = gdb.probe_loader_base(spec)
         delta = gdb.elf_delta(elf_bytes)
         req.say(
             f"OVMF loads the loader at {base:#x}; its ELF addresses are offset by {base + delta:#x}"

@@ -9,6 +9,7 @@ as a triple fault, and 1 on its own errors).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -152,15 +153,17 @@ def run(
     echo: Callable[[str], None] | None = None,
     serial_log: Path | None = None,
     interactive: bool = False,
+    until: re.Pattern[str] | None = None,
 ) -> RunResult:
-    """Boot `spec` and wait for QEMU to exit, the loader to halt on an error, or the timeout."""
+    """Boot `spec` and wait for QEMU to exit, the loader to halt on an error, the timeout, or
+    (with `until`) a serial line matching that pattern, whereupon QEMU is stopped."""
     with tempfile.TemporaryDirectory(prefix="hvboot-qemu-") as tmp:
         vars_copy = None
         if spec.firmware == "uefi":
             vars_copy = Path(tmp) / "OVMF_VARS.fd"
             shutil.copyfile(find_ovmf().vars_template, vars_copy)
         cmd = command(spec, vars_copy)
-        return _supervise(cmd, timeout, echo, serial_log, interactive)
+        return _supervise(cmd, timeout, echo, serial_log, interactive, until)
 
 
 def _supervise(
@@ -169,6 +172,7 @@ def _supervise(
     echo: Callable[[str], None] | None,
     serial_log: Path | None,
     interactive: bool,
+    until: re.Pattern[str] | None = None,
 ) -> RunResult:
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -182,6 +186,7 @@ def _supervise(
     chunks: list[bytes] = []
     err_chunks: list[bytes] = []
     halted = threading.Event()
+    reached = threading.Event()
     log = serial_log.open("wb") if serial_log else None
 
     def pump_serial() -> None:
@@ -201,6 +206,8 @@ def _supervise(
             pending = (pending + data)[-4096:]
             if LOADER_HALTED.encode() in pending:
                 halted.set()
+            if until is not None and until.search(pending.decode("utf-8", "replace")):
+                reached.set()
 
     def pump_stderr() -> None:
         assert proc.stderr is not None
@@ -224,6 +231,8 @@ def _supervise(
                 pass
             if halted.is_set():
                 time.sleep(0.2)  # let the last lines arrive
+                break
+            if reached.is_set():
                 break
             if timeout is not None and time.monotonic() - start > timeout:
                 timed_out = True

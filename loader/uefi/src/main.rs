@@ -29,6 +29,7 @@ use hvboot_loader_core::memmap;
 use uefi::boot;
 use uefi::mem::memory_map::{MemoryMap, MemoryMapOwned};
 use uefi::prelude::*;
+use uefi::proto::loaded_image::LoadedImage;
 
 use memory::PAGE;
 
@@ -46,10 +47,12 @@ fn main() -> Status {
         Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize) },
         Err(e) => console::fail(format_args!("cannot allocate the loader heap: {e}")),
     }
+    // The image base lets `hvboot debug --loader` place the loader's symbols (docs/debugging.md).
     say!(
-        "{} {} (UEFI) starting",
+        "{} {} (UEFI) starting, image base {:#x}",
         hvboot_loader_core::LOADER_NAME,
-        hvboot_loader_core::LOADER_VERSION
+        hvboot_loader_core::LOADER_VERSION,
+        image_base()
     );
     let mut platform = match Uefi::new() {
         Ok(p) => p,
@@ -59,6 +62,12 @@ fn main() -> Status {
         Ok(never) => match never {},
         Err(e) => console::fail(format_args!("{e}")),
     }
+}
+
+/// Where the firmware loaded this application (EFI_LOADED_IMAGE_PROTOCOL.ImageBase), 0 if unknown.
+fn image_base() -> u64 {
+    boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
+        .map_or(0, |image| image.info().0 as u64)
 }
 
 struct Uefi {
