@@ -137,10 +137,13 @@ def test_boot_report_matches_host(
     assert int(k["entry_rsp"], 0) == int(k["stack_top"], 0)
     assert int(k["entry_rsp"], 0) % 16 == 0
 
-    # Framebuffer (OVMF's GOP on QEMU's VGA): consistent geometry, reported in the map.
+    # Framebuffer on QEMU's VGA: the mode the host expects (OVMF's GOP starts in 1280x800, its
+    # PcdVideoHorizontal/VerticalResolution; under BIOS the loader sets VBE 1024x768x32),
+    # consistent geometry, reported in the map.
     fb = report.one("framebuffer")
     width, height, pitch = int(fb["width"]), int(fb["height"]), int(fb["pitch"])
-    assert width >= 640 and height >= 480 and int(fb["bpp"]) == 32
+    assert (width, height) == {"uefi": (1280, 800), "bios": (1024, 768)}[firmware]
+    assert int(fb["bpp"]) == 32
     assert pitch >= width * 4
     assert KIND["FRAMEBUFFER"] in _kind_at(regions, int(fb["phys"], 0), pitch * height)
 
