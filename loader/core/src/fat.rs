@@ -1,6 +1,7 @@
 //! A read-only FAT16/FAT32 reader with long file names and subdirectories (Microsoft "FAT: General
 //! Overview of On-Disk Format" 1.03: §3 BPB, §3.5 FAT type, §4 FAT, §6 directory entries,
-//! §7 long names), for the BIOS loader, which has no firmware file system.
+//! §7 long names): how both loaders read the ESP, the BIOS loader through INT 13h, the UEFI
+//! loader through the firmware's Block I/O protocol (docs/loader.md, "Reading files").
 //!
 //! The volume reads 512-byte sectors through a [`BlockDevice`]; file data goes straight into the
 //! caller's buffer in runs of contiguous clusters, so one large file takes few large transfers.

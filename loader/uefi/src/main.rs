@@ -1,8 +1,9 @@
 //! hvboot's UEFI application (\EFI\BOOT\BOOTX64.EFI).
 //!
 //! The boot flow itself is shared with the BIOS loader (`hvboot_loader_core::boot`); this crate
-//! is the UEFI platform layer under it: files through the Simple File System protocol, pages
-//! from AllocatePages, GOP, the configuration tables, GetMemoryMap and ExitBootServices.
+//! is the UEFI platform layer under it: files through the core's FAT reader over Block I/O (the
+//! Simple File System protocol as a fallback, `files.rs`), pages from AllocatePages, GOP, the
+//! configuration tables, GetMemoryMap and ExitBootServices.
 //! Any failure prints its reason on serial and screen and halts: the loader never jumps into a
 //! kernel it could not fully load.
 
@@ -78,8 +79,10 @@ struct Uefi {
 
 impl Uefi {
     fn new() -> Result<Self, String> {
+        let (volume, how) = files::Volume::boot_volume()?;
+        say!("{how}");
         Ok(Self {
-            volume: files::Volume::boot_volume()?,
+            volume,
             final_map: None,
         })
     }

@@ -29,6 +29,14 @@ pub fn allocate(kind: u32, bytes: u64, max_addr: Option<u64>) -> Result<u64, Str
     Ok(ptr.as_ptr() as u64)
 }
 
+/// Allocate pages of `kind` anywhere without touching them (for a buffer about to be filled).
+pub fn allocate_untouched(kind: u32, bytes: u64) -> Result<u64, String> {
+    let ty = MemoryType::custom(0x8000_0000 | kind);
+    let ptr = boot::allocate_pages(AllocateType::AnyPages, ty, pages(bytes))
+        .map_err(|e| format!("{:?}", e.status()))?;
+    Ok(ptr.as_ptr() as u64)
+}
+
 /// Allocate pages of `kind` at exactly `phys` (a lower-half kernel's p_paddr).
 pub fn allocate_at(kind: u32, phys: u64, bytes: u64) -> Result<u64, String> {
     let ty = MemoryType::custom(0x8000_0000 | kind);
