@@ -3,7 +3,8 @@
 Every image is built into a scratch directory from sources written here or in the repository:
 - floor: a 512-byte boot sector (BIOS) and a minimal BOOTX64.EFI (UEFI, a tiny static-pie C
   program converted by hvboot's PE converter) that write one serial line and exit through
-  isa-debug-exit;
+  isa-debug-exit; their raw-read variants first read N bytes off the disk as fast as the
+  firmware allows (INT 13h AH=42h, 127 sectors a call / EFI_BLOCK_IO_PROTOCOL.ReadBlocks);
 - hvboot: `hvboot build` of the report kernel (tests/kernels), optionally with a module;
 - GRUB: the distribution's GRUB (grub-pc-bin, grub-efi-amd64-bin) in the same kind of GPT image
   (its core.img in the BIOS boot partition, boot.img in the MBR, grub's BOOTX64.EFI on the ESP),
@@ -12,6 +13,7 @@ Every image is built into a scratch directory from sources written here or in th
 
 from __future__ import annotations
 
+import io
 import shutil
 import statistics
 import struct
@@ -88,16 +90,74 @@ dap: db 16, 0
 """
 
 FLOOR_EFI_C = r"""
+typedef unsigned long long u64;
+typedef unsigned int u32;
+#define EFIAPI __attribute__((ms_abi))
+
 static inline void outb(unsigned short port, unsigned char v) {
     __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
 }
-__attribute__((ms_abi)) unsigned long efi_main(void *image, void *system_table) {
-    (void)image; (void)system_table;
-    for (const char *m = "FLOOR up\r\n"; *m; m++) outb(0x3F8, (unsigned char)*m);
-    outb(0xF4, 0x10);
+static void say(const char *m) {
+    for (; *m; m++) outb(0x3F8, (unsigned char)*m);
+}
+static void halt(void) {
     for (;;) __asm__ volatile("hlt");
 }
+
+#ifdef RAW_READ
+/* UEFI 2.10: EFI_SYSTEM_TABLE.BootServices at byte 96; in EFI_BOOT_SERVICES (after the 24-byte
+ * header) AllocatePages is entry 2 and HandleProtocol entry 16; EFI_LOADED_IMAGE_PROTOCOL's
+ * DeviceHandle at byte 24; EFI_BLOCK_IO_PROTOCOL = Revision, Media, Reset, ReadBlocks, ... and
+ * EFI_BLOCK_IO_MEDIA starts with MediaId. */
+typedef struct { u32 a; unsigned short b, c; unsigned char d[8]; } guid;
+static const guid loaded_image_guid =
+    {0x5B1B31A1, 0x9562, 0x11D2, {0x8E, 0x3F, 0x00, 0xA0, 0xC9, 0x69, 0x72, 0x3B}};
+static const guid block_io_guid =
+    {0x964E5B21, 0x6459, 0x11D2, {0x8E, 0x39, 0x00, 0xA0, 0xC9, 0x69, 0x72, 0x3B}};
+typedef u64(EFIAPI *handle_protocol_fn)(void *handle, const guid *g, void **out);
+typedef u64(EFIAPI *allocate_pages_fn)(int type, int kind, u64 pages, u64 *addr);
+struct block_io {
+    u64 revision;
+    u32 *media;
+    void *reset;
+    u64(EFIAPI *read_blocks)(struct block_io *self, u32 media_id, u64 lba, u64 size, void *buf);
+};
+#endif
+
+EFIAPI u64 efi_main(void *image, void **system_table) {
+    (void)image; (void)system_table;
+#ifdef RAW_READ
+    /* Back-to-back ReadBlocks of RAW_CHUNK bytes each, RAW_BYTES in all, from the start of the
+     * partition this application was loaded from into one buffer of RAW_BYTES. */
+    void **bs = (void **)system_table[12];
+    handle_protocol_fn handle_protocol = (handle_protocol_fn)bs[3 + 16];
+    allocate_pages_fn allocate_pages = (allocate_pages_fn)bs[3 + 2];
+    void **loaded = 0;
+    struct block_io *bio = 0;
+    u64 buf = 0;
+    if (handle_protocol(image, &loaded_image_guid, (void **)&loaded) ||
+        handle_protocol(loaded[3], &block_io_guid, (void **)&bio) ||
+        allocate_pages(0 /* AllocateAnyPages */, 2 /* EfiLoaderData */, RAW_BYTES / 4096, &buf)) {
+        say("FLOOR setup failed\r\n");
+        halt();
+    }
+    for (u64 done = 0; done < RAW_BYTES; done += RAW_CHUNK) {
+        if (bio->read_blocks(bio, *bio->media, done / 512, RAW_CHUNK, (char *)buf + done)) {
+            say("FLOOR read failed\r\n");
+            halt();
+        }
+    }
+#endif
+    say("FLOOR up\r\n");
+    outb(0xF4, 0x10);
+    halt();
+    return 0;
+}
 """
+
+# ReadBlocks transfer size of the UEFI raw-read floor (1 MiB: what one large file read through
+# OVMF's FAT driver turns into at most; OVMF's AHCI driver splits it further itself).
+UEFI_RAW_CHUNK = 1 << 20
 
 MB2_KERNEL = r"""
 ; A minimal Multiboot2 kernel: prints one line on COM1 and exits through isa-debug-exit.
@@ -159,21 +219,31 @@ def floor_bios_image(w: Workdir, raw_sectors: int | None = None) -> Path:
     return img
 
 
-def floor_uefi_image(w: Workdir) -> Path:
+def floor_uefi_image(w: Workdir, raw: Path | None = None) -> Path:
+    """The minimal BOOTX64.EFI; with `raw`, a file that goes on the ESP too and whose size in
+    bytes the application reads from the ESP's first LBA with ReadBlocks before printing."""
+    name = "floor-uefi-raw" if raw else "floor-uefi"
     src = w.path / "floor.c"
     src.write_text(FLOOR_EFI_C)
-    elf = w.path / "floor.elf"
+    elf = w.path / f"{name}.elf"
+    defs = []
+    files = []
+    if raw:
+        size = raw.stat().st_size
+        assert size % UEFI_RAW_CHUNK == 0
+        defs = ["-DRAW_READ", f"-DRAW_BYTES={size}ULL", f"-DRAW_CHUNK={UEFI_RAW_CHUNK}ULL"]
+        files.append(FatFile("raw.bin", raw.read_bytes()))
     run(
         [
             "gcc", "-O2", "-ffreestanding", "-fPIE", "-fno-stack-protector", "-mno-red-zone",
             "-static-pie", "-nostdlib", "-nostartfiles", "-Wl,-e,efi_main",
             "-Wl,--no-dynamic-linker", "-Wl,-z,norelro", "-Wl,-z,max-page-size=4096",
-            "-Wl,--build-id=none", "-o", str(elf), str(src),
+            "-Wl,--build-id=none", *defs, "-o", str(elf), str(src),
         ]
     )  # fmt: skip
     pe = elf_to_pe(elf.read_bytes(), source=str(elf))
-    img = w.path / "floor-uefi.img"
-    write_disk_image(img, [FatFile("EFI/BOOT/BOOTX64.EFI", pe)])
+    img = w.path / f"{name}.img"
+    write_disk_image(img, [FatFile("EFI/BOOT/BOOTX64.EFI", pe), *files])
     return img
 
 
@@ -238,10 +308,20 @@ def grub_image(w: Workdir, module: Path | None = None) -> Path:
     return img
 
 
+# What OVMF prints on serial just before StartImage of the boot option (after loading it).
+OVMF_STARTING = b"BdsDxe: starting Boot"
+
+
 def time_to_marker(
-    image: Path, firmware: str, machine: str, marker: bytes, timeout: float = 120.0
+    image: Path,
+    firmware: str,
+    machine: str,
+    marker: bytes,
+    timeout: float = 120.0,
+    since: bytes | None = None,
 ) -> float | None:
-    """Seconds from QEMU's start to `marker` on serial; None if it never came."""
+    """Seconds from QEMU's start (or from when `since` appeared on serial) to `marker` on
+    serial; None if either never came."""
     spec = qemu.QemuSpec(
         image=image, firmware=firmware, machine=machine, memory="512M", snapshot=True
     )
@@ -255,19 +335,25 @@ def time_to_marker(
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        assert isinstance(stdout, io.BufferedReader)  # bufsize -1: buffered, has read1
         seen = b""
         found: float | None = None
+        origin: float | None = None if since else start
         try:
             while True:
-                data = proc.stdout.read1(65536)
+                data = stdout.read1(65536)
                 if not data:
                     break
+                now = time.monotonic()
                 seen = (seen + data)[-4096:]
-                if marker in seen:
-                    found = time.monotonic() - start
+                if origin is None and since is not None and since in seen:
+                    origin = now
+                    seen = seen[seen.index(since) + len(since) :]
+                if origin is not None and marker in seen:
+                    found = now - origin
                     break
-                if time.monotonic() - start > timeout:
+                if now - start > timeout:
                     break
         finally:
             proc.kill()
