@@ -28,7 +28,7 @@ use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
 use hvboot_loader_core::boot::{self as flow, FirmwareTables, Placement, Platform};
 use hvboot_loader_core::fat::{self, Volume};
 use hvboot_loader_core::heap::BumpHeap;
-use hvboot_loader_core::{biostables, memmap, PAGE_SIZE};
+use hvboot_loader_core::{biostables, memmap};
 
 const HEAP_SIZE: u64 = 4 << 20;
 
@@ -111,27 +111,10 @@ impl Platform for Bios {
     }
 
     fn read_file(&mut self, path: &str, kind: u32, limit: u64) -> Result<(u64, u64), String> {
-        let entry = self.volume.find(path)?;
-        if entry.is_dir {
-            return Err(format!("{path}: is a directory, not a file"));
-        }
-        let size = entry.size as u64;
-        if size > limit {
-            return Err(format!(
-                "{path}: {size} bytes, more than the {limit} allowed"
-            ));
-        }
-        let room = size.max(1).next_multiple_of(PAGE_SIZE);
-        let phys = self
-            .memory
-            .allocate(kind, room, Placement::Anywhere)
-            .map_err(|e| format!("{path}: no memory for {size} bytes: {e}"))?;
-        // SAFETY: freshly allocated and identity-mapped.
-        let dest = unsafe { flow::phys_slice(phys, room) };
-        self.volume
-            .read(&entry, dest)
-            .map_err(|e| format!("{path}: {e}"))?;
-        Ok((phys, size))
+        let memory = &mut self.memory;
+        self.volume.read_file_to_pages(path, limit, |bytes| {
+            memory.allocate_untouched(kind, bytes, Placement::Anywhere)
+        })
     }
 
     fn tables(&mut self) -> FirmwareTables {

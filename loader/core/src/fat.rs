@@ -444,6 +444,38 @@ impl<D: BlockDevice> Volume<D> {
         }
         Ok(())
     }
+
+    /// Finds the file at `path` and reads it into pages from `allocate(bytes)` (a physical,
+    /// identity-mapped address of at least `bytes`, contents undefined): the read overwrites all
+    /// but the tail after the file's end, which is zeroed, so the pages are not zeroed twice.
+    /// Refuses directories and files larger than `limit`. Returns (address, size in bytes).
+    /// Both loaders read their files this way.
+    pub fn read_file_to_pages(
+        &mut self,
+        path: &str,
+        limit: u64,
+        allocate: impl FnOnce(u64) -> Result<u64, String>,
+    ) -> Result<(u64, u64), String> {
+        let entry = self.find(path)?;
+        if entry.is_dir {
+            return Err(format!("{path}: is a directory, not a file"));
+        }
+        let size = u64::from(entry.size);
+        if size > limit {
+            return Err(format!(
+                "{path}: {size} bytes, more than the {limit} allowed"
+            ));
+        }
+        let room = size.max(1).next_multiple_of(crate::PAGE_SIZE);
+        let phys =
+            allocate(room).map_err(|e| format!("{path}: no memory for {size} bytes: {e}"))?;
+        // SAFETY: `allocate` returned `room` bytes of identity-mapped memory for us alone.
+        let dest = unsafe { core::slice::from_raw_parts_mut(phys as *mut u8, room as usize) };
+        self.read(&entry, dest)
+            .map_err(|e| format!("{path}: {e}"))?;
+        dest[size as usize..].fill(0);
+        Ok((phys, size))
+    }
 }
 
 /// The GPT partition type of an EFI system partition, as stored on disk (mixed-endian

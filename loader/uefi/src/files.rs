@@ -201,21 +201,7 @@ fn read_fat(
     kind: u32,
     limit: u64,
 ) -> Result<(u64, u64), String> {
-    let entry = v.find(path)?;
-    if entry.is_dir {
-        return Err(format!("{path}: is a directory, not a file"));
-    }
-    let size = u64::from(entry.size);
-    too_large(path, size, limit)?;
-    let room = size.max(1).next_multiple_of(PAGE);
-    // Not zeroed first: the read overwrites all but the tail, zeroed below.
-    let phys = memory::allocate_untouched(kind, room)
-        .map_err(|e| format!("{path}: no memory for {size} bytes: {e}"))?;
-    // SAFETY: the pages were just allocated for us and are identity-mapped by the firmware.
-    let dest = unsafe { core::slice::from_raw_parts_mut(phys as *mut u8, room as usize) };
-    v.read(&entry, dest).map_err(|e| format!("{path}: {e}"))?;
-    dest[size as usize..].fill(0);
-    Ok((phys, size))
+    v.read_file_to_pages(path, limit, |bytes| memory::allocate_untouched(kind, bytes))
 }
 
 /// Through the Simple File System protocol: open, size, one large Read.
