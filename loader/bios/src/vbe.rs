@@ -5,6 +5,7 @@
 //! (the same rule as the UEFI platform's GOP choice).
 
 use hvboot_api::{Framebuffer, PixelFormat};
+use hvboot_loader_core::boot::framebuffer_32bpp;
 
 use crate::lowmem::{self, VBE_INFO, VBE_MODE};
 use crate::thunk::{self, Regs};
@@ -55,23 +56,13 @@ fn mode_info(number: u16, version: u16) -> Option<Mode> {
     };
     Some(Mode {
         number,
-        fb: Framebuffer {
-            phys_addr: phys,
-            size: (pitch as u64 * height as u64).next_multiple_of(4096),
-            width,
-            height,
-            pitch,
-            bpp: 32,
+        fb: framebuffer_32bpp(
+            phys,
+            u64::from(pitch) * u64::from(height),
+            (width, height, pitch),
             format,
-            red_mask_size: masks[0],
-            red_mask_shift: masks[1],
-            green_mask_size: masks[2],
-            green_mask_shift: masks[3],
-            blue_mask_size: masks[4],
-            blue_mask_shift: masks[5],
-            reserved_mask_size: masks[6],
-            reserved_mask_shift: masks[7],
-        },
+            masks,
+        ),
     })
 }
 

@@ -16,8 +16,9 @@ use core::fmt;
 
 use hvboot_api::{
     BootInfo, BootInfoBuilder, CpuEntry, ExtentKind, FirmwareKind, FirmwareMemoryEntry,
-    Framebuffer, KernelRequest, MemoryKind, MemoryRegion, Module, PlacedExtent, RequestFlags,
-    TscStage, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
+    Framebuffer, KernelRequest, MemoryKind, MemoryRegion, Module, PixelFormat, PlacedExtent,
+    RequestFlags, TscStage, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE,
+    STACK_REGION_BASE,
 };
 
 use crate::{config, elf, handoff, hv, memmap, paging, request, PAGE_SIZE as PAGE};
@@ -116,6 +117,54 @@ pub trait Platform {
     /// appends nothing (the kernel sees no firmware map).
     fn firmware_map(&mut self, out: &mut Vec<FirmwareMemoryEntry>) {
         let _ = out;
+    }
+}
+
+/// A 32-bit-per-pixel linear framebuffer as the protocol describes it. `masks` holds the
+/// (size, shift) pairs of red, green, blue and reserved, as GOP bitmasks and VBE mode
+/// information give them; both platforms build their framebuffer through this.
+pub fn framebuffer_32bpp(
+    phys_addr: u64,
+    bytes: u64,
+    (width, height, pitch): (u32, u32, u32),
+    format: PixelFormat,
+    masks: [u8; 8],
+) -> Framebuffer {
+    Framebuffer {
+        phys_addr,
+        size: bytes
+            .max(u64::from(pitch) * u64::from(height))
+            .next_multiple_of(PAGE),
+        width,
+        height,
+        pitch,
+        bpp: 32,
+        format,
+        red_mask_size: masks[0],
+        red_mask_shift: masks[1],
+        green_mask_size: masks[2],
+        green_mask_shift: masks[3],
+        blue_mask_size: masks[4],
+        blue_mask_shift: masks[5],
+        reserved_mask_size: masks[6],
+        reserved_mask_shift: masks[7],
+    }
+}
+
+/// Prints `hvboot: error: <args>` on serial and on the screen, then `hvboot: halted`, then
+/// stops the CPU for good (docs/protocol.md, "Failure"): the loader never jumps into a kernel
+/// it could not fully load. Each platform passes its own serial and screen writers.
+pub fn fail(
+    serial: fn(fmt::Arguments<'_>),
+    screen: fn(fmt::Arguments<'_>),
+    args: fmt::Arguments<'_>,
+) -> ! {
+    serial(format_args!("hvboot: error: {args}\r\n"));
+    screen(format_args!("hvboot: error: {args}\r\n"));
+    serial(format_args!("hvboot: halted\r\n"));
+    loop {
+        // SAFETY: stopping the CPU is always sound.
+        unsafe { core::arch::asm!("cli", "hlt") };
     }
 }
 

@@ -37,13 +37,7 @@ macro_rules! say {
     };
 }
 
-/// Print the reason on serial and screen, then halt for good. Never returns into anything.
+/// Print the reason on serial and screen, then halt for good (hvboot_loader_core::boot::fail).
 pub fn fail(args: fmt::Arguments<'_>) -> ! {
-    serial(format_args!("hvboot: error: {args}\r\n"));
-    screen(format_args!("hvboot: error: {args}\r\n"));
-    serial(format_args!("hvboot: halted\r\n"));
-    loop {
-        // SAFETY: stopping the CPU is always sound.
-        unsafe { core::arch::asm!("cli", "hlt") };
-    }
+    hvboot_loader_core::boot::fail(serial, screen, args)
 }

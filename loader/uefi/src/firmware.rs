@@ -2,7 +2,7 @@
 //! §4.6) and the framebuffer (Graphics Output Protocol, UEFI 2.10 §12.9).
 
 use hvboot_api::{Framebuffer, PixelFormat};
-use hvboot_loader_core::boot::FirmwareTables;
+use hvboot_loader_core::boot::{self as flow, FirmwareTables};
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams};
 use uefi::proto::console::gop::{self, GraphicsOutput};
 use uefi::table::cfg::ConfigTableEntry;
@@ -103,23 +103,11 @@ pub fn framebuffer() -> Option<Framebuffer> {
     };
     let mut fb = gop.frame_buffer();
     let pitch = info.stride() as u32 * 4;
-    Some(Framebuffer {
-        phys_addr: fb.as_mut_ptr() as u64,
-        size: (fb.size() as u64)
-            .max(pitch as u64 * height as u64)
-            .next_multiple_of(4096),
-        width: width as u32,
-        height: height as u32,
-        pitch,
-        bpp: 32,
+    Some(flow::framebuffer_32bpp(
+        fb.as_mut_ptr() as u64,
+        fb.size() as u64,
+        (width as u32, height as u32, pitch),
         format,
-        red_mask_size: masks[0],
-        red_mask_shift: masks[1],
-        green_mask_size: masks[2],
-        green_mask_shift: masks[3],
-        blue_mask_size: masks[4],
-        blue_mask_shift: masks[5],
-        reserved_mask_size: masks[6],
-        reserved_mask_shift: masks[7],
-    })
+        masks,
+    ))
 }
