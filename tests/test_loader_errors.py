@@ -90,4 +90,3 @@ def test_missing_module_names_the_file(tmp_path: Path, report_kernel: Path) -> N
     _mtools("mdel", "-i", _esp(image), "::/hvboot/modules/guest.bin")
     error = _loader_error(image)
     assert "/hvboot/modules/guest.bin" in error and _not_found(error)
-
