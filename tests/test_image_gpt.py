@@ -138,10 +138,9 @@ def test_sgdisk_accepts_a_disk_over_2_tib(tmp_path: Path) -> None:
     parts = [Partition("EFI system", ESP_TYPE, 2048, 2**32 + 2047, uuid.UUID(int=5))]
     head, tail = build_gpt(total, parts, DISK_GUID)
     image = tmp_path / "huge.img"
-    try:
-        _write_sparse(image, total, head, tail)
-    except OSError as err:  # pragma: no cover - file systems without large sparse files
-        pytest.skip(f"cannot make a sparse 2 TiB file here: {err}")
+    # Sparse: the 2 TiB cost only the sectors written. A file system without sparse files fails
+    # here rather than skipping the >2 TiB (32-bit LBA overflow) case unseen.
+    _write_sparse(image, total, head, tail)
     assert "No problems found" in _sgdisk("-v", str(image))
     assert read_gpt(head) == parts
 
