@@ -180,7 +180,6 @@ def test_bios_without_stage2_is_refused(tmp_path: Path, kernel: Path) -> None:
     assert "no BIOS boot partition" in r.stderr and str(uefi_only) in r.stderr
 
 
-@pytest.mark.skipif("bios" not in FIRMWARES, reason="the BIOS path does not exist yet")
 def test_bios_loader_breakpoints(tmp_path: Path, kernel: Path) -> None:
     """--loader --firmware bios: stage 1 at 0x7c00, then stage 2's first instruction."""
     script = _script(tmp_path, "continue\np/x $pc\ncontinue\ninfo symbol $pc\n")

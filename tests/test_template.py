@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not installed")
-
 FAILING_TEST = """\
 #![no_std]
 #![no_main]
@@ -137,7 +135,6 @@ def test_cargo_test_fails_with_a_failing_test(
 
 
 @pytest.mark.boot
-@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
 def test_debug_the_template_kernel(tmp_path: Path, crate: Path, cargo_env: dict[str, str]) -> None:
     """docs/getting-started.md's GDB step: break at the entry, RDI = &BootInfo, then at main
     with source lines (the template keeps DWARF)."""
