@@ -24,13 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvboot import artifacts, qemu
-from hvboot.build import build_image
-from hvboot.config import BuildConfig, ModuleSpec
-from hvboot.firmware import find_ovmf
+from hvboot.config.build import BuildConfig, ModuleSpec
+from hvboot.image.build import build_image
 from hvboot.image.disk import ALIGN_SECTORS, write_disk_image
 from hvboot.image.fat import FatFile
-from hvboot.pe import elf_to_pe
+from hvboot.loader import artifacts
+from hvboot.loader.pe import elf_to_pe
+from hvboot.vm import qemu
+from hvboot.vm.firmware import find_ovmf
 
 REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-kernel"
 GRUB_PC = Path("/usr/lib/grub/i386-pc")

@@ -6,11 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from report_kernel import BootReport, parse_report
 
-from hvboot import artifacts, qemu
-from hvboot.build import BuildResult, build_image
-from hvboot.config import BuildConfig, ModuleSpec
-from hvboot.report import BootReport, parse_report
+from hvboot.config.build import BuildConfig, ModuleSpec
+from hvboot.image.build import BuildResult, build_image
+from hvboot.loader import artifacts
+from hvboot.vm import qemu
 
 REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-kernel"
 # Boot tests run under every firmware the loader supports: OVMF (UEFI) and SeaBIOS (BIOS).

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from conftest import BOOT_TIMEOUT, make_image
 
-from hvboot import artifacts, bios, qemu
-from hvboot.build import BuildResult, _check_stage2_fits
 from hvboot.errors import HvbootError
+from hvboot.image.build import BuildResult, _check_stage2_fits
 from hvboot.image.disk import DiskLayout
+from hvboot.loader import artifacts
+from hvboot.loader import bios_stages as bios
+from hvboot.vm import qemu
 
 ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 SECTOR = 512

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from conftest import FIRMWARES, boot_report, make_image
+from report_kernel import BootReport
 
-from hvboot.build import BuildResult
-from hvboot.config import ModuleSpec
-from hvboot.kernel_elf import load_plan, symbol_address
+from hvboot.config.build import ModuleSpec
+from hvboot.image.build import BuildResult
+from hvboot.kernel.elf import load_plan, symbol_address
 from hvboot.protocol.layout import PROTOCOL
-from hvboot.report import BootReport
 
 pytestmark = pytest.mark.boot
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPORT_KERNEL
 
-from hvboot import artifacts
+from hvboot.loader import artifacts
 
 OUTCOME_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-outcome-kernel"
 

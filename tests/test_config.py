@@ -1,4 +1,4 @@
-"""Tests for hvboot.config: the hvboot.toml build configuration and --module arguments."""
+"""Tests for hvboot.config.build: the hvboot.toml build configuration and --module arguments."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from hvboot.config import (
+from hvboot.config.build import (
     MAX_CMDLINE_BYTES,
     BuildConfig,
     ModuleSpec,

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import FIRMWARES
 
-from hvboot import artifacts, qemu
-from hvboot.build import build_image
-from hvboot.config import BuildConfig
+from hvboot.config.build import BuildConfig
+from hvboot.image.build import build_image
+from hvboot.loader import artifacts
+from hvboot.vm import qemu
 
 pytestmark = pytest.mark.boot
 

@@ -12,9 +12,9 @@ import pefile
 import pytest
 from conftest import make_image
 
-from hvboot.build import BuildResult
-from hvboot.config import ModuleSpec
-from hvboot.pe import check_pe
+from hvboot.config.build import ModuleSpec
+from hvboot.image.build import BuildResult
+from hvboot.loader.pe import check_pe
 
 ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPORT_KERNEL, make_image
 
-from hvboot.kernel_elf import load_plan
+from hvboot.kernel.elf import load_plan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "elf"
 KERNEL_KEYS = {

@@ -1,4 +1,4 @@
-"""Tests for hvboot.kernel_elf: real kernels built with gcc/ld, bad ones crafted from them."""
+"""Tests for hvboot.kernel.elf: real kernels built with gcc/ld, bad ones crafted from them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hvboot.errors import HvbootError
-from hvboot.kernel_elf import (
+from hvboot.kernel.elf import (
     LoadPlan,
     describe,
     load_plan,

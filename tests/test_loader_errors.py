@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import boot, make_image
 
-from hvboot.build import BuildResult
-from hvboot.config import ModuleSpec
+from hvboot.config.build import ModuleSpec
+from hvboot.image.build import BuildResult
 
 pytestmark = pytest.mark.boot
 ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}

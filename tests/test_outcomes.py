@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hvboot import artifacts
+from hvboot.loader import artifacts
 
 pytestmark = pytest.mark.boot
 OUTCOME_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-outcome-kernel"

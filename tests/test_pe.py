@@ -1,4 +1,4 @@
-"""Tests for hvboot.pe: ELF static PIE -> PE32+ EFI application.
+"""Tests for hvboot.loader.pe: ELF static PIE -> PE32+ EFI application.
 
 Inputs are real links made here (gcc with GNU ld and LLD, rustc with the loader's flags)
 plus a few byte-patched copies for malformed input. The output is read back with pefile,
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hvboot.errors import HvbootError
-from hvboot.pe import IMAGE_BASE, check_pe, elf_to_pe
+from hvboot.loader.pe import IMAGE_BASE, check_pe, elf_to_pe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pe"
 
@@ -70,7 +70,7 @@ RUSTC_FLAGS = [
 ]
 
 # The PE headers of every fixture fit in one page, so the converter puts the lowest
-# PT_LOAD's page at RVA 0x1000 and moves everything else along with it (see hvboot.pe).
+# PT_LOAD's page at RVA 0x1000 and moves everything else along with it (see hvboot.loader.pe).
 HEADER_PAGE = 0x1000
 
 R_X86_64_RELATIVE = 8
@@ -192,7 +192,7 @@ def converted(request: pytest.FixtureRequest, builder: Builder) -> Converted:
     return Converted(name, elf, pe_bytes, pefile.PE(data=pe_bytes))
 
 
-# --- reading the ELF independently of hvboot.pe (through section headers) ----------------
+# --- reading the ELF independently of hvboot.loader.pe (through section headers) ----------------
 
 
 @dataclass

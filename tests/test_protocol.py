@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hvboot import artifacts
+from hvboot.loader import artifacts
 from hvboot.protocol import codegen
 from hvboot.protocol.layout import PRIMITIVES, PROTOCOL, Protocol
 

@@ -23,14 +23,15 @@ from pathlib import Path
 import pytest
 from conftest import FIRMWARES, boot, boot_report, make_image
 from elftools.elf.elffile import ELFFile
+from report_kernel import BootReport
 
-from hvboot import artifacts, kernel_elf
-from hvboot.config import ModuleSpec
+from hvboot.cli.inspect import request_header
+from hvboot.config.build import ModuleSpec
 from hvboot.errors import HvbootError
-from hvboot.inspect_cmd import request_header
-from hvboot.kernel_elf import KernelRequest
+from hvboot.kernel import elf as kernel_elf
+from hvboot.kernel.elf import KernelRequest
+from hvboot.loader import artifacts
 from hvboot.protocol.layout import PROTOCOL
-from hvboot.report import BootReport
 
 KIND = {v.name: v.value for v in PROTOCOL.enums[0].values}
 EXTENT = {v.name: v.value for e in PROTOCOL.enums if e.name == "ExtentKind" for v in e.values}

@@ -14,7 +14,7 @@ import pytest
 from conftest import FIRMWARES, boot_report, make_image
 from test_request import EXTENT, KIND, check_extents, covered, firmware_free, regions
 
-from hvboot.build import BuildResult
+from hvboot.image.build import BuildResult
 from hvboot.protocol.layout import PROTOCOL
 
 pytestmark = pytest.mark.boot

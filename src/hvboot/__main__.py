@@ -1,5 +1,5 @@
 import sys
 
-from hvboot.cli import main
+from hvboot.cli.main import main
 
 sys.exit(main())

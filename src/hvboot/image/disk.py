@@ -32,10 +32,10 @@ from hvboot.image.gpt import (
     build_gpt,
     last_usable_lba,
 )
+from hvboot.units import MIB, SECTOR_SIZE
 
-SECTOR_SIZE = 512
 ALIGN_SECTORS = 2048  # 1 MiB
-MIB = ALIGN_SECTORS * SECTOR_SIZE
+assert ALIGN_SECTORS * SECTOR_SIZE == MIB
 BIOS_BOOT_NAME = "BIOS boot"
 ESP_NAME = "EFI system"
 _MAX_ESP_BYTES = 0xFFFFFFFF * SECTOR_SIZE // MIB * MIB

@@ -27,9 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hvboot.errors import HvbootError
-
-SECTOR_SIZE = 512
-MIB = 1024 * 1024
+from hvboot.units import MIB, SECTOR_SIZE
 
 # fatgen103 "FAT Type Determination": the cluster count alone decides the type.
 FAT12_MAX_CLUSTERS = 4084

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hvboot.errors import HvbootError
+from hvboot.units import SECTOR_SIZE
 
-SECTOR_SIZE = 512
 ENTRY_COUNT = 128
 ENTRY_SIZE = 128
 ENTRY_ARRAY_SECTORS = ENTRY_COUNT * ENTRY_SIZE // SECTOR_SIZE  # 32

@@ -1,0 +1,1 @@
+"""The boot protocol: its one definition (layout) and the code generated from it."""

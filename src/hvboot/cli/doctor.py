@@ -7,9 +7,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from hvboot import artifacts
 from hvboot.errors import HvbootError
-from hvboot.firmware import find_ovmf
+from hvboot.loader import artifacts
+from hvboot.vm.firmware import find_ovmf
 
 
 @dataclass(frozen=True)

@@ -26,17 +26,16 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
-from hvboot import kernel_elf
 from hvboot.errors import HvbootError
 from hvboot.image.fat import read_fat
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
-from hvboot.loader_config import CONFIG_PATH, KERNEL_PATH
+from hvboot.kernel import elf as kernel_elf
+from hvboot.kernel.elf import ELF_MAGIC, REQUEST_SECTION
+from hvboot.loader.config_file import CONFIG_PATH, KERNEL_PATH
+from hvboot.units import SECTOR_SIZE
 
-SECTOR = 512
-ELF_MAGIC = b"\x7fELF"
 GPT_SIGNATURE = b"EFI PART"
 #: The section the loader reads the kernel's requests from (docs/hypervisor.md).
-REQUEST_SECTION = ".hvboot_request"
 NO_REQUEST = "no request header (defaults apply)"
 PARTITION_TYPES = {ESP_TYPE: "EFI system", BIOS_BOOT_TYPE: "BIOS boot"}
 
@@ -299,7 +298,7 @@ def inspect_image_bytes(disk: bytes, source: str) -> Json:
                 "guid": str(p.unique_guid).upper(),
                 "first_lba": p.first_lba,
                 "last_lba": p.last_lba,
-                "size": (p.last_lba - p.first_lba + 1) * SECTOR,
+                "size": (p.last_lba - p.first_lba + 1) * SECTOR_SIZE,
             }
         )
     bios = next((p for p in parts if p.type_guid == BIOS_BOOT_TYPE), None)
@@ -307,14 +306,14 @@ def inspect_image_bytes(disk: bytes, source: str) -> Json:
         report["stage2"] = {
             "first_lba": bios.first_lba,
             "sectors": bios.last_lba - bios.first_lba + 1,
-            "offset": bios.first_lba * SECTOR,
+            "offset": bios.first_lba * SECTOR_SIZE,
         }
     esp = next((p for p in parts if p.type_guid == ESP_TYPE), None)
     if esp is None:
         problems.append(Problem("GPT", "no EFI system partition"))
     else:
         try:
-            files = read_fat(disk[esp.first_lba * SECTOR : (esp.last_lba + 1) * SECTOR])
+            files = read_fat(disk[esp.first_lba * SECTOR_SIZE : (esp.last_lba + 1) * SECTOR_SIZE])
         except HvbootError as err:
             problems.append(Problem.of(err))
             files = {}
@@ -385,7 +384,7 @@ def inspect_path(path: Path) -> Json:
         raise HvbootError(path, "is a directory, expected a kernel ELF or a disk image") from None
     except OSError as e:
         raise HvbootError(path, f"cannot read it: {e.strerror}") from None
-    if data[:4] != ELF_MAGIC and data[SECTOR : SECTOR + 8] == GPT_SIGNATURE:
+    if data[:4] != ELF_MAGIC and data[SECTOR_SIZE : SECTOR_SIZE + 8] == GPT_SIGNATURE:
         return inspect_image_bytes(data, str(path))
     return inspect_kernel_bytes(data, str(path))
 

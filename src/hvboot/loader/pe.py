@@ -35,6 +35,7 @@ from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 from elftools.elf.segments import InterpSegment
 
 from hvboot.errors import HvbootError
+from hvboot.kernel.elf import PF_R, PF_W, PF_X
 
 __all__ = [
     "FILE_ALIGNMENT",
@@ -99,9 +100,6 @@ _HEAP_COMMIT = 0x1000
 
 # --- ELF constants (System V gABI, x86-64 psABI) ----------------------------------------
 
-_PF_X = 0x1
-_PF_W = 0x2
-_PF_R = 0x4
 _DT_RELA_TAG = 7  # value of DT_PLTREL when .rela.plt uses RELA entries
 _RELA_ENTRY = struct.Struct("<QQq")
 _R_X86_64_NONE = 0
@@ -458,15 +456,15 @@ class _Section:
 def _segment_characteristics(flags: int, initialized: bool) -> tuple[bytes, int]:
     """Section name and characteristics (PE/COFF 4.1) for an ELF segment's p_flags."""
     access = 0
-    if flags & _PF_R:
+    if flags & PF_R:
         access |= _SCN_MEM_READ
-    if flags & _PF_W:
+    if flags & PF_W:
         access |= _SCN_MEM_WRITE
-    if flags & _PF_X:
+    if flags & PF_X:
         return b".text", access | _SCN_MEM_EXECUTE | _SCN_CNT_CODE
     if not initialized:
         return b".bss", access | _SCN_CNT_UNINITIALIZED_DATA
-    if flags & _PF_W:
+    if flags & PF_W:
         return b".data", access | _SCN_CNT_INITIALIZED_DATA
     return b".rdata", access | _SCN_CNT_INITIALIZED_DATA
 
@@ -523,7 +521,7 @@ def elf_to_pe(elf: bytes, *, source: str = "<elf>", subsystem: int = 10) -> byte
     delta = header_span - _page_floor(loads[0].vaddr)
     bias = IMAGE_BASE + delta
 
-    if not any(load.flags & _PF_X and load.vaddr <= parsed.entry < load.end for load in loads):
+    if not any(load.flags & PF_X and load.vaddr <= parsed.entry < load.end for load in loads):
         raise HvbootError(
             f"{source}: e_entry",
             f"{parsed.entry:#x} is not inside an executable PT_LOAD segment",

@@ -50,6 +50,8 @@ from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_P_TYPE_BASE
 from elftools.elf.sections import SymbolTableSection
 
 from hvboot.errors import HvbootError
+from hvboot.protocol.layout import REQUEST_MAGIC
+from hvboot.units import MIB, PAGE_SIZE
 
 __all__ = [
     "HIGHER_HALF_START",
@@ -69,7 +71,7 @@ __all__ = [
     "symbols",
 ]
 
-PAGE_SIZE = 0x1000
+
 #: First non-canonical address above the lower half (48-bit virtual addresses).
 LOWER_HALF_END = 0x0000_8000_0000_0000
 #: First canonical address of the higher half.
@@ -81,15 +83,15 @@ PHYS_LIMIT = 1 << 52
 HIGHER_HALF_ALIGN = 2 * 1024 * 1024
 
 _ADDR_LIMIT = 1 << 64
-_ELF_MAGIC = b"\x7fELF"
+ELF_MAGIC = b"\x7fELF"
 _EHDR_SIZE = 64
 _PHDR_SIZE = 56
 _SHDR_SIZE = 64
 _SYM_SIZE = 24
 _PN_XNUM = 0xFFFF
-_PF_X = 0x1
-_PF_W = 0x2
-_PF_R = 0x4
+PF_X = 0x1
+PF_W = 0x2
+PF_R = 0x4
 _PT_LOAD = ENUM_P_TYPE_BASE["PT_LOAD"]
 
 
@@ -120,7 +122,6 @@ class Segment:
 
 
 REQUEST_SECTION = ".hvboot_request"
-REQUEST_MAGIC = int.from_bytes(b"HVBOOTRQ", "little")
 REQUEST_VERSION = 1
 REQUEST_SIZE = 80
 REQUEST_HEADER_SIZE = 16
@@ -131,7 +132,7 @@ REQUEST_FLAGS = {"AP_TRAMPOLINE": 1 << 0, "ENABLE_VMX": 1 << 1}
 # guest.fixed_base (layout.py's KernelRequest; tests/test_request.py checks the two agree).
 _REQUEST_FORMAT = "<QIIIIIIQQQQQQ"
 _SHT_NOBITS = 8
-_TWO_MIB = 2 * 1024 * 1024
+_TWO_MIB = 2 * MIB
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,7 @@ def _check_ident(data: bytes, source: str) -> None:
     where = f"{source}: ELF header e_ident"
     if len(data) == 0:
         raise HvbootError(source, "file is empty, expected an x86_64 ELF kernel")
-    if data[:4] != _ELF_MAGIC:
+    if data[:4] != ELF_MAGIC:
         got = " ".join(f"{b:02x}" for b in data[:4])
         raise HvbootError(
             where,
@@ -374,9 +375,9 @@ def _u16(data: bytes, off: int) -> int:
 
 def _flags_str(p_flags: int) -> str:
     return (
-        ("R" if p_flags & _PF_R else "-")
-        + ("W" if p_flags & _PF_W else "-")
-        + ("X" if p_flags & _PF_X else "-")
+        ("R" if p_flags & PF_R else "-")
+        + ("W" if p_flags & PF_W else "-")
+        + ("X" if p_flags & PF_X else "-")
     )
 
 
@@ -520,9 +521,9 @@ def _check_load_header(ph: Any, index: int, data: bytes, source: str) -> Segment
             f"{LOWER_HALF_END:#x} (lower half) or at/above {HIGHER_HALF_START:#x} (higher half)",
         )
     flags = _flags_str(p_flags)
-    readable = bool(p_flags & _PF_R)
-    writable = bool(p_flags & _PF_W)
-    executable = bool(p_flags & _PF_X)
+    readable = bool(p_flags & PF_R)
+    writable = bool(p_flags & PF_W)
+    executable = bool(p_flags & PF_X)
     if writable and executable:
         raise HvbootError(
             where,

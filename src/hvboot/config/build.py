@@ -49,11 +49,11 @@ from pathlib import Path
 from typing import Any
 
 from hvboot.errors import HvbootError
+from hvboot.units import SECTOR_SIZE
 
 __all__ = [
     "MAX_CMDLINE_BYTES",
     "MAX_MODULE_NAME_BYTES",
-    "SECTOR_SIZE",
     "BuildConfig",
     "ModuleSpec",
     "check_cmdline",
@@ -66,7 +66,6 @@ __all__ = [
 
 MAX_CMDLINE_BYTES = 4096
 MAX_MODULE_NAME_BYTES = 64
-SECTOR_SIZE = 512
 
 TOP_LEVEL_KEYS = ("kernel", "cmdline", "output", "image_size", "modules")
 MODULE_KEYS = ("path", "name", "cmdline")

@@ -15,8 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from hvboot import artifacts
 from hvboot.errors import HvbootError
+from hvboot.loader import artifacts
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _RESERVED = {"test", "core", "std", "alloc", "proc_macro", "self", "crate", "super"}

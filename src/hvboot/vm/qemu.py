@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvboot.errors import HvbootError
-from hvboot.firmware import find_ovmf
+from hvboot.vm.firmware import find_ovmf
 
 DEBUG_EXIT_PORT = 0xF4
 EXIT_SUCCESS = 0x10

@@ -3,7 +3,7 @@
 They are built from this repository's sources during set-up (scripts/setup.sh runs cargo); the
 toolkit finds them by fixed paths below the repository root. HVBOOT_UEFI_LOADER overrides the
 UEFI loader's path (an ELF, converted to PE32+ when an image is written), HVBOOT_BIOS_LOADER the
-BIOS loader's (an ELF holding stage 1 and stage 2, see hvboot.bios).
+BIOS loader's (an ELF holding stage 1 and stage 2, see hvboot.loader.bios_stages).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hvboot.errors import HvbootError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 LOADER_WORKSPACE = REPO / "loader"
 UEFI_LOADER_ELF = LOADER_WORKSPACE / "target" / "release" / "hvboot-uefi"
 BIOS_LOADER_ELF = LOADER_WORKSPACE / "target" / "release" / "hvboot-bios"

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from hvboot import qemu
 from hvboot.errors import HvbootError
+from hvboot.vm import qemu
 
 #: The UEFI loader's first line on COM1 (loader/uefi/src/main.rs), with its image base.
 IMAGE_BASE_LINE = re.compile(r"hvboot: .*\(UEFI\) starting, image base (0x[0-9a-f]+)")

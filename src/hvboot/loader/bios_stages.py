@@ -24,6 +24,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from hvboot.errors import HvbootError
+from hvboot.units import SECTOR_SIZE
 
 STAGE1_SIZE = 440
 PATCH_OFFSET = 0x1A8
@@ -33,7 +34,6 @@ STAGE2_LOAD = 0x8000
 # Stage 2 (with its .bss) must end below the disk bounce buffer at 0x60000.
 STAGE2_LIMIT = 0x60000
 STAGE2_MAX_BYTES = STAGE2_LIMIT - STAGE2_LOAD
-SECTOR = 512
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def load(path: Path) -> BiosBoot:
 
 
 def stage2_sectors(stage2: bytes) -> int:
-    return (len(stage2) + SECTOR - 1) // SECTOR
+    return (len(stage2) + SECTOR_SIZE - 1) // SECTOR_SIZE
 
 
 def patch_stage1(stage1: bytes, *, stage2_lba: int, sectors: int, source: str = "") -> bytes:
@@ -94,10 +94,10 @@ def patch_stage1(stage1: bytes, *, stage2_lba: int, sectors: int, source: str = 
         raise HvbootError(source or "stage 1", "no patch block at its documented offset")
     if stage1[PATCH_OFFSET + 4 : PATCH_OFFSET + 16] != bytes(12):
         raise HvbootError(source or "stage 1", "the patch block is already filled in")
-    if not 0 < sectors <= STAGE2_MAX_BYTES // SECTOR:
+    if not 0 < sectors <= STAGE2_MAX_BYTES // SECTOR_SIZE:
         raise HvbootError(
             source or "stage 2",
-            f"{sectors} sectors: stage 1 loads 1..{STAGE2_MAX_BYTES // SECTOR} sectors",
+            f"{sectors} sectors: stage 1 loads 1..{STAGE2_MAX_BYTES // SECTOR_SIZE} sectors",
         )
     out = bytearray(stage1)
     struct.pack_into("<HHQ", out, PATCH_OFFSET + 4, sectors, 0, stage2_lba)

@@ -16,14 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvboot import artifacts, loader_config
-from hvboot import bios as bios_boot
-from hvboot.config import BuildConfig, ModuleSpec
+from hvboot.config.build import BuildConfig, ModuleSpec
 from hvboot.errors import HvbootError
-from hvboot.image.disk import ALIGN_SECTORS, SECTOR_SIZE, DiskLayout, write_disk_image
+from hvboot.image.disk import ALIGN_SECTORS, DiskLayout, write_disk_image
 from hvboot.image.fat import FatFile
-from hvboot.kernel_elf import LoadPlan, load_plan_bytes
-from hvboot.pe import elf_to_pe
+from hvboot.kernel.elf import LoadPlan, load_plan_bytes
+from hvboot.loader import artifacts
+from hvboot.loader import bios_stages as bios_boot
+from hvboot.loader import config_file as loader_config
+from hvboot.loader.pe import elf_to_pe
+from hvboot.units import SECTOR_SIZE
 
 EFI_BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"
 # Characters a FAT long file name cannot hold (Microsoft FAT spec, "Long Name Character Set").

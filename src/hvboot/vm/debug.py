@@ -25,15 +25,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hvboot import artifacts, gdb, qemu
 from hvboot.errors import HvbootError
-from hvboot.firmware import find_ovmf
 from hvboot.image.fat import read_fat
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
-from hvboot.kernel_elf import load_plan, symbols
-from hvboot.loader_config import KERNEL_PATH
+from hvboot.kernel.elf import load_plan, symbols
+from hvboot.loader import artifacts
+from hvboot.loader.config_file import KERNEL_PATH
+from hvboot.units import SECTOR_SIZE
+from hvboot.vm import gdb, qemu
+from hvboot.vm.firmware import find_ovmf
 
-SECTOR = 512
 LOADER_ENTRY = "efi_main"
 #: Stage 1 (the MBR code, where the BIOS jumps) and stage 2's first instruction.
 BIOS_LOADER_BREAKS = ("0x7c00", "stage2_start")
@@ -72,7 +73,7 @@ def check_firmware(image: Path, firmware: str) -> None:
         return
     try:
         with image.open("rb") as f:
-            head = f.read(34 * SECTOR)
+            head = f.read(34 * SECTOR_SIZE)
         parts = read_gpt(head)
     except (OSError, HvbootError):
         return  # not ours to judge: QEMU and the firmware will say
@@ -90,7 +91,7 @@ def kernel_from_image(image: Path, dest: Path) -> Path:
     esp = next((p for p in read_gpt(disk) if p.type_guid == ESP_TYPE), None)
     if esp is None:
         raise HvbootError(image, "no EFI system partition: is this an hvboot image?")
-    files = read_fat(disk[esp.first_lba * SECTOR : (esp.last_lba + 1) * SECTOR])
+    files = read_fat(disk[esp.first_lba * SECTOR_SIZE : (esp.last_lba + 1) * SECTOR_SIZE])
     data = files.get(KERNEL_PATH.lstrip("/"))
     if data is None:
         raise HvbootError(image, f"the ESP holds no {KERNEL_PATH}: is this an hvboot image?")

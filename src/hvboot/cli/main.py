@@ -24,12 +24,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hvboot import __version__, artifacts, doctor, qemu
-from hvboot.build import BuildResult, build_image
-from hvboot.config import BuildConfig, check_cmdline, load_config, module_arg, parse_size
+from hvboot import __version__
+from hvboot.cli import doctor
+from hvboot.config.build import BuildConfig, check_cmdline, load_config, module_arg, parse_size
 from hvboot.errors import HvbootError
-
-ELF_MAGIC = b"\x7fELF"
+from hvboot.image.build import BuildResult, build_image
+from hvboot.kernel.elf import ELF_MAGIC
+from hvboot.loader import artifacts
+from hvboot.vm import qemu
 
 # Exit statuses of `hvboot run` / `hvboot test` (see the module docstring).
 EXIT_OK = 0
@@ -295,7 +297,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from hvboot import debug
+    from hvboot.vm import debug
 
     with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
         kernel: Path | None = None
@@ -334,13 +336,13 @@ def cmd_debug(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from hvboot import inspect_cmd
+    from hvboot.cli import inspect as inspect_cmd
 
     return inspect_cmd.main(args.target, as_json=args.json)
 
 
 def cmd_new(args: argparse.Namespace) -> int:
-    from hvboot import template
+    from hvboot.cli import new as template
 
     dest = template.create(args.name, args.path)
     _say(f"created kernel crate {args.name!r} in {dest}")

@@ -1,0 +1,1 @@
+"""The machine: QEMU, its firmware (OVMF), GDB attached to it."""
