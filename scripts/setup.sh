@@ -31,8 +31,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-echo "setup: building the loader (loader/: UEFI application, BIOS stages 1 + 2 via nasm)"
-cargo build --release --quiet --manifest-path loader/Cargo.toml
+echo "setup: building the loader and kernel crates (Cargo.toml: loader/*, crates/*; BIOS stages 1 + 2 via nasm)"
+cargo build --release --quiet
 echo "setup: building the sample hypervisor (examples/hypervisor/)"
 cargo build --release --quiet --manifest-path examples/hypervisor/Cargo.toml
 echo "setup: building the test kernels (tests/kernels/)"

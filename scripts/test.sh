@@ -13,7 +13,6 @@ echo "test: mypy --strict"
 echo "test: generated protocol files"
 .venv/bin/hvboot gen-protocol --check
 echo "test: cargo test (loader core, kernel API)"
-cargo test --quiet --manifest-path loader/Cargo.toml -p hvboot-loader-core
-cargo test --quiet --manifest-path crates/hvboot-api/Cargo.toml
+cargo test --quiet -p hvboot-loader-core -p hvboot-api
 echo "test: pytest"
 .venv/bin/python -m pytest -q -n 2 "$@"

@@ -26,7 +26,7 @@ def _cargo_build(path: Path) -> None:
 @pytest.fixture(scope="session")
 def built() -> None:
     """The loader and the test kernels, built (a no-op after scripts/setup.sh)."""
-    _cargo_build(artifacts.LOADER_WORKSPACE)
+    _cargo_build(artifacts.RUST_WORKSPACE)
     _cargo_build(artifacts.TEST_KERNELS)
 
 

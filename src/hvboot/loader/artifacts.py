@@ -15,9 +15,11 @@ from pathlib import Path
 from hvboot.errors import HvbootError
 
 REPO = Path(__file__).resolve().parents[3]
-LOADER_WORKSPACE = REPO / "loader"
-UEFI_LOADER_ELF = LOADER_WORKSPACE / "target" / "release" / "hvboot-uefi"
-BIOS_LOADER_ELF = LOADER_WORKSPACE / "target" / "release" / "hvboot-bios"
+# One Cargo workspace (Cargo.toml at the root) builds the loader and the kernel-side crates.
+RUST_WORKSPACE = REPO
+RUST_RELEASE = REPO / "target" / "release"
+UEFI_LOADER_ELF = RUST_RELEASE / "hvboot-uefi"
+BIOS_LOADER_ELF = RUST_RELEASE / "hvboot-bios"
 HYPERVISOR_CRATE = REPO / "examples" / "hypervisor"
 HYPERVISOR_ELF = HYPERVISOR_CRATE / "target" / "release" / "hvboot-sample-hypervisor"
 TEST_KERNELS = REPO / "tests" / "kernels"
@@ -29,7 +31,7 @@ def uefi_loader_elf() -> Path:
         raise HvbootError(
             path,
             "the UEFI loader is not built; run scripts/setup.sh, or: "
-            f"cargo build --release --manifest-path {LOADER_WORKSPACE / 'Cargo.toml'}",
+            f"cargo build --release --manifest-path {RUST_WORKSPACE / 'Cargo.toml'}",
         )
     return path
 
@@ -40,7 +42,7 @@ def bios_loader_elf() -> Path:
         raise HvbootError(
             path,
             "the BIOS loader is not built; run scripts/setup.sh, or: "
-            f"cargo build --release --manifest-path {LOADER_WORKSPACE / 'Cargo.toml'}",
+            f"cargo build --release --manifest-path {RUST_WORKSPACE / 'Cargo.toml'}",
         )
     return path
 

@@ -170,7 +170,7 @@ def _bios_loader_elf() -> Path:
     path = Path(
         os.environ.get(
             "HVBOOT_BIOS_LOADER",
-            artifacts.LOADER_WORKSPACE / "target" / "release" / "hvboot-bios",
+            artifacts.RUST_RELEASE / "hvboot-bios",
         )
     )
     if not path.is_file():
