@@ -7,8 +7,8 @@ plain floor: under BIOS a boot sector doing back-to-back INT 13h extended reads 
 call) into one low buffer; under UEFI a BOOTX64.EFI doing back-to-back
 EFI_BLOCK_IO_PROTOCOL.ReadBlocks calls (1 MiB each) into one 64 MiB buffer. Runs interleave
 (one run of every image per round); medians of N runs. Under UEFI the clock starts when OVMF
-prints "BdsDxe: starting Boot..." (just before it starts BOOTX64.EFI), which keeps OVMF's own
-start-up jitter (several tenths of a second) out of the figures. "x raw" is a subject's load
+prints "BdsDxe: starting Boot..." (benchlib.Boot.measured), which keeps OVMF's own start-up
+jitter (several tenths of a second) out of the figures. "x raw" is a subject's load
 time over the raw floor's on the same machine and firmware (the goal for hvboot: at most 1.5).
 
     .venv/bin/python bench/load_throughput.py [--runs N] [--machines q35,pc] [--firmwares bios,uefi]
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,34 +64,30 @@ def main() -> int:
                 pairs[("grub", fw)] = (gr, gr_mod, b"MB2 up")
         else:
             print("grub-mkimage not found: GRUB skipped", file=sys.stderr)
-        times: dict[tuple[str, str, str, bool], list[float]] = defaultdict(list)
-        failed: set[tuple[str, str, str, bool]] = set()
-        for r in range(args.runs):
-            for m in machines:
-                for (name, fw), (plain, loaded, marker) in pairs.items():
-                    for with_mod, img in ((False, plain), (True, loaded)):
-                        since = bl.OVMF_STARTING if fw == "uefi" else None
-                        t = bl.time_to_marker(img, fw, m, marker, timeout=300, since=since)
-                        if t is None:
-                            failed.add((m, fw, name, with_mod))
-                        else:
-                            times[(m, fw, name, with_mod)].append(t)
-            print(f"round {r + 1}/{args.runs} done", file=sys.stderr)
+        trials = [
+            bl.Trial((m, fw, name, with_mod), img, fw, m, marker)
+            for m in machines
+            for (name, fw), (plain, loaded, marker) in pairs.items()
+            for with_mod, img in ((False, plain), (True, loaded))
+        ]
+        boots = bl.run_rounds(trials, args.runs, timeout=300)
+        times = {key: [b.measured for b in bs] for key, bs in boots.items()}
         print(f"\nload time of a {MODULE_BYTES >> 20} MiB module (median of {args.runs} runs; "
-              "load = median with module - median without; UEFI: times from OVMF's "
-              "StartImage)")  # fmt: skip
+              f"load = median with module - median without; {bl.CLOCK_NOTE})")  # fmt: skip
         print(f"{'machine':8} {'firmware':8} {'subject':9} {'without s':>9} {'with s':>8} "
               f"{'load s':>7} {'MiB/s':>7} {'x raw':>6} {'x grub':>6}")  # fmt: skip
         for m in machines:
             for fw in firmwares:
                 loads: dict[str, float] = {}
                 for name in ("raw-read", "hvboot", "grub"):
-                    a, b = times[(m, fw, name, False)], times[(m, fw, name, True)]
+                    a, b = times.get((m, fw, name, False)), times.get((m, fw, name, True))
                     if a and b:
                         loads[name] = bl.median(b) - bl.median(a)
                 for name in ("raw-read", "hvboot", "grub"):
-                    a, b = times[(m, fw, name, False)], times[(m, fw, name, True)]
-                    if (m, fw, name, False) in failed or (m, fw, name, True) in failed:
+                    a, b = times.get((m, fw, name, False)), times.get((m, fw, name, True))
+                    if a is None or b is None:
+                        continue  # not a subject here
+                    if len(a) < args.runs or len(b) < args.runs:
                         print(f"{m:8} {fw:8} {name:9} FAILED ({len(a)}/{len(b)} runs reached "
                               "the marker)")  # fmt: skip
                     if name not in loads:
