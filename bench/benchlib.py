@@ -32,6 +32,7 @@ from hvboot.loader import artifacts
 from hvboot.loader.pe import elf_to_pe
 from hvboot.vm import qemu
 from hvboot.vm.firmware import find_ovmf
+from hvboot.vm.machine import Machine
 
 REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-kernel"
 GRUB_PC = Path("/usr/lib/grub/i386-pc")
@@ -324,7 +325,7 @@ def time_to_marker(
     """Seconds from QEMU's start (or from when `since` appeared on serial) to `marker` on
     serial; None if either never came."""
     spec = qemu.QemuSpec(
-        image=image, firmware=firmware, machine=machine, memory="512M", snapshot=True
+        image=image, machine=Machine(firmware=firmware, type=machine, memory="512M"), snapshot=True
     )
     with tempfile.TemporaryDirectory(prefix="hvboot-bench-q-") as tmp:
         vars_copy = None
