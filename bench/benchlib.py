@@ -33,6 +33,7 @@ from hvboot.loader import artifacts
 from hvboot.loader.pe import elf_to_pe
 from hvboot.vm import qemu
 from hvboot.vm.firmware import find_ovmf
+from hvboot.vm.machine import Machine
 
 REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-kernel"
 GRUB_PC = Path("/usr/lib/grub/i386-pc")
@@ -339,7 +340,7 @@ def time_boot(
     """Boot `image` and time `marker` on serial (under UEFI, the StartImage line too, and the
     marker only after it); None if either never came within `timeout` seconds."""
     spec = qemu.QemuSpec(
-        image=image, firmware=firmware, machine=machine, memory="512M", snapshot=True
+        image=image, machine=Machine(firmware=firmware, type=machine, memory="512M"), snapshot=True
     )
     uefi = firmware == "uefi"
     with tempfile.TemporaryDirectory(prefix="hvboot-bench-q-") as tmp:

@@ -12,6 +12,8 @@ echo "test: mypy --strict"
 .venv/bin/mypy --strict src/hvboot
 echo "test: generated protocol files"
 .venv/bin/hvboot gen-protocol --check
+echo "test: generated settings reference"
+.venv/bin/hvboot gen-docs --check
 echo "test: cargo test (loader core, kernel API)"
 cargo test --quiet -p hvboot-loader-core -p hvboot-api
 echo "test: pytest"

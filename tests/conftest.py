@@ -12,6 +12,7 @@ from hvboot.config.build import BuildConfig, ModuleSpec
 from hvboot.image.build import BuildResult, build_image
 from hvboot.loader import artifacts
 from hvboot.vm import qemu
+from hvboot.vm.machine import Machine
 
 REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-kernel"
 # Boot tests run under every firmware the loader supports: OVMF (UEFI) and SeaBIOS (BIOS).
@@ -39,9 +40,8 @@ def report_kernel(built: None) -> Path:
 def boot(
     image: Path, firmware: str, *, memory: str = "512M", cpus: int = 1, cpu: str = "max"
 ) -> qemu.RunResult:
-    spec = qemu.QemuSpec(
-        image=image, firmware=firmware, memory=memory, cpus=cpus, cpu=cpu, snapshot=True
-    )
+    machine = Machine(firmware=firmware, memory=memory, cpus=cpus, cpu=cpu)
+    spec = qemu.QemuSpec(image=image, machine=machine, snapshot=True)
     return qemu.run(spec, timeout=BOOT_TIMEOUT)
 
 

@@ -18,6 +18,7 @@ from hvboot.image.disk import DiskLayout
 from hvboot.loader import artifacts
 from hvboot.loader import bios_stages as bios
 from hvboot.vm import qemu
+from hvboot.vm.machine import Machine
 
 ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 SECTOR = 512
@@ -96,7 +97,9 @@ def _esp(image: BuildResult) -> str:
 
 
 def _bios_error(image: BuildResult, blkdebug: Path | None = None) -> str:
-    spec = qemu.QemuSpec(image=image.output, firmware="bios", snapshot=True, blkdebug=blkdebug)
+    spec = qemu.QemuSpec(
+        image=image.output, machine=Machine(firmware="bios"), snapshot=True, blkdebug=blkdebug
+    )
     result = qemu.run(spec, timeout=BOOT_TIMEOUT)
     assert not result.ok
     assert result.loader_error is not None, f"no loader error on serial:\n{result.serial[-3000:]}"

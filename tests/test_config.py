@@ -15,10 +15,10 @@ from hvboot.config.build import (
     BuildConfig,
     ModuleSpec,
     check_unique_names,
-    load_config,
     module_arg,
     parse_size,
 )
+from hvboot.config.settings import load_config
 from hvboot.errors import HvbootError
 
 
@@ -209,7 +209,7 @@ def test_unknown_top_level_key(project: Path) -> None:
     err = config_error(path)
     assert err.where == f"{path}: kernel_path"
     assert err.what.startswith(
-        "unknown key (known keys: kernel, cmdline, output, image_size, modules)"
+        "unknown key (known keys: kernel, cmdline, output, image_size, modules, machine)"
     )
     assert "did you mean 'kernel'?" in err.what
 

@@ -21,6 +21,7 @@ from hvboot.config.build import BuildConfig
 from hvboot.image.build import build_image
 from hvboot.loader import artifacts
 from hvboot.vm import qemu
+from hvboot.vm.machine import Machine
 
 pytestmark = pytest.mark.boot
 
@@ -48,7 +49,8 @@ def hypervisor_image(built: None, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def _boot(image: Path, firmware: str, cpu: str, cpus: int = 1) -> list[str]:
-    spec = qemu.QemuSpec(image=image, firmware=firmware, cpu=cpu, cpus=cpus, snapshot=True)
+    machine = Machine(firmware=firmware, cpu=cpu, cpus=cpus)
+    spec = qemu.QemuSpec(image=image, machine=machine, snapshot=True)
     result = qemu.run(spec, timeout=BOOT_TIMEOUT)
     detail = f"{result.outcome}\n--- serial ---\n{result.serial[-6000:]}\n{result.stderr[-2000:]}"
     assert result.ok, detail

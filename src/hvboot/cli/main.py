@@ -1,4 +1,4 @@
-"""The `hvboot` command line: build, run, test, debug, inspect, new, demo, doctor, gen-protocol.
+"""The `hvboot` command line: build, run, test, debug, inspect, new, demo, doctor, gen-*.
 
 Exit statuses of `hvboot run` and `hvboot test` (docs/getting-started.md, "Exit statuses"):
 
@@ -17,21 +17,25 @@ Every other command exits 0 on success, 2 on bad input and 1 on other failures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hvboot import __version__
 from hvboot.cli import doctor
-from hvboot.config.build import BuildConfig, check_cmdline, load_config, module_arg, parse_size
+from hvboot.config import settings
+from hvboot.config.build import BuildConfig
 from hvboot.errors import HvbootError
 from hvboot.image.build import BuildResult, build_image
 from hvboot.kernel.elf import ELF_MAGIC
 from hvboot.loader import artifacts
 from hvboot.vm import qemu
+from hvboot.vm.machine import Machine
 
 # Exit statuses of `hvboot run` / `hvboot test` (see the module docstring).
 EXIT_OK = 0
@@ -48,31 +52,21 @@ def _say(text: str) -> None:
     print(f"hvboot: {text}", file=sys.stderr, flush=True)
 
 
-def _add_build_inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cmdline", default=None, help="the kernel command line")
+def _add_target(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument(
-        "--module",
-        action="append",
-        default=[],
-        metavar="PATH[:CMDLINE]",
-        help="a module to load (repeatable); its name is the file name",
+        "target",
+        nargs="?",
+        type=Path,
+        help="a disk image or a kernel ELF (default: the config file's kernel)",
     )
-
-
-def _add_machine(p: argparse.ArgumentParser, default_timeout: float | None) -> None:
-    p.add_argument("--firmware", choices=("uefi", "bios"), default="uefi")
-    p.add_argument("--memory", default="512M", help="guest RAM, as QEMU's -m (default 512M)")
-    p.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
-    p.add_argument("--machine", default="q35", help="QEMU machine type (default q35)")
-    p.add_argument("--cpu", default="max", help="QEMU CPU model (default max: SVM + NPT)")
     p.add_argument(
-        "--timeout",
-        type=float,
-        default=default_timeout,
-        help=f"seconds before giving up (default {default_timeout or 'none'})",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings from this hvboot.toml; flags override them (default: the hvboot.toml "
+        "of the Cargo crate around the current directory, docs/config.md)",
     )
-    p.add_argument("--serial-log", type=Path, help="also write the serial output to this file")
-    p.add_argument("qemu_args", nargs="*", help="extra QEMU arguments, after --")
+    settings.add_flags(p, verb)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,24 +78,21 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="write a bootable disk image for a kernel")
     b.add_argument("kernel", nargs="?", type=Path, help="the kernel ELF")
-    b.add_argument("-o", "--output", type=Path, help="the image to write")
-    b.add_argument("--config", type=Path, help="read kernel, cmdline and modules from a TOML file")
-    b.add_argument("--image-size", help="total image size, e.g. 64M (default: just enough)")
-    _add_build_inputs(b)
+    b.add_argument(
+        "--config", type=Path, help="settings from a TOML file (docs/config.md); flags override"
+    )
+    settings.add_flags(b, "build")
 
-    for name, timeout, text in (
-        ("run", None, "boot an image or kernel in QEMU, serial on the terminal"),
-        ("test", 120.0, "boot headless; exit 0 only if the kernel reports success"),
+    for name, text in (
+        ("run", "boot an image or kernel in QEMU, serial on the terminal"),
+        ("test", "boot headless; exit 0 only if the kernel reports success"),
     ):
-        r = sub.add_parser(name, help=text)
-        r.add_argument("target", type=Path, help="a disk image or a kernel ELF")
-        _add_build_inputs(r)
-        _add_machine(r, timeout)
+        _add_target(sub.add_parser(name, help=text), name)
 
     dbg = sub.add_parser(
         "debug", help="boot stopped at reset with GDB attached (kernel or loader symbols)"
     )
-    dbg.add_argument("target", type=Path, help="a disk image or a kernel ELF")
+    _add_target(dbg, "debug")
     dbg.add_argument(
         "--break",
         dest="breaks",
@@ -124,8 +115,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="run GDB on FILE in batch mode; exit with its status",
     )
-    _add_build_inputs(dbg)
-    _add_machine(dbg, None)
 
     ins = sub.add_parser(
         "inspect", help="show a kernel's load plan and problems, or a disk image's contents"
@@ -140,56 +129,30 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     d = sub.add_parser("demo", help="build the sample hypervisor and boot it (BIOS, then UEFI)")
-    d.add_argument(
-        "--firmware",
-        choices=("uefi", "bios"),
-        action="append",
-        help="boot under this firmware only (repeatable; default: bios and uefi)",
-    )
-    d.add_argument("--timeout", type=float, default=180.0)
+    settings.add_flags(d, "demo")
 
     sub.add_parser("doctor", help="what is installed, what is missing and how to get it")
 
     g = sub.add_parser("gen-protocol", help="regenerate the protocol's Rust, C and doc files")
     g.add_argument("--check", action="store_true", help="only check that they are up to date")
+
+    gd = sub.add_parser("gen-docs", help="regenerate the settings reference in docs/config.md")
+    gd.add_argument("--check", action="store_true", help="only check that it is up to date")
     return ap
 
 
-def _cli_config(args: argparse.Namespace, kernel: Path) -> BuildConfig:
-    cmdline = check_cmdline(args.cmdline or "", "--cmdline")
-    modules = tuple(module_arg(m) for m in args.module)
-    names = [m.name for m in modules]
-    for name in names:
-        if names.count(name) > 1:
-            raise HvbootError("--module", f"two modules are named {name!r}; names must differ")
-    size = getattr(args, "image_size", None)
-    return BuildConfig(
-        kernel=kernel.absolute(),
-        cmdline=cmdline,
-        modules=modules,
-        output=None,
-        image_size=parse_size(size, "--image-size", multiple_of=512) if size else None,
-    )
-
-
 def cmd_build(args: argparse.Namespace) -> int:
-    if args.config:
-        if args.kernel or args.cmdline is not None or args.module:
-            raise HvbootError("--config", "give the kernel, --cmdline and --module in the file")
-        cfg = load_config(args.config)
-        if args.image_size:
-            size = parse_size(args.image_size, "--image-size", multiple_of=512)
-            cfg = BuildConfig(cfg.kernel, cfg.cmdline, cfg.modules, cfg.output, size)
-        output = args.output or cfg.output
-        if output is None:
+    s = settings.resolve("build", args, args.config)
+    if s.kernel is None:
+        if args.config:
+            settings.require_kernel({}, args.config)
+        raise HvbootError("hvboot build", "give a kernel ELF, or --config FILE")
+    output = s.output
+    if output is None:
+        if args.config:
             raise HvbootError(args.config, "output: no output image given (set it or use -o)")
-    else:
-        if args.kernel is None:
-            raise HvbootError("hvboot build", "give a kernel ELF, or --config FILE")
-        cfg = _cli_config(args, args.kernel)
-        output = args.output
-        if output is None:
-            raise HvbootError("hvboot build", "give the image to write with -o IMAGE")
+        raise HvbootError("hvboot build", "give the image to write with -o IMAGE")
+    cfg = s.build_config()
     result = build_image(cfg, output)
     _say(
         f"wrote {output} ({result.layout.total_sectors * 512 // (1 << 20)} MiB, "
@@ -208,10 +171,10 @@ def _is_elf(path: Path) -> bool:
         raise HvbootError(path, f"cannot read it: {e.strerror}") from None
 
 
-def _build_with_progress(args: argparse.Namespace, kernel: Path, image: Path) -> BuildResult:
-    _say(f"building a disk image for {kernel} ...")
+def _build_with_progress(cfg: BuildConfig, image: Path) -> BuildResult:
+    _say(f"building a disk image for {cfg.kernel} ...")
     start = time.monotonic()
-    result = build_image(_cli_config(args, kernel), image)
+    result = build_image(cfg, image)
     size = result.layout.total_sectors * 512 // (1 << 20)
     _say(
         f"built {image.name}: {size} MiB, {result.layout.fat_type} ESP, kernel entry "
@@ -220,40 +183,65 @@ def _build_with_progress(args: argparse.Namespace, kernel: Path, image: Path) ->
     return result
 
 
-def _boot(args: argparse.Namespace, *, interactive: bool) -> qemu.RunResult:
+def _settings(verb: str, args: argparse.Namespace) -> settings.Settings:
+    """The settings of run/test/debug: --config FILE, else the crate's hvboot.toml, and flags."""
+    config = args.config
+    if config is None:
+        config = settings.discover()
+        if config is not None:
+            _say(f"settings from {config} (the crate's {settings.CONFIG_NAME}; flags override)")
+    return settings.resolve(verb, args, config)
+
+
+@dataclass(frozen=True)
+class _Target:
+    given: Path  # what the user named (or the config's kernel)
+    image: Path  # the disk image to boot
+    kernel: Path | None  # the kernel ELF the image was built from, when hvboot built it
+    machine: Machine
+
+
+def _prepare(verb: str, args: argparse.Namespace, tmp: Path) -> _Target:
+    """Settle the settings, and build a disk image when the target is a kernel ELF."""
+    s = _settings(verb, args)
+    target = args.target or s.kernel
+    if target is None:
+        raise HvbootError(
+            f"hvboot {verb}", "give a disk image or a kernel ELF (or `kernel` in the config file)"
+        )
+    if _is_elf(target):
+        image = tmp / "disk.img"
+        _build_with_progress(s.build_config(target), image)
+        return _Target(target, image, target, s.machine)
+    if args.cmdline is not None or args.modules:
+        raise HvbootError(target, "--cmdline and --module need a kernel ELF, not an image")
+    return _Target(target, target, None, s.machine)
+
+
+def _boot(target: Path, image: Path, machine: Machine, *, interactive: bool) -> qemu.RunResult:
+    spec = qemu.QemuSpec(image=image, machine=machine, snapshot=not interactive)
+    timeout = f", timeout {machine.timeout:g} s" if machine.timeout else ""
+    _say(f"booting {target} under {machine.firmware.upper()} (QEMU, TCG{timeout})")
+    if machine.serial_log:
+        _say(f"serial output also goes to {machine.serial_log}")
+
+    def echo(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    return qemu.run(
+        spec,
+        timeout=machine.timeout,
+        echo=echo,
+        serial_log=machine.serial_log,
+        interactive=interactive,
+    )
+
+
+def _boot_target(verb: str, args: argparse.Namespace) -> tuple[Machine, qemu.RunResult]:
     with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
-        image = args.target
-        if _is_elf(args.target):
-            image = Path(tmp) / "disk.img"
-            _build_with_progress(args, args.target, image)
-        elif args.cmdline is not None or args.module:
-            raise HvbootError(args.target, "--cmdline and --module need a kernel ELF, not an image")
-        spec = qemu.QemuSpec(
-            image=image,
-            firmware=args.firmware,
-            memory=args.memory,
-            cpus=args.cpus,
-            machine=args.machine,
-            cpu=args.cpu,
-            extra=args.qemu_args,
-            snapshot=not interactive,
-        )
-        timeout = f", timeout {args.timeout:g} s" if args.timeout else ""
-        _say(f"booting {args.target} under {args.firmware.upper()} (QEMU, TCG{timeout})")
-        if args.serial_log:
-            _say(f"serial output also goes to {args.serial_log}")
-
-        def echo(text: str) -> None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-
-        return qemu.run(
-            spec,
-            timeout=args.timeout,
-            echo=echo,
-            serial_log=args.serial_log,
-            interactive=interactive,
-        )
+        t = _prepare(verb, args, Path(tmp))
+        return t.machine, _boot(t.given, t.image, t.machine, interactive=verb == "run")
 
 
 def exit_status(result: qemu.RunResult) -> int:
@@ -277,60 +265,52 @@ def exit_status(result: qemu.RunResult) -> int:
     return EXIT_QEMU_FAILED
 
 
-def _outcome(args: argparse.Namespace, result: qemu.RunResult) -> str:
+def _outcome(machine: Machine, result: qemu.RunResult) -> str:
     text = result.outcome
-    if result.timed_out:
-        text += f" (--timeout {args.timeout:g}; give a larger one if the kernel is just slow)"
+    if result.timed_out and machine.timeout is not None:
+        text += f" (--timeout {machine.timeout:g}; give a larger one if the kernel is just slow)"
     return f"{text} ({result.elapsed:.1f} s, exit status {exit_status(result)})"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    result = _boot(args, interactive=True)
-    _say(_outcome(args, result))
+    machine, result = _boot_target("run", args)
+    _say(_outcome(machine, result))
+    return exit_status(result)
+
+
+def _verdict(machine: Machine, result: qemu.RunResult) -> int:
+    _say(("PASS: " if result.ok else "FAIL: ") + _outcome(machine, result))
     return exit_status(result)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    result = _boot(args, interactive=False)
-    _say(("PASS: " if result.ok else "FAIL: ") + _outcome(args, result))
-    return exit_status(result)
+    return _verdict(*_boot_target("test", args))
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
     from hvboot.vm import debug
 
     with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
-        kernel: Path | None = None
-        image = args.target
-        if _is_elf(args.target):
-            kernel = args.target
-            image = Path(tmp) / "disk.img"
-            _build_with_progress(args, args.target, image)
-        elif args.cmdline is not None or args.module:
-            raise HvbootError(args.target, "--cmdline and --module need a kernel ELF, not an image")
+        t = _prepare("debug", args, Path(tmp))
         if args.batch is not None and not args.batch.is_file():
             raise HvbootError(args.batch, "--batch: no such GDB script")
+        machine = t.machine
+        if args.batch and not machine.timeout:
+            # A batch session must end: a breakpoint that is never hit would wait forever.
+            machine = dataclasses.replace(machine, timeout=BATCH_TIMEOUT)
         req = debug.DebugRequest(
-            image=image,
-            kernel=kernel,
-            firmware=args.firmware,
+            image=t.image,
+            kernel=t.kernel,
+            machine=machine,
             breaks=args.breaks,
             loader=args.loader,
             no_gdb=args.no_gdb,
             batch=args.batch,
-            memory=args.memory,
-            cpus=args.cpus,
-            machine=args.machine,
-            cpu=args.cpu,
-            extra=args.qemu_args,
-            serial_log=args.serial_log,
-            # A batch session must end: a breakpoint that is never hit would wait forever.
-            timeout=args.timeout if args.timeout or not args.batch else BATCH_TIMEOUT,
             say=_say,
         )
         result = debug.run(req)
     if result.timed_out:
-        _say(f"debug session timed out after {req.timeout:g} s (--timeout); QEMU stopped")
+        _say(f"debug session timed out after {req.machine.timeout:g} s (--timeout); QEMU stopped")
         return EXIT_TIMEOUT
     return result.status
 
@@ -353,23 +333,16 @@ def cmd_new(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"building the sample hypervisor ({artifacts.HYPERVISOR_CRATE})")
     artifacts.cargo_build(artifacts.HYPERVISOR_CRATE)
+    s = settings.resolve("demo", args, None)
+    cfg = dataclasses.replace(s.build_config(artifacts.HYPERVISOR_ELF), cmdline="demo=1")
     status = 0
-    for firmware in args.firmware or ["bios", "uefi"]:
-        ns = argparse.Namespace(
-            target=artifacts.HYPERVISOR_ELF,
-            cmdline="demo=1",
-            module=[],
-            image_size=None,
-            firmware=firmware,
-            memory="512M",
-            cpus=1,
-            machine="q35",
-            cpu="max",
-            timeout=args.timeout,
-            serial_log=None,
-            qemu_args=[],
-        )
-        status = status or cmd_test(ns)
+    with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
+        image = Path(tmp) / "disk.img"
+        _build_with_progress(cfg, image)
+        for firmware in args.firmwares or ["bios", "uefi"]:
+            machine = dataclasses.replace(s.machine, firmware=firmware)
+            result = _boot(cfg.kernel, image, machine, interactive=False)
+            status = status or _verdict(machine, result)
     return status
 
 
@@ -391,6 +364,20 @@ def cmd_gen_protocol(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gen_docs(args: argparse.Namespace) -> int:
+    path = artifacts.REPO / settings.DOC_PATH
+    text = path.read_text()
+    fresh = settings.render_doc(text)
+    if args.check:
+        if fresh != text:
+            raise HvbootError(path, "the settings section is stale: run `hvboot gen-docs`")
+        _say(f"the settings reference in {settings.DOC_PATH} is up to date")
+    elif fresh != text:
+        path.write_text(fresh)
+        _say(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {
     "build": cmd_build,
     "run": cmd_run,
@@ -401,6 +388,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "doctor": lambda _args: doctor.main(),
     "gen-protocol": cmd_gen_protocol,
+    "gen-docs": cmd_gen_docs,
 }
 
 

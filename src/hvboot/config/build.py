@@ -1,4 +1,7 @@
-"""The build configuration file read by ``hvboot build --config hvboot.toml``.
+"""The build configuration (kernel, command line, modules, image) and the checks of its values.
+
+The file itself, hvboot.toml, is read by src/hvboot/config/settings.py (`read_file`,
+`load_config`), whose settings table declares every key; the checks it uses live here.
 
 Schema (every key other than those listed is an error)::
 
@@ -40,7 +43,6 @@ from __future__ import annotations
 import datetime
 import difflib
 import json
-import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -49,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 from hvboot.errors import HvbootError
-from hvboot.units import SECTOR_SIZE
 
 __all__ = [
     "MAX_CMDLINE_BYTES",
@@ -59,7 +60,6 @@ __all__ = [
     "check_cmdline",
     "check_module_name",
     "check_unique_names",
-    "load_config",
     "module_arg",
     "parse_size",
 ]
@@ -67,7 +67,6 @@ __all__ = [
 MAX_CMDLINE_BYTES = 4096
 MAX_MODULE_NAME_BYTES = 64
 
-TOP_LEVEL_KEYS = ("kernel", "cmdline", "output", "image_size", "modules")
 MODULE_KEYS = ("path", "name", "cmdline")
 
 
@@ -333,53 +332,6 @@ def _module(entry: object, index: int, file: str, base: Path) -> tuple[str, Modu
     cmdline_where = f"{prefix}.cmdline"
     cmdline = check_cmdline(_expect_str(entry.get("cmdline", ""), cmdline_where), cmdline_where)
     return name_where, ModuleSpec(path=path, name=name, cmdline=cmdline)
-
-
-def load_config(path: str | os.PathLike[str]) -> BuildConfig:
-    """Read and check the build configuration TOML file at `path`."""
-    cfg_path = Path(path)
-    file = str(cfg_path)
-    doc = _read_toml(cfg_path)
-    base = cfg_path.parent.absolute()
-    _check_keys(doc, TOP_LEVEL_KEYS, f"{file}: ")
-
-    if "kernel" not in doc:
-        raise HvbootError(
-            f"{file}: kernel",
-            'missing required key (the kernel ELF file, e.g. kernel = "build/kernel.elf")',
-        )
-    kernel_where = f"{file}: kernel"
-    kernel = _resolve(_expect_str(doc["kernel"], kernel_where), base, kernel_where)
-    _check_file(kernel, kernel_where, f" (relative paths are resolved against {base})")
-
-    cmdline_where = f"{file}: cmdline"
-    cmdline = check_cmdline(_expect_str(doc.get("cmdline", ""), cmdline_where), cmdline_where)
-
-    output: Path | None = None
-    if "output" in doc:
-        output_where = f"{file}: output"
-        output = _resolve(_expect_str(doc["output"], output_where), base, output_where)
-
-    image_size: int | None = None
-    if "image_size" in doc:
-        image_size = parse_size(doc["image_size"], f"{file}: image_size", multiple_of=SECTOR_SIZE)
-
-    raw_modules = doc.get("modules", [])
-    if not isinstance(raw_modules, list):
-        raise HvbootError(
-            f"{file}: modules",
-            f"expected an array of tables ([[modules]]), got {_describe(raw_modules)}",
-        )
-    named = [_module(entry, i, file, base) for i, entry in enumerate(raw_modules)]
-    check_unique_names(named)
-    modules = tuple(spec for _, spec in named)
-    return BuildConfig(
-        kernel=kernel,
-        cmdline=cmdline,
-        modules=modules,
-        output=output,
-        image_size=image_size,
-    )
 
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from hvboot.loader.config_file import KERNEL_PATH
 from hvboot.units import SECTOR_SIZE
 from hvboot.vm import gdb, qemu
 from hvboot.vm.firmware import find_ovmf
+from hvboot.vm.machine import Machine
 
 LOADER_ENTRY = "efi_main"
 #: Stage 1 (the MBR code, where the BIOS jumps) and stage 2's first instruction.
@@ -44,18 +45,11 @@ BIOS_LOADER_BREAKS = ("0x7c00", "stage2_start")
 class DebugRequest:
     image: Path  # a disk image (already built)
     kernel: Path | None  # the kernel ELF whose symbols to load (None: read it from the image)
-    firmware: str = "uefi"
+    machine: Machine = field(default_factory=Machine)
     breaks: Sequence[str] = ()
     loader: bool = False
     no_gdb: bool = False
     batch: Path | None = None
-    memory: str = "512M"
-    cpus: int = 1
-    machine: str = "q35"
-    cpu: str = "max"
-    extra: Sequence[str] = ()
-    serial_log: Path | None = None
-    timeout: float | None = None
     say: Callable[[str], None] = field(default=lambda text: None)
 
 
@@ -141,7 +135,7 @@ def _ignore_sigint() -> Iterator[None]:
 
 def _script(req: DebugRequest, kernel: Path | None, port: int, tmp: Path) -> tuple[str, str]:
     """(the GDB script, what it breaks at) for the kernel or the loader."""
-    if req.loader and req.firmware == "bios":
+    if req.loader and req.machine.firmware == "bios":
         elf = _bios_loader_elf()
         breaks = list(req.breaks) or list(BIOS_LOADER_BREAKS)
         check_breaks(elf, [b for b in breaks if b != "0x7c00"])
@@ -181,12 +175,7 @@ def _bios_loader_elf() -> Path:
 def _spec(req: DebugRequest, port: int | None) -> qemu.QemuSpec:
     return qemu.QemuSpec(
         image=req.image,
-        firmware=req.firmware,
-        memory=req.memory,
-        cpus=req.cpus,
         machine=req.machine,
-        cpu=req.cpu,
-        extra=req.extra,
         gdb_port=port,
         stopped=port is not None,
         snapshot=True,
@@ -254,7 +243,7 @@ class _Qemu:
 def run(req: DebugRequest) -> DebugResult:
     with tempfile.TemporaryDirectory(prefix="hvboot-debug-") as tmpdir:
         tmp = Path(tmpdir)
-        check_firmware(req.image, req.firmware)
+        check_firmware(req.image, req.machine.firmware)
         kernel = req.kernel
         if kernel is None and not req.loader:
             kernel = kernel_from_image(req.image, tmp / "kernel.elf")
@@ -263,19 +252,19 @@ def run(req: DebugRequest) -> DebugResult:
         script = tmp / "attach.gdb"
         script.write_text(script_text)
         vars_copy = None
-        if req.firmware == "uefi":
+        if req.machine.firmware == "uefi":
             vars_copy = tmp / "OVMF_VARS.fd"
             vars_copy.write_bytes(find_ovmf().vars_template.read_bytes())
         cmd = qemu.command(_spec(req, port), vars_copy)
-        machine = _Qemu(cmd, req.serial_log)
+        vm = _Qemu(cmd, req.machine.serial_log)
         try:
-            machine.wait_listening(port)
+            vm.wait_listening(port)
             req.say(
-                f"QEMU is stopped at reset under {req.firmware.upper()}, GDB stub on "
+                f"QEMU is stopped at reset under {req.machine.firmware.upper()}, GDB stub on "
                 f"127.0.0.1:{port}; breakpoint(s): {where}"
             )
             if req.no_gdb:
-                return _wait_without_gdb(req, machine, script, port)
+                return _wait_without_gdb(req, vm, script, port)
             gdb_cmd = [gdb.gdb_binary(), "-q", "-x", str(script)]
             if req.batch is not None:
                 gdb_cmd = [
@@ -292,24 +281,24 @@ def run(req: DebugRequest) -> DebugResult:
             with _ignore_sigint():
                 proc = subprocess.Popen(gdb_cmd)
                 try:
-                    status = proc.wait(timeout=req.timeout)
+                    status = proc.wait(timeout=req.machine.timeout)
                     timed_out = False
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
                     status, timed_out = 124, True
         finally:
-            machine.quiet = True
-            qemu_status = machine.stop()
+            vm.quiet = True
+            qemu_status = vm.stop()
         return DebugResult(
             status=status,
             timed_out=timed_out,
             qemu_status=qemu_status,
-            qemu_stderr=machine.stderr.decode("utf-8", "replace"),
+            qemu_stderr=vm.stderr.decode("utf-8", "replace"),
         )
 
 
-def _wait_without_gdb(req: DebugRequest, machine: _Qemu, script: Path, port: int) -> DebugResult:
+def _wait_without_gdb(req: DebugRequest, vm: _Qemu, script: Path, port: int) -> DebugResult:
     inline = [gdb.gdb_binary(), "-q"]
     for line in script.read_text().splitlines():
         inline += ["-ex", line]
@@ -319,7 +308,7 @@ def _wait_without_gdb(req: DebugRequest, machine: _Qemu, script: Path, port: int
         flush=True,
     )
     try:
-        status = machine.proc.wait(timeout=req.timeout)
+        status = vm.proc.wait(timeout=req.machine.timeout)
         return DebugResult(status=0, qemu_status=status)
     except subprocess.TimeoutExpired:
         return DebugResult(status=124, timed_out=True)

@@ -135,7 +135,7 @@ def elf_delta(loader_elf: bytes) -> int:
 
 def probe_loader_base(spec: qemu.QemuSpec, timeout: float = 120.0) -> int:
     """Boot `spec` once until the loader names its image base on COM1, and return that base."""
-    if spec.firmware != "uefi":
+    if spec.machine.firmware != "uefi":
         raise HvbootError("--firmware", "the loader's image base is a UEFI notion")
     probe = dataclasses.replace(spec, snapshot=True, stopped=False, gdb_port=None)
     result = qemu.run(probe, timeout=timeout, until=IMAGE_BASE_LINE)

@@ -16,12 +16,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvboot.errors import HvbootError
 from hvboot.vm.firmware import find_ovmf
+from hvboot.vm.machine import Machine
 
 DEBUG_EXIT_PORT = 0xF4
 EXIT_SUCCESS = 0x10
@@ -37,12 +38,7 @@ LOADER_ERROR = "hvboot: error: "
 @dataclass
 class QemuSpec:
     image: Path
-    firmware: str = "uefi"
-    memory: str = "512M"
-    cpus: int = 1
-    machine: str = "q35"
-    cpu: str = "max"
-    extra: Sequence[str] = ()
+    machine: Machine = field(default_factory=Machine)
     gdb_port: int | None = None
     stopped: bool = False
     display: bool = False
@@ -77,20 +73,21 @@ def qemu_binary() -> str:
 
 def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
     """The full QEMU command line for `spec` (TCG; KVM is not used, see docs/testing.md)."""
-    if spec.firmware not in ("uefi", "bios"):
-        raise HvbootError("--firmware", f"{spec.firmware!r}: expected 'uefi' or 'bios'")
+    m = spec.machine
+    if m.firmware not in ("uefi", "bios"):
+        raise HvbootError("--firmware", f"{m.firmware!r}: expected 'uefi' or 'bios'")
     if not spec.image.is_file():
         raise HvbootError(spec.image, "no such disk image")
     cmd = [
         qemu_binary(),
         "-machine",
-        f"{spec.machine},accel=tcg",
+        f"{m.type},accel=tcg",
         "-cpu",
-        spec.cpu,
+        m.cpu,
         "-m",
-        spec.memory,
+        m.memory,
         "-smp",
-        str(spec.cpus),
+        str(m.cpus),
         "-serial",
         "stdio",
         "-monitor",
@@ -103,7 +100,7 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
     ]
     if not spec.display:
         cmd += ["-display", "none"]
-    if spec.firmware == "uefi":
+    if m.firmware == "uefi":
         ovmf = find_ovmf()
         assert vars_copy is not None
         cmd += [
@@ -124,7 +121,7 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
         cmd += ["-gdb", f"tcp:127.0.0.1:{spec.gdb_port}"]
     if spec.stopped:
         cmd += ["-S"]
-    cmd += list(spec.extra)
+    cmd += list(m.qemu_args)
     return cmd
 
 
@@ -159,7 +156,7 @@ def run(
     (with `until`) a serial line matching that pattern, whereupon QEMU is stopped."""
     with tempfile.TemporaryDirectory(prefix="hvboot-qemu-") as tmp:
         vars_copy = None
-        if spec.firmware == "uefi":
+        if spec.machine.firmware == "uefi":
             vars_copy = Path(tmp) / "OVMF_VARS.fd"
             shutil.copyfile(find_ovmf().vars_template, vars_copy)
         cmd = command(spec, vars_copy)
