@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from hvboot.config import settings
+
 FAILING_TEST = """\
 #![no_std]
 #![no_main]
@@ -85,6 +87,11 @@ def test_files(crate: Path) -> None:
     assert "hvboot-api = { path = " in manifest and "harness = false" in manifest
     main = (crate / "src/main.rs").read_text()
     assert "use hvboot_api::{entry_point" in main and "entry_point!(kernel_main);" in main
+    # The crate's hvboot.toml is what the cargo runner discovers: a valid [machine] table with
+    # the table's defaults (the timeout only commented: `run` has none).
+    values = settings.read_file(crate / "hvboot.toml")
+    assert values == {"firmware": "uefi", "memory": "512M", "cpus": 1, "type": "q35", "cpu": "max"}
+    assert "# timeout = 120" in (crate / "hvboot.toml").read_text()
 
 
 def test_refuses_existing_directory_and_bad_names(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from hvboot.config.settings import CONFIG_NAME, machine_toml
 from hvboot.errors import HvbootError
 from hvboot.loader import artifacts
 
@@ -162,6 +163,14 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 
 GITIGNORE = "/target\n"
 
+# The crate's hvboot.toml: `hvboot run`/`hvboot test` (the cargo runner) find it from the crate's
+# directory and take the machine from it (docs/config.md, "Which file is used").
+HVBOOT_TOML = """\
+# How `cargo run` and `cargo test` boot this kernel: hvboot run/test read this file from the
+# crate (docs/config.md). A flag given to hvboot overrides a value here.
+
+"""
+
 
 def hvboot_command() -> str:
     """The absolute path of this installation's `hvboot` script (for the cargo runner)."""
@@ -188,6 +197,7 @@ def files(name: str, hvboot: str | None = None) -> dict[str, str]:
         "src/main.rs": MAIN_RS.replace("{name}", name),
         "tests/basic_boot.rs": TEST_RS,
         ".gitignore": GITIGNORE,
+        CONFIG_NAME: HVBOOT_TOML + machine_toml("test"),
     }
 
 

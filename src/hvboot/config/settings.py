@@ -376,6 +376,31 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def machine_toml(verb: str = "test") -> str:
+    """A `[machine]` table with every machine setting that has a default for `verb`, each
+    under its help line: what `hvboot new` puts in a crate, so that `cargo run`/`cargo test`
+    pick the machine from the crate (docs/config.md) and the user sees what can be set."""
+    lines = [f"[{MACHINE_TABLE}]"]
+    for s in _TABLES[MACHINE_TABLE]:
+        value = s.default_for(verb)
+        if value is None or value == ():
+            continue
+        first_sentence = s.help.split(". ")[0].rstrip(".") + "."
+        line = f"{s.key} = {_toml_value(value)}"
+        # A default that differs between verbs (the timeout: `test` has one, `run` none) would
+        # change the other verbs if written down: shown, commented out.
+        lines += [f"# {first_sentence}", f"# {line}" if s.verb_defaults else line]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------
 # The CLI
 
