@@ -1,5 +1,5 @@
 //! hvboot's BIOS loader: the Rust half of stage 2 (asm/stage2.asm calls `bios_main` in long
-//! mode) and the BIOS platform layer under the shared boot flow (`hvboot_loader_core::boot`).
+//! mode) and the BIOS platform layer under the shared boot flow (`hvboot_loader_core::flow`).
 //!
 //! Disk reads (INT 13h extensions), the memory map (E820) and the framebuffer (VBE) come from the
 //! BIOS through the real-mode call thunk; the loader finds the ESP in the GPT and reads the FAT
@@ -22,13 +22,15 @@ mod vbe;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
 
 use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
-use hvboot_loader_core::boot::{self as flow, FirmwareTables, Placement, Platform};
 use hvboot_loader_core::fat::{self, Volume};
+use hvboot_loader_core::flow::{
+    self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError,
+};
 use hvboot_loader_core::heap::BumpHeap;
-use hvboot_loader_core::{biostables, memmap};
+use hvboot_loader_core::protocols::hvboot::Hvboot;
+use hvboot_loader_core::{biostables, handoff, memmap};
 
 const HEAP_SIZE: u64 = 4 << 20;
 
@@ -48,9 +50,11 @@ struct Bios {
 /// Called by stage 2 in long mode with the boot drive (DL at boot).
 #[no_mangle]
 pub extern "sysv64" fn bios_main(drive: u32) -> ! {
-    let tsc_start = flow::rdtsc();
+    // SAFETY: stage 2 calls bios_main in 64-bit mode at CPL 0 (docs/bios.md).
+    let cpu = unsafe { Machine::new() };
+    let tsc_start = cpu.rdtsc();
     console::init();
-    say!(
+    log::info!(
         "{} {} (BIOS) starting, boot drive {drive:#04x}",
         hvboot_loader_core::LOADER_NAME,
         hvboot_loader_core::LOADER_VERSION
@@ -72,8 +76,10 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
         Ok(p) => p,
         Err(e) => console::fail(format_args!("{e}")),
     };
-    match flow::boot(&mut platform, tsc_start) {
-        Ok(never) => match never {},
+    match flow::run(&mut platform, &cpu, &mut Hvboot::default(), tsc_start) {
+        // SAFETY: the flow's tables map the hand-off code, the stack, the GDT and TSS (direct
+        // map) and the kernel.
+        Ok(plan) => unsafe { handoff::jump(&plan) },
         Err(e) => console::fail(format_args!("{e}")),
     }
 }
@@ -82,7 +88,7 @@ fn open_volume(drive: u8, memory: mem::Memory) -> Result<Bios, String> {
     let mut d = disk::Disk::new(drive);
     let esp = fat::find_esp(&mut d)?;
     let volume = Volume::mount(d, esp).map_err(|e| format!("EFI system partition: {e}"))?;
-    say!("ESP at LBA {esp} ({:?})", volume.fat_type);
+    log::info!("ESP at LBA {esp} ({:?})", volume.fat_type);
     Ok(Bios { volume, memory })
 }
 
@@ -92,7 +98,7 @@ impl Bios {
         let fb = vbe::set_mode(want);
         if let Some(fb) = &fb {
             console::graphics_mode_set();
-            say!(
+            log::info!(
                 "framebuffer {}x{}x32 at {:#x}",
                 fb.width,
                 fb.height,
@@ -106,15 +112,22 @@ impl Bios {
 impl Platform for Bios {
     const FIRMWARE: FirmwareKind = FirmwareKind::BIOS;
 
-    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
         self.memory.allocate(kind, bytes, at)
     }
 
-    fn read_file(&mut self, path: &str, kind: u32, limit: u64) -> Result<(u64, u64), String> {
+    fn read_file(
+        &mut self,
+        path: &str,
+        kind: u32,
+        limit: u64,
+    ) -> Result<(u64, u64), PlatformError> {
         let memory = &mut self.memory;
-        self.volume.read_file_to_pages(path, limit, |bytes| {
-            memory.allocate_untouched(kind, bytes, Placement::Anywhere)
-        })
+        self.volume
+            .read_file_to_pages(path, limit, |bytes| {
+                memory.allocate_untouched(kind, bytes, Placement::Anywhere)
+            })
+            .map_err(PlatformError::File)
     }
 
     fn tables(&mut self) -> FirmwareTables {
@@ -148,7 +161,7 @@ impl Platform for Bios {
         self.set_video_mode(Some((width, height)))
     }
 
-    fn memory_extent(&mut self) -> Result<(u64, usize), String> {
+    fn memory_extent(&mut self) -> Result<(u64, usize), PlatformError> {
         let top = self
             .memory
             .e820()
@@ -165,15 +178,16 @@ impl Platform for Bios {
         self.memory.final_map(regions);
     }
 
-    fn print(&mut self, args: fmt::Arguments<'_>) {
-        console::serial(args);
-    }
-
-    fn allocate_untouched(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+    fn allocate_untouched(
+        &mut self,
+        kind: u32,
+        bytes: u64,
+        at: Placement,
+    ) -> Result<u64, PlatformError> {
         self.memory.allocate_untouched(kind, bytes, at)
     }
 
-    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, String> {
+    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, PlatformError> {
         self.memory.allocate_low_page(kind)
     }
 

@@ -7,7 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use hvboot_api::{FirmwareMemoryEntry, MemoryKind};
-use hvboot_loader_core::boot::Placement;
+use hvboot_loader_core::flow::{Placement, PlatformError};
 use hvboot_loader_core::memmap::Region;
 use hvboot_loader_core::{align_down, align_up, PAGE_SIZE};
 
@@ -166,9 +166,10 @@ impl Memory {
     }
 
     /// Allocates zeroed pages; returns their physical (= identity-mapped) address.
-    pub fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+    pub fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
         let start = self.allocate_untouched(kind, bytes, at)?;
-        let size = align_up(bytes.max(1), PAGE_SIZE).ok_or("size overflows")?;
+        let size = align_up(bytes.max(1), PAGE_SIZE)
+            .ok_or(PlatformError::Unsupported("size overflows"))?;
         // SAFETY: the range is usable RAM, identity-mapped, and now ours.
         unsafe { core::ptr::write_bytes(start as *mut u8, 0, size as usize) };
         Ok(start)
@@ -176,9 +177,9 @@ impl Memory {
 
     /// The highest free page below the EBDA and above the loader's low area (docs/bios.md),
     /// inside E820 usable memory: the AP trampoline page. Zeroed.
-    pub fn allocate_low_page(&mut self, kind: u32) -> Result<u64, String> {
+    pub fn allocate_low_page(&mut self, kind: u32) -> Result<u64, PlatformError> {
         if self.na == MAX_ALLOCS {
-            return Err(format!("more than {MAX_ALLOCS} allocations"));
+            return Err(PlatformError::TooManyAllocations(MAX_ALLOCS));
         }
         let top = ebda_start();
         let page = (LOADER_END / PAGE_SIZE..top / PAGE_SIZE)
@@ -192,8 +193,9 @@ impl Memory {
                     .iter()
                     .all(|a| p + PAGE_SIZE <= a.base || a.end() <= p)
             })
-            .ok_or_else(|| {
-                format!("no usable page between {LOADER_END:#x} and the EBDA at {top:#x}")
+            .ok_or(PlatformError::NoLowPage {
+                from: LOADER_END,
+                to: top,
             })?;
         self.allocs[self.na] = Region {
             base: page,
@@ -212,18 +214,20 @@ impl Memory {
         kind: u32,
         bytes: u64,
         at: Placement,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, PlatformError> {
         if self.na == MAX_ALLOCS {
-            return Err(format!("more than {MAX_ALLOCS} allocations"));
+            return Err(PlatformError::TooManyAllocations(MAX_ALLOCS));
         }
-        let size = align_up(bytes.max(1), PAGE_SIZE).ok_or("size overflows")?;
+        let size = align_up(bytes.max(1), PAGE_SIZE)
+            .ok_or(PlatformError::Unsupported("size overflows"))?;
         let start = match at {
             Placement::At(p) => {
                 if p % PAGE_SIZE != 0 || !self.free(p, size) {
-                    return Err(format!(
-                        "{p:#x}..{:#x} is not free usable memory between 1 MiB and 4 GiB",
-                        p + size
-                    ));
+                    return Err(PlatformError::NotFree {
+                        start: p,
+                        end: p + size,
+                        allowed: "between 1 MiB and 4 GiB",
+                    });
                 }
                 p
             }
@@ -245,7 +249,7 @@ impl Memory {
                     .map(|e| align_down(e - size, align))
                     .filter(|&s| self.free(s, size))
                     .max()
-                    .ok_or_else(|| format!("no free block of {size:#x} bytes below {limit:#x}"))?
+                    .ok_or(PlatformError::NoFreeBlock { size, limit })?
             }
         };
         self.allocs[self.na] = Region {
