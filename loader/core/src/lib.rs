@@ -34,6 +34,8 @@ pub mod memmap;
 pub mod paging;
 pub mod protocols;
 pub mod request;
+#[cfg(test)]
+pub mod testing;
 
 /// The loader's name, as reported to the kernel and on the console.
 pub const LOADER_NAME: &str = "hvboot";

@@ -11,7 +11,8 @@
 //!    the information written -> a [`Handoff`] plan.
 //!
 //! The flow returns the plan instead of jumping; the platform's main calls `handoff::jump`.
-//! Everything it touches goes through [`Platform`] (firmware, physical memory) and [`Cpu`], so that a host test can run it whole.
+//! Everything it touches goes through [`Platform`] (firmware, physical memory) and [`Cpu`], so a
+//! host test runs it whole (`flow/tests.rs`).
 
 pub mod address_space;
 mod cpu;
@@ -21,6 +22,11 @@ pub mod hand_off;
 pub mod inputs;
 pub mod place;
 mod platform;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
 
 use alloc::vec::Vec;
 
