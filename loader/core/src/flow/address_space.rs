@@ -142,10 +142,7 @@ fn pool<P: Platform>(
     let at = Placement::Below(0xFFFF_FFFF);
     let pool = p
         .allocate(MemoryKind::PAGE_TABLES.0, pages * PAGE, at)
-        .map_err(|why| Error::NoMemory {
-            what: format!("{pages} page-table pages"),
-            why,
-        })?;
+        .map_err(Error::no_memory(format!("{pages} page-table pages")))?;
     placed
         .extents
         .push(extent(ExtentKind::GDT, 0, pool, 0, PAGE));
@@ -203,10 +200,7 @@ fn map_stack<P: Platform>(
 ) -> Result<u64, Error> {
     let phys = p
         .allocate(MemoryKind::KERNEL_STACK.0, stack_size, Placement::Anywhere)
-        .map_err(|why| Error::NoMemory {
-            what: "the kernel stack".into(),
-            why,
-        })?;
+        .map_err(Error::no_memory("the kernel stack"))?;
     let bottom = STACK_REGION_BASE + PAGE;
     tables
         .map_4k_range(bottom, phys, stack_size, true, false)

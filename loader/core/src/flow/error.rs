@@ -159,6 +159,14 @@ pub enum Error {
     BootInfo(String),
 }
 
+impl Error {
+    /// For `map_err` on an allocation of the loader's own: `no memory for <what>: <why>`.
+    pub fn no_memory(what: impl Into<String>) -> impl FnOnce(PlatformError) -> Self {
+        let what = what.into();
+        move |why| Self::NoMemory { what, why }
+    }
+}
+
 impl From<PlatformError> for Error {
     fn from(e: PlatformError) -> Self {
         Self::Platform(e)

@@ -24,10 +24,7 @@ pub fn hand_off<P: Platform, H: Protocol>(
     let size = protocol.prepare(&boot);
     let info_phys = p
         .allocate(MemoryKind::BOOT_INFO.0, size, Placement::Anywhere)
-        .map_err(|why| Error::NoMemory {
-            what: "the boot information".into(),
-            why,
-        })?;
+        .map_err(Error::no_memory("the boot information"))?;
     let size = size.next_multiple_of(PAGE);
     let e = extent(ExtentKind::BOOT_INFO, 0, info_phys, 0, size);
     boot.placed.extents.push(e);
