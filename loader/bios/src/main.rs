@@ -44,7 +44,15 @@ static HEAP: BumpHeap = BumpHeap::empty();
 
 struct Bios {
     volume: Volume<disk::Disk>,
-    memory: mem::Memory,
+}
+
+/// More heap while the BIOS is ours: another arena of at least `min` bytes (4 MiB at least)
+/// from the allocator. The heap stops growing at `exit_firmware`.
+fn grow_heap(min: usize) -> Option<(usize, usize)> {
+    let size = (min as u64).next_multiple_of(4096).max(HEAP_SIZE);
+    let kind = MemoryKind::LOADER_RECLAIMABLE.0;
+    let base = mem::MEMORY.try_with(|m| m.allocate_untouched(kind, size, Placement::Anywhere))?;
+    Some((base.ok()? as usize, size as usize))
 }
 
 /// Called by stage 2 in long mode with the boot drive (DL at boot).
@@ -59,20 +67,17 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
         hvboot_loader_core::LOADER_NAME,
         hvboot_loader_core::LOADER_VERSION
     );
-    let mut memory = match mem::Memory::from_e820() {
-        Ok(m) => m,
+    match mem::Memory::from_e820() {
+        Ok(m) => mem::MEMORY.install(m),
         Err(e) => console::fail(format_args!("{e}")),
     };
-    match memory.allocate(
-        MemoryKind::LOADER_RECLAIMABLE.0,
-        HEAP_SIZE,
-        Placement::Anywhere,
-    ) {
-        // SAFETY: the arena is ours for the loader's whole life.
-        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize) },
+    let kind = MemoryKind::LOADER_RECLAIMABLE.0;
+    match mem::MEMORY.with(|m| m.allocate(kind, HEAP_SIZE, Placement::Anywhere)) {
+        // SAFETY: the arena, and every one grow_heap adds, is ours for the loader's whole life.
+        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize, Some(grow_heap)) },
         Err(e) => console::fail(format_args!("cannot allocate the loader heap: {e}")),
     }
-    let mut platform = match open_volume(drive as u8, memory) {
+    let mut platform = match open_volume(drive as u8) {
         Ok(p) => p,
         Err(e) => console::fail(format_args!("{e}")),
     };
@@ -84,12 +89,12 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
     }
 }
 
-fn open_volume(drive: u8, memory: mem::Memory) -> Result<Bios, String> {
+fn open_volume(drive: u8) -> Result<Bios, String> {
     let mut d = disk::Disk::new(drive);
     let esp = fat::find_esp(&mut d)?;
     let volume = Volume::mount(d, esp).map_err(|e| format!("EFI system partition: {e}"))?;
     log::info!("ESP at LBA {esp} ({:?})", volume.fat_type);
-    Ok(Bios { volume, memory })
+    Ok(Bios { volume })
 }
 
 impl Bios {
@@ -113,7 +118,7 @@ impl Platform for Bios {
     const FIRMWARE: FirmwareKind = FirmwareKind::BIOS;
 
     fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
-        self.memory.allocate(kind, bytes, at)
+        mem::MEMORY.with(|m| m.allocate(kind, bytes, at))
     }
 
     fn read_file(
@@ -122,10 +127,9 @@ impl Platform for Bios {
         kind: u32,
         limit: u64,
     ) -> Result<(u64, u64), PlatformError> {
-        let memory = &mut self.memory;
         self.volume
             .read_file_to_pages(path, limit, |bytes| {
-                memory.allocate_untouched(kind, bytes, Placement::Anywhere)
+                mem::MEMORY.with(|m| m.allocate_untouched(kind, bytes, Placement::Anywhere))
             })
             .map_err(PlatformError::File)
     }
@@ -162,20 +166,18 @@ impl Platform for Bios {
     }
 
     fn memory_extent(&mut self) -> Result<(u64, usize), PlatformError> {
-        let top = self
-            .memory
-            .e820()
-            .iter()
-            .map(|r| r.end())
-            .max()
-            .unwrap_or(0);
-        // The final map: E820, the allocations still to come, the low-memory areas.
-        Ok((top, self.memory.e820().len() + 96 + 8))
+        mem::MEMORY.with(|m| {
+            let top = m.e820().iter().map(|r| r.end()).max().unwrap_or(0);
+            // The final map: E820, the allocations so far and the few still to come (page
+            // tables, stack, boot information, heap arenas), the low-memory areas.
+            Ok((top, m.e820().len() + m.allocations().len() + 32 + 8))
+        })
     }
 
     fn exit_firmware(&mut self, regions: &mut Vec<memmap::Region>) {
+        HEAP.stop_growing();
         console::bios_gone();
-        self.memory.final_map(regions);
+        mem::MEMORY.with(|m| m.final_map(regions));
     }
 
     fn allocate_untouched(
@@ -184,17 +186,19 @@ impl Platform for Bios {
         bytes: u64,
         at: Placement,
     ) -> Result<u64, PlatformError> {
-        self.memory.allocate_untouched(kind, bytes, at)
+        mem::MEMORY.with(|m| m.allocate_untouched(kind, bytes, at))
     }
 
     fn allocate_low_page(&mut self, kind: u32) -> Result<u64, PlatformError> {
-        self.memory.allocate_low_page(kind)
+        mem::MEMORY.with(|m| m.allocate_low_page(kind))
     }
 
     fn firmware_map(&mut self, out: &mut Vec<FirmwareMemoryEntry>) {
         let room = out.capacity() - out.len();
-        let raw = self.memory.raw_e820();
-        out.extend_from_slice(&raw[..raw.len().min(room)]);
+        mem::MEMORY.with(|m| {
+            let raw = m.raw_e820();
+            out.extend_from_slice(&raw[..raw.len().min(room)]);
+        });
     }
 }
 

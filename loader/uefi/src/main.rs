@@ -48,8 +48,8 @@ fn main() -> Status {
     let tsc_start = cpu.rdtsc();
     console::init();
     match memory::allocate(MemoryKind::LOADER_RECLAIMABLE.0, HEAP_SIZE, None) {
-        // SAFETY: the arena is ours for the loader's whole life.
-        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize) },
+        // SAFETY: the arena, and every one grow_heap adds, is ours for the loader's whole life.
+        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize, Some(grow_heap)) },
         Err(e) => console::fail(format_args!("cannot allocate the loader heap: {e}")),
     }
     // The image base lets `hvboot debug --loader` place the loader's symbols (docs/debugging.md).
@@ -69,6 +69,14 @@ fn main() -> Status {
         Ok(plan) => unsafe { handoff::jump(&plan) },
         Err(e) => console::fail(format_args!("{e}")),
     }
+}
+
+/// More heap while boot services last: another arena of at least `min` bytes (4 MiB at least).
+/// The heap stops growing before ExitBootServices.
+fn grow_heap(min: usize) -> Option<(usize, usize)> {
+    let size = (min as u64).next_multiple_of(PAGE).max(HEAP_SIZE);
+    let base = memory::allocate_untouched(MemoryKind::LOADER_RECLAIMABLE.0, size).ok()?;
+    Some((base as usize, size as usize))
 }
 
 /// Where the firmware loaded this application (EFI_LOADED_IMAGE_PROTOCOL.ImageBase), 0 if unknown.
@@ -192,6 +200,7 @@ impl Platform for Uefi {
     }
 
     fn exit_firmware(&mut self, regions: &mut Vec<memmap::Region>) {
+        HEAP.stop_growing();
         console::boot_services_ending();
         // SAFETY: nothing of the firmware's boot services is used after this point.
         let final_map = unsafe { boot::exit_boot_services(None) };

@@ -36,8 +36,6 @@ pub enum PlatformError {
         /// Where the search stopped (the EBDA).
         to: u64,
     },
-    /// The platform's table of allocations is full.
-    TooManyAllocations(usize),
     /// The platform cannot do this at all.
     Unsupported(&'static str),
     /// A file could not be read; the text names the file (`<path>: <why>`).
@@ -67,7 +65,6 @@ impl fmt::Display for PlatformError {
                     "no usable page between {from:#x} and the EBDA at {to:#x}"
                 )
             }
-            Self::TooManyAllocations(n) => write!(f, "more than {n} allocations"),
             Self::Unsupported(what) => f.write_str(what),
         }
     }
