@@ -24,7 +24,7 @@ const GIB: u64 = 1 << 30;
 pub const RAM_END: u64 = 320 * MIB;
 /// Where the fake's default framebuffer lives (not backed: the flow never writes it).
 pub const FB_PHYS: u64 = 0xFD00_0000;
-/// The fake's tables: an RSDP address whose bytes (zeros) hold no RSDP, so no CPU list.
+/// The fake's RSDP address: zeros (no RSDP, so no CPU list) unless `with_madt` writes tables.
 pub const RSDP: u64 = 0xE_0000;
 const ALIGN: usize = 2 << 20;
 
@@ -101,6 +101,42 @@ impl FakePlatform {
         );
         // SAFETY: inside the arena.
         unsafe { core::slice::from_raw_parts(self.arena.add(phys as usize), len as usize) }
+    }
+
+    /// ACPI 1.0 tables for `cpus` processors (APIC IDs 0..cpus, all enabled): the RSDP at
+    /// [`RSDP`], an RSDT and a MADT behind it (ACPI 6.5 §5.2.5, §5.2.7, §5.2.12).
+    pub fn with_madt(&mut self, cpus: u8) -> &mut Self {
+        let (rsdt_at, madt_at) = (RSDP + 0x100, RSDP + 0x200);
+        let sdt = |sig: &[u8; 4], body: &[u8]| {
+            let mut t = std::vec![0u8; 36];
+            t[..4].copy_from_slice(sig);
+            t[4..8].copy_from_slice(&(36 + body.len() as u32).to_le_bytes());
+            t[8] = 1;
+            t.extend_from_slice(body);
+            t[9] = checksum(&t);
+            t
+        };
+        let mut madt = Vec::new();
+        madt.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
+        madt.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT
+        for id in 0..cpus {
+            madt.extend_from_slice(&[0, 8, id, id, 1, 0, 0, 0]); // Processor Local APIC, enabled
+        }
+        let mut rsdp = std::vec![0u8; 20];
+        rsdp[..8].copy_from_slice(b"RSD PTR ");
+        rsdp[16..20].copy_from_slice(&(rsdt_at as u32).to_le_bytes());
+        rsdp[8] = checksum(&rsdp);
+        let tables = [
+            (RSDP, rsdp),
+            (rsdt_at, sdt(b"RSDT", &(madt_at as u32).to_le_bytes())),
+            (madt_at, sdt(b"APIC", &madt)),
+        ];
+        for (at, bytes) in tables {
+            // SAFETY: inside the arena, in a reserved range the flow never allocates.
+            let dest = unsafe { super::phys_slice(self, at, bytes.len() as u64) };
+            dest.copy_from_slice(&bytes);
+        }
+        self
     }
 
     fn usable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -187,6 +223,11 @@ impl FakePlatform {
             masks,
         )
     }
+}
+
+/// The byte that makes `bytes` sum to zero (with the checksum byte itself zero).
+fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b)))
 }
 
 impl Drop for FakePlatform {

@@ -7,8 +7,8 @@ use std::string::{String, ToString};
 use std::vec::Vec;
 
 use hvboot_api::{
-    BootInfo, ExtentKind, FirmwareKind, KernelRequest, MemoryKind, RequestFlags, TscStage,
-    DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
+    BootInfo, CpuFlags, ExtentKind, FirmwareKind, KernelRequest, MemoryKind, RequestFlags,
+    TscStage, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
 };
 
 use hvboot_api::request::REQUEST_SECTION;
@@ -648,4 +648,27 @@ fn a_final_map_beyond_the_room_made_for_it_is_refused() {
         e,
         format!("the firmware's memory map has {n} entries, room was made for 167")
     );
+}
+
+/// tests/test_hypervisor.py's CPU list for -smp 4: the MADT's processors, the BSP marked.
+#[test]
+fn cpu_list_from_the_madt() {
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_madt(4);
+    let h = boot(&mut p).unwrap();
+    let b = info(&p, &h);
+    let cpus: Vec<(u32, u32, u32)> = b
+        .cpus()
+        .iter()
+        .map(|c| (c.apic_id, c.acpi_uid, c.flags.0))
+        .collect();
+    let (enabled, bsp) = (CpuFlags::ENABLED.0, CpuFlags::BSP.0);
+    let want = std::vec![
+        (0, 0, enabled | bsp),
+        (1, 1, enabled),
+        (2, 2, enabled),
+        (3, 3, enabled)
+    ];
+    assert_eq!(cpus, want);
+    assert_eq!(b.local_apic_phys(), Some(0xFEE0_0000));
 }
