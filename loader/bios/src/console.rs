@@ -5,14 +5,19 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hvboot_api::serial::SerialPort;
+use hvboot_loader_core::flow::ConsoleLogger;
 
 use crate::thunk::{self, Regs};
 
 static TEXT_MODE: AtomicBool = AtomicBool::new(true);
 static BIOS_GONE: AtomicBool = AtomicBool::new(false);
 
+/// Progress lines (the `log` facade) go to COM1 only.
+static LOGGER: ConsoleLogger = ConsoleLogger { write: serial };
+
 pub fn init() {
     SerialPort::COM1.init();
+    LOGGER.install();
 }
 
 /// The display left text mode (a VBE graphics mode is set).
@@ -52,14 +57,7 @@ pub fn screen(args: fmt::Arguments<'_>) {
     }
 }
 
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {
-        $crate::console::serial(format_args!("hvboot: {}\r\n", format_args!($($arg)*)))
-    };
-}
-
-/// Print the reason on serial and screen, then halt for good (hvboot_loader_core::boot::fail).
+/// Print the reason on serial and screen, then halt for good (hvboot_loader_core::flow::fail).
 pub fn fail(args: fmt::Arguments<'_>) -> ! {
-    hvboot_loader_core::boot::fail(serial, screen, args)
+    hvboot_loader_core::flow::fail(serial, screen, args)
 }

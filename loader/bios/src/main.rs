@@ -1,5 +1,5 @@
 //! hvboot's BIOS loader: the Rust half of stage 2 (asm/stage2.asm calls `bios_main` in long
-//! mode) and the BIOS platform layer under the shared boot flow (`hvboot_loader_core::boot`).
+//! mode) and the BIOS platform layer under the shared boot flow (`hvboot_loader_core::flow`).
 //!
 //! Disk reads (INT 13h extensions), the memory map (E820) and the framebuffer (VBE) come from the
 //! BIOS through the real-mode call thunk; the loader finds the ESP in the GPT and reads the FAT
@@ -22,13 +22,15 @@ mod vbe;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
 
 use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
-use hvboot_loader_core::boot::{self as flow, FirmwareTables, Placement, Platform};
 use hvboot_loader_core::fat::{self, Volume};
+use hvboot_loader_core::flow::{
+    self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError,
+};
 use hvboot_loader_core::heap::BumpHeap;
-use hvboot_loader_core::{biostables, memmap};
+use hvboot_loader_core::protocols::hvboot::Hvboot;
+use hvboot_loader_core::{biostables, handoff, memmap};
 
 const HEAP_SIZE: u64 = 4 << 20;
 
@@ -42,48 +44,57 @@ static HEAP: BumpHeap = BumpHeap::empty();
 
 struct Bios {
     volume: Volume<disk::Disk>,
-    memory: mem::Memory,
+}
+
+/// More heap while the BIOS is ours: another arena of at least `min` bytes (4 MiB at least)
+/// from the allocator. The heap stops growing at `exit_firmware`.
+fn grow_heap(min: usize) -> Option<(usize, usize)> {
+    let size = (min as u64).next_multiple_of(4096).max(HEAP_SIZE);
+    let kind = MemoryKind::LOADER_RECLAIMABLE.0;
+    let base = mem::MEMORY.try_with(|m| m.allocate_untouched(kind, size, Placement::Anywhere))?;
+    Some((base.ok()? as usize, size as usize))
 }
 
 /// Called by stage 2 in long mode with the boot drive (DL at boot).
 #[no_mangle]
 pub extern "sysv64" fn bios_main(drive: u32) -> ! {
-    let tsc_start = flow::rdtsc();
+    // SAFETY: stage 2 calls bios_main in 64-bit mode at CPL 0 (docs/bios.md).
+    let cpu = unsafe { Machine::new() };
+    let tsc_start = cpu.rdtsc();
     console::init();
-    say!(
+    log::info!(
         "{} {} (BIOS) starting, boot drive {drive:#04x}",
         hvboot_loader_core::LOADER_NAME,
         hvboot_loader_core::LOADER_VERSION
     );
-    let mut memory = match mem::Memory::from_e820() {
-        Ok(m) => m,
+    match mem::Memory::from_e820() {
+        Ok(m) => mem::MEMORY.install(m),
         Err(e) => console::fail(format_args!("{e}")),
     };
-    match memory.allocate(
-        MemoryKind::LOADER_RECLAIMABLE.0,
-        HEAP_SIZE,
-        Placement::Anywhere,
-    ) {
-        // SAFETY: the arena is ours for the loader's whole life.
-        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize) },
+    let kind = MemoryKind::LOADER_RECLAIMABLE.0;
+    match mem::MEMORY.with(|m| m.allocate(kind, HEAP_SIZE, Placement::Anywhere)) {
+        // SAFETY: the arena, and every one grow_heap adds, is ours for the loader's whole life.
+        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize, Some(grow_heap)) },
         Err(e) => console::fail(format_args!("cannot allocate the loader heap: {e}")),
     }
-    let mut platform = match open_volume(drive as u8, memory) {
+    let mut platform = match open_volume(drive as u8) {
         Ok(p) => p,
         Err(e) => console::fail(format_args!("{e}")),
     };
-    match flow::boot(&mut platform, tsc_start) {
-        Ok(never) => match never {},
+    match flow::run(&mut platform, &cpu, &mut Hvboot::default(), tsc_start) {
+        // SAFETY: the flow's tables map the hand-off code, the stack, the GDT and TSS (direct
+        // map) and the kernel.
+        Ok(plan) => unsafe { handoff::jump(&plan) },
         Err(e) => console::fail(format_args!("{e}")),
     }
 }
 
-fn open_volume(drive: u8, memory: mem::Memory) -> Result<Bios, String> {
+fn open_volume(drive: u8) -> Result<Bios, String> {
     let mut d = disk::Disk::new(drive);
     let esp = fat::find_esp(&mut d)?;
     let volume = Volume::mount(d, esp).map_err(|e| format!("EFI system partition: {e}"))?;
-    say!("ESP at LBA {esp} ({:?})", volume.fat_type);
-    Ok(Bios { volume, memory })
+    log::info!("ESP at LBA {esp} ({:?})", volume.fat_type);
+    Ok(Bios { volume })
 }
 
 impl Bios {
@@ -92,7 +103,7 @@ impl Bios {
         let fb = vbe::set_mode(want);
         if let Some(fb) = &fb {
             console::graphics_mode_set();
-            say!(
+            log::info!(
                 "framebuffer {}x{}x32 at {:#x}",
                 fb.width,
                 fb.height,
@@ -106,15 +117,21 @@ impl Bios {
 impl Platform for Bios {
     const FIRMWARE: FirmwareKind = FirmwareKind::BIOS;
 
-    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
-        self.memory.allocate(kind, bytes, at)
+    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
+        mem::MEMORY.with(|m| m.allocate(kind, bytes, at))
     }
 
-    fn read_file(&mut self, path: &str, kind: u32, limit: u64) -> Result<(u64, u64), String> {
-        let memory = &mut self.memory;
-        self.volume.read_file_to_pages(path, limit, |bytes| {
-            memory.allocate_untouched(kind, bytes, Placement::Anywhere)
-        })
+    fn read_file(
+        &mut self,
+        path: &str,
+        kind: u32,
+        limit: u64,
+    ) -> Result<(u64, u64), PlatformError> {
+        self.volume
+            .read_file_to_pages(path, limit, |bytes| {
+                mem::MEMORY.with(|m| m.allocate_untouched(kind, bytes, Placement::Anywhere))
+            })
+            .map_err(PlatformError::File)
     }
 
     fn tables(&mut self) -> FirmwareTables {
@@ -148,39 +165,40 @@ impl Platform for Bios {
         self.set_video_mode(Some((width, height)))
     }
 
-    fn memory_extent(&mut self) -> Result<(u64, usize), String> {
-        let top = self
-            .memory
-            .e820()
-            .iter()
-            .map(|r| r.end())
-            .max()
-            .unwrap_or(0);
-        // The final map: E820, the allocations still to come, the low-memory areas.
-        Ok((top, self.memory.e820().len() + 96 + 8))
+    fn memory_extent(&mut self) -> Result<(u64, usize), PlatformError> {
+        mem::MEMORY.with(|m| {
+            let top = m.e820().iter().map(|r| r.end()).max().unwrap_or(0);
+            // The final map: E820, the allocations so far and the few still to come (page
+            // tables, stack, boot information, heap arenas), the low-memory areas.
+            Ok((top, m.e820().len() + m.allocations().len() + 32 + 8))
+        })
     }
 
     fn exit_firmware(&mut self, regions: &mut Vec<memmap::Region>) {
+        HEAP.stop_growing();
         console::bios_gone();
-        self.memory.final_map(regions);
+        mem::MEMORY.with(|m| m.final_map(regions));
     }
 
-    fn print(&mut self, args: fmt::Arguments<'_>) {
-        console::serial(args);
+    fn allocate_untouched(
+        &mut self,
+        kind: u32,
+        bytes: u64,
+        at: Placement,
+    ) -> Result<u64, PlatformError> {
+        mem::MEMORY.with(|m| m.allocate_untouched(kind, bytes, at))
     }
 
-    fn allocate_untouched(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
-        self.memory.allocate_untouched(kind, bytes, at)
-    }
-
-    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, String> {
-        self.memory.allocate_low_page(kind)
+    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, PlatformError> {
+        mem::MEMORY.with(|m| m.allocate_low_page(kind))
     }
 
     fn firmware_map(&mut self, out: &mut Vec<FirmwareMemoryEntry>) {
         let room = out.capacity() - out.len();
-        let raw = self.memory.raw_e820();
-        out.extend_from_slice(&raw[..raw.len().min(room)]);
+        mem::MEMORY.with(|m| {
+            let raw = m.raw_e820();
+            out.extend_from_slice(&raw[..raw.len().min(room)]);
+        });
     }
 }
 

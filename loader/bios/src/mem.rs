@@ -1,13 +1,19 @@
 //! The memory map from INT 15h E820 (ACPI 6.5 §15.1, "INT 15H, E820H - Query System Address
 //! Map") and the loader's page allocator over it: top-down, above 1 MiB and below 4 GiB (the
 //! range stage 2's tables identity-map), never over another allocation.
+//!
+//! The list of allocations grows with the work: it lives in pages the allocator takes for it
+//! (loader-reclaimable, listed like any other allocation) and moves to a run twice as large when
+//! full, so it never needs the heap, whose growth it serves (`main.rs`, `grow_heap`).
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use hvboot_api::{FirmwareMemoryEntry, MemoryKind};
-use hvboot_loader_core::boot::Placement;
+use hvboot_loader_core::flow::{Placement, PlatformError};
 use hvboot_loader_core::memmap::Region;
 use hvboot_loader_core::{align_down, align_up, PAGE_SIZE};
 
@@ -15,7 +21,8 @@ use crate::lowmem::{self, E820_BUF, LOADER_END, LOADER_START};
 use crate::thunk::{self, Regs};
 
 const MAX_E820: usize = 128;
-const MAX_ALLOCS: usize = 96;
+/// Entries of the first run of the list of allocations (one page).
+const FIRST_ALLOCS: usize = PAGE_SIZE as usize / core::mem::size_of::<Region>();
 const SMAP: u32 = 0x534D_4150;
 const MIB: u64 = 1 << 20;
 const LIMIT: u64 = 4 << 30;
@@ -25,13 +32,55 @@ const EMPTY: Region = Region {
     kind: 0,
 };
 
+/// The one allocator, shared by the platform and the heap's grow hook. A `try_with` inside
+/// another finds it busy instead of making a second `&mut`; it cannot happen in practice, since
+/// the allocator never allocates on the heap.
+pub struct Shared {
+    memory: UnsafeCell<Option<Memory>>,
+    busy: AtomicBool,
+}
+
+// SAFETY: the loader is single-threaded; `busy` keeps borrows exclusive.
+unsafe impl Sync for Shared {}
+
+pub static MEMORY: Shared = Shared {
+    memory: UnsafeCell::new(None),
+    busy: AtomicBool::new(false),
+};
+
+impl Shared {
+    pub fn install(&self, m: Memory) {
+        // SAFETY: called once, before any other use.
+        unsafe { *self.memory.get() = Some(m) };
+    }
+
+    /// Runs `f` on the allocator; None if it is not installed or already in use.
+    pub fn try_with<R>(&self, f: impl FnOnce(&mut Memory) -> R) -> Option<R> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        // SAFETY: `busy` makes this the only reference.
+        let r = unsafe { (*self.memory.get()).as_mut() }.map(f);
+        self.busy.store(false, Ordering::SeqCst);
+        r
+    }
+
+    /// Runs `f` on the allocator, which must be installed and not in use.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Memory) -> R) -> R {
+        self.try_with(f)
+            .expect("the BIOS allocator is missing or re-entered")
+    }
+}
+
 pub struct Memory {
     e820: [Region; MAX_E820],
     n: usize,
     /// Every entry as the BIOS gave it (for the kernel's raw firmware map).
     raw: [FirmwareMemoryEntry; MAX_E820],
     nraw: usize,
-    allocs: [Region; MAX_ALLOCS],
+    /// The list of allocations: `na` entries in a run of pages with room for `cap`.
+    allocs: *mut Region,
+    cap: usize,
     na: usize,
 }
 
@@ -53,7 +102,8 @@ impl Memory {
             n: 0,
             raw: [FirmwareMemoryEntry::default(); MAX_E820],
             nraw: 0,
-            allocs: [EMPTY; MAX_ALLOCS],
+            allocs: core::ptr::null_mut(),
+            cap: 0,
             na: 0,
         };
         let (seg, off) = thunk::seg_off(E820_BUF);
@@ -145,7 +195,42 @@ impl Memory {
     }
 
     pub fn allocations(&self) -> &[Region] {
-        &self.allocs[..self.na]
+        if self.na == 0 {
+            return &[];
+        }
+        // SAFETY: the run holds `na` initialised entries.
+        unsafe { core::slice::from_raw_parts(self.allocs, self.na) }
+    }
+
+    /// Room for one more allocation: a first run of one page, or a run twice as large with the
+    /// entries copied over (the old run stays listed, loader-reclaimable).
+    fn reserve_one(&mut self) -> Result<(), PlatformError> {
+        if self.na < self.cap {
+            return Ok(());
+        }
+        let cap = (self.cap * 2).max(FIRST_ALLOCS);
+        let bytes = (cap * core::mem::size_of::<Region>()) as u64;
+        let run = self.find(bytes, Placement::Anywhere)? as *mut Region;
+        if self.na > 0 {
+            // SAFETY: free usable memory, identity-mapped, now ours; the old run has `na` entries.
+            unsafe { core::ptr::copy_nonoverlapping(self.allocs, run, self.na) };
+        }
+        (self.allocs, self.cap) = (run, cap);
+        self.record(run as u64, bytes, MemoryKind::LOADER_RECLAIMABLE.0);
+        Ok(())
+    }
+
+    /// Lists an allocation; [`Memory::reserve_one`] made room.
+    fn record(&mut self, base: u64, bytes: u64, kind: u32) {
+        debug_assert!(self.na < self.cap);
+        let length = bytes.max(1).next_multiple_of(PAGE_SIZE);
+        // SAFETY: inside the run (na < cap).
+        unsafe {
+            self.allocs
+                .add(self.na)
+                .write(Region { base, length, kind })
+        };
+        self.na += 1;
     }
 
     fn usable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -166,9 +251,10 @@ impl Memory {
     }
 
     /// Allocates zeroed pages; returns their physical (= identity-mapped) address.
-    pub fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+    pub fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
         let start = self.allocate_untouched(kind, bytes, at)?;
-        let size = align_up(bytes.max(1), PAGE_SIZE).ok_or("size overflows")?;
+        let size = align_up(bytes.max(1), PAGE_SIZE)
+            .ok_or(PlatformError::Unsupported("size overflows"))?;
         // SAFETY: the range is usable RAM, identity-mapped, and now ours.
         unsafe { core::ptr::write_bytes(start as *mut u8, 0, size as usize) };
         Ok(start)
@@ -176,10 +262,8 @@ impl Memory {
 
     /// The highest free page below the EBDA and above the loader's low area (docs/bios.md),
     /// inside E820 usable memory: the AP trampoline page. Zeroed.
-    pub fn allocate_low_page(&mut self, kind: u32) -> Result<u64, String> {
-        if self.na == MAX_ALLOCS {
-            return Err(format!("more than {MAX_ALLOCS} allocations"));
-        }
+    pub fn allocate_low_page(&mut self, kind: u32) -> Result<u64, PlatformError> {
+        self.reserve_one()?;
         let top = ebda_start();
         let page = (LOADER_END / PAGE_SIZE..top / PAGE_SIZE)
             .rev()
@@ -192,15 +276,11 @@ impl Memory {
                     .iter()
                     .all(|a| p + PAGE_SIZE <= a.base || a.end() <= p)
             })
-            .ok_or_else(|| {
-                format!("no usable page between {LOADER_END:#x} and the EBDA at {top:#x}")
+            .ok_or(PlatformError::NoLowPage {
+                from: LOADER_END,
+                to: top,
             })?;
-        self.allocs[self.na] = Region {
-            base: page,
-            length: PAGE_SIZE,
-            kind,
-        };
-        self.na += 1;
+        self.record(page, PAGE_SIZE, kind);
         // SAFETY: usable low RAM nobody else uses, identity-mapped, now ours.
         unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE_SIZE as usize) };
         Ok(page)
@@ -212,18 +292,25 @@ impl Memory {
         kind: u32,
         bytes: u64,
         at: Placement,
-    ) -> Result<u64, String> {
-        if self.na == MAX_ALLOCS {
-            return Err(format!("more than {MAX_ALLOCS} allocations"));
-        }
-        let size = align_up(bytes.max(1), PAGE_SIZE).ok_or("size overflows")?;
+    ) -> Result<u64, PlatformError> {
+        self.reserve_one()?;
+        let start = self.find(bytes, at)?;
+        self.record(start, bytes, kind);
+        Ok(start)
+    }
+
+    /// Where `bytes` (rounded up to pages) can go at `at`, without taking it.
+    fn find(&self, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
+        let size = align_up(bytes.max(1), PAGE_SIZE)
+            .ok_or(PlatformError::Unsupported("size overflows"))?;
         let start = match at {
             Placement::At(p) => {
                 if p % PAGE_SIZE != 0 || !self.free(p, size) {
-                    return Err(format!(
-                        "{p:#x}..{:#x} is not free usable memory between 1 MiB and 4 GiB",
-                        p + size
-                    ));
+                    return Err(PlatformError::NotFree {
+                        start: p,
+                        end: p + size,
+                        allowed: "between 1 MiB and 4 GiB",
+                    });
                 }
                 p
             }
@@ -245,15 +332,9 @@ impl Memory {
                     .map(|e| align_down(e - size, align))
                     .filter(|&s| self.free(s, size))
                     .max()
-                    .ok_or_else(|| format!("no free block of {size:#x} bytes below {limit:#x}"))?
+                    .ok_or(PlatformError::NoFreeBlock { size, limit })?
             }
         };
-        self.allocs[self.na] = Region {
-            base: start,
-            length: size,
-            kind,
-        };
-        self.na += 1;
         Ok(start)
     }
 

@@ -5,7 +5,7 @@
 //! (the same rule as the UEFI platform's GOP choice).
 
 use hvboot_api::{Framebuffer, PixelFormat};
-use hvboot_loader_core::boot::framebuffer_32bpp;
+use hvboot_loader_core::flow::framebuffer_32bpp;
 
 use crate::lowmem::{self, VBE_INFO, VBE_MODE};
 use crate::thunk::{self, Regs};

@@ -450,11 +450,11 @@ impl<D: BlockDevice> Volume<D> {
     /// but the tail after the file's end, which is zeroed, so the pages are not zeroed twice.
     /// Refuses directories and files larger than `limit`. Returns (address, size in bytes).
     /// Both loaders read their files this way.
-    pub fn read_file_to_pages(
+    pub fn read_file_to_pages<E: core::fmt::Display>(
         &mut self,
         path: &str,
         limit: u64,
-        allocate: impl FnOnce(u64) -> Result<u64, String>,
+        allocate: impl FnOnce(u64) -> Result<u64, E>,
     ) -> Result<(u64, u64), String> {
         let entry = self.find(path)?;
         if entry.is_dir {

@@ -96,6 +96,7 @@ pub fn code_pages() -> (u64, u64) {
 }
 
 /// Everything the hand-off needs, already valid in the kernel's address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handoff {
     /// The kernel's PML4 (physical).
     pub cr3: u64,

@@ -10,7 +10,9 @@
 //! - [`biostables`]: the RSDP / SMBIOS scans of BIOS memory.
 //! - [`fat`]: a read-only FAT16/FAT32 reader and the GPT ESP lookup (BIOS path).
 //! - [`memmap`]: normalisation of the memory map handed to the kernel.
-//! - [`boot`]: the boot flow itself, over the small [`boot::Platform`] interface.
+//! - [`flow`]: the boot flow itself, in phases, over the [`flow::Platform`] and [`flow::Cpu`]
+//!   interfaces; it returns a hand-off plan.
+//! - [`protocols`]: the boot protocols' hand-offs (hvboot's own `BootInfo`).
 //! - [`handoff`]: the trampoline that switches to the kernel's tables and jumps.
 //! - [`heap`]: the loaders' bump heap.
 //! - [`request`]: the kernel's `.hvboot_request` section, found and checked.
@@ -21,16 +23,19 @@
 extern crate alloc;
 
 pub mod biostables;
-pub mod boot;
 pub mod config;
 pub mod elf;
 pub mod fat;
+pub mod flow;
 pub mod handoff;
 pub mod heap;
 pub mod hv;
 pub mod memmap;
 pub mod paging;
+pub mod protocols;
 pub mod request;
+#[cfg(test)]
+pub mod testing;
 
 /// The loader's name, as reported to the kernel and on the console.
 pub const LOADER_NAME: &str = "hvboot";

@@ -6,11 +6,16 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use hvboot_api::serial::SerialPort;
+use hvboot_loader_core::flow::ConsoleLogger;
 
 static BOOT_SERVICES: AtomicBool = AtomicBool::new(true);
 
+/// Progress lines (the `log` facade) go to COM1 only.
+static LOGGER: ConsoleLogger = ConsoleLogger { write: serial };
+
 pub fn init() {
     SerialPort::COM1.init();
+    LOGGER.install();
 }
 
 /// Called just before ExitBootServices: the firmware console is gone after it.
@@ -30,14 +35,7 @@ pub fn screen(args: fmt::Arguments<'_>) {
     }
 }
 
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {
-        $crate::console::serial(format_args!("hvboot: {}\r\n", format_args!($($arg)*)))
-    };
-}
-
-/// Print the reason on serial and screen, then halt for good (hvboot_loader_core::boot::fail).
+/// Print the reason on serial and screen, then halt for good (hvboot_loader_core::flow::fail).
 pub fn fail(args: fmt::Arguments<'_>) -> ! {
-    hvboot_loader_core::boot::fail(serial, screen, args)
+    hvboot_loader_core::flow::fail(serial, screen, args)
 }

@@ -2,7 +2,7 @@
 //! §4.6) and the framebuffer (Graphics Output Protocol, UEFI 2.10 §12.9).
 
 use hvboot_api::{Framebuffer, PixelFormat};
-use hvboot_loader_core::boot::{self as flow, FirmwareTables};
+use hvboot_loader_core::flow::{self, FirmwareTables};
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams};
 use uefi::proto::console::gop::{self, GraphicsOutput};
 use uefi::table::cfg::ConfigTableEntry;

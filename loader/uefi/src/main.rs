@@ -1,6 +1,6 @@
 //! hvboot's UEFI application (\EFI\BOOT\BOOTX64.EFI).
 //!
-//! The boot flow itself is shared with the BIOS loader (`hvboot_loader_core::boot`); this crate
+//! The boot flow itself is shared with the BIOS loader (`hvboot_loader_core::flow`); this crate
 //! is the UEFI platform layer under it: files through the core's FAT reader over Block I/O (the
 //! Simple File System protocol as a fallback, `files.rs`), pages from AllocatePages, GOP, the
 //! configuration tables, GetMemoryMap and ExitBootServices.
@@ -21,12 +21,14 @@ mod memory;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt;
 
 use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
-use hvboot_loader_core::boot::{self as flow, FirmwareTables, Placement, Platform};
+use hvboot_loader_core::flow::{
+    self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError,
+};
 use hvboot_loader_core::heap::BumpHeap;
-use hvboot_loader_core::memmap;
+use hvboot_loader_core::protocols::hvboot::Hvboot;
+use hvboot_loader_core::{handoff, memmap};
 use uefi::boot;
 use uefi::mem::memory_map::{MemoryMap, MemoryMapOwned};
 use uefi::prelude::*;
@@ -41,15 +43,17 @@ static HEAP: BumpHeap = BumpHeap::empty();
 
 #[entry]
 fn main() -> Status {
-    let tsc_start = flow::rdtsc();
+    // SAFETY: UEFI runs applications in ring 0 (UEFI 2.10 §2.3.4).
+    let cpu = unsafe { Machine::new() };
+    let tsc_start = cpu.rdtsc();
     console::init();
     match memory::allocate(MemoryKind::LOADER_RECLAIMABLE.0, HEAP_SIZE, None) {
-        // SAFETY: the arena is ours for the loader's whole life.
-        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize) },
+        // SAFETY: the arena, and every one grow_heap adds, is ours for the loader's whole life.
+        Ok(base) => unsafe { HEAP.init(base as usize, HEAP_SIZE as usize, Some(grow_heap)) },
         Err(e) => console::fail(format_args!("cannot allocate the loader heap: {e}")),
     }
     // The image base lets `hvboot debug --loader` place the loader's symbols (docs/debugging.md).
-    say!(
+    log::info!(
         "{} {} (UEFI) starting, image base {:#x}",
         hvboot_loader_core::LOADER_NAME,
         hvboot_loader_core::LOADER_VERSION,
@@ -59,10 +63,20 @@ fn main() -> Status {
         Ok(p) => p,
         Err(e) => console::fail(format_args!("{e}")),
     };
-    match flow::boot(&mut platform, tsc_start) {
-        Ok(never) => match never {},
+    match flow::run(&mut platform, &cpu, &mut Hvboot::default(), tsc_start) {
+        // SAFETY: the flow's tables map the hand-off code, the stack, the GDT and TSS (direct
+        // map) and the kernel.
+        Ok(plan) => unsafe { handoff::jump(&plan) },
         Err(e) => console::fail(format_args!("{e}")),
     }
+}
+
+/// More heap while boot services last: another arena of at least `min` bytes (4 MiB at least).
+/// The heap stops growing before ExitBootServices.
+fn grow_heap(min: usize) -> Option<(usize, usize)> {
+    let size = (min as u64).next_multiple_of(PAGE).max(HEAP_SIZE);
+    let base = memory::allocate_untouched(MemoryKind::LOADER_RECLAIMABLE.0, size).ok()?;
+    Some((base as usize, size as usize))
 }
 
 /// Where the firmware loaded this application (EFI_LOADED_IMAGE_PROTOCOL.ImageBase), 0 if unknown.
@@ -80,7 +94,7 @@ struct Uefi {
 impl Uefi {
     fn new() -> Result<Self, String> {
         let (volume, how) = files::Volume::boot_volume()?;
-        say!("{how}");
+        log::info!("{how}");
         Ok(Self {
             volume,
             final_map: None,
@@ -91,7 +105,7 @@ impl Uefi {
 impl Platform for Uefi {
     const FIRMWARE: FirmwareKind = FirmwareKind::UEFI;
 
-    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
         match at {
             Placement::Anywhere => memory::allocate(kind, bytes, None),
             Placement::Below(max) => memory::allocate(kind, bytes, Some(max)),
@@ -112,7 +126,12 @@ impl Platform for Uefi {
         }
     }
 
-    fn allocate_untouched(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, String> {
+    fn allocate_untouched(
+        &mut self,
+        kind: u32,
+        bytes: u64,
+        at: Placement,
+    ) -> Result<u64, PlatformError> {
         match at {
             Placement::At(phys) => memory::allocate_at_untouched(kind, phys, bytes),
             Placement::Anywhere => memory::allocate_aligned_below(kind, bytes, PAGE, None),
@@ -124,7 +143,7 @@ impl Platform for Uefi {
         }
     }
 
-    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, String> {
+    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, PlatformError> {
         memory::allocate_low_page(kind)
     }
 
@@ -149,8 +168,15 @@ impl Platform for Uefi {
         }
     }
 
-    fn read_file(&mut self, path: &str, kind: u32, limit: u64) -> Result<(u64, u64), String> {
-        self.volume.read_to_pages(path, kind, limit)
+    fn read_file(
+        &mut self,
+        path: &str,
+        kind: u32,
+        limit: u64,
+    ) -> Result<(u64, u64), PlatformError> {
+        self.volume
+            .read_to_pages(path, kind, limit)
+            .map_err(PlatformError::File)
     }
 
     fn tables(&mut self) -> FirmwareTables {
@@ -161,9 +187,10 @@ impl Platform for Uefi {
         firmware::framebuffer()
     }
 
-    fn memory_extent(&mut self) -> Result<(u64, usize), String> {
-        let map = boot::memory_map(boot::MemoryType::LOADER_DATA)
-            .map_err(|e| format!("cannot read the memory map: {:?}", e.status()))?;
+    fn memory_extent(&mut self) -> Result<(u64, usize), PlatformError> {
+        let map = boot::memory_map(boot::MemoryType::LOADER_DATA).map_err(|e| {
+            PlatformError::Other(format!("cannot read the memory map: {:?}", e.status()))
+        })?;
         let top = map
             .entries()
             .map(|d| d.phys_start + d.page_count * PAGE)
@@ -173,6 +200,7 @@ impl Platform for Uefi {
     }
 
     fn exit_firmware(&mut self, regions: &mut Vec<memmap::Region>) {
+        HEAP.stop_growing();
         console::boot_services_ending();
         // SAFETY: nothing of the firmware's boot services is used after this point.
         let final_map = unsafe { boot::exit_boot_services(None) };
@@ -184,10 +212,6 @@ impl Platform for Uefi {
             });
         }
         self.final_map = Some(final_map);
-    }
-
-    fn print(&mut self, args: fmt::Arguments<'_>) {
-        console::serial(args);
     }
 }
 

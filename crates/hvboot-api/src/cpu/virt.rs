@@ -234,25 +234,30 @@ impl MsrValues {
 /// # Safety
 /// Ring 0 only, with `plan` computed for this CPU.
 pub unsafe fn read_msrs(plan: &MsrPlan) -> MsrValues {
-    use super::rdmsr;
+    // SAFETY (every read): the plan says the MSR exists; the caller runs in ring 0.
+    read_msrs_with(plan, |msr| unsafe { super::rdmsr(msr) })
+}
+
+/// [`read_msrs`] through any `rdmsr` (a loader's CPU interface, a test's table); `rdmsr` is
+/// asked only for MSRs the plan says exist.
+pub fn read_msrs_with(plan: &MsrPlan, mut rdmsr: impl FnMut(u32) -> u64) -> MsrValues {
     let mut v = MsrValues::default();
-    // SAFETY (all reads): the plan says the MSR exists; the caller runs in ring 0.
     if plan.feature_control {
-        let fc = unsafe { rdmsr(MSR_FEATURE_CONTROL) };
+        let fc = rdmsr(MSR_FEATURE_CONTROL);
         v.feature_control_before = Some(fc);
         v.feature_control_after = Some(fc);
     }
     if plan.vmx_controls {
-        v.vmx_procbased_ctls = Some(unsafe { rdmsr(MSR_VMX_PROCBASED_CTLS) });
+        v.vmx_procbased_ctls = Some(rdmsr(MSR_VMX_PROCBASED_CTLS));
         if v.secondary_allowed() {
-            v.vmx_procbased_ctls2 = Some(unsafe { rdmsr(MSR_VMX_PROCBASED_CTLS2) });
+            v.vmx_procbased_ctls2 = Some(rdmsr(MSR_VMX_PROCBASED_CTLS2));
             if v.ept() || v.vpid() {
-                v.vmx_ept_vpid_cap = Some(unsafe { rdmsr(MSR_VMX_EPT_VPID_CAP) });
+                v.vmx_ept_vpid_cap = Some(rdmsr(MSR_VMX_EPT_VPID_CAP));
             }
         }
     }
     if plan.vm_cr {
-        v.vm_cr = Some(unsafe { rdmsr(MSR_VM_CR) });
+        v.vm_cr = Some(rdmsr(MSR_VM_CR));
     }
     v
 }
@@ -274,16 +279,30 @@ pub fn feature_control_to_write(vmx: bool, current: u64) -> Option<u64> {
 /// # Safety
 /// Ring 0 only; `msrs` read on this CPU by [`read_msrs`].
 pub unsafe fn enable_vmx_if_unlocked(leaves: &CpuidLeaves, msrs: &mut MsrValues) {
+    // SAFETY: the MSR exists (it was read) and is unlocked when written; setting bits 2 and 0
+    // is what the SDM (Vol. 3C §24.7) describes for system software.
+    enable_vmx_with(
+        leaves,
+        msrs,
+        |msr| unsafe { super::rdmsr(msr) },
+        |msr, value| unsafe { super::wrmsr(msr, value) },
+    )
+}
+
+/// [`enable_vmx_if_unlocked`] through any `rdmsr` / `wrmsr` (they are called only for
+/// IA32_FEATURE_CONTROL, and only when it exists and is unlocked).
+pub fn enable_vmx_with(
+    leaves: &CpuidLeaves,
+    msrs: &mut MsrValues,
+    mut rdmsr: impl FnMut(u32) -> u64,
+    mut wrmsr: impl FnMut(u32, u64),
+) {
     let Some(current) = msrs.feature_control_before else {
         return;
     };
     if let Some(value) = feature_control_to_write(leaves.vmx(), current) {
-        // SAFETY: the MSR exists (it was read) and is unlocked; setting bits 2
-        // and 0 is what the SDM (Vol. 3C §24.7) describes for system software.
-        unsafe {
-            super::wrmsr(MSR_FEATURE_CONTROL, value);
-            msrs.feature_control_after = Some(super::rdmsr(MSR_FEATURE_CONTROL));
-        }
+        wrmsr(MSR_FEATURE_CONTROL, value);
+        msrs.feature_control_after = Some(rdmsr(MSR_FEATURE_CONTROL));
         msrs.vmx_enabled_here = true;
     }
 }

@@ -1,0 +1,409 @@
+//! A platform and a CPU for host tests of the whole flow. "Physical memory" 0..[`RAM_END`] is a
+//! host arena (phys `a` at `arena + a`, through `Platform::phys_offset`); the firmware's memory
+//! map, tables, framebuffer and files are what a test puts in. Allocation is top-down like the
+//! BIOS platform's and honours every `Placement`.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::collections::BTreeMap;
+use std::format;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use core::cell::{Cell, RefCell};
+
+use hvboot_api::cpu::virt::Regs;
+use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind, PixelFormat};
+
+use super::{framebuffer_32bpp, Cpu, FirmwareTables, Placement, Platform, PlatformError};
+use crate::memmap::Region;
+use crate::PAGE_SIZE as PAGE;
+
+pub const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// The end of the arena-backed RAM.
+pub const RAM_END: u64 = 320 * MIB;
+/// Where the fake's default framebuffer lives (not backed: the flow never writes it).
+pub const FB_PHYS: u64 = 0xFD00_0000;
+/// The fake's RSDP address: zeros (no RSDP, so no CPU list) unless `with_madt` writes tables.
+pub const RSDP: u64 = 0xE_0000;
+const ALIGN: usize = 2 << 20;
+
+/// The fake firmware.
+pub struct FakePlatform {
+    /// The calloc'd block (lazily zeroed pages) and, inside it, phys 0 (2 MiB aligned).
+    block: *mut u8,
+    arena: *mut u8,
+    /// The firmware's memory map (E820-like types: 1 usable, 2 reserved, 3 ACPI).
+    pub firmware_map: Vec<(u64, u64, u32)>,
+    /// Files on the "ESP".
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Every allocation: base, page-rounded length, kind.
+    pub allocations: Vec<Region>,
+    /// Kinds whose allocations fail (OUT_OF_RESOURCES).
+    pub refuse: Vec<u32>,
+    /// Whether pages below 1 MiB can be had.
+    pub low_pages: bool,
+    /// The framebuffer's default mode, None for a machine without one.
+    pub framebuffer: Option<(u32, u32)>,
+    /// The sizes `framebuffer_sized` was asked for.
+    pub sized_requests: Vec<(u32, u32)>,
+    /// Set by `exit_firmware`; nothing may be asked of the platform after it.
+    pub exited: bool,
+    /// Reserved pages the firmware's final map gains at exit (as ExitBootServices may add).
+    pub exit_extra: u64,
+}
+
+impl FakePlatform {
+    /// A machine with RAM up to [`RAM_END`] (holes below 1 MiB and an ACPI range), a reserved
+    /// MMIO page at the local APIC and a 1024x768 framebuffer.
+    pub fn new() -> Self {
+        // Over-aligned alloc_zeroed would memset the whole arena; calloc's fresh mapping is
+        // zero already, so align by hand inside a block one alignment larger.
+        let layout = Layout::from_size_align(RAM_END as usize + ALIGN, 16).unwrap();
+        // SAFETY: non-zero size; freed in Drop with the same layout.
+        let block = unsafe { alloc_zeroed(layout) };
+        assert!(!block.is_null(), "no host memory for the arena");
+        let arena = block.wrapping_add(block.align_offset(ALIGN));
+        Self {
+            block,
+            arena,
+            firmware_map: std::vec![
+                (0, PAGE, 2),
+                (PAGE, 0x9_F000 - PAGE, 1),
+                (0x9_F000, 0x10_0000 - 0x9_F000, 2),
+                (0x10_0000, 200 * MIB - 0x10_0000, 1),
+                (200 * MIB, MIB, 3),
+                (201 * MIB, RAM_END - 201 * MIB, 1),
+                (0xFEE0_0000, PAGE, 2),
+            ],
+            files: BTreeMap::new(),
+            allocations: Vec::new(),
+            refuse: Vec::new(),
+            low_pages: true,
+            framebuffer: Some((1024, 768)),
+            sized_requests: Vec::new(),
+            exited: false,
+            exit_extra: 0,
+        }
+    }
+
+    /// Puts a file on the ESP.
+    pub fn file(&mut self, path: &str, bytes: impl Into<Vec<u8>>) -> &mut Self {
+        self.files.insert(path.to_string(), bytes.into());
+        self
+    }
+
+    /// The arena's bytes at `phys`.
+    pub fn bytes(&self, phys: u64, len: u64) -> &[u8] {
+        assert!(
+            phys + len <= RAM_END,
+            "{phys:#x}+{len:#x} is outside the arena"
+        );
+        // SAFETY: inside the arena.
+        unsafe { core::slice::from_raw_parts(self.arena.add(phys as usize), len as usize) }
+    }
+
+    /// ACPI 1.0 tables for `cpus` processors (APIC IDs 0..cpus, all enabled): the RSDP at
+    /// [`RSDP`], an RSDT and a MADT behind it (ACPI 6.5 §5.2.5, §5.2.7, §5.2.12).
+    pub fn with_madt(&mut self, cpus: u8) -> &mut Self {
+        let (rsdt_at, madt_at) = (RSDP + 0x100, RSDP + 0x200);
+        let sdt = |sig: &[u8; 4], body: &[u8]| {
+            let mut t = std::vec![0u8; 36];
+            t[..4].copy_from_slice(sig);
+            t[4..8].copy_from_slice(&(36 + body.len() as u32).to_le_bytes());
+            t[8] = 1;
+            t.extend_from_slice(body);
+            t[9] = checksum(&t);
+            t
+        };
+        let mut madt = Vec::new();
+        madt.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
+        madt.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT
+        for id in 0..cpus {
+            madt.extend_from_slice(&[0, 8, id, id, 1, 0, 0, 0]); // Processor Local APIC, enabled
+        }
+        let mut rsdp = std::vec![0u8; 20];
+        rsdp[..8].copy_from_slice(b"RSD PTR ");
+        rsdp[16..20].copy_from_slice(&(rsdt_at as u32).to_le_bytes());
+        rsdp[8] = checksum(&rsdp);
+        let tables = [
+            (RSDP, rsdp),
+            (rsdt_at, sdt(b"RSDT", &(madt_at as u32).to_le_bytes())),
+            (madt_at, sdt(b"APIC", &madt)),
+        ];
+        for (at, bytes) in tables {
+            // SAFETY: inside the arena, in a reserved range the flow never allocates.
+            let dest = unsafe { super::phys_slice(self, at, bytes.len() as u64) };
+            dest.copy_from_slice(&bytes);
+        }
+        self
+    }
+
+    fn usable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let low = if self.low_pages { 0 } else { 0x10_0000 };
+        self.firmware_map
+            .iter()
+            .filter(|r| r.2 == 1)
+            .map(move |&(b, l, _)| (b.max(low), b + l))
+            .filter(|(b, e)| b < e)
+    }
+
+    fn free(&self, start: u64, size: u64) -> bool {
+        let end = start + size;
+        self.usable().any(|(b, e)| b <= start && end <= e)
+            && self
+                .allocations
+                .iter()
+                .all(|a| end <= a.base || a.end() <= start)
+    }
+
+    fn take(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
+        assert!(!self.exited, "allocation after exit_firmware");
+        if self.refuse.contains(&kind) {
+            return Err(PlatformError::Status("OUT_OF_RESOURCES".into()));
+        }
+        let size = bytes.max(1).next_multiple_of(PAGE);
+        let (limit, align) = match at {
+            Placement::At(p) => {
+                if p % PAGE != 0 || !self.free(p, size) {
+                    let allowed = "in the fake's RAM";
+                    return Err(PlatformError::NotFree {
+                        start: p,
+                        end: p + size,
+                        allowed,
+                    });
+                }
+                self.allocations.push(Region {
+                    base: p,
+                    length: size,
+                    kind,
+                });
+                return Ok(p);
+            }
+            Placement::Anywhere => (u64::MAX, PAGE),
+            Placement::Below(max) => (max.saturating_add(1), PAGE),
+            Placement::Aligned(a) => (u64::MAX, a.max(PAGE)),
+            Placement::AlignedBelow { align, max } => (max.saturating_add(1), align.max(PAGE)),
+        };
+        let ends = self.usable().map(|(_, e)| e.min(limit));
+        let below = self.allocations.iter().map(|a| a.base.min(limit));
+        let ends: Vec<u64> = ends.chain(below).collect();
+        let start = ends
+            .into_iter()
+            .filter(|&e| e >= size)
+            .map(|e| (e - size) & !(align - 1))
+            .filter(|&s| self.free(s, size))
+            .max()
+            .ok_or(PlatformError::NoFreeBlock {
+                size,
+                limit: limit.min(RAM_END),
+            })?;
+        self.allocations.push(Region {
+            base: start,
+            length: size,
+            kind,
+        });
+        Ok(start)
+    }
+
+    fn zero(&mut self, phys: u64, bytes: u64) {
+        let len = bytes.max(1).next_multiple_of(PAGE);
+        // SAFETY: an allocation inside the arena.
+        unsafe { core::ptr::write_bytes(self.arena.add(phys as usize), 0, len as usize) };
+    }
+
+    fn fb(&self, (width, height): (u32, u32)) -> Framebuffer {
+        let masks = [8, 16, 8, 8, 8, 0, 8, 24];
+        let bytes = u64::from(width * 4) * u64::from(height);
+        framebuffer_32bpp(
+            FB_PHYS,
+            bytes,
+            (width, height, width * 4),
+            PixelFormat::BGR,
+            masks,
+        )
+    }
+}
+
+/// The byte that makes `bytes` sum to zero (with the checksum byte itself zero).
+fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, &b| a.wrapping_add(b)))
+}
+
+impl Drop for FakePlatform {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(RAM_END as usize + ALIGN, 16).unwrap();
+        // SAFETY: allocated in new() with this layout.
+        unsafe { dealloc(self.block, layout) };
+    }
+}
+
+impl Platform for FakePlatform {
+    const FIRMWARE: FirmwareKind = FirmwareKind::BIOS;
+
+    fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
+        let phys = self.take(kind, bytes, at)?;
+        self.zero(phys, bytes);
+        Ok(phys)
+    }
+
+    fn allocate_untouched(
+        &mut self,
+        kind: u32,
+        bytes: u64,
+        at: Placement,
+    ) -> Result<u64, PlatformError> {
+        self.take(kind, bytes, at)
+    }
+
+    fn allocate_low_page(&mut self, kind: u32) -> Result<u64, PlatformError> {
+        let at = Placement::AlignedBelow {
+            align: PAGE,
+            max: 0xF_FFFF,
+        };
+        match self.take(kind, PAGE, at) {
+            Ok(0) | Err(_) => Err(PlatformError::NoLowPage {
+                from: PAGE,
+                to: 0xA_0000,
+            }),
+            Ok(p) => Ok(p),
+        }
+    }
+
+    fn read_file(
+        &mut self,
+        path: &str,
+        kind: u32,
+        limit: u64,
+    ) -> Result<(u64, u64), PlatformError> {
+        let Some(bytes) = self.files.get(path).cloned() else {
+            return Err(PlatformError::File(format!("{path}: not found")));
+        };
+        let size = bytes.len() as u64;
+        if size > limit {
+            let why = format!("{path}: {size} bytes, more than the {limit} allowed");
+            return Err(PlatformError::File(why));
+        }
+        let phys = self.take(kind, size, Placement::Anywhere)?;
+        self.zero(phys, size);
+        // SAFETY: the allocation just made, `size` bytes at least.
+        let dest = unsafe { super::phys_slice(self, phys, size) };
+        dest.copy_from_slice(&bytes);
+        Ok((phys, size))
+    }
+
+    fn tables(&mut self) -> FirmwareTables {
+        FirmwareTables {
+            rsdp: RSDP,
+            smbios: 0xF_0000,
+            smbios3: 0xF_0100,
+            system_table: 0,
+        }
+    }
+
+    fn framebuffer(&mut self) -> Option<Framebuffer> {
+        self.framebuffer.map(|mode| self.fb(mode))
+    }
+
+    fn framebuffer_sized(&mut self, width: u32, height: u32) -> Option<Framebuffer> {
+        self.sized_requests.push((width, height));
+        self.framebuffer.map(|_| self.fb((width, height)))
+    }
+
+    fn memory_extent(&mut self) -> Result<(u64, usize), PlatformError> {
+        let top = self
+            .firmware_map
+            .iter()
+            .map(|r| r.0 + r.1)
+            .max()
+            .unwrap_or(0);
+        Ok((top, self.firmware_map.len() + 96))
+    }
+
+    fn exit_firmware(&mut self, regions: &mut Vec<Region>) {
+        assert!(regions.capacity() > 0, "no room reserved for the map");
+        let cap = regions.capacity();
+        for &(base, length, t) in &self.firmware_map {
+            let kind = match t {
+                1 => MemoryKind::USABLE.0,
+                3 => MemoryKind::ACPI_RECLAIMABLE.0,
+                _ => MemoryKind::RESERVED.0,
+            };
+            regions.push(Region { base, length, kind });
+        }
+        regions.extend_from_slice(&self.allocations);
+        regions.extend((0..self.exit_extra).map(|i| Region {
+            base: 8 * GIB + i * 2 * PAGE,
+            length: PAGE,
+            kind: MemoryKind::RESERVED.0,
+        }));
+        assert_eq!(regions.capacity(), cap, "the map outgrew its reserved room");
+        self.exited = true;
+    }
+
+    fn firmware_map(&mut self, out: &mut Vec<FirmwareMemoryEntry>) {
+        out.extend(
+            self.firmware_map
+                .iter()
+                .map(|&(base, length, t)| FirmwareMemoryEntry {
+                    base,
+                    length,
+                    firmware_type: t,
+                    reserved: 0,
+                    attributes: 0,
+                }),
+        );
+    }
+
+    fn phys_offset(&self) -> u64 {
+        self.arena as u64
+    }
+}
+
+/// A CPU with a counting TSC and AMD-like CPUID (SVM with nested paging), 1 GiB pages or not.
+pub struct FakeCpu {
+    tsc: Cell<u64>,
+    /// CPUID.80000001h:EDX[26].
+    pub gib_pages: bool,
+    /// WRMSRs made.
+    pub msr_writes: RefCell<Vec<(u32, u64)>>,
+}
+
+impl FakeCpu {
+    pub fn new(gib_pages: bool) -> Self {
+        Self {
+            tsc: Cell::new(1000),
+            gib_pages,
+            msr_writes: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl Cpu for FakeCpu {
+    fn rdtsc(&self) -> u64 {
+        self.tsc.set(self.tsc.get() + 1000);
+        self.tsc.get()
+    }
+
+    fn cpuid(&self, leaf: u32, _subleaf: u32) -> Regs {
+        let vendor = |s: &[u8; 12]| {
+            let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+            [1, w(0), w(8), w(4)]
+        };
+        match leaf {
+            0 => vendor(b"AuthenticAMD"),
+            0x8000_0000 => [0x8000_000a, 0, 0, 0],
+            0x8000_0001 => [0, 0, 1 << 2, if self.gib_pages { 1 << 26 } else { 0 }],
+            0x8000_000a => [1, 64, 0, 1],
+            _ => [0; 4],
+        }
+    }
+
+    fn rdmsr(&self, _msr: u32) -> u64 {
+        0
+    }
+
+    fn wrmsr(&self, msr: u32, value: u64) {
+        self.msr_writes.borrow_mut().push((msr, value));
+    }
+}

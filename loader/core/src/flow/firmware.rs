@@ -1,0 +1,46 @@
+//! What the firmware offers the kernel, gathered before the address space is sized: ACPI / SMBIOS
+//! / EFI entry points, the framebuffer the kernel asked for, and the memory map's extent.
+
+use hvboot_api::{Framebuffer, FRAMEBUFFER_NONE};
+
+use super::inputs::Wants;
+use super::{Error, FirmwareTables, Platform};
+use crate::memmap;
+
+/// The firmware's facts.
+#[derive(Debug, Clone, Copy)]
+pub struct Firmware {
+    /// Entry points of the firmware's tables.
+    pub tables: FirmwareTables,
+    /// The framebuffer, if the kernel wants one and there is one.
+    pub framebuffer: Option<Framebuffer>,
+    /// The end of the highest range in the firmware's memory map.
+    pub map_top: u64,
+    /// Entries the final memory map may have: the firmware's count now plus room for what
+    /// ExitBootServices and the loader add.
+    pub map_entries: usize,
+    /// Capacity for the map with the headroom `memmap::normalize` needs, so that it never
+    /// allocates after the firmware is gone.
+    pub map_capacity: usize,
+}
+
+/// Asks the platform for its tables, the framebuffer (none, the default one, or one of the
+/// requested size) and its memory map's extent.
+pub fn survey<P: Platform>(p: &mut P, wants: &Wants) -> Result<Firmware, Error> {
+    let tables = p.tables();
+    let req = wants.request.unwrap_or_default();
+    let framebuffer = match (req.framebuffer_width, req.framebuffer_height) {
+        (FRAMEBUFFER_NONE, FRAMEBUFFER_NONE) => None,
+        (0, 0) => p.framebuffer(),
+        (w, h) => p.framebuffer_sized(w, h),
+    };
+    let (map_top, map_len) = p.memory_extent()?;
+    let map_entries = map_len + 64;
+    Ok(Firmware {
+        tables,
+        framebuffer,
+        map_top,
+        map_entries,
+        map_capacity: memmap::normalize_capacity(map_entries),
+    })
+}

@@ -1,0 +1,120 @@
+//! Phase 1, the inputs: the config file, the kernel's bytes, what kind of kernel it is and what
+//! it asks for (its `.hvboot_request`, docs/hypervisor.md), defaults filled in.
+
+use alloc::string::String;
+
+use hvboot_api::{
+    KernelRequest, MemoryKind, RequestFlags, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE,
+};
+
+use super::{phys_slice, Error, Platform, CONFIG_PATH};
+use crate::config::{self, LoaderConfig};
+use crate::{elf, request, PAGE_SIZE as PAGE};
+
+/// Everything the later phases read.
+pub struct Inputs {
+    /// The parsed `/hvboot/hvboot.cfg`.
+    pub config: LoaderConfig,
+    /// The kernel file, read and recognised.
+    pub kernel: Kernel,
+    /// What the kernel asks for.
+    pub wants: Wants,
+}
+
+/// The kernel file in loader-reclaimable pages, and its kind.
+pub struct Kernel {
+    /// Its path on the ESP (as the config names it; every kernel error starts with it).
+    pub path: String,
+    /// Where the file's bytes are (physical).
+    pub file_phys: u64,
+    /// The file's size.
+    pub file_len: u64,
+    /// How to load it.
+    pub kind: KernelKind,
+}
+
+/// The kinds of kernel the loader recognises. Only hvboot's own for now; a Multiboot2 or Linux
+/// bzImage kind would come with its protocol (`crate::protocols`).
+pub enum KernelKind {
+    /// An ELF64 executable checked by `elf::plan` (docs/protocol.md, "The kernel").
+    HvbootElf(elf::LoadPlan),
+}
+
+impl Kernel {
+    /// The load plan (segments, entry, virtual extent).
+    pub fn plan(&self) -> &elf::LoadPlan {
+        match &self.kind {
+            KernelKind::HvbootElf(plan) => plan,
+        }
+    }
+}
+
+/// What the kernel's request asks for, with the defaults filled in.
+#[derive(Debug, Clone, Copy)]
+pub struct Wants {
+    /// The request as the kernel gave it (version-1 view), None without a section.
+    pub request: Option<KernelRequest>,
+    /// Bytes of entry stack.
+    pub stack_size: u64,
+    /// Where the direct map starts.
+    pub direct_map_offset: u64,
+    /// Alignment of each module's start.
+    pub module_alignment: u64,
+}
+
+impl Wants {
+    /// The defaults, overridden by what `request` sets.
+    pub fn of(request: Option<KernelRequest>) -> Self {
+        let r = request.unwrap_or_default();
+        let or = |v: u64, default: u64| if v == 0 { default } else { v };
+        Self {
+            request,
+            stack_size: or(r.stack_size, DEFAULT_STACK_SIZE),
+            direct_map_offset: or(r.direct_map_offset, DEFAULT_DIRECT_MAP_OFFSET),
+            module_alignment: or(u64::from(r.module_alignment), PAGE),
+        }
+    }
+
+    /// Whether the request sets flag `f`.
+    pub fn flag(&self, f: RequestFlags) -> bool {
+        self.request.is_some_and(|r| r.flags.contains(f))
+    }
+}
+
+/// Reads and parses the config, reads the kernel, checks it and finds its request.
+pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
+    let (cfg_phys, cfg_size) =
+        p.read_file(CONFIG_PATH, MemoryKind::LOADER_RECLAIMABLE.0, 1 << 20)?;
+    // SAFETY: read_file filled exactly this range.
+    let text = unsafe { phys_slice(p, cfg_phys, cfg_size) };
+    let text = core::str::from_utf8(text).map_err(Error::ConfigNotUtf8)?;
+    let config = config::parse(text).map_err(Error::Config)?;
+    log::info!(
+        "config: kernel {}, {} module(s)",
+        config.kernel,
+        config.modules.len()
+    );
+
+    let path = config.kernel.clone();
+    let (file_phys, file_len) = p.read_file(&path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
+    // SAFETY: read_file filled exactly this range.
+    let file = unsafe { phys_slice(p, file_phys, file_len) };
+    let plan = match elf::plan(file) {
+        Ok(plan) => plan,
+        Err(why) => return Err(Error::Elf { kernel: path, why }),
+    };
+    let wants = match request::find(file) {
+        Ok(r) => Wants::of(r),
+        Err(why) => return Err(Error::Request { kernel: path, why }),
+    };
+    Ok(Inputs {
+        config,
+        kernel: Kernel {
+            path,
+            file_phys,
+            file_len,
+            kind: KernelKind::HvbootElf(plan),
+        },
+        wants,
+    })
+}

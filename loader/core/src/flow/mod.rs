@@ -1,0 +1,109 @@
+//! The boot flow shared by the UEFI and BIOS loaders, as phases with typed results
+//! (docs/loader.md, "The boot flow"):
+//!
+//! 1. [`inputs`]: config, kernel bytes, the kernel's kind and request -> [`inputs::Inputs`];
+//! 2. [`place`]: guest reservation, AP trampoline page, kernel, modules -> [`place::Placed`];
+//! 3. [`firmware`]: tables, framebuffer, memory-map extent -> [`firmware::Firmware`];
+//! 4. [`address_space`]: page-table pool, GDT/TSS, tables, direct map, guarded stack, hand-off
+//!    code mapping -> [`address_space::AddressSpace`];
+//! 5. CPU start-up: the slot in [`run`] where the application processors would be started;
+//! 6. [`hand_off`]: the protocol's information sized, the firmware left, the final memory map,
+//!    the information written -> a [`Handoff`] plan.
+//!
+//! The flow returns the plan instead of jumping; the platform's main calls `handoff::jump`.
+//! Everything it touches goes through [`Platform`] (firmware, physical memory) and [`Cpu`], so a
+//! host test runs it whole (`flow/tests.rs`).
+
+pub mod address_space;
+mod cpu;
+mod error;
+pub mod firmware;
+pub mod hand_off;
+pub mod inputs;
+pub mod place;
+mod platform;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+
+use hvboot_api::{CpuEntry, FirmwareKind, RequestFlags, TscStage, VirtReport};
+
+pub use cpu::{has_1g_pages, Cpu, Machine};
+pub use error::{Error, PlatformError};
+pub use platform::{
+    fail, framebuffer_32bpp, phys_slice, ConsoleLogger, FirmwareTables, Placement, Platform,
+};
+
+use crate::handoff::Handoff;
+use crate::hv;
+use crate::protocols::Protocol;
+
+/// Where the loader's config lives on the ESP.
+pub const CONFIG_PATH: &str = "/hvboot/hvboot.cfg";
+
+/// Everything the phases found, as the protocol's hand-off reads it.
+pub struct Boot {
+    /// The firmware kind reported to the kernel.
+    pub firmware_kind: FirmwareKind,
+    /// Config, kernel, request.
+    pub inputs: inputs::Inputs,
+    /// Physical placements and extents.
+    pub placed: place::Placed,
+    /// The firmware's tables, framebuffer, map size.
+    pub firmware: firmware::Firmware,
+    /// The kernel's address space.
+    pub space: address_space::AddressSpace,
+    /// The BSP's virtualization report.
+    pub virt: VirtReport,
+    /// The MADT's processors (empty without one).
+    pub cpus: Vec<CpuEntry>,
+    /// The local APIC's base, 0 without a MADT.
+    pub local_apic: u64,
+    /// TSC stamps, indexed by `TscStage`.
+    pub stamps: [u64; 5],
+}
+
+/// Runs the flow on `p` and returns the hand-off for `protocol`. On an error before the
+/// firmware is left the firmware is still usable (for the error message on the screen).
+pub fn run<P: Platform, C: Cpu, H: Protocol>(
+    p: &mut P,
+    cpu: &C,
+    protocol: &mut H,
+    tsc_start: u64,
+) -> Result<Handoff, Error> {
+    let mut stamps = [0u64; 5];
+    stamps[TscStage::LOADER_ENTRY.0 as usize] = tsc_start;
+    let inputs = inputs::read(p)?;
+    let mut placed = place::place(p, &inputs)?;
+    stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
+    let firmware = firmware::survey(p, &inputs.wants)?;
+    let space = address_space::build(p, cpu, &inputs, &mut placed, &firmware)?;
+    stamps[TscStage::PAGE_TABLES_BUILT.0 as usize] = cpu.rdtsc();
+
+    // CPU start-up goes here: with the kernel's tables built and the firmware still present
+    // (its timers, the AP trampoline page from `place`), the application processors would be
+    // started and parked, and their entries added to the CPU list below. Nothing runs here yet.
+
+    // What the processors offer, read on this one (the BSP) while the firmware is still here.
+    let virt = hv::virt_report(cpu, inputs.wants.flag(RequestFlags::ENABLE_VMX));
+    let window = hv::PhysWindow {
+        offset: p.phys_offset(),
+    };
+    let (cpus, local_apic) = hv::cpu_list(cpu, &window, firmware.tables.rsdp).unwrap_or_default();
+    let boot = Boot {
+        firmware_kind: P::FIRMWARE,
+        inputs,
+        placed,
+        firmware,
+        space,
+        virt,
+        cpus,
+        local_apic,
+        stamps,
+    };
+    hand_off::hand_off(p, cpu, protocol, boot)
+}

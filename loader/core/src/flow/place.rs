@@ -1,0 +1,215 @@
+//! Phase 2, placement: the guest reservation and the AP trampoline page first (before the
+//! loader's own large allocations, so a fixed or low reservation still finds its room), then the
+//! kernel image and the modules. Every placement is recorded as a placed extent
+//! (docs/hypervisor.md, "Placed extents").
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use hvboot_api::{ExtentKind, GuestRequest, MemoryKind, PlacedExtent, RequestFlags};
+
+use super::inputs::Inputs;
+use super::{phys_slice, Error, Placement, Platform};
+use crate::PAGE_SIZE as PAGE;
+
+/// Where everything went (physical addresses).
+#[derive(Debug, Default)]
+pub struct Placed {
+    /// The guest reservation (base, size); (0, 0) when none was asked for.
+    pub guest: (u64, u64),
+    /// The AP start-up page, 0 when none was asked for.
+    pub ap_trampoline: u64,
+    /// The kernel image's first byte (its lowest segment page).
+    pub kernel_phys: u64,
+    /// Bytes of the kernel image (virtual extent of its segments).
+    pub image_size: u64,
+    /// Each module's (base, exact size), in config order.
+    pub modules: Vec<(u64, u64)>,
+    /// The placed extents so far (later phases add theirs).
+    pub extents: Vec<PlacedExtent>,
+}
+
+/// A placed extent, its length rounded up to whole pages.
+pub fn extent(what: ExtentKind, index: u32, phys: u64, virt: u64, length: u64) -> PlacedExtent {
+    PlacedExtent {
+        phys,
+        virt,
+        length: length.next_multiple_of(PAGE),
+        what,
+        index,
+    }
+}
+
+/// Places the guest reservation, the AP page, the kernel and the modules, in that order.
+pub fn place<P: Platform>(p: &mut P, inputs: &Inputs) -> Result<Placed, Error> {
+    let mut placed = Placed::default();
+    guest_reservation(p, inputs, &mut placed)?;
+    ap_trampoline(p, inputs, &mut placed)?;
+    kernel(p, inputs, &mut placed)?;
+    modules(p, inputs, &mut placed)?;
+    Ok(placed)
+}
+
+/// The guest reservation's placement, and words for it in an error message.
+fn guest_placement(g: &GuestRequest) -> (Placement, String) {
+    let align = g.alignment.max(PAGE);
+    if g.fixed_base != 0 {
+        return (
+            Placement::At(g.fixed_base),
+            format!("at {:#x}", g.fixed_base),
+        );
+    }
+    if g.max_address == 0 {
+        let words = format!("{align:#x}-aligned, anywhere");
+        return (
+            Placement::AlignedBelow {
+                align,
+                max: u64::MAX,
+            },
+            words,
+        );
+    }
+    let words = format!(
+        "{align:#x}-aligned, ending at or below {:#x}",
+        g.max_address
+    );
+    let max = g.max_address - 1;
+    (Placement::AlignedBelow { align, max }, words)
+}
+
+fn unmet(inputs: &Inputs, field: &'static str, why: String) -> Error {
+    Error::Unmet {
+        kernel: inputs.kernel.path.clone(),
+        field,
+        why,
+    }
+}
+
+fn guest_reservation<P: Platform>(
+    p: &mut P,
+    inputs: &Inputs,
+    placed: &mut Placed,
+) -> Result<(), Error> {
+    let Some(r) = inputs.wants.request.filter(|r| r.guest.size != 0) else {
+        return Ok(());
+    };
+    let (at, words) = guest_placement(&r.guest);
+    let size = r.guest.size;
+    let phys = p
+        .allocate_untouched(MemoryKind::GUEST_RESERVED.0, size, at)
+        .map_err(|e| {
+            let why = format!("cannot reserve {size:#x} bytes of guest memory ({words}): {e}");
+            unmet(inputs, "guest.size", why)
+        })?;
+    log::info!("guest reservation: {size:#x} bytes at {phys:#x}");
+    placed.guest = (phys, size);
+    let e = extent(ExtentKind::GUEST_RESERVATION, 0, phys, 0, size);
+    placed.extents.push(e);
+    Ok(())
+}
+
+fn ap_trampoline<P: Platform>(
+    p: &mut P,
+    inputs: &Inputs,
+    placed: &mut Placed,
+) -> Result<(), Error> {
+    if !inputs.wants.flag(RequestFlags::AP_TRAMPOLINE) {
+        return Ok(());
+    }
+    let page = p
+        .allocate_low_page(MemoryKind::AP_TRAMPOLINE.0)
+        .map_err(|e| {
+            let why = format!("AP_TRAMPOLINE: no free page below 1 MiB: {e}");
+            unmet(inputs, "flags", why)
+        })?;
+    log::info!("AP trampoline page at {page:#x}");
+    placed.ap_trampoline = page;
+    let e = extent(ExtentKind::AP_TRAMPOLINE, 0, page, 0, PAGE);
+    placed.extents.push(e);
+    Ok(())
+}
+
+/// A higher-half kernel goes to a 2 MiB-aligned block anywhere (so it can remap itself with
+/// large pages), a lower-half one at its `p_paddr` (docs/protocol.md, "The kernel").
+fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Result<(), Error> {
+    let k = &inputs.kernel;
+    let plan = k.plan();
+    let size = plan.virt_end - plan.virt_start;
+    let placement = if plan.higher_half {
+        Placement::Aligned(2 << 20)
+    } else {
+        let base = plan.phys_base().ok_or_else(|| Error::NotOneBlock {
+            kernel: k.path.clone(),
+        })?;
+        Placement::At(base)
+    };
+    let phys = p
+        .allocate(MemoryKind::KERNEL.0, size, placement)
+        .map_err(|why| Error::KernelPlacement {
+            kernel: k.path.clone(),
+            size,
+            why,
+        })?;
+    // SAFETY: read_file filled the first range; the second was just allocated for the image.
+    let (file, image) = unsafe {
+        (
+            phys_slice(p, k.file_phys, k.file_len),
+            phys_slice(p, phys, size),
+        )
+    };
+    plan.copy_into(file, image);
+    log::info!(
+        "kernel: entry {:#x}, {:#x} bytes at virtual {:#x}, physical {:#x}",
+        plan.entry,
+        size,
+        plan.virt_start,
+        phys
+    );
+    (placed.kernel_phys, placed.image_size) = (phys, size);
+    for s in &plan.segments {
+        let seg_phys = phys + (s.page_start() - plan.virt_start);
+        let len = s.page_end() - s.page_start();
+        let e = extent(
+            ExtentKind::KERNEL_SEGMENT,
+            s.index as u32,
+            seg_phys,
+            s.page_start(),
+            len,
+        );
+        placed.extents.push(e);
+    }
+    Ok(())
+}
+
+/// Each module read straight into its own pages (4 KiB aligned), or read and copied to the
+/// boundary the kernel asked for (2 MiB).
+fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Result<(), Error> {
+    let align = inputs.wants.module_alignment;
+    for (index, m) in inputs.config.modules.iter().enumerate() {
+        let (phys, size) = if align > PAGE {
+            let (tmp, size) = p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
+            let phys = p
+                .allocate(
+                    MemoryKind::MODULES.0,
+                    size.max(1),
+                    Placement::Aligned(align),
+                )
+                .map_err(|why| Error::ModuleAlignment {
+                    path: m.path.clone(),
+                    why,
+                })?;
+            // SAFETY: both ranges are ours, distinct, and `size` bytes long.
+            let (from, to) = unsafe { (phys_slice(p, tmp, size), phys_slice(p, phys, size)) };
+            to.copy_from_slice(from);
+            (phys, size)
+        } else {
+            p.read_file(&m.path, MemoryKind::MODULES.0, u64::MAX)?
+        };
+        log::info!("module {}: {size} bytes at {phys:#x}", m.name);
+        placed.modules.push((phys, size));
+        let e = extent(ExtentKind::MODULE, index as u32, phys, 0, size.max(1));
+        placed.extents.push(e);
+    }
+    Ok(())
+}

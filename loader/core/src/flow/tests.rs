@@ -1,0 +1,674 @@
+//! The whole flow on the host: a fake platform over an arena, a fake CPU, kernels built here.
+//! Mirrors what tests/test_boot.py, test_request.py, test_loader_errors.py and
+//! test_hypervisor.py boot in QEMU, down to the exact error messages.
+
+use std::format;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use hvboot_api::{
+    BootInfo, CpuFlags, ExtentKind, FirmwareKind, KernelRequest, MemoryKind, RequestFlags,
+    TscStage, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
+};
+
+use hvboot_api::request::REQUEST_SECTION;
+
+use super::fake::{FakeCpu, FakePlatform, FB_PHYS, MIB, RAM_END};
+use super::{run, Error, CONFIG_PATH};
+use crate::handoff::{self, Handoff};
+use crate::paging::{self, Translation};
+use crate::protocols::hvboot::Hvboot;
+use crate::testing::elf::{build, load, Ph, KBASE, PF_R, PF_W, PF_X};
+use crate::PAGE_SIZE as PAGE;
+
+const KERNEL: &str = "/hvboot/kernel.elf";
+const GIB: u64 = 1 << 30;
+
+/// Text (RX), rodata (R), data + bss (RW) at `base`; the second `Ph` list entry is the entry.
+fn segments(base: u64) -> Vec<Ph> {
+    let mut phs = std::vec![
+        load(PF_R | PF_X, 0x1000, base, 0x2345, 0x2345),
+        load(PF_R, 0x4000, base + 0x4000, 0x800, 0x800),
+        load(PF_R | PF_W, 0x5010, base + 0x7010, 0x100, 0x3000),
+    ];
+    if base < KBASE {
+        for p in &mut phs {
+            p.paddr = p.vaddr; // lower half: placed at p_paddr = p_vaddr
+        }
+    }
+    phs
+}
+
+fn request_bytes(r: &KernelRequest) -> Vec<u8> {
+    // SAFETY: KernelRequest is plain old data.
+    unsafe {
+        core::slice::from_raw_parts(
+            (r as *const KernelRequest).cast::<u8>(),
+            core::mem::size_of::<KernelRequest>(),
+        )
+    }
+    .to_vec()
+}
+
+fn kernel_at(base: u64, request: Option<KernelRequest>) -> Vec<u8> {
+    let elf = build(base + 0x10, &segments(base));
+    match request {
+        Some(r) => {
+            crate::testing::elf::with_sections(elf, &[(REQUEST_SECTION, &request_bytes(&r))])
+        }
+        None => elf,
+    }
+}
+
+/// Config text for the kernel, a command line and modules (path, name, cmdline).
+fn config(cmdline: &str, modules: &[(&str, &str, &str)]) -> String {
+    let mut s = format!("hvboot-config 1\nkernel {KERNEL}\ncmdline {cmdline}\n");
+    for (path, name, cmd) in modules {
+        s += &format!("module {path}\nmodule-name {name}\nmodule-cmdline {cmd}\n");
+    }
+    s
+}
+
+fn machine(kernel: Vec<u8>, cfg: &str) -> FakePlatform {
+    let mut p = FakePlatform::new();
+    p.file(CONFIG_PATH, cfg).file(KERNEL, kernel);
+    p
+}
+
+fn boot(p: &mut FakePlatform) -> Result<Handoff, Error> {
+    run(p, &FakeCpu::new(true), &mut Hvboot::default(), 42)
+}
+
+fn refusal(mut p: FakePlatform) -> String {
+    let e = boot(&mut p)
+        .expect_err("the flow should refuse")
+        .to_string();
+    assert!(!p.exited, "refused after leaving the firmware: {e}");
+    e
+}
+
+/// The block through the hand-off's direct-map pointer, checked by hvboot-api's reader.
+fn info<'a>(p: &'a FakePlatform, h: &Handoff) -> &'a BootInfo {
+    let phys = h.boot_info - DEFAULT_DIRECT_MAP_OFFSET.min(h.boot_info);
+    let b = BootInfo::from_bytes(p.bytes(phys, block_size(p, phys))).expect("a readable block");
+    b.validate().expect("a valid block");
+    assert_eq!(b.boot_info_phys, phys);
+    b
+}
+
+/// The block's `size` field, read before the block is.
+fn block_size(p: &FakePlatform, phys: u64) -> u64 {
+    let at = core::mem::offset_of!(BootInfo, size) as u64;
+    u64::from(u32::from_le_bytes(
+        p.bytes(phys + at, 4).try_into().unwrap(),
+    ))
+}
+
+fn walk(p: &FakePlatform, h: &Handoff, virt: u64) -> Option<Translation> {
+    // SAFETY: the tables live in the arena, reached at the platform's offset.
+    unsafe { paging::translate(p.phys_offset_for_tests(), h.cr3, virt) }
+}
+
+impl FakePlatform {
+    fn phys_offset_for_tests(&self) -> u64 {
+        super::Platform::phys_offset(self)
+    }
+}
+
+/// Sorted, non-overlapping, every allocation with its own kind, the framebuffer typed.
+fn check_map(p: &FakePlatform, b: &BootInfo) {
+    let map = b.memory_map();
+    for w in map.windows(2) {
+        assert!(
+            w[0].base + w[0].length <= w[1].base,
+            "overlap or unsorted: {w:?}"
+        );
+    }
+    let kind_at = |a: u64| {
+        map.iter()
+            .find(|r| r.base <= a && a < r.base + r.length)
+            .map(|r| r.kind.0)
+    };
+    for a in &p.allocations {
+        for page in (a.base..a.end()).step_by(PAGE as usize) {
+            assert_eq!(kind_at(page), Some(a.kind), "allocation {a:?} at {page:#x}");
+        }
+    }
+    if let Some(fb) = b.framebuffer() {
+        assert_eq!(kind_at(fb.phys_addr), Some(MemoryKind::FRAMEBUFFER.0));
+    }
+}
+
+fn extents_of(b: &BootInfo, what: ExtentKind) -> Vec<hvboot_api::PlacedExtent> {
+    b.placed_extents()
+        .iter()
+        .copied()
+        .filter(|e| e.what == what)
+        .collect()
+}
+
+/// Kernel pages map to the image with their segment's W/X; the bytes are the file's.
+fn check_kernel(p: &FakePlatform, h: &Handoff, b: &BootInfo, file: &[u8], base: u64) {
+    for s in segments(base).iter() {
+        let page_start = s.vaddr & !(PAGE - 1);
+        let page_end = (s.vaddr + s.memsz).next_multiple_of(PAGE);
+        for v in (page_start..page_end).step_by(PAGE as usize) {
+            let t = walk(p, h, v).expect("kernel page mapped");
+            assert_eq!(t.phys, b.kernel_phys_base + (v - base));
+            assert_eq!(
+                (t.writable, t.executable),
+                (s.flags & PF_W != 0, s.flags & PF_X != 0)
+            );
+        }
+        let phys = b.kernel_phys_base + (s.vaddr - base);
+        let got = p.bytes(phys, s.memsz);
+        let (filed, bss) = got.split_at(s.filesz as usize);
+        assert_eq!(
+            filed,
+            &file[s.offset as usize..(s.offset + s.filesz) as usize]
+        );
+        assert!(bss.iter().all(|&x| x == 0), "bss zeroed");
+    }
+    let segs = extents_of(b, ExtentKind::KERNEL_SEGMENT);
+    assert_eq!(segs.len(), 3);
+    assert!(segs
+        .iter()
+        .all(|e| e.phys == b.kernel_phys_base + (e.virt - base)));
+}
+
+/// The stack below its top with a guard page, the direct map, the hand-off code, the GDT.
+fn check_address_space(p: &FakePlatform, h: &Handoff, b: &BootInfo, stack_size: u64) {
+    let (bottom, top) = (
+        STACK_REGION_BASE + PAGE,
+        STACK_REGION_BASE + PAGE + stack_size,
+    );
+    assert_eq!(
+        (h.stack_top, b.stack_top, b.stack_size),
+        (top, top, stack_size)
+    );
+    assert_eq!(h.stack_top % 16, 0);
+    assert!(
+        walk(p, h, STACK_REGION_BASE).is_none(),
+        "guard page unmapped"
+    );
+    assert!(walk(p, h, top).is_none(), "nothing above the stack");
+    let [stack] = extents_of(b, ExtentKind::STACK)[..] else {
+        panic!("one stack extent")
+    };
+    for v in (bottom..top).step_by(PAGE as usize) {
+        let t = walk(p, h, v).expect("stack mapped");
+        assert_eq!(t.phys, stack.phys + (v - bottom));
+        assert!(t.writable && !t.executable);
+    }
+    let off = b.direct_map_offset;
+    assert!(b.direct_map_size >= 4 * GIB && b.direct_map_size.is_multiple_of(GIB));
+    for phys in [
+        0,
+        0x12_3000,
+        RAM_END - PAGE,
+        0xFEE0_0000,
+        b.direct_map_size - PAGE,
+    ] {
+        let t = walk(p, h, off + phys).expect("direct map");
+        assert_eq!(t.phys, phys);
+        assert!(t.writable && !t.executable);
+    }
+    assert!(walk(p, h, off + b.direct_map_size).is_none());
+    let (code, _) = handoff::code_pages();
+    let t = walk(p, h, code).expect("hand-off code identity-mapped");
+    assert!(t.phys == code && t.executable && !t.writable);
+    let gdt_phys = h.gdt_virt - off;
+    let [g] = extents_of(b, ExtentKind::GDT)[..] else {
+        panic!("one GDT extent")
+    };
+    assert_eq!(g.phys, gdt_phys);
+    let gdt = p.bytes(gdt_phys, 40);
+    let expect = handoff::gdt(gdt_phys + handoff::TSS_OFFSET + off);
+    for (i, e) in expect.iter().enumerate() {
+        assert_eq!(&gdt[i * 8..i * 8 + 8], &e.to_le_bytes());
+    }
+    assert_eq!(b.page_tables_phys, h.cr3);
+    assert!(h.cr3 < 4 * GIB);
+}
+
+#[test]
+fn higher_half_kernel_with_modules() {
+    let kernel = kernel_at(KBASE, None);
+    let cfg = config(
+        "console=ttyS0 x=1",
+        &[
+            ("/hvboot/modules/guest.bin", "guest.bin", "mem=64M"),
+            ("/hvboot/modules/empty", "empty", ""),
+        ],
+    );
+    let mut p = machine(kernel.clone(), &cfg);
+    let guest: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
+    p.file("/hvboot/modules/guest.bin", guest.clone())
+        .file("/hvboot/modules/empty", "");
+    let h = boot(&mut p).unwrap();
+    assert!(p.exited);
+    let b = info(&p, &h);
+    assert_eq!(b.firmware, FirmwareKind::BIOS);
+    assert_eq!(
+        (b.cmdline(), b.loader_name()),
+        ("console=ttyS0 x=1", "hvboot")
+    );
+    assert_eq!(h.entry, KBASE + 0x10);
+    assert_eq!((b.kernel_virt_base, b.kernel_size), (KBASE, 0xb000));
+    assert_eq!(b.kernel_phys_base % (2 * MIB), 0);
+    check_kernel(&p, &h, b, &kernel, KBASE);
+    check_address_space(&p, &h, b, DEFAULT_STACK_SIZE);
+    check_map(&p, b);
+
+    let m = b.modules();
+    assert_eq!(m.len(), 2);
+    assert_eq!(
+        (b.module_name(&m[0]), b.module_cmdline(&m[0])),
+        ("guest.bin", "mem=64M")
+    );
+    assert_eq!(
+        (b.module_name(&m[1]), b.module_cmdline(&m[1])),
+        ("empty", "")
+    );
+    assert_eq!((m[0].size, m[1].size), (100_000, 0));
+    assert_eq!(p.bytes(m[0].phys_addr, 100_000), &guest[..]);
+    assert!(p
+        .bytes(m[0].phys_addr + 100_000, 0x1000 - 100_000 % 0x1000)
+        .iter()
+        .all(|&x| x == 0));
+    assert!(m.iter().all(|m| m.phys_addr % PAGE == 0));
+    let mods = extents_of(b, ExtentKind::MODULE);
+    assert_eq!(
+        mods.iter()
+            .map(|e| (e.index, e.phys, e.length))
+            .collect::<Vec<_>>(),
+        std::vec![(0, m[0].phys_addr, 0x19000), (1, m[1].phys_addr, PAGE)]
+    );
+    let [bi] = extents_of(b, ExtentKind::BOOT_INFO)[..] else {
+        panic!()
+    };
+    assert_eq!(bi.phys, b.boot_info_phys);
+
+    let fb = b.framebuffer().expect("the default framebuffer");
+    assert_eq!(
+        (fb.phys_addr, fb.width, fb.height, fb.pitch),
+        (FB_PHYS, 1024, 768, 4096)
+    );
+    assert_eq!(
+        (b.rsdp_phys, b.smbios_entry_phys, b.smbios3_entry_phys),
+        (0xE_0000, 0xF_0000, 0xF_0100)
+    );
+    assert_eq!(b.cpus(), &[], "no MADT behind the fake RSDP");
+    assert_eq!(b.firmware_memory_map().len(), p.firmware_map.len());
+    assert_eq!(b.request_version, 0);
+    assert_eq!(
+        b.virt_report().map(|v| v.vendor_str()),
+        Some("AuthenticAMD")
+    );
+    let stamps = b.tsc_stamps();
+    assert_eq!(stamps[TscStage::LOADER_ENTRY.0 as usize], 42);
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+    assert_eq!(b.tsc_handoff, stamps[TscStage::HANDOFF.0 as usize]);
+}
+
+#[test]
+fn lower_half_kernel_is_placed_at_its_physical_address() {
+    let base = 0x40_0000;
+    let kernel = kernel_at(base, None);
+    let mut p = machine(kernel.clone(), &config("", &[]));
+    let h = boot(&mut p).unwrap();
+    let b = info(&p, &h);
+    assert_eq!(
+        (b.kernel_phys_base, b.kernel_virt_base, h.entry),
+        (base, base, base + 0x10)
+    );
+    check_kernel(&p, &h, b, &kernel, base);
+    check_address_space(&p, &h, b, DEFAULT_STACK_SIZE);
+    check_map(&p, b);
+}
+
+#[test]
+fn direct_map_in_2mib_pages_and_beyond_4gib() {
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.firmware_map.push((5 * GIB, PAGE, 2));
+    let h = run(&mut p, &FakeCpu::new(false), &mut Hvboot::default(), 1).unwrap();
+    let b = info(&p, &h);
+    assert_eq!(b.direct_map_size, 6 * GIB);
+    let t = walk(&p, &h, DEFAULT_DIRECT_MAP_OFFSET + 5 * GIB).unwrap();
+    assert_eq!((t.phys, t.page_size), (5 * GIB, 2 * MIB));
+    check_address_space(&p, &h, b, DEFAULT_STACK_SIZE);
+}
+
+/// tests/test_request.py's reservation cases, with its other requested settings.
+#[test]
+fn requests_are_honoured() {
+    let offset = 0xffff_c000_0000_0000;
+    let base = KernelRequest::new()
+        .flags(RequestFlags::AP_TRAMPOLINE)
+        .stack_size(128 * 1024)
+        .direct_map_offset(offset)
+        .modules_2mib_aligned()
+        .framebuffer(800, 600);
+    let cases = [
+        (base.guest_memory(16 * MIB, 2 * MIB), None),
+        (base.guest_memory(64 * MIB, 2 * MIB), None),
+        (
+            base.guest_memory(8 * MIB, 2 * MIB).guest_at(64 * MIB),
+            Some(64 * MIB),
+        ),
+        (base.guest_memory(4 * MIB, 0).guest_below(256 * MIB), None),
+    ];
+    for (req, fixed) in cases {
+        let cfg = config("", &[("/hvboot/modules/guest.bin", "guest.bin", "")]);
+        let mut p = machine(kernel_at(KBASE, Some(req)), &cfg);
+        let module = b"guest image".repeat(1000);
+        p.file("/hvboot/modules/guest.bin", module.clone());
+        let h = boot(&mut p).unwrap();
+        assert_eq!(h.boot_info - offset, h.boot_info.wrapping_sub(offset));
+        let b = {
+            let phys = h.boot_info - offset;
+            let b = BootInfo::from_bytes(p.bytes(phys, block_size(&p, phys))).unwrap();
+            b.validate().unwrap();
+            b
+        };
+        assert_eq!(b.request_version, 1);
+        let g = b.guest_reservation().expect("a reservation");
+        let align = req.guest.alignment.max(PAGE);
+        assert_eq!((g.len, g.phys % align), (req.guest.size, 0));
+        if let Some(at) = fixed {
+            assert_eq!(g.phys, at);
+        }
+        if req.guest.max_address != 0 {
+            assert!(g.phys + g.len <= req.guest.max_address);
+        }
+        let [ge] = extents_of(b, ExtentKind::GUEST_RESERVATION)[..] else {
+            panic!()
+        };
+        assert_eq!((ge.phys, ge.length, ge.virt), (g.phys, g.len, 0));
+        let tramp = b.ap_trampoline_phys().expect("a trampoline page");
+        assert!(tramp > 0 && tramp < MIB && tramp % PAGE == 0 && tramp + PAGE <= 0x9_F000);
+        assert_eq!(extents_of(b, ExtentKind::AP_TRAMPOLINE)[0].phys, tramp);
+        assert_eq!(b.direct_map_offset, offset);
+        assert_eq!(walk(&p, &h, offset + 0x1000).unwrap().phys, 0x1000);
+        assert!(walk(&p, &h, DEFAULT_DIRECT_MAP_OFFSET).is_none());
+        check_address_space(&p, &h, b, 128 * 1024);
+        let m = b.modules()[0];
+        assert_eq!(m.phys_addr % (2 * MIB), 0);
+        assert_eq!(p.bytes(m.phys_addr, m.size), &module[..]);
+        assert_eq!(p.sized_requests, [(800, 600)]);
+        assert_eq!(
+            b.framebuffer().map(|f| (f.width, f.height)),
+            Some((800, 600))
+        );
+        check_map(&p, b);
+        let kinds = |k: MemoryKind| {
+            b.memory_map()
+                .iter()
+                .filter(|r| r.kind == k)
+                .map(|r| r.length)
+                .sum::<u64>()
+        };
+        assert_eq!(kinds(MemoryKind::GUEST_RESERVED), req.guest.size);
+        assert_eq!(kinds(MemoryKind::AP_TRAMPOLINE), PAGE);
+    }
+}
+
+#[test]
+fn no_framebuffer_when_the_kernel_asks_for_none_or_the_machine_has_none() {
+    let req = KernelRequest::new().no_framebuffer();
+    let mut p = machine(kernel_at(KBASE, Some(req)), &config("", &[]));
+    let h = boot(&mut p).unwrap();
+    let b = info(&p, &h);
+    assert_eq!(
+        (b.framebuffer, FRAMEBUFFER_NONE),
+        (b.framebuffer, req.framebuffer_width)
+    );
+    assert!(b.framebuffer().is_none());
+    assert!(b
+        .memory_map()
+        .iter()
+        .all(|r| r.kind != MemoryKind::FRAMEBUFFER));
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.framebuffer = None;
+    let h = boot(&mut p).unwrap();
+    assert!(info(&p, &h).framebuffer().is_none());
+}
+
+#[test]
+fn enable_vmx_is_asked_of_the_cpu_only_when_requested() {
+    let req = KernelRequest::new().flags(RequestFlags::ENABLE_VMX);
+    let mut p = machine(kernel_at(KBASE, Some(req)), &config("", &[]));
+    let cpu = FakeCpu::new(true);
+    run(&mut p, &cpu, &mut Hvboot::default(), 1).unwrap();
+    // The fake CPU is AMD (no VMX): nothing to enable, no MSR written.
+    assert!(cpu.msr_writes.borrow().is_empty());
+}
+
+fn with(cfg: &str, kernel: Vec<u8>, f: impl FnOnce(&mut FakePlatform)) -> String {
+    let mut p = machine(kernel, cfg);
+    f(&mut p);
+    refusal(p)
+}
+
+#[test]
+fn refusals_before_the_kernel() {
+    let k = || kernel_at(KBASE, None);
+    let none = |_: &mut FakePlatform| {};
+    let e = with("", k(), |p| {
+        p.files.remove(CONFIG_PATH);
+    });
+    assert_eq!(e, "/hvboot/hvboot.cfg: not found");
+    let e = with("", k(), |p| {
+        p.file(CONFIG_PATH, &b"hvboot-config 1\nkernel \xff\n"[..]);
+    });
+    assert!(
+        e.starts_with("/hvboot/hvboot.cfg: not UTF-8: invalid utf-8"),
+        "{e}"
+    );
+    let bad = "hvboot-config 1\nkernel /hvboot/kernel.elf\nframebuffer 1024x768\n";
+    let e = with(bad, k(), none);
+    assert!(e.starts_with("/hvboot/hvboot.cfg: line 3: "), "{e}");
+    assert!(e.contains("framebuffer"), "{e}");
+    let e = with(&config("", &[]), k(), |p| {
+        p.files.remove(KERNEL);
+    });
+    assert_eq!(e, "/hvboot/kernel.elf: not found");
+    let e = with(
+        &config("", &[("/hvboot/modules/x.bin", "x.bin", "")]),
+        k(),
+        none,
+    );
+    assert_eq!(e, "/hvboot/modules/x.bin: not found");
+}
+
+#[test]
+fn refusals_of_the_kernel() {
+    let cfg = config("", &[]);
+    let mut bad = kernel_at(KBASE, None);
+    bad[18] = 3; // e_machine = EM_386
+    let e = with(&cfg, bad, |_| {});
+    assert!(
+        e.starts_with("/hvboot/kernel.elf: ") && e.contains("e_machine"),
+        "{e}"
+    );
+    let e = with(&cfg, kernel_at(KBASE, None)[..200].to_vec(), |_| {});
+    assert!(e.starts_with("/hvboot/kernel.elf: "), "{e}");
+    let mut r = KernelRequest::new();
+    r.stack_size = 100;
+    let e = with(&cfg, kernel_at(KBASE, Some(r)), |_| {});
+    assert!(
+        e.starts_with("/hvboot/kernel.elf: .hvboot_request: stack_size: "),
+        "{e}"
+    );
+    // A lower-half kernel whose segments are not at one physical offset.
+    let mut phs = segments(0x40_0000);
+    phs[2].paddr += 0x10_0000;
+    let e = with(&cfg, build(0x40_0010, &phs), |_| {});
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: the segments' physical addresses are not at one offset \
+        from their virtual addresses; hvboot places a lower-half kernel as one block"
+    );
+    // A lower-half kernel where there is no RAM.
+    let e = with(&cfg, kernel_at(0x4000_0000, None), |_| {});
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: cannot place 0xb000 bytes of kernel: \
+        0x40000000..0x4000b000 is not free usable memory in the fake's RAM"
+    );
+}
+
+#[test]
+fn refusals_of_the_request() {
+    let cfg = config("", &[]);
+    let unmet =
+        |r: KernelRequest, f: fn(&mut FakePlatform)| with(&cfg, kernel_at(KBASE, Some(r)), f);
+    let e = unmet(KernelRequest::new().guest_memory(GIB, PAGE), |_| {});
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: .hvboot_request: guest.size: cannot reserve 0x40000000 \
+        bytes of guest memory (0x1000-aligned, anywhere): no free block of 0x40000000 bytes \
+        below 0x14000000"
+    );
+    let e = unmet(
+        KernelRequest::new()
+            .guest_memory(8 * MIB, 0)
+            .guest_at(200 * MIB),
+        |_| {},
+    );
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: .hvboot_request: guest.size: cannot reserve 0x800000 \
+        bytes of guest memory (at 0xc800000): 0xc800000..0xd000000 is not free usable memory \
+        in the fake's RAM"
+    );
+    let e = unmet(
+        KernelRequest::new()
+            .guest_memory(MIB, 2 * MIB)
+            .guest_below(MIB),
+        |_| {},
+    );
+    assert!(
+        e.ends_with(
+            "bytes of guest memory (0x200000-aligned, ending at or below 0x100000): \
+        no free block of 0x100000 bytes below 0x100000"
+        ),
+        "{e}"
+    );
+    let e = unmet(
+        KernelRequest::new().flags(RequestFlags::AP_TRAMPOLINE),
+        |p| p.low_pages = false,
+    );
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: .hvboot_request: flags: AP_TRAMPOLINE: no free page \
+        below 1 MiB: no usable page between 0x1000 and the EBDA at 0xa0000"
+    );
+    let e = unmet(
+        KernelRequest::new().direct_map_offset(0xffff_ffff_4000_0000),
+        |_| {},
+    );
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: .hvboot_request: direct_map_offset: 0xffffffff40000000: \
+        the 0x100000000-byte direct map does not fit above it"
+    );
+    let e = unmet(
+        KernelRequest::new().direct_map_offset(0xffff_fffe_c000_0000),
+        |_| {},
+    );
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: .hvboot_request: direct_map_offset: the direct map \
+        0xfffffffec0000000..0xffffffffc0000000 would overlap the kernel at \
+        0xffffffff80000000..0xffffffff8000b000"
+    );
+    let e = unmet(
+        KernelRequest::new().direct_map_offset(STACK_REGION_BASE - 2 * GIB),
+        |_| {},
+    );
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: .hvboot_request: direct_map_offset: the direct map \
+        0xfffffdff80000000..0xfffffe0080000000 would overlap the stack region at \
+        0xfffffe0000000000..0xfffffe0000011000"
+    );
+}
+
+#[test]
+fn refusals_of_allocations() {
+    let cfg = config("", &[("/hvboot/modules/m", "m", "")]);
+    let refused = |kind: MemoryKind, r: Option<KernelRequest>| {
+        with(&cfg, kernel_at(KBASE, r), |p| {
+            p.file("/hvboot/modules/m", "module");
+            p.refuse.push(kind.0);
+        })
+    };
+    assert_eq!(
+        refused(MemoryKind::KERNEL, None),
+        "/hvboot/kernel.elf: cannot place 0xb000 bytes of kernel: OUT_OF_RESOURCES"
+    );
+    assert_eq!(refused(MemoryKind::MODULES, None), "OUT_OF_RESOURCES");
+    assert_eq!(
+        refused(
+            MemoryKind::MODULES,
+            Some(KernelRequest::new().modules_2mib_aligned())
+        ),
+        "/hvboot/modules/m: no 2 MiB aligned memory for it: OUT_OF_RESOURCES"
+    );
+    let e = refused(MemoryKind::PAGE_TABLES, None);
+    assert!(
+        e.starts_with("no memory for ") && e.ends_with(" page-table pages: OUT_OF_RESOURCES"),
+        "{e}"
+    );
+    assert_eq!(
+        refused(MemoryKind::KERNEL_STACK, None),
+        "no memory for the kernel stack: OUT_OF_RESOURCES"
+    );
+    assert_eq!(
+        refused(MemoryKind::BOOT_INFO, None),
+        "no memory for the boot information: OUT_OF_RESOURCES"
+    );
+    assert_eq!(
+        refused(MemoryKind::LOADER_RECLAIMABLE, None),
+        "OUT_OF_RESOURCES"
+    );
+}
+
+#[test]
+fn a_final_map_beyond_the_room_made_for_it_is_refused() {
+    // Room: the firmware's 7 entries + 96 (the fake's estimate) + 64; with the allocations, the
+    // framebuffer and 170 entries the firmware adds at exit, the map exceeds it.
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.exit_extra = 170;
+    let e = boot(&mut p).unwrap_err().to_string();
+    assert!(p.exited);
+    let n = 7 + p.allocations.len() + 1 + 170;
+    assert_eq!(
+        e,
+        format!("the firmware's memory map has {n} entries, room was made for 167")
+    );
+}
+
+/// tests/test_hypervisor.py's CPU list for -smp 4: the MADT's processors, the BSP marked.
+#[test]
+fn cpu_list_from_the_madt() {
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_madt(4);
+    let h = boot(&mut p).unwrap();
+    let b = info(&p, &h);
+    let cpus: Vec<(u32, u32, u32)> = b
+        .cpus()
+        .iter()
+        .map(|c| (c.apic_id, c.acpi_uid, c.flags.0))
+        .collect();
+    let (enabled, bsp) = (CpuFlags::ENABLED.0, CpuFlags::BSP.0);
+    let want = std::vec![
+        (0, 0, enabled | bsp),
+        (1, 1, enabled),
+        (2, 2, enabled),
+        (3, 3, enabled)
+    ];
+    assert_eq!(cpus, want);
+    assert_eq!(b.local_apic_phys(), Some(0xFEE0_0000));
+}

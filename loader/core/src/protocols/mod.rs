@@ -1,0 +1,41 @@
+//! Boot protocols: how the kernel is told what the loader did. The flow (`crate::flow`) is the
+//! same for every protocol up to the hand-off; a [`Protocol`] sizes its information before the
+//! firmware is left, writes it once the final memory map is known, and says with which register
+//! state the kernel is entered.
+//!
+//! - [`hvboot`]: hvboot's own `BootInfo` (docs/protocol.md), RDI = the block.
+//!
+//! Multiboot2, Linux (boot_params), Limine and bootloader_api hand-offs would be sibling
+//! modules; each brings its kernel kind (`flow::inputs::KernelKind`) with it.
+
+pub mod hvboot;
+
+use hvboot_api::FirmwareMemoryEntry;
+
+use crate::flow::{Boot, Error};
+use crate::handoff::Handoff;
+use crate::memmap;
+
+/// The information block's pages and what the firmware left behind.
+pub struct Info<'a> {
+    /// The block (physical), `bytes.len()` long, zeroed, of memory kind `BOOT_INFO`.
+    pub phys: u64,
+    /// The block as the loader reaches it.
+    pub bytes: &'a mut [u8],
+    /// The final memory map: normalized, protocol kinds, the loader's allocations included.
+    pub map: &'a [memmap::Region],
+    /// The firmware's own final map, untranslated (may be empty).
+    pub firmware_map: &'a [FirmwareMemoryEntry],
+}
+
+/// One boot protocol's hand-off.
+pub trait Protocol {
+    /// Before leaving the firmware: the bytes the information block needs for `boot`, with
+    /// room for a final map of `boot.firmware.map_entries` entries. Reserves every buffer
+    /// [`Protocol::write`] needs: nothing may allocate once the firmware is gone.
+    fn prepare(&mut self, boot: &Boot) -> u64;
+
+    /// After leaving the firmware: writes the information into `info` and returns the hand-off
+    /// (CR3, stack, entry, the register that points at the information, GDT).
+    fn write(&mut self, boot: &Boot, info: Info<'_>) -> Result<Handoff, Error>;
+}

@@ -1,0 +1,5 @@
+//! Helpers shared by the crate's host tests.
+// Test-only helpers: their names and the builder's doc say what they are.
+#![allow(missing_docs)]
+
+pub mod elf;
