@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import FIRMWARES, boot_report, make_image
 
-from hvboot.build import BuildResult
-from hvboot.config import ModuleSpec
+from hvboot.config.build import ModuleSpec
+from hvboot.image.build import BuildResult
 
 pytestmark = pytest.mark.boot
 COUNT = 300
