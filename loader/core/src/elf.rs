@@ -56,6 +56,31 @@ const PHDR64_SIZE: u16 = 56;
 /// `e_phnum` value announcing extended numbering (gABI ch. 4).
 const PN_XNUM: u16 = 0xffff;
 
+/// The kinds of kernel the loader boots. Today only hvboot's own: an x86_64 ELF executable
+/// entered in long mode with hvboot's boot information (and an optional `.hvboot_request`).
+/// Other boot protocols (Multiboot2, Linux bzImage, Limine, rust-osdev's `bootloader_api`)
+/// would be further variants, each recognised by [`kind`] and checked by its own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelKind {
+    /// hvboot's own protocol: the ELF rules of this module.
+    HvbootElf,
+}
+
+impl KernelKind {
+    /// The kind's stable name (`hvboot-check`'s JSON, `hvboot inspect`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelKind::HvbootElf => "hvboot-elf",
+        }
+    }
+}
+
+/// The kind of kernel `image` is, `None` when it is none the loader knows (its file header is
+/// refused).
+pub fn kind(image: &[u8]) -> Option<KernelKind> {
+    check_header(image).ok().map(|_| KernelKind::HvbootElf)
+}
+
 /// One loadable segment (`PT_LOAD`) of the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
