@@ -68,6 +68,7 @@ def esp_files(
         entries.append(loader_config.LoaderModule(path, spec.name, spec.cmdline))
         files.append(FatFile(path, data))
     text = loader_config.render(cmdline, entries)
+    loader_config.check(text)
     files.insert(1, FatFile(loader_config.CONFIG_PATH, text.encode()))
     return files
 
