@@ -9,11 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import make_image
 
 from hvboot.errors import HvbootError
 from hvboot.image.build import esp_files
+from hvboot.image.fat import read_fat
 from hvboot.kernel.elf import check_kernel, load_plan_bytes
-from hvboot.loader import artifacts, config_file
+from hvboot.loader import artifacts, checker, config_file
 
 
 def core(subcommand: str, data: bytes) -> dict[str, object]:
@@ -90,3 +92,17 @@ def test_config_verdict_is_the_core_parse() -> None:
             "message": "not UTF-8 text: invalid utf-8 sequence of 1 bytes from index 0",
         }
     ]
+
+
+def test_esp_is_read_as_the_loader_reads_it(tmp_path: Path, report_kernel: Path) -> None:
+    """inspect and debug list the ESP through the core's GPT and FAT reader; it reads every
+    file the writer wrote, byte for byte (the writer's own reader, read_fat, agrees)."""
+    image = make_image(tmp_path, report_kernel, "x=1")
+    disk = image.output.read_bytes()
+    files = checker.esp_files(disk, str(image.output))
+    assert files == {f.path: f.data for f in image.files}
+    esp = disk[image.layout.esp_first_lba * 512 :]
+    assert read_fat(esp[: image.layout.esp_sectors * 512]) == files
+    with pytest.raises(HvbootError) as err:
+        checker.esp_files(bytes(len(disk)), "blank.img")
+    assert err.value.where == "blank.img: GPT"

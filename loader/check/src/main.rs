@@ -8,6 +8,9 @@
 //! ```text
 //! hvboot-check kernel FILE   the kernel's kind, load plan, request and every problem (JSON)
 //! hvboot-check config FILE   the loader config (/hvboot/hvboot.cfg) parsed, or its problem
+//! hvboot-check esp IMAGE [DIR]  the files of a disk image's EFI system partition, read through
+//!                               the core's GPT and FAT reader (the loader's), each written
+//!                               below DIR if given
 //! ```
 //!
 //! `FILE` may be `-` for standard input. The verdict is one JSON object on standard output;
@@ -22,10 +25,12 @@ use std::process::ExitCode;
 
 use hvboot_api::request::REQUEST_SECTION;
 use hvboot_api::KernelRequest;
+use hvboot_loader_core::fat::{self, BlockDevice, Volume};
 use hvboot_loader_core::{config, elf, request};
 use json::Json;
 
-const USAGE: &str = "usage: hvboot-check kernel FILE | config FILE   (FILE may be - for stdin)";
+const USAGE: &str =
+    "usage: hvboot-check kernel FILE | config FILE | esp IMAGE [DIR]   (FILE may be - for stdin)";
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     if path == "-" {
@@ -157,19 +162,117 @@ fn check_config(data: &[u8]) -> (bool, Json) {
     (ok, doc)
 }
 
+/// A disk image in memory, as the loader's block device.
+struct Disk<'d>(&'d [u8]);
+
+impl BlockDevice for Disk<'_> {
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
+        let start = lba.checked_mul(fat::SECTOR as u64).map(|s| s as usize);
+        match start.and_then(|s| Some(s..s.checked_add(buf.len())?)) {
+            Some(r) if r.end <= self.0.len() => {
+                buf.copy_from_slice(&self.0[r]);
+                Ok(())
+            }
+            _ => Err(format!("LBA {lba} is past the end of the image")),
+        }
+    }
+}
+
+/// Every file below `dir` as (path without a leading `/`, entry), depth first, in directory
+/// order; a directory met twice (a loop in a corrupt volume) is an error.
+fn walk(
+    vol: &mut Volume<Disk<'_>>,
+    dir: fat::Entry,
+    prefix: &str,
+    seen: &mut Vec<u32>,
+    out: &mut Vec<(String, fat::Entry)>,
+) -> Result<(), String> {
+    for (name, entry) in vol.list(&dir).map_err(|e| format!("/{prefix}: {e}"))? {
+        let path = format!("{prefix}{name}");
+        if entry.is_dir {
+            if entry.first_cluster == 0 || seen.contains(&entry.first_cluster) {
+                return Err(format!(
+                    "/{path}: bad or repeated directory cluster {}",
+                    entry.first_cluster
+                ));
+            }
+            seen.push(entry.first_cluster);
+            walk(vol, entry, &format!("{path}/"), seen, out)?;
+        } else {
+            out.push((path, entry));
+        }
+    }
+    Ok(())
+}
+
+/// The files of the image's EFI system partition as the loader reads them; with `dir`, each
+/// file's bytes are written below it.
+fn list_esp(disk: &[u8], dir: Option<&std::path::Path>) -> Result<(u64, Vec<Json>), Json> {
+    let bad = |field: &str, e: String| problem(field.into(), e);
+    let first_lba = fat::find_esp(&mut Disk(disk)).map_err(|e| bad("GPT", e))?;
+    let mut vol = Volume::mount(Disk(disk), first_lba).map_err(|e| bad("ESP", e))?;
+    let mut files = Vec::new();
+    let root = vol.root();
+    walk(&mut vol, root, "", &mut Vec::new(), &mut files).map_err(|e| bad("ESP", e))?;
+    let mut listed = Vec::new();
+    for (path, entry) in files {
+        if let Some(dir) = dir {
+            let mut data = vec![0u8; (entry.size as usize).next_multiple_of(fat::SECTOR)];
+            vol.read(&entry, &mut data)
+                .map_err(|e| bad("ESP", format!("/{path}: {e}")))?;
+            let out = dir.join(&path);
+            let written = out
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&out, &data[..entry.size as usize]));
+            written.map_err(|e| {
+                bad(
+                    "ESP",
+                    format!("/{path}: cannot write {}: {e}", out.display()),
+                )
+            })?;
+        }
+        listed.push(Json::object([
+            ("path", Json::from(path)),
+            ("size", u64::from(entry.size).into()),
+        ]));
+    }
+    Ok((first_lba, listed))
+}
+
+fn check_esp(disk: &[u8], dir: Option<&std::path::Path>) -> (bool, Json) {
+    let (first_lba, files, problems) = match list_esp(disk, dir) {
+        Ok((lba, files)) => (Json::from(lba), files, vec![]),
+        Err(p) => (Json::Null, vec![], vec![p]),
+    };
+    let ok = problems.is_empty();
+    let doc = Json::object([
+        ("ok", Json::from(ok)),
+        ("first_lba", first_lba),
+        ("files", Json::Array(files)),
+        ("problems", Json::Array(problems)),
+    ]);
+    (ok, doc)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let check: fn(&[u8]) -> (bool, Json) = match args.first().map(String::as_str) {
-        Some("kernel") => check_kernel,
-        Some("config") => check_config,
+    let (command, path, dir) = match &args[..] {
+        [c, p] => (c.as_str(), p, None),
+        [c, p, d] if c == "esp" => (c.as_str(), p, Some(std::path::Path::new(d))),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let [_, path] = &args[..] else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+    let check: Box<dyn Fn(&[u8]) -> (bool, Json)> = match command {
+        "kernel" => Box::new(check_kernel),
+        "config" => Box::new(check_config),
+        "esp" => Box::new(move |d| check_esp(d, dir)),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
     };
     let data = match read(path) {
         Ok(d) => d,

@@ -27,10 +27,10 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 
 from hvboot.errors import HvbootError
-from hvboot.image.fat import read_fat
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
 from hvboot.kernel import elf as kernel_elf
 from hvboot.kernel.elf import ELF_MAGIC, REQUEST_SECTION
+from hvboot.loader import checker
 from hvboot.loader.config_file import CONFIG_PATH, KERNEL_PATH
 from hvboot.protocol.layout import PROTOCOL
 from hvboot.units import PAGE_SIZE, SECTOR_SIZE
@@ -307,7 +307,7 @@ def inspect_image_bytes(disk: bytes, source: str) -> Json:
         problems.append(Problem("GPT", "no EFI system partition"))
     else:
         try:
-            files = read_fat(disk[esp.first_lba * SECTOR_SIZE : (esp.last_lba + 1) * SECTOR_SIZE])
+            files = checker.esp_files(disk, source)
         except HvbootError as err:
             problems.append(Problem.of(err))
             files = {}

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hvboot.errors import HvbootError
@@ -32,12 +34,12 @@ class Problem:
         return HvbootError(f"{source}: {self.field}" if self.field else source, self.message)
 
 
-def run(subcommand: str, data: bytes) -> Json:
-    """`hvboot-check <subcommand> -` over `data`: its JSON verdict."""
+def run(subcommand: str, data: bytes, *args: str) -> Json:
+    """`hvboot-check <subcommand> - [args]` over `data`: its JSON verdict."""
     exe = artifacts.checker()
     try:
         result = subprocess.run(
-            [str(exe), subcommand, "-"], input=data, capture_output=True, check=False
+            [str(exe), subcommand, "-", *args], input=data, capture_output=True, check=False
         )
     except OSError as exc:
         raise HvbootError(exe, f"cannot run the checker: {exc.strerror or exc}") from None
@@ -61,3 +63,17 @@ def check_kernel(data: bytes) -> Json:
 def check_config(text: str) -> Json:
     """The core's verdict on loader-config `text`: ``config`` (parsed) or ``problems``."""
     return run("config", text.encode())
+
+
+def esp_files(disk: bytes, source: str) -> dict[str, bytes]:
+    """Every file of disk image `disk`'s EFI system partition (path without a leading ``/`` ->
+    bytes), read as the loader reads them: through the core's GPT and FAT reader. `HvbootError`
+    ``<source>: GPT`` or ``<source>: ESP`` when the loader could not read them either."""
+    with tempfile.TemporaryDirectory(prefix="hvboot-esp-") as tmp:
+        doc = run("esp", disk, tmp)
+        for problem in problems(doc):
+            raise problem.error(source)
+        return {
+            f["path"]: (Path(tmp) / f["path"]).read_bytes()
+            for f in sorted(doc["files"], key=lambda f: str(f["path"]))
+        }
