@@ -265,7 +265,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let check: Box<dyn Fn(&[u8]) -> (bool, Json)> = match command {
+    type Check<'a> = Box<dyn Fn(&[u8]) -> (bool, Json) + 'a>;
+    let check: Check = match command {
         "kernel" => Box::new(check_kernel),
         "config" => Box::new(check_config),
         "esp" => Box::new(move |d| check_esp(d, dir)),

@@ -32,6 +32,7 @@ use ::elf::abi;
 use ::elf::endian::LittleEndian;
 use ::elf::file::{parse_ident, Class, FileHeader};
 use ::elf::segment::SegmentTable;
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -113,8 +114,8 @@ impl Segment {
     pub fn flags(&self) -> &'static str {
         flags_str(
             abi::PF_R
-                | u32::from(self.writable) * abi::PF_W
-                | u32::from(self.executable) * abi::PF_X,
+                | (u32::from(self.writable) * abi::PF_W)
+                | (u32::from(self.executable) * abi::PF_X),
         )
     }
 
@@ -291,9 +292,9 @@ pub enum ElfError {
     /// Some segments are in the lower half and some in the higher half.
     MixedHalves {
         /// The first lower-half segment.
-        lower: Segment,
+        lower: Box<Segment>,
         /// The first higher-half segment.
-        higher: Segment,
+        higher: Box<Segment>,
     },
     /// Two segments' ranges overlap.
     Overlap {
@@ -304,7 +305,7 @@ pub enum ElfError {
         /// Physical ranges (lower-half kernels), else virtual.
         physical: bool,
         /// The two segments (`first`, `second`).
-        segments: [Segment; 2],
+        segments: Box<[Segment; 2]>,
     },
     /// Two segments share a 4 KiB page.
     SharedPage {
@@ -317,7 +318,7 @@ pub enum ElfError {
         /// A physical page (lower-half kernels), else virtual.
         physical: bool,
         /// The two segments (`first`, `second`).
-        segments: [Segment; 2],
+        segments: Box<[Segment; 2]>,
     },
     /// `e_entry` is not inside any `PT_LOAD` (the segments, in program header order).
     EntryOutside(u64, Vec<Segment>),
@@ -351,60 +352,61 @@ fn range(start: u64, len: u64) -> Range {
     Range(start, u128::from(start) + u128::from(len))
 }
 
-/// `EM_386 (3)`: the gABI name of an `e_machine` value, if it is a common one.
-fn machine_name(m: u16) -> String {
-    let name = match m {
-        0 => "EM_NONE",
-        2 => "EM_SPARC",
-        3 => "EM_386",
-        4 => "EM_68K",
-        8 => "EM_MIPS",
-        20 => "EM_PPC",
-        21 => "EM_PPC64",
-        22 => "EM_S390",
-        40 => "EM_ARM",
-        43 => "EM_SPARCV9",
-        50 => "EM_IA_64",
-        62 => "EM_X86_64",
-        183 => "EM_AARCH64",
-        243 => "EM_RISCV",
-        258 => "EM_LOONGARCH",
-        _ => "unknown",
-    };
-    format!("{name} ({m})")
+/// The gABI names of common `e_machine` values.
+const MACHINES: &[(u32, &str)] = &[
+    (0, "EM_NONE"),
+    (2, "EM_SPARC"),
+    (3, "EM_386"),
+    (4, "EM_68K"),
+    (8, "EM_MIPS"),
+    (20, "EM_PPC"),
+    (21, "EM_PPC64"),
+    (22, "EM_S390"),
+    (40, "EM_ARM"),
+    (43, "EM_SPARCV9"),
+    (50, "EM_IA_64"),
+    (62, "EM_X86_64"),
+    (183, "EM_AARCH64"),
+    (243, "EM_RISCV"),
+    (258, "EM_LOONGARCH"),
+];
+/// The gABI names of the `e_type` values.
+const TYPES: &[(u32, &str)] = &[
+    (0, "ET_NONE"),
+    (1, "ET_REL"),
+    (2, "ET_EXEC"),
+    (3, "ET_DYN"),
+    (4, "ET_CORE"),
+];
+/// The names of common `p_type` values.
+const SEGMENT_TYPES: &[(u32, &str)] = &[
+    (0, "PT_NULL"),
+    (1, "PT_LOAD"),
+    (2, "PT_DYNAMIC"),
+    (3, "PT_INTERP"),
+    (4, "PT_NOTE"),
+    (5, "PT_SHLIB"),
+    (6, "PT_PHDR"),
+    (7, "PT_TLS"),
+    (0x6474_e550, "PT_GNU_EH_FRAME"),
+    (0x6474_e551, "PT_GNU_STACK"),
+    (0x6474_e552, "PT_GNU_RELRO"),
+    (0x6474_e553, "PT_GNU_PROPERTY"),
+];
+
+fn name_of(names: &[(u32, &'static str)], value: u32) -> Option<&'static str> {
+    names.iter().find(|(v, _)| *v == value).map(|(_, n)| *n)
 }
 
-/// `ET_CORE (4)`: the gABI name of an `e_type` value.
-fn type_name(t: u16) -> String {
-    let name = match t {
-        0 => "ET_NONE",
-        1 => "ET_REL",
-        2 => "ET_EXEC",
-        3 => "ET_DYN",
-        4 => "ET_CORE",
-        _ => "unknown",
-    };
-    format!("{name} ({t})")
+/// `EM_386 (3)`, `ET_CORE (4)`, `unknown (48879)`.
+fn named(names: &[(u32, &'static str)], value: u16) -> String {
+    let name = name_of(names, value.into()).unwrap_or("unknown");
+    format!("{name} ({value})")
 }
 
-/// `PT_NOTE`: the name of a `p_type` value.
+/// `PT_NOTE`, or the value in hex.
 fn segment_type_name(t: u32) -> String {
-    let name = match t {
-        0 => "PT_NULL",
-        1 => "PT_LOAD",
-        2 => "PT_DYNAMIC",
-        3 => "PT_INTERP",
-        4 => "PT_NOTE",
-        5 => "PT_SHLIB",
-        6 => "PT_PHDR",
-        7 => "PT_TLS",
-        0x6474_e550 => "PT_GNU_EH_FRAME",
-        0x6474_e551 => "PT_GNU_STACK",
-        0x6474_e552 => "PT_GNU_RELRO",
-        0x6474_e553 => "PT_GNU_PROPERTY",
-        _ => return format!("{t:#x}"),
-    };
-    name.into()
+    name_of(SEGMENT_TYPES, t).map_or_else(|| format!("{t:#x}"), String::from)
 }
 
 impl fmt::Display for SegmentProblem {
@@ -567,7 +569,7 @@ impl fmt::Display for Message<'_> {
             ElfError::Machine(m) => write!(
                 f,
                 "machine is {}, expected EM_X86_64 (62): build the kernel for x86_64",
-                machine_name(*m)
+                named(MACHINES, *m)
             ),
             ElfError::Type(3) => f.write_str(
                 "ET_DYN (position-independent executable or shared object): position-independent \
@@ -581,7 +583,7 @@ impl fmt::Display for Message<'_> {
             ElfError::Type(t) => write!(
                 f,
                 "file type is {}, expected an executable (ET_EXEC (2))",
-                type_name(*t)
+                named(TYPES, *t)
             ),
             ElfError::NoProgramHeaders => f.write_str(
                 "no program headers (e_phnum is 0), expected at least one PT_LOAD segment to load",
@@ -625,25 +627,25 @@ impl fmt::Display for Message<'_> {
                 lower.index, lower.vaddr, higher.index, higher.vaddr
             ),
             ElfError::Overlap {
-                physical,
-                segments: [a, b],
-                ..
+                physical, segments, ..
             } => write!(
                 f,
                 "{} ranges overlap: header {} covers {} and header {} covers {}; expected \
                  disjoint PT_LOAD segments",
                 kind(*physical),
-                a.index,
-                span(a, *physical),
-                b.index,
-                span(b, *physical)
+                segments[0].index,
+                span(&segments[0], *physical),
+                segments[1].index,
+                span(&segments[1], *physical)
             ),
             ElfError::SharedPage {
                 page,
                 physical,
-                segments: [a, b],
+                segments,
                 ..
-            } => write!(
+            } => {
+                let [a, b] = &**segments;
+                write!(
                 f,
                 "header {} ({}, {}) and header {} ({}, {}) share the 4 KiB {} page at {page:#x}; \
                  hvboot maps per page with each segment's permissions, so align every PT_LOAD to \
@@ -655,7 +657,8 @@ impl fmt::Display for Message<'_> {
                 span(b, *physical),
                 b.flags(),
                 kind(*physical)
-            ),
+            )
+            }
             ElfError::EntryOutside(entry, segments) => {
                 write!(
                     f,
@@ -850,7 +853,7 @@ fn check_disjoint(
     for pair in order.windows(2) {
         let ((_, a_end), (b_start, _)) = (range(pair[0]), range(pair[1]));
         let (first, second) = (pair[0].index, pair[1].index);
-        let segments = [*pair[0], *pair[1]];
+        let segments = Box::new([*pair[0], *pair[1]]);
         if b_start < a_end {
             return Err(ElfError::Overlap {
                 first,
@@ -966,8 +969,8 @@ pub fn check(image: &[u8]) -> Result<LoadPlan, Vec<ElfError>> {
     let higher = segments.iter().find(|s| s.vaddr >= HIGHER_HALF_START);
     if let (Some(lower), Some(higher)) = (lower, higher) {
         return Err(vec![ElfError::MixedHalves {
-            lower: *lower,
-            higher: *higher,
+            lower: Box::new(*lower),
+            higher: Box::new(*higher),
         }]);
     }
     let higher_half = higher.is_some();
@@ -1464,7 +1467,7 @@ mod tests {
         phs[1].paddr = 0x40_0000;
         let e = plan_err(&build(KBASE, &phs));
         assert!(matches!(
-            e,
+            &e,
             ElfError::MixedHalves { lower, higher } if lower.index == 1 && higher.index == 0
         ));
         assert!(e.to_string().contains(
