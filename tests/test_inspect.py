@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -13,10 +14,12 @@ import pytest
 from conftest import REPORT_KERNEL, make_image
 
 from hvboot.kernel.elf import load_plan
+from hvboot.loader import artifacts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "elf"
 KERNEL_KEYS = {
     "kind",
+    "kernel_kind",
     "path",
     "size",
     "ok",
@@ -87,6 +90,7 @@ def test_good_kernel_json(kernel: Path) -> None:
     assert set(doc) == KERNEL_KEYS
     plan = load_plan(kernel)
     assert doc["kind"] == "kernel" and doc["ok"] is True and doc["problems"] == []
+    assert doc["kernel_kind"] == "hvboot-elf"
     assert doc["entry"] == f"{plan.entry:#x}" and doc["entry_symbol"] == "_start"
     assert doc["higher_half"] is True and doc["request_header"] is None
     assert doc["image"] == {
@@ -139,6 +143,37 @@ def test_every_problem_is_listed(tmp_path: Path, kernel: Path) -> None:
     wheres = sorted(p["where"] for p in doc["problems"])
     assert wheres == [f"{bad}: program header {i} (PT_LOAD)" for i in range(3)]
     assert [s["flags"] for s in doc["segments"]] == ["RWX", "---", "RWX"]
+
+
+def test_problems_are_the_core_verdict(tmp_path: Path, kernel: Path) -> None:
+    """inspect lists exactly the loader core's problems (hvboot-check run by hand): same order,
+    same field, same message."""
+    data = bytearray(kernel.read_bytes())
+    _set_load_flags(data, [0, 2], 7)
+    bad = tmp_path / "bad.elf"
+    bad.write_bytes(bytes(data))
+    core = subprocess.run(
+        [str(artifacts.checker()), "kernel", str(bad)], capture_output=True, text=True
+    )
+    assert core.returncode == 1
+    verdict = json.loads(core.stdout)
+    doc = json.loads(hvboot("inspect", "--json", str(bad)).stdout)
+    assert doc["problems"] == [
+        {"where": f"{bad}: {p['field']}", "what": p["message"]} for p in verdict["problems"]
+    ]
+
+
+def test_missing_checker_is_named(tmp_path: Path, kernel: Path) -> None:
+    missing = tmp_path / "no-such-hvboot-check"
+    r = subprocess.run(
+        [sys.executable, "-m", "hvboot", "inspect", str(kernel)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HVBOOT_CHECK": str(missing)},
+    )
+    assert r.returncode == 2
+    assert str(missing) in r.stderr and "hvboot-check" in r.stderr
+    assert "cargo build --release" in r.stderr
 
 
 def test_rwx_kernel_built_by_ld(tmp_path: Path) -> None:

@@ -14,7 +14,10 @@ import pytest
 from conftest import boot, make_image
 
 from hvboot.config.build import ModuleSpec
+from hvboot.errors import HvbootError
 from hvboot.image.build import BuildResult
+from hvboot.kernel.elf import load_plan_bytes
+from hvboot.loader import config_file
 
 pytestmark = pytest.mark.boot
 ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
@@ -66,6 +69,14 @@ def test_corrupt_kernel_is_refused(image: BuildResult, report_kernel: Path, tmp_
     _replace(image, "/hvboot/kernel.elf", bytes(data), tmp_path)
     error = _loader_error(image)
     assert "/hvboot/kernel.elf" in error and "e_machine" in error
+    assert error == _host_error(bytes(data)), "the loader and the toolkit word it differently"
+
+
+def _host_error(kernel: bytes) -> str:
+    """What `hvboot build` says about the kernel, as if it were the file on the ESP."""
+    with pytest.raises(HvbootError) as err:
+        load_plan_bytes(kernel, "/hvboot/kernel.elf")
+    return str(err.value)
 
 
 def test_truncated_kernel_is_refused(
@@ -74,6 +85,7 @@ def test_truncated_kernel_is_refused(
     _replace(image, "/hvboot/kernel.elf", report_kernel.read_bytes()[:200], tmp_path)
     error = _loader_error(image)
     assert "/hvboot/kernel.elf" in error
+    assert error == _host_error(report_kernel.read_bytes()[:200])
 
 
 def test_bad_config_names_the_line(image: BuildResult, tmp_path: Path) -> None:
@@ -81,6 +93,9 @@ def test_bad_config_names_the_line(image: BuildResult, tmp_path: Path) -> None:
     _replace(image, "/hvboot/hvboot.cfg", text.encode(), tmp_path)
     error = _loader_error(image)
     assert "/hvboot/hvboot.cfg" in error and "line 3" in error and "framebuffer" in error
+    with pytest.raises(HvbootError) as host:
+        config_file.check(text)
+    assert error == f"/{host.value}", "the loader and the toolkit word it differently"
 
 
 def test_missing_module_names_the_file(tmp_path: Path, report_kernel: Path) -> None:

@@ -14,7 +14,6 @@ field on serial, then a halt).
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import itertools
 import struct
@@ -29,8 +28,9 @@ from hvboot.cli.inspect import request_header
 from hvboot.config.build import ModuleSpec
 from hvboot.errors import HvbootError
 from hvboot.kernel import elf as kernel_elf
-from hvboot.kernel.elf import KernelRequest
+from hvboot.kernel.elf import Request
 from hvboot.loader import artifacts
+from hvboot.protocol import codec
 from hvboot.protocol.layout import PROTOCOL
 
 KIND = {v.name: v.value for v in PROTOCOL.enums[0].values}
@@ -63,20 +63,31 @@ def request_kernel(built: None) -> Path:
     return REQUEST_KERNEL
 
 
-def default_request(kernel: Path) -> KernelRequest:
+def replace(req: Request, **fields: int) -> Request:
+    """`req` with some fields changed (``guest_*`` name the fields of its guest request)."""
+    out = {**req, "guest": dict(req["guest"])}
+    for name, value in fields.items():
+        if name.startswith("guest_"):
+            out["guest"][name.removeprefix("guest_")] = value
+        else:
+            out[name] = value
+    return out
+
+
+def default_request(kernel: Path) -> Request:
     req = kernel_elf.read_request(kernel.read_bytes(), str(kernel))
     assert req is not None
     return req
 
 
-def patched(kernel: Path, tmp: Path, req: KernelRequest, raw: bytes | None = None) -> Path:
+def patched(kernel: Path, tmp: Path, req: Request, raw: bytes | None = None) -> Path:
     """A copy of `kernel` whose .hvboot_request holds `req` (or the bytes `raw`)."""
     data = bytearray(kernel.read_bytes())
     with kernel.open("rb") as f:
         sec = ELFFile(f).get_section_by_name(kernel_elf.REQUEST_SECTION)
         assert sec is not None
         off, size = int(sec["sh_offset"]), int(sec["sh_size"])
-    body = req.pack() if raw is None else raw
+    body = codec.pack("KernelRequest", req) if raw is None else raw
     assert len(body) <= size
     data[off : off + len(body)] = body
     out = tmp / "kernel.elf"
@@ -141,15 +152,15 @@ def check_extents(report: BootReport, firmware: str) -> list[dict[str, int]]:
     return got
 
 
-def check_reservation(report: BootReport, firmware: str, req: KernelRequest) -> None:
+def check_reservation(report: BootReport, firmware: str, req: Request) -> None:
     res = report.one("reservation")
     phys, size = int(res["guest_phys"], 0), int(res["guest_size"], 0)
-    assert size == req.guest_size
-    assert phys % max(req.guest_alignment, 4096) == 0
-    if req.guest_fixed_base:
-        assert phys == req.guest_fixed_base
-    if req.guest_max_address:
-        assert phys + size <= req.guest_max_address
+    assert size == req["guest"]["size"]
+    assert phys % max(req["guest"]["alignment"], 4096) == 0
+    if req["guest"]["fixed_base"]:
+        assert phys == req["guest"]["fixed_base"]
+    if req["guest"]["max_address"]:
+        assert phys + size <= req["guest"]["max_address"]
     regs = regions(report)
     assert kinds_at(regs, phys, size) == {KIND["GUEST_RESERVED"]}
     # Nothing else of that kind: the reservation is exactly the GUEST_RESERVED memory.
@@ -180,7 +191,7 @@ CASES = {
 def test_guest_reservation_and_trampoline(
     firmware: str, case: str, request_kernel: Path, tmp_path: Path
 ) -> None:
-    req = dataclasses.replace(default_request(request_kernel), **CASES[case])
+    req = replace(default_request(request_kernel), **CASES[case])
     mod = tmp_path / "guest.bin"
     mod.write_bytes(b"guest image" * 1000)
     image = make_image(
@@ -192,11 +203,11 @@ def test_guest_reservation_and_trampoline(
 
     # The other requested settings: stack size, direct-map offset, 2 MiB module alignment.
     k = report.one("kernel")
-    assert int(k["stack_size"]) == req.stack_size == 128 * 1024
-    assert int(report.one("direct_map")["offset"], 0) == req.direct_map_offset == DIRECT_MAP
+    assert int(k["stack_size"]) == req["stack_size"] == 128 * 1024
+    assert int(report.one("direct_map")["offset"], 0) == req["direct_map_offset"] == DIRECT_MAP
     assert int(report.one("module")["phys"], 0) % (2 * MIB) == 0
     [stack] = [e for e in extents(report) if e["what"] == EXTENT["STACK"]]
-    assert stack["length"] == req.stack_size
+    assert stack["length"] == req["stack_size"]
     assert stack["virt"] + stack["length"] == int(k["stack_top"], 0)
 
 
@@ -205,7 +216,7 @@ def test_guest_reservation_and_trampoline(
 def test_unmet_reservation_stops_the_boot(
     firmware: str, request_kernel: Path, tmp_path: Path
 ) -> None:
-    req = dataclasses.replace(default_request(request_kernel), guest_size=GIB)
+    req = replace(default_request(request_kernel), guest_size=GIB)
     image = make_image(tmp_path, patched(request_kernel, tmp_path, req))
     result = boot(image.output, firmware, memory="512M")
     assert not result.ok
@@ -219,8 +230,8 @@ def test_unmet_reservation_stops_the_boot(
 @pytest.mark.boot
 @pytest.mark.parametrize("firmware", FIRMWARES)
 def test_no_framebuffer_requested(firmware: str, request_kernel: Path, tmp_path: Path) -> None:
-    none = kernel_elf.FRAMEBUFFER_NONE
-    req = dataclasses.replace(
+    none = next(c.value for c in PROTOCOL.constants if c.name == "FRAMEBUFFER_NONE")
+    req = replace(
         default_request(request_kernel),
         framebuffer_width=none,
         framebuffer_height=none,
@@ -248,7 +259,7 @@ def test_framebuffer_size_requested(
 ) -> None:
     # The smallest mode of at least the size asked for: OVMF's GOP and SeaBIOS's VBE both offer
     # 800x600 and 1024x768 (and nothing between 1000x700 and 1024x768).
-    req = dataclasses.replace(
+    req = replace(
         default_request(request_kernel), framebuffer_width=asked[0], framebuffer_height=asked[1]
     )
     image = make_image(tmp_path, patched(request_kernel, tmp_path, req))
@@ -307,7 +318,7 @@ def test_layout_matches_protocol() -> None:
         "guest",
     ]
     assert [f.name for f, _ in PROTOCOL.offsets("KernelRequest")] == names
-    assert PROTOCOL.size_align("KernelRequest")[0] == kernel_elf.REQUEST_SIZE == 80
+    assert PROTOCOL.size_align("KernelRequest")[0] == 80
     assert [f.name for f, _ in PROTOCOL.offsets("GuestRequest")] == [
         "size",
         "alignment",
@@ -329,7 +340,7 @@ BAD = {
 
 @pytest.mark.parametrize("field", list(BAD))
 def test_build_refuses_a_bad_request(field: str, request_kernel: Path, tmp_path: Path) -> None:
-    req = dataclasses.replace(default_request(request_kernel), **BAD[field])
+    req = replace(default_request(request_kernel), **BAD[field])
     kernel = patched(request_kernel, tmp_path, req)
     with pytest.raises(HvbootError) as err:
         make_image(tmp_path, kernel)
@@ -371,3 +382,14 @@ def test_inspect_decodes_the_request(request_kernel: Path) -> None:
 def test_report_kernel_has_no_request(report_kernel: Path) -> None:
     assert kernel_elf.read_request(report_kernel.read_bytes(), "k") is None
     assert kernel_elf.load_plan(report_kernel).request is None
+
+
+def test_codec_reads_what_the_core_decodes(request_kernel: Path) -> None:
+    """The request codec derived from layout.py and the loader core read the same bytes alike."""
+    data = request_kernel.read_bytes()
+    sec = ELFFile(io.BytesIO(data)).get_section_by_name(kernel_elf.REQUEST_SECTION)
+    assert sec is not None
+    raw = data[int(sec["sh_offset"]) : int(sec["sh_offset"]) + int(sec["sh_size"])]
+    core = default_request(request_kernel)
+    assert codec.unpack("KernelRequest", raw) == core
+    assert codec.pack("KernelRequest", core) == raw[:80]

@@ -127,6 +127,24 @@ fn check_path<'p>(line: usize, key: &str, path: &'p str) -> Result<&'p str, Conf
     Ok(last)
 }
 
+/// Parses the bytes of a loader config file: UTF-8 text (see [`parse`]).
+pub fn parse_bytes(bytes: &[u8]) -> Result<LoaderConfig, ConfigError> {
+    let text = core::str::from_utf8(bytes)
+        .map_err(|e| ConfigError::at(0, format!("not UTF-8 text: {e}")))?;
+    parse(text)
+}
+
+impl ConfigError {
+    /// Where, as the loader prints it: `line N`, or `config` for the whole file.
+    pub fn field(&self) -> String {
+        if self.line == 0 {
+            "config".into()
+        } else {
+            format!("line {}", self.line)
+        }
+    }
+}
+
 /// Parses the text of a loader config file.
 pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);

@@ -1,6 +1,7 @@
 //! The kernel's request (`.hvboot_request`, docs/hypervisor.md "The kernel request"): found by
-//! name in the kernel ELF's section headers and checked with the rules `hvboot build` applies on
-//! the host (`KernelRequest::check`), so the loader refuses exactly what the builder refuses.
+//! name in the kernel ELF's section headers and checked with `KernelRequest::check`. These are
+//! the only rules for it: `hvboot build` and `hvboot inspect` ask them through `hvboot-check`
+//! (loader/check), so the builder refuses exactly what the loader refuses.
 //!
 //! Every refusal names the field: the boot flow prints it as
 //! `<kernel>: .hvboot_request: <field>: <why>`.

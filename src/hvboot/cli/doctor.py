@@ -48,10 +48,11 @@ def checks() -> list[Check]:
         out.append(Check("OVMF", True, f"{ovmf.code}", ""))
     except HvbootError as e:
         out.append(Check("OVMF", False, e.what, f"{apt} ovmf"))
-    try:
-        out.append(Check("UEFI loader", True, str(artifacts.uefi_loader_elf()), ""))
-    except HvbootError as e:
-        out.append(Check("UEFI loader", False, e.what, "scripts/setup.sh"))
+    for name, find in (("UEFI loader", artifacts.uefi_loader_elf), ("checker", artifacts.checker)):
+        try:
+            out.append(Check(name, True, str(find()), ""))
+        except HvbootError as e:
+            out.append(Check(name, False, e.what, "scripts/setup.sh"))
     return out
 
 

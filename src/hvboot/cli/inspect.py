@@ -27,17 +27,19 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 
 from hvboot.errors import HvbootError
-from hvboot.image.fat import read_fat
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
 from hvboot.kernel import elf as kernel_elf
 from hvboot.kernel.elf import ELF_MAGIC, REQUEST_SECTION
+from hvboot.loader import checker
 from hvboot.loader.config_file import CONFIG_PATH, KERNEL_PATH
-from hvboot.units import SECTOR_SIZE
+from hvboot.protocol.layout import PROTOCOL
+from hvboot.units import PAGE_SIZE, SECTOR_SIZE
 
 GPT_SIGNATURE = b"EFI PART"
 #: The section the loader reads the kernel's requests from (docs/hypervisor.md).
 NO_REQUEST = "no request header (defaults apply)"
 PARTITION_TYPES = {ESP_TYPE: "EFI system", BIOS_BOOT_TYPE: "BIOS boot"}
+FRAMEBUFFER_NONE = next(c.value for c in PROTOCOL.constants if c.name == "FRAMEBUFFER_NONE")
 
 Json = dict[str, Any]
 
@@ -63,79 +65,70 @@ class Problem:
 # Kernels
 
 
-def request_header(data: bytes) -> Json | None:
-    """The kernel's request to the loader (``.hvboot_request``, docs/hypervisor.md), decoded,
-    or None (then the loader's defaults apply).
+def request_header(data: bytes, verdict: kernel_elf.KernelCheck | None = None) -> Json | None:
+    """The kernel's request to the loader (``.hvboot_request``, docs/hypervisor.md) as the
+    loader core decodes it, or None (then the loader's defaults apply).
 
     A request the loader would refuse is reported with ``decoded`` false and its ``problem``
-    (it is also among the kernel's problems, from the load plan).
+    (it is also among the kernel's problems).
     """
-    try:
-        req = kernel_elf.read_request(data, "kernel")
-    except HvbootError as err:
+    if verdict is None:
+        verdict = kernel_elf.check_kernel(data, "kernel")
+    prefix = f"{verdict.source}: "
+    refused = [
+        e for e in verdict.problems if (e.where or "").startswith(f"{prefix}{REQUEST_SECTION}:")
+    ]
+    if refused:
         sec_size = None
         try:
             sec = ELFFile(io.BytesIO(data)).get_section_by_name(REQUEST_SECTION)
             sec_size = None if sec is None else int(sec["sh_size"])
         except Exception:
             pass
-        where = (err.where or "").removeprefix("kernel: ")
+        where = (refused[0].where or "").removeprefix(prefix)
         return {
             "section": REQUEST_SECTION,
             "size": sec_size,
             "decoded": False,
-            "problem": f"{where}: {err.what}",
+            "problem": f"{where}: {refused[0].what}",
         }
+    req = verdict.request
     if req is None:
         return None
-    none = kernel_elf.FRAMEBUFFER_NONE
-    w, h = req.framebuffer_width, req.framebuffer_height
+    none = FRAMEBUFFER_NONE
+    w, h = req["framebuffer_width"], req["framebuffer_height"]
     framebuffer = f"{w}x{h}"
     if (w, h) in ((none, none), (0, 0)):
         framebuffer = "none" if w == none else "default"
+    guest = req["guest"]
     return {
         "section": REQUEST_SECTION,
-        "size": req.size,
+        "size": req["size"],
         "decoded": True,
-        "version": req.version,
-        "flags": req.flag_names(),
+        "version": req["version"],
+        "flags": _flag_names(req["flags"]),
         "framebuffer": framebuffer,
-        "module_alignment": req.module_alignment or kernel_elf.PAGE_SIZE,
-        "stack_size": req.stack_size or None,
-        "direct_map_offset": _hex(req.direct_map_offset) if req.direct_map_offset else None,
+        "module_alignment": req["module_alignment"] or PAGE_SIZE,
+        "stack_size": req["stack_size"] or None,
+        "direct_map_offset": _hex(req["direct_map_offset"]) if req["direct_map_offset"] else None,
         "guest": None
-        if req.guest_size == 0
+        if guest["size"] == 0
         else {
-            "size": req.guest_size,
-            "alignment": req.guest_alignment or kernel_elf.PAGE_SIZE,
-            "max_address": _hex(req.guest_max_address) if req.guest_max_address else None,
-            "fixed_base": _hex(req.guest_fixed_base) if req.guest_fixed_base else None,
+            "size": guest["size"],
+            "alignment": guest["alignment"] or PAGE_SIZE,
+            "max_address": _hex(guest["max_address"]) if guest["max_address"] else None,
+            "fixed_base": _hex(guest["fixed_base"]) if guest["fixed_base"] else None,
         },
     }
 
 
-def _all_problems(data: bytes, source: str, first: HvbootError) -> list[Problem]:
-    """The first problem load_plan found, and those of every other PT_LOAD header.
-
-    kernel_elf stops at the first problem; its per-header checks are independent of each other,
-    so each PT_LOAD is checked on its own to list them all.
-    """
-    problems = [Problem.of(first)]
-    try:
-        elf = kernel_elf._open(data, source)
-        phdrs = kernel_elf._check_header(elf, data, source)
-    except HvbootError:
-        return problems  # the header itself is bad: nothing below it can be trusted
-    for i, ph in enumerate(phdrs):
-        if kernel_elf._p_type(ph) != kernel_elf._PT_LOAD:
-            continue
-        try:
-            kernel_elf._check_load_header(ph, i, data, source)
-        except HvbootError as err:
-            p = Problem.of(err)
-            if p not in problems:
-                problems.append(p)
-    return problems
+def _flag_names(flags: int) -> list[str]:
+    """The names of the request's flag bits (protocol/layout.py's RequestFlags), unknown bits
+    in hex."""
+    bits = {v.name: v.value for e in PROTOCOL.enums if e.name == "RequestFlags" for v in e.values}
+    names = [n for n, bit in bits.items() if flags & bit]
+    unknown = flags & ~sum(bits.values())
+    return names + ([f"{unknown:#x}"] if unknown else [])
 
 
 def _raw_segments(data: bytes) -> list[Json]:
@@ -173,6 +166,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         "kind": "kernel",
         "path": source,
         "size": len(data),
+        "kernel_kind": None,
         "ok": False,
         "entry": None,
         "entry_symbol": None,
@@ -182,19 +176,20 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         "request_header": None,
         "problems": [],
     }
-    try:
-        plan = kernel_elf.load_plan_bytes(data, source)
-    except HvbootError as err:
-        report["problems"] = [p.json() for p in _all_problems(data, source, err)]
+    verdict = kernel_elf.check_kernel(data, source)
+    report["kernel_kind"] = verdict.kind
+    report["problems"] = [Problem.of(e).json() for e in verdict.problems]
+    report["request_header"] = request_header(data, verdict)
+    plan = verdict.plan
+    if plan is None:
         report["segments"] = _raw_segments(data)
-        report["request_header"] = request_header(data)
         return report
     try:
         names = sorted(n for n, a in kernel_elf.symbols(data).items() if a == plan.entry)
     except HvbootError:
         names = []
     report.update(
-        ok=True,
+        ok=verdict.ok,
         entry=_hex(plan.entry),
         entry_symbol=("_start" if "_start" in names else names[0]) if names else None,
         higher_half=plan.higher_half,
@@ -217,7 +212,6 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
             }
             for s in plan.segments
         ],
-        request_header=request_header(data),
         describe=kernel_elf.describe(plan),
     )
     return report
@@ -225,13 +219,13 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
 
 def _kernel_text(r: Json, indent: str = "") -> list[str]:
     lines: list[str] = []
-    if r["ok"]:
+    if r.get("describe"):
         lines += r["describe"].splitlines()
         if r["entry_symbol"]:
             lines.append(f"entry symbol: {r['entry_symbol']}")
-    else:
+    if not r["ok"]:
         lines.append(f"{r['path']}: the loader would refuse this kernel")
-        if r["segments"]:
+        if r["segments"] and not r.get("describe"):
             lines.append("PT_LOAD headers as found:")
             for s in r["segments"]:
                 lines.append(
@@ -313,7 +307,7 @@ def inspect_image_bytes(disk: bytes, source: str) -> Json:
         problems.append(Problem("GPT", "no EFI system partition"))
     else:
         try:
-            files = read_fat(disk[esp.first_lba * SECTOR_SIZE : (esp.last_lba + 1) * SECTOR_SIZE])
+            files = checker.esp_files(disk, source)
         except HvbootError as err:
             problems.append(Problem.of(err))
             files = {}

@@ -4,8 +4,8 @@ The image is GPT with a protective MBR and an EFI system partition holding the U
 (\\EFI\\BOOT\\BOOTX64.EFI), the loader's config (/hvboot/hvboot.cfg), the kernel and the modules.
 For BIOS, the protective MBR carries stage 1 (patched with stage 2's LBA and length) and a BIOS
 boot partition holds stage 2 + the BIOS loader (docs/bios.md).
-The kernel is checked on the host with the same rules the loader applies, so a bad kernel is
-refused here, with the file and field named, rather than on the machine.
+The kernel and the loader config are checked by the loader core itself (hvboot-check), so a bad
+kernel or config is refused here, with the file and field named, rather than on the machine.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def esp_files(
         entries.append(loader_config.LoaderModule(path, spec.name, spec.cmdline))
         files.append(FatFile(path, data))
     text = loader_config.render(cmdline, entries)
+    loader_config.check(text)
     files.insert(1, FatFile(loader_config.CONFIG_PATH, text.encode()))
     return files
 

@@ -1,103 +1,62 @@
-"""Host-side checking of kernel ELF files and the plan for loading them.
+"""A kernel ELF on the host: the loader core's verdict on it, its symbols, a description.
 
-The boot loader only accepts a narrow kind of ELF file. `load_plan` checks a
-kernel against the same rules on the host, so a bad kernel is rejected at image
-build time with a message naming the file and the offending header field
-instead of failing (or worse, half-working) at boot.
+What a kernel may be is decided in one place, the loader core (loader/core/src/elf.rs for the ELF
+and its load plan, loader/core/src/request.rs and hvboot-api's ``KernelRequest::check`` for its
+``.hvboot_request``). `load_plan` does not re-implement those rules: it asks the core through
+``hvboot-check`` (hvboot.loader.checker) and turns its answer into a `LoadPlan`, or into an
+`HvbootError` naming the file and the field, with the core's message (what is wrong and what was
+expected) -- the words the loader prints on the machine. docs/loader.md ("One rule set").
 
-A kernel is accepted when it is:
-
-* an ELF64, little-endian, ``EV_CURRENT``, ``EM_X86_64``, ``ET_EXEC`` file (position-independent
-  ``ET_DYN`` kernels are not supported yet);
-* with at least one ``PT_LOAD`` program header, where every ``PT_LOAD`` has
-  ``p_filesz <= p_memsz``, file bytes inside the file, a power-of-two (or 0)
-  ``p_align`` and ``p_vaddr % 4096 == p_offset % 4096``;
-* readable and never both writable and executable (W^X);
-* with canonical virtual addresses, all in the lower half or all in the higher
-  half of the address space (a segment's page-rounded end must fit in 64 bits);
-* with no two ``PT_LOAD`` ranges overlapping or sharing a 4 KiB page (the
-  loader maps page by page, each page with its segment's permissions);
-* whose entry point lies inside an executable ``PT_LOAD``;
-* if lower-half (``p_vaddr < 0x8000_0000_0000``): the segments are placed at
-  ``p_paddr``, which must be at or above 1 MiB, congruent to ``p_vaddr``
-  modulo 4 KiB, below 2**52, and without overlapping or shared physical pages.
-  Higher-half kernels are placed wherever the loader chooses (2 MiB aligned).
-
-``PT_LOAD`` headers with ``p_memsz == 0`` occupy no memory: they are checked
-for the file-level rules but left out of the plan.
-
-A kernel may carry a request to the loader in a ``.hvboot_request`` section
-(docs/hypervisor.md). `load_plan` checks it with the loader's rules
-(``KernelRequest::check`` and loader/core/src/request.rs) and refuses a bad one
-with ``<kernel>: .hvboot_request: <field>: <why>``, the loader's own wording.
-A kernel whose section header table cannot be read has no request, for the
-loader as here.
+What stays here is host work: reading the file, the symbol table for GDB (pyelftools), and the
+human description of a plan.
 """
 
 from __future__ import annotations
 
 import io
-import itertools
 import os
-import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_P_TYPE_BASE
 from elftools.elf.sections import SymbolTableSection
 
 from hvboot.errors import HvbootError
-from hvboot.protocol.layout import REQUEST_MAGIC
-from hvboot.units import MIB, PAGE_SIZE
+from hvboot.loader import checker
+from hvboot.units import PAGE_SIZE
 
 __all__ = [
-    "HIGHER_HALF_START",
-    "LOWER_HALF_END",
-    "LOWER_HALF_MIN_PADDR",
     "PAGE_SIZE",
     "REQUEST_SECTION",
-    "KernelRequest",
+    "KernelCheck",
     "LoadPlan",
+    "Request",
     "Segment",
+    "check_kernel",
     "describe",
     "load_plan",
     "load_plan_bytes",
     "read_request",
-    "request_problem",
     "symbol_address",
     "symbols",
 ]
 
-
-#: First non-canonical address above the lower half (48-bit virtual addresses).
-LOWER_HALF_END = 0x0000_8000_0000_0000
-#: First canonical address of the higher half.
-HIGHER_HALF_START = 0xFFFF_8000_0000_0000
-#: Lower-half kernels must not be placed in the first 1 MiB of physical memory.
-LOWER_HALF_MIN_PADDR = 0x10_0000
-#: Architectural limit on physical addresses (MAXPHYADDR <= 52).
-PHYS_LIMIT = 1 << 52
-HIGHER_HALF_ALIGN = 2 * 1024 * 1024
-
-_ADDR_LIMIT = 1 << 64
 ELF_MAGIC = b"\x7fELF"
-_EHDR_SIZE = 64
-_PHDR_SIZE = 56
 _SHDR_SIZE = 64
 _SYM_SIZE = 24
-_PN_XNUM = 0xFFFF
 PF_X = 0x1
 PF_W = 0x2
 PF_R = 0x4
-_PT_LOAD = ENUM_P_TYPE_BASE["PT_LOAD"]
+REQUEST_SECTION = ".hvboot_request"
+
+#: A decoded ``KernelRequest`` (every field of protocol/layout.py's struct; ``guest`` nested).
+Request = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Segment:
-    """One loadable (``PT_LOAD``) segment of a kernel."""
+    """One loadable (``PT_LOAD``) segment of a kernel, as the core plans it."""
 
     index: int  # index of the program header in the file
     vaddr: int
@@ -106,9 +65,9 @@ class Segment:
     filesz: int
     offset: int
     flags: str  # "R-X", "RW-" or "R--"
-    readable: bool
     writable: bool
     executable: bool
+    readable: bool = True  # the core refuses segments that are not
 
     @property
     def vaddr_end(self) -> int:
@@ -121,154 +80,18 @@ class Segment:
         return self.paddr + self.memsz
 
 
-REQUEST_SECTION = ".hvboot_request"
-REQUEST_VERSION = 1
-REQUEST_SIZE = 80
-REQUEST_HEADER_SIZE = 16
-FRAMEBUFFER_NONE = 0xFFFF_FFFF
-REQUEST_FLAGS = {"AP_TRAMPOLINE": 1 << 0, "ENABLE_VMX": 1 << 1}
-# magic, version, size, flags, framebuffer_width, framebuffer_height, module_alignment,
-# stack_size, direct_map_offset, guest.size, guest.alignment, guest.max_address,
-# guest.fixed_base (layout.py's KernelRequest; tests/test_request.py checks the two agree).
-_REQUEST_FORMAT = "<QIIIIIIQQQQQQ"
-_SHT_NOBITS = 8
-_TWO_MIB = 2 * MIB
-
-
-@dataclass(frozen=True)
-class KernelRequest:
-    """A kernel's ``.hvboot_request`` (the version-1 fields)."""
-
-    magic: int
-    version: int
-    size: int
-    flags: int
-    framebuffer_width: int
-    framebuffer_height: int
-    module_alignment: int
-    stack_size: int
-    direct_map_offset: int
-    guest_size: int
-    guest_alignment: int
-    guest_max_address: int
-    guest_fixed_base: int
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> KernelRequest:
-        """The request in the first 80 bytes of `raw` (zero-padded if shorter)."""
-        return cls(*struct.unpack(_REQUEST_FORMAT, raw[:REQUEST_SIZE].ljust(REQUEST_SIZE, b"\0")))
-
-    def pack(self) -> bytes:
-        return struct.pack(
-            _REQUEST_FORMAT,
-            self.magic,
-            self.version,
-            self.size,
-            self.flags,
-            self.framebuffer_width,
-            self.framebuffer_height,
-            self.module_alignment,
-            self.stack_size,
-            self.direct_map_offset,
-            self.guest_size,
-            self.guest_alignment,
-            self.guest_max_address,
-            self.guest_fixed_base,
-        )
-
-    def flag_names(self) -> list[str]:
-        names = [n for n, bit in REQUEST_FLAGS.items() if self.flags & bit]
-        unknown = self.flags & ~sum(REQUEST_FLAGS.values())
-        return names + ([f"{unknown:#x}"] if unknown else [])
-
-
-def request_problem(req: KernelRequest) -> tuple[str, str] | None:
-    """(field, why) for a request the loader refuses, None for a good one: the rules of
-    ``KernelRequest::check`` in hvboot-api, with its wording."""
-    if req.magic != REQUEST_MAGIC:
-        return "magic", 'magic is not "HVBOOTRQ"'
-    if req.version == 0:
-        return "version", "version 0"
-    if req.size < REQUEST_SIZE:
-        return "size", "size smaller than the version-1 request"
-    if req.stack_size % PAGE_SIZE:
-        return "stack_size", "stack_size is not a multiple of 4 KiB"
-    if req.module_alignment not in (0, PAGE_SIZE, _TWO_MIB):
-        return "module_alignment", "module_alignment must be 0, 4096 or 2 MiB"
-    dm = req.direct_map_offset
-    if dm != 0 and (dm < HIGHER_HALF_START or dm % (1 << 30)):
-        return (
-            "direct_map_offset",
-            "direct_map_offset must be 0 or a 1 GiB aligned higher-half address",
-        )
-    if req.guest_size == 0:
-        return None
-    align = req.guest_alignment or PAGE_SIZE
-    bad = (
-        req.guest_size % PAGE_SIZE != 0
-        or align & (align - 1) != 0
-        or align < PAGE_SIZE
-        or req.guest_fixed_base % align != 0
-        or (
-            req.guest_max_address != 0
-            and req.guest_fixed_base + req.guest_size > min(req.guest_max_address, _ADDR_LIMIT - 1)
-        )
-    )
-    if bad:
-        return (
-            "guest",
-            "guest: size must be a multiple of 4 KiB, alignment a power of two >= 4 KiB, "
-            "fixed_base aligned, and the range below max_address",
-        )
-    return None
-
-
-def read_request(data: bytes, source: str) -> KernelRequest | None:
-    """The kernel's request, None without a ``.hvboot_request`` section; `HvbootError`
-    (``<source>: .hvboot_request: <field>``) for one the loader would refuse."""
-    try:
-        sec = ELFFile(io.BytesIO(data)).get_section_by_name(REQUEST_SECTION)
-    except Exception:  # an unreadable section header table: the loader sees no request either
-        return None
-    if sec is None:
-        return None
-
-    def refuse(field: str, why: str) -> HvbootError:
-        return HvbootError(f"{source}: {REQUEST_SECTION}: {field}", why)
-
-    if sec["sh_type"] in ("SHT_NOBITS", _SHT_NOBITS):
-        raise refuse("section", "has no bytes in the file (SHT_NOBITS)")
-    off, size = int(sec["sh_offset"]), int(sec["sh_size"])
-    if off + size > len(data):
-        raise refuse(
-            "section",
-            f"file bytes {_range(off, off + size)} lie outside the {len(data)}-byte file",
-        )
-    raw = data[off : off + size]
-    if size < REQUEST_HEADER_SIZE:
-        raise refuse(
-            "section", f"{size} bytes, shorter than the {REQUEST_HEADER_SIZE}-byte request header"
-        )
-    req = KernelRequest.unpack(raw)
-    problem = request_problem(req)
-    if problem is not None:
-        raise refuse(*problem)
-    if size < REQUEST_SIZE:
-        raise refuse("size", f"says {req.size} bytes but the section holds only {size}")
-    return req
-
-
 @dataclass(frozen=True)
 class LoadPlan:
-    """What the loader will do with an accepted kernel."""
+    """What the loader will do with an accepted kernel (the core's plan)."""
 
     source: str
     entry: int
-    segments: tuple[Segment, ...]  # in program header order
+    segments: tuple[Segment, ...]  # by virtual address, as the core orders them
     higher_half: bool
     virt_start: int  # first segment's page, rounded down to 4 KiB
     virt_end: int  # end of the last segment, rounded up to 4 KiB
-    request: KernelRequest | None = None  # the kernel's .hvboot_request, if it has one
+    request: Request | None = None  # the kernel's .hvboot_request, if it has one
+    phys_base: int | None = None  # lower half, one contiguous block: its physical address
 
     @property
     def image_size(self) -> int:
@@ -281,6 +104,62 @@ class LoadPlan:
             if seg.vaddr <= vaddr < seg.vaddr_end:
                 return seg
         return None
+
+
+@dataclass(frozen=True)
+class KernelCheck:
+    """The core's whole verdict on a kernel: every problem, not only the first."""
+
+    source: str
+    kind: str | None  # "hvboot-elf"; None when the loader knows no kind for the file
+    plan: LoadPlan | None  # None when the ELF is refused
+    request: Request | None  # None without a .hvboot_request section, or with a refused one
+    problems: tuple[HvbootError, ...]  # in the core's order: the loader reports the first
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_kernel(data: bytes, source: str) -> KernelCheck:
+    """The loader core's verdict on kernel ELF `data` (`source` names it in errors)."""
+    doc = checker.check_kernel(data)
+    request: Request | None = doc["request"]
+    plan = None
+    if doc["plan"] is not None:
+        p = doc["plan"]
+        plan = LoadPlan(
+            source=source,
+            entry=p["entry"],
+            segments=tuple(Segment(**s) for s in p["segments"]),
+            higher_half=p["higher_half"],
+            virt_start=p["virt_start"],
+            virt_end=p["virt_end"],
+            request=request,
+            phys_base=p["phys_base"],
+        )
+    problems = tuple(pr.error(source) for pr in checker.problems(doc))
+    return KernelCheck(source, doc["kind"], plan, request, problems)
+
+
+def load_plan_bytes(data: bytes, source: str) -> LoadPlan:
+    """The load plan of kernel ELF `data`; `HvbootError` with the first problem the loader
+    would refuse it for (``<source>: <field>``, the core's message)."""
+    verdict = check_kernel(data, source)
+    if verdict.problems:
+        raise verdict.problems[0]
+    assert verdict.plan is not None
+    return verdict.plan
+
+
+def read_request(data: bytes, source: str) -> Request | None:
+    """The kernel's request as the loader reads it, None without a ``.hvboot_request``
+    section; `HvbootError` (``<source>: .hvboot_request: <field>``) for one it would refuse."""
+    verdict = check_kernel(data, source)
+    for problem in verdict.problems:
+        if (problem.where or "").startswith(f"{source}: {REQUEST_SECTION}:"):
+            raise problem
+    return verdict.request
 
 
 # ---------------------------------------------------------------------------
@@ -304,379 +183,18 @@ def load_plan(path: str | os.PathLike[str]) -> LoadPlan:
     return load_plan_bytes(_read(path), str(path))
 
 
-# ---------------------------------------------------------------------------
-# ELF header checks shared by load planning and symbol lookup
-
-
-def _enum_name(enum: Any, value: Any, raw: int) -> str:
-    """'EM_386 (3)' for a pyelftools enum value (a name, or the raw int if unknown)."""
-    if isinstance(value, str):
-        return f"{value} ({raw})"
-    for name, num in enum.items():
-        if num == raw and not name.startswith("_"):
-            return f"{name} ({raw})"
-    return f"unknown ({raw})"
-
-
-def _check_ident(data: bytes, source: str) -> None:
-    where = f"{source}: ELF header e_ident"
-    if len(data) == 0:
-        raise HvbootError(source, "file is empty, expected an x86_64 ELF kernel")
-    if data[:4] != ELF_MAGIC:
-        got = " ".join(f"{b:02x}" for b in data[:4])
-        raise HvbootError(
-            where,
-            f"not an ELF file: magic bytes are {got}, expected 7f 45 4c 46 ('\\x7fELF')",
-        )
-    if len(data) < 6:
-        raise HvbootError(where, f"file is only {len(data)} bytes, too short for an ELF header")
-    ei_class, ei_data = data[4], data[5]
-    if ei_class != 2:
-        kind = {1: "ELF32 (EI_CLASS=1)"}.get(ei_class, f"unknown EI_CLASS={ei_class}")
-        raise HvbootError(
-            f"{where}[EI_CLASS]",
-            f"{kind} file; hvboot loads 64-bit kernels only, expected ELFCLASS64 (2): "
-            "build the kernel for x86_64",
-        )
-    if ei_data != 1:
-        kind = {2: "big-endian (EI_DATA=2)"}.get(ei_data, f"unknown EI_DATA={ei_data}")
-        raise HvbootError(
-            f"{where}[EI_DATA]",
-            f"{kind} file; expected little-endian ELFDATA2LSB (1) as used by x86_64",
-        )
-    if len(data) < _EHDR_SIZE:
-        raise HvbootError(
-            f"{source}: ELF header",
-            f"file is only {len(data)} bytes, shorter than the {_EHDR_SIZE}-byte ELF64 header "
-            "(truncated file?)",
-        )
-    if data[6] != 1:
-        raise HvbootError(
-            f"{where}[EI_VERSION]",
-            f"ELF version is {data[6]}, expected 1 (EV_CURRENT)",
-        )
-
-
 def _open(data: bytes, source: str) -> ELFFile:
-    _check_ident(data, source)
+    """The file for pyelftools (symbols only; the loader's rules are the core's)."""
     try:
         return ELFFile(io.BytesIO(data))
     except Exception as exc:  # pyelftools reports malformed input with assorted exceptions
-        raise HvbootError(f"{source}: ELF header", f"malformed ELF header: {exc}") from None
-
-
-def _u16(data: bytes, off: int) -> int:
-    return int.from_bytes(data[off : off + 2], "little")
-
-
-# ---------------------------------------------------------------------------
-# Load planning
-
-
-def _flags_str(p_flags: int) -> str:
-    return (
-        ("R" if p_flags & PF_R else "-")
-        + ("W" if p_flags & PF_W else "-")
-        + ("X" if p_flags & PF_X else "-")
-    )
-
-
-def _page_up(addr: int) -> int:
-    return -(-addr // PAGE_SIZE) * PAGE_SIZE
-
-
-def _canonical(addr: int) -> bool:
-    return addr < LOWER_HALF_END or HIGHER_HALF_START <= addr < _ADDR_LIMIT
+        raise HvbootError(
+            f"{source}: ELF header", f"not an ELF file the symbol reader can read: {exc}"
+        ) from None
 
 
 def _range(start: int, end: int) -> str:
     return f"{start:#x}-{end:#x}"
-
-
-def _where(source: str, index: int) -> str:
-    return f"{source}: program header {index} (PT_LOAD)"
-
-
-def _where2(source: str, a: int, b: int) -> str:
-    lo, hi = sorted((a, b))
-    return f"{source}: program headers {lo} and {hi} (PT_LOAD)"
-
-
-def _check_header(elf: ELFFile, data: bytes, source: str) -> list[Any]:
-    """Check the ELF header; return the parsed program headers (all types)."""
-    e_machine_raw = _u16(data, 18)
-    if e_machine_raw != ENUM_E_MACHINE["EM_X86_64"]:
-        name = _enum_name(ENUM_E_MACHINE, elf["e_machine"], e_machine_raw)
-        raise HvbootError(
-            f"{source}: ELF header e_machine",
-            f"machine is {name}, expected EM_X86_64 (62): build the kernel for x86_64",
-        )
-    e_type_raw = _u16(data, 16)
-    if e_type_raw == ENUM_E_TYPE["ET_DYN"]:
-        raise HvbootError(
-            f"{source}: ELF header e_type",
-            "ET_DYN (position-independent executable or shared object): position-independent "
-            "kernels are not supported yet; link the kernel as a fixed-address ET_EXEC with "
-            "-no-pie / -static (Rust: -C relocation-model=static)",
-        )
-    if e_type_raw == ENUM_E_TYPE["ET_REL"]:
-        raise HvbootError(
-            f"{source}: ELF header e_type",
-            "ET_REL (relocatable object file), expected an executable (ET_EXEC): "
-            "link the object files into a kernel first",
-        )
-    if e_type_raw != ENUM_E_TYPE["ET_EXEC"]:
-        name = _enum_name(ENUM_E_TYPE, elf["e_type"], e_type_raw)
-        raise HvbootError(
-            f"{source}: ELF header e_type",
-            f"file type is {name}, expected an executable (ET_EXEC (2))",
-        )
-
-    e_phnum: int = elf["e_phnum"]
-    e_phoff: int = elf["e_phoff"]
-    e_phentsize: int = elf["e_phentsize"]
-    if e_phnum == 0:
-        raise HvbootError(
-            f"{source}: ELF header e_phnum",
-            "no program headers (e_phnum is 0), expected at least one PT_LOAD segment to load",
-        )
-    if e_phnum == _PN_XNUM:
-        raise HvbootError(
-            f"{source}: ELF header e_phnum",
-            "e_phnum is 0xffff (PN_XNUM, extended program header numbering), which hvboot "
-            "does not support; a kernel needs only a handful of program headers",
-        )
-    if e_phentsize != _PHDR_SIZE:
-        raise HvbootError(
-            f"{source}: ELF header e_phentsize",
-            f"program header size is {e_phentsize}, expected {_PHDR_SIZE} (sizeof(Elf64_Phdr))",
-        )
-    table_end = e_phoff + e_phnum * e_phentsize
-    if table_end > len(data):
-        raise HvbootError(
-            f"{source}: ELF header e_phoff",
-            f"program header table at file offset {_range(e_phoff, table_end)} "
-            f"({e_phnum} entries) lies outside the file ({len(data)} bytes); "
-            "the file is truncated or e_phoff/e_phnum are wrong",
-        )
-    phdrs: list[Any] = []
-    for i in range(e_phnum):
-        off = e_phoff + i * _PHDR_SIZE
-        try:
-            phdrs.append(elf.structs.Elf_Phdr.parse(data[off : off + _PHDR_SIZE]))
-        except Exception as exc:  # defensive: the slice is always long enough
-            raise HvbootError(
-                f"{source}: program header {i}", f"malformed program header: {exc}"
-            ) from None
-    return phdrs
-
-
-def _check_load_header(ph: Any, index: int, data: bytes, source: str) -> Segment | None:
-    """File-level checks of one PT_LOAD header. None for an empty (p_memsz == 0) one."""
-    where = _where(source, index)
-    vaddr: int = ph["p_vaddr"]
-    paddr: int = ph["p_paddr"]
-    offset: int = ph["p_offset"]
-    filesz: int = ph["p_filesz"]
-    memsz: int = ph["p_memsz"]
-    align: int = ph["p_align"]
-    p_flags: int = ph["p_flags"]
-
-    if filesz > memsz:
-        raise HvbootError(
-            where,
-            f"p_filesz ({filesz:#x}) is larger than p_memsz ({memsz:#x}); "
-            "expected p_filesz <= p_memsz (the file bytes must fit in the segment)",
-        )
-    if filesz and offset + filesz > len(data):
-        raise HvbootError(
-            where,
-            f"file bytes {_range(offset, offset + filesz)} (p_offset + p_filesz) lie outside "
-            f"the file ({len(data)} bytes); the file is truncated or p_offset/p_filesz are wrong",
-        )
-    if align & (align - 1):
-        raise HvbootError(
-            where, f"p_align is {align:#x}, expected 0 or a power of two (such as 0x1000)"
-        )
-    if filesz and vaddr % PAGE_SIZE != offset % PAGE_SIZE:
-        raise HvbootError(
-            where,
-            f"p_vaddr {vaddr:#x} and p_offset {offset:#x} differ modulo the 4 KiB page size "
-            f"({vaddr % PAGE_SIZE:#x} vs {offset % PAGE_SIZE:#x}); expected "
-            "p_vaddr % 4096 == p_offset % 4096 so the segment can be mapped page by page",
-        )
-    if memsz == 0:
-        return None
-    end = vaddr + memsz
-    if _page_up(end) >= _ADDR_LIMIT:
-        raise HvbootError(
-            where,
-            f"p_vaddr {vaddr:#x} + p_memsz {memsz:#x} reaches or wraps past the end of the "
-            "64-bit address space; expected the segment's last page to end below 2**64",
-        )
-    if not (_canonical(vaddr) and _canonical(end - 1)) or (vaddr < LOWER_HALF_END <= end - 1):
-        raise HvbootError(
-            where,
-            f"virtual range {_range(vaddr, end)} is not canonical; expected addresses below "
-            f"{LOWER_HALF_END:#x} (lower half) or at/above {HIGHER_HALF_START:#x} (higher half)",
-        )
-    flags = _flags_str(p_flags)
-    readable = bool(p_flags & PF_R)
-    writable = bool(p_flags & PF_W)
-    executable = bool(p_flags & PF_X)
-    if writable and executable:
-        raise HvbootError(
-            where,
-            f"segment is both writable and executable (flags {flags}); hvboot enforces W^X: "
-            "split it in the linker script (PHDRS) into an R-X text segment and an RW- data "
-            "segment on separate pages",
-        )
-    if not readable:
-        raise HvbootError(
-            where,
-            f"segment is not readable (flags {flags}); x86_64 page tables cannot map "
-            "non-readable pages, expected R-X, RW- or R-- (add PF_R to the PHDRS FLAGS)",
-        )
-    return Segment(
-        index=index,
-        vaddr=vaddr,
-        paddr=paddr,
-        memsz=memsz,
-        filesz=filesz,
-        offset=offset,
-        flags=flags,
-        readable=readable,
-        writable=writable,
-        executable=executable,
-    )
-
-
-def _check_disjoint(segs: Sequence[Segment], source: str, physical: bool) -> None:
-    """No two segments overlap or share a 4 KiB page (virtually, or physically)."""
-    kind = "physical" if physical else "virtual"
-
-    def start(s: Segment) -> int:
-        return s.paddr if physical else s.vaddr
-
-    def end(s: Segment) -> int:
-        return s.paddr_end if physical else s.vaddr_end
-
-    ordered = sorted(segs, key=lambda s: (start(s), s.index))
-    for a, b in itertools.pairwise(ordered):
-        if start(b) < end(a):
-            raise HvbootError(
-                _where2(source, a.index, b.index),
-                f"{kind} ranges overlap: header {a.index} covers {_range(start(a), end(a))} and "
-                f"header {b.index} covers {_range(start(b), end(b))}; "
-                "expected disjoint PT_LOAD segments",
-            )
-        if (end(a) - 1) // PAGE_SIZE == start(b) // PAGE_SIZE:
-            page = start(b) // PAGE_SIZE * PAGE_SIZE
-            raise HvbootError(
-                _where2(source, a.index, b.index),
-                f"header {a.index} ({_range(start(a), end(a))}, {a.flags}) and header {b.index} "
-                f"({_range(start(b), end(b))}, {b.flags}) share the 4 KiB {kind} page at "
-                f"{page:#x}; hvboot maps per page with each segment's permissions, so align "
-                "every PT_LOAD to 4 KiB in the linker script (e.g. . = ALIGN(4096))",
-            )
-
-
-def _check_lower_half(segs: Sequence[Segment], source: str) -> None:
-    for s in segs:
-        where = _where(source, s.index)
-        if s.paddr < LOWER_HALF_MIN_PADDR:
-            raise HvbootError(
-                where,
-                f"lower-half kernel segment is placed at p_paddr {s.paddr:#x} "
-                f"(physical {_range(s.paddr, s.paddr_end)}), which overlaps the first 1 MiB "
-                "reserved for firmware and the loader; expected p_paddr >= 0x100000 "
-                "(link the kernel at 1 MiB or above, e.g. 0x200000)",
-            )
-        if s.paddr_end > PHYS_LIMIT:
-            raise HvbootError(
-                where,
-                f"physical range {_range(s.paddr, s.paddr_end)} goes beyond the 52-bit "
-                f"physical address limit {PHYS_LIMIT:#x}",
-            )
-        if s.paddr % PAGE_SIZE != s.vaddr % PAGE_SIZE:
-            raise HvbootError(
-                where,
-                f"p_paddr {s.paddr:#x} and p_vaddr {s.vaddr:#x} differ modulo the 4 KiB page "
-                "size; expected p_paddr % 4096 == p_vaddr % 4096",
-            )
-    _check_disjoint(segs, source, physical=True)
-
-
-def load_plan_bytes(data: bytes, source: str) -> LoadPlan:
-    """Check kernel ELF `data` (`source` names it in errors) and return its load plan."""
-    elf = _open(data, source)
-    phdrs = _check_header(elf, data, source)
-
-    loads = [(i, ph) for i, ph in enumerate(phdrs) if _p_type(ph) == _PT_LOAD]
-    if not loads:
-        types = ", ".join(sorted({str(ph["p_type"]) for ph in phdrs}))
-        raise HvbootError(
-            f"{source}: program headers",
-            f"no PT_LOAD segment among the {len(phdrs)} program headers ({types}); "
-            "expected at least one loadable segment",
-        )
-    segs = [seg for i, ph in loads if (seg := _check_load_header(ph, i, data, source)) is not None]
-    if not segs:
-        raise HvbootError(
-            f"{source}: program headers",
-            "every PT_LOAD segment is empty (p_memsz 0); expected at least one segment "
-            "with contents",
-        )
-
-    lower = [s for s in segs if s.vaddr < LOWER_HALF_END]
-    higher = [s for s in segs if s.vaddr >= HIGHER_HALF_START]
-    if lower and higher:
-        lo, hi = lower[0], higher[0]
-        raise HvbootError(
-            _where2(source, lo.index, hi.index),
-            f"header {lo.index} is in the lower half ({lo.vaddr:#x}) but header {hi.index} is "
-            f"in the higher half ({hi.vaddr:#x}); expected every PT_LOAD in the same half",
-        )
-    higher_half = bool(higher)
-    _check_disjoint(segs, source, physical=False)
-    if not higher_half:
-        _check_lower_half(segs, source)
-
-    entry: int = elf["e_entry"]
-    containing = next((s for s in segs if s.vaddr <= entry < s.vaddr_end), None)
-    if containing is None:
-        ranges = ", ".join(f"{s.index}: {_range(s.vaddr, s.vaddr_end)} {s.flags}" for s in segs)
-        raise HvbootError(
-            f"{source}: ELF header e_entry",
-            f"entry point {entry:#x} is not inside any PT_LOAD segment ({ranges}); "
-            "expected it inside the executable (R-X) segment: check ENTRY() in the linker script",
-        )
-    if not containing.executable:
-        raise HvbootError(
-            f"{source}: ELF header e_entry",
-            f"entry point {entry:#x} is inside program header {containing.index} "
-            f"({_range(containing.vaddr, containing.vaddr_end)}), which is not executable "
-            f"(flags {containing.flags}); expected it inside an R-X segment",
-        )
-
-    virt_start = min(s.vaddr for s in segs) // PAGE_SIZE * PAGE_SIZE
-    virt_end = _page_up(max(s.vaddr_end for s in segs))
-    return LoadPlan(
-        source=source,
-        entry=entry,
-        segments=tuple(segs),
-        higher_half=higher_half,
-        virt_start=virt_start,
-        virt_end=virt_end,
-        request=read_request(data, source),
-    )
-
-
-def _p_type(ph: Any) -> int:
-    value = ph["p_type"]
-    if isinstance(value, int):
-        return value
-    return int(ENUM_P_TYPE_BASE.get(str(value), -1))
 
 
 # ---------------------------------------------------------------------------

@@ -2,13 +2,16 @@
 
 A line format simple enough to parse in the loader without a TOML parser; its grammar is in
 loader/core/src/config.rs and docs/protocol.md. The TOML the user writes (config.py) is turned
-into this by `hvboot build`.
+into this by `hvboot build`, which then has the loader core parse it (`check`, through
+hvboot-check) so an image never carries a config the loader would refuse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from hvboot.loader import checker
 
 CONFIG_PATH = "hvboot/hvboot.cfg"
 KERNEL_PATH = "hvboot/kernel.elf"
@@ -32,3 +35,11 @@ def render(cmdline: str, modules: Sequence[LoaderModule], kernel_path: str = KER
         if m.cmdline:
             lines.append(f"module-cmdline {m.cmdline}")
     return "\n".join(lines) + "\n"
+
+
+def check(text: str) -> None:
+    """Refuse `text` if the loader core would: `HvbootError` ``hvboot/hvboot.cfg: line N``
+    (or ``: config`` for the whole file) with the core's message."""
+    doc = checker.check_config(text)
+    for problem in checker.problems(doc):
+        raise problem.error(CONFIG_PATH)

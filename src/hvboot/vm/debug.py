@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvboot.errors import HvbootError
-from hvboot.image.fat import read_fat
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
 from hvboot.kernel.elf import load_plan, symbols
-from hvboot.loader import artifacts
+from hvboot.loader import artifacts, checker
 from hvboot.loader.config_file import KERNEL_PATH
 from hvboot.units import SECTOR_SIZE
 from hvboot.vm import gdb, qemu
@@ -85,7 +84,7 @@ def kernel_from_image(image: Path, dest: Path) -> Path:
     esp = next((p for p in read_gpt(disk) if p.type_guid == ESP_TYPE), None)
     if esp is None:
         raise HvbootError(image, "no EFI system partition: is this an hvboot image?")
-    files = read_fat(disk[esp.first_lba * SECTOR_SIZE : (esp.last_lba + 1) * SECTOR_SIZE])
+    files = checker.esp_files(disk, str(image))
     data = files.get(KERNEL_PATH.lstrip("/"))
     if data is None:
         raise HvbootError(image, f"the ESP holds no {KERNEL_PATH}: is this an hvboot image?")

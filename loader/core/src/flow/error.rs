@@ -81,8 +81,6 @@ impl From<String> for PlatformError {
 pub enum Error {
     /// A platform call failed (reading a file names it).
     Platform(PlatformError),
-    /// The config file is not UTF-8.
-    ConfigNotUtf8(core::str::Utf8Error),
     /// The config file does not parse.
     Config(config::ConfigError),
     /// The kernel is not an ELF file hvboot loads.
@@ -174,7 +172,6 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Platform(e) => write!(f, "{e}"),
-            Self::ConfigNotUtf8(e) => write!(f, "{CONFIG_PATH}: not UTF-8: {e}"),
             Self::Config(e) => write!(f, "{CONFIG_PATH}: {e}"),
             Self::Elf { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Request { kernel, why } => write!(f, "{kernel}: {why}"),

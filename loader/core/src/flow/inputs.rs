@@ -30,21 +30,31 @@ pub struct Kernel {
     /// The file's size.
     pub file_len: u64,
     /// How to load it.
-    pub kind: KernelKind,
+    pub image: KernelImage,
 }
 
-/// The kinds of kernel the loader recognises. Only hvboot's own for now; a Multiboot2 or Linux
+/// A recognised kernel with what loading it needs, one variant per [`elf::KernelKind`] (the
+/// kinds `hvboot-check` names to the toolkit). Only hvboot's own for now; a Multiboot2 or Linux
 /// bzImage kind would come with its protocol (`crate::protocols`).
-pub enum KernelKind {
+pub enum KernelImage {
     /// An ELF64 executable checked by `elf::plan` (docs/protocol.md, "The kernel").
     HvbootElf(elf::LoadPlan),
+}
+
+impl KernelImage {
+    /// Its kind, as the checker reports it.
+    pub fn kind(&self) -> elf::KernelKind {
+        match self {
+            Self::HvbootElf(_) => elf::KernelKind::HvbootElf,
+        }
+    }
 }
 
 impl Kernel {
     /// The load plan (segments, entry, virtual extent).
     pub fn plan(&self) -> &elf::LoadPlan {
-        match &self.kind {
-            KernelKind::HvbootElf(plan) => plan,
+        match &self.image {
+            KernelImage::HvbootElf(plan) => plan,
         }
     }
 }
@@ -86,9 +96,9 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
     let (cfg_phys, cfg_size) =
         p.read_file(CONFIG_PATH, MemoryKind::LOADER_RECLAIMABLE.0, 1 << 20)?;
     // SAFETY: read_file filled exactly this range.
-    let text = unsafe { phys_slice(p, cfg_phys, cfg_size) };
-    let text = core::str::from_utf8(text).map_err(Error::ConfigNotUtf8)?;
-    let config = config::parse(text).map_err(Error::Config)?;
+    let bytes = unsafe { phys_slice(p, cfg_phys, cfg_size) };
+    // The same rule the toolkit asks of `hvboot-check config` (UTF-8, then the line format).
+    let config = config::parse_bytes(bytes).map_err(Error::Config)?;
     log::info!(
         "config: kernel {}, {} module(s)",
         config.kernel,
@@ -113,7 +123,7 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
             path,
             file_phys,
             file_len,
-            kind: KernelKind::HvbootElf(plan),
+            image: KernelImage::HvbootElf(plan),
         },
         wants,
     })

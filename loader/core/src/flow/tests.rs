@@ -462,7 +462,7 @@ fn refusals_before_the_kernel() {
         p.file(CONFIG_PATH, &b"hvboot-config 1\nkernel \xff\n"[..]);
     });
     assert!(
-        e.starts_with("/hvboot/hvboot.cfg: not UTF-8: invalid utf-8"),
+        e.starts_with("/hvboot/hvboot.cfg: config: not UTF-8 text: invalid utf-8"),
         "{e}"
     );
     let bad = "hvboot-config 1\nkernel /hvboot/kernel.elf\nframebuffer 1024x768\n";

@@ -6,7 +6,7 @@
 //! - [`hvboot`]: hvboot's own `BootInfo` (docs/protocol.md), RDI = the block.
 //!
 //! Multiboot2, Linux (boot_params), Limine and bootloader_api hand-offs would be sibling
-//! modules; each brings its kernel kind (`flow::inputs::KernelKind`) with it.
+//! modules; each brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
 
 pub mod hvboot;
 

@@ -1,0 +1,288 @@
+//! `hvboot-check`: the loader core's rules, run on the host for the toolkit.
+//!
+//! The loader core (`hvboot-loader-core`) is the one authority on what a kernel, its request and
+//! a loader config may be. The toolkit (src/hvboot/loader/checker.py) runs this program instead
+//! of re-implementing the rules, so `hvboot build` and `hvboot inspect` refuse exactly what the
+//! loader refuses, with the loader's words.
+//!
+//! ```text
+//! hvboot-check kernel FILE   the kernel's kind, load plan, request and every problem (JSON)
+//! hvboot-check config FILE   the loader config (/hvboot/hvboot.cfg) parsed, or its problem
+//! hvboot-check esp IMAGE [DIR]  the files of a disk image's EFI system partition, read through
+//!                               the core's GPT and FAT reader (the loader's), each written
+//!                               below DIR if given
+//! ```
+//!
+//! `FILE` may be `-` for standard input. The verdict is one JSON object on standard output;
+//! every problem is `{"field": ..., "message": ...}`, printed by the toolkit and the loader alike
+//! as `<file>: <field>: <message>`. Exit status: 0 accepted, 1 refused (the problems are in the
+//! JSON), 2 the file could not be read or the command line is wrong (a message on stderr).
+
+mod json;
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use hvboot_api::request::REQUEST_SECTION;
+use hvboot_api::KernelRequest;
+use hvboot_loader_core::fat::{self, BlockDevice, Volume};
+use hvboot_loader_core::{config, elf, request};
+use json::Json;
+
+const USAGE: &str =
+    "usage: hvboot-check kernel FILE | config FILE | esp IMAGE [DIR]   (FILE may be - for stdin)";
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    if path == "-" {
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .map_err(|e| format!("<stdin>: cannot read it: {e}"))?;
+        return Ok(data);
+    }
+    std::fs::read(path).map_err(|e| format!("{path}: cannot read it: {e}"))
+}
+
+fn problem(field: String, message: String) -> Json {
+    Json::object([
+        ("field", Json::from(field)),
+        ("message", Json::from(message)),
+    ])
+}
+
+fn segment(s: &elf::Segment) -> Json {
+    Json::object([
+        ("index", Json::from(s.index as u64)),
+        ("vaddr", s.vaddr.into()),
+        ("paddr", s.paddr.into()),
+        ("memsz", s.memsz.into()),
+        ("filesz", s.filesz.into()),
+        ("offset", s.offset.into()),
+        ("flags", s.flags().into()),
+        ("writable", s.writable.into()),
+        ("executable", s.executable.into()),
+    ])
+}
+
+fn plan(p: &elf::LoadPlan) -> Json {
+    Json::object([
+        ("entry", p.entry.into()),
+        ("higher_half", p.higher_half.into()),
+        ("virt_start", p.virt_start.into()),
+        ("virt_end", p.virt_end.into()),
+        ("phys_base", p.phys_base().map_or(Json::Null, Json::from)),
+        (
+            "segments",
+            Json::Array(p.segments.iter().map(segment).collect()),
+        ),
+    ])
+}
+
+/// Every field of the request (the version-1 prefix the loader honours).
+fn kernel_request(r: &KernelRequest) -> Json {
+    let g = &r.guest;
+    Json::object([
+        ("magic", r.magic.into()),
+        ("version", u64::from(r.version).into()),
+        ("size", u64::from(r.size).into()),
+        ("flags", u64::from(r.flags.0).into()),
+        ("framebuffer_width", u64::from(r.framebuffer_width).into()),
+        ("framebuffer_height", u64::from(r.framebuffer_height).into()),
+        ("module_alignment", u64::from(r.module_alignment).into()),
+        ("stack_size", r.stack_size.into()),
+        ("direct_map_offset", r.direct_map_offset.into()),
+        (
+            "guest",
+            Json::object([
+                ("size", g.size.into()),
+                ("alignment", g.alignment.into()),
+                ("max_address", g.max_address.into()),
+                ("fixed_base", g.fixed_base.into()),
+            ]),
+        ),
+    ])
+}
+
+/// The verdict on a kernel: its kind, plan, request and problems (ELF first, then the request).
+fn check_kernel(data: &[u8]) -> (bool, Json) {
+    let mut problems = Vec::new();
+    let plan = match elf::check(data) {
+        Ok(p) => plan(&p),
+        Err(all) => {
+            problems.extend(all.iter().map(|e| problem(e.field(), e.message())));
+            Json::Null
+        }
+    };
+    let request = match request::find(data) {
+        Ok(r) => r.as_ref().map_or(Json::Null, kernel_request),
+        Err(e) => {
+            problems.push(problem(format!("{REQUEST_SECTION}: {}", e.field), e.why));
+            Json::Null
+        }
+    };
+    let ok = problems.is_empty();
+    let kind = elf::kind(data).map_or(Json::Null, |k| k.name().into());
+    let doc = Json::object([
+        ("size", Json::from(data.len() as u64)),
+        ("kind", kind),
+        ("ok", ok.into()),
+        ("plan", plan),
+        ("request", request),
+        ("problems", Json::Array(problems)),
+    ]);
+    (ok, doc)
+}
+
+/// The verdict on a loader config: parsed, or its problem (the parser stops at the first).
+fn check_config(data: &[u8]) -> (bool, Json) {
+    let (cfg, problems) = match config::parse_bytes(data) {
+        Ok(c) => {
+            let modules = c.modules.iter().map(|m| {
+                Json::object([
+                    ("path", Json::from(m.path.as_str())),
+                    ("name", m.name.as_str().into()),
+                    ("cmdline", m.cmdline.as_str().into()),
+                ])
+            });
+            let cfg = Json::object([
+                ("kernel", Json::from(c.kernel.as_str())),
+                ("cmdline", c.cmdline.as_str().into()),
+                ("modules", Json::Array(modules.collect())),
+            ]);
+            (cfg, vec![])
+        }
+        Err(e) => (Json::Null, vec![problem(e.field(), e.message.clone())]),
+    };
+    let ok = problems.is_empty();
+    let doc = Json::object([
+        ("ok", Json::from(ok)),
+        ("config", cfg),
+        ("problems", Json::Array(problems)),
+    ]);
+    (ok, doc)
+}
+
+/// A disk image in memory, as the loader's block device.
+struct Disk<'d>(&'d [u8]);
+
+impl BlockDevice for Disk<'_> {
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
+        let start = lba.checked_mul(fat::SECTOR as u64).map(|s| s as usize);
+        match start.and_then(|s| Some(s..s.checked_add(buf.len())?)) {
+            Some(r) if r.end <= self.0.len() => {
+                buf.copy_from_slice(&self.0[r]);
+                Ok(())
+            }
+            _ => Err(format!("LBA {lba} is past the end of the image")),
+        }
+    }
+}
+
+/// Every file below `dir` as (path without a leading `/`, entry), depth first, in directory
+/// order; a directory met twice (a loop in a corrupt volume) is an error.
+fn walk(
+    vol: &mut Volume<Disk<'_>>,
+    dir: fat::Entry,
+    prefix: &str,
+    seen: &mut Vec<u32>,
+    out: &mut Vec<(String, fat::Entry)>,
+) -> Result<(), String> {
+    for (name, entry) in vol.list(&dir).map_err(|e| format!("/{prefix}: {e}"))? {
+        let path = format!("{prefix}{name}");
+        if entry.is_dir {
+            if entry.first_cluster == 0 || seen.contains(&entry.first_cluster) {
+                return Err(format!(
+                    "/{path}: bad or repeated directory cluster {}",
+                    entry.first_cluster
+                ));
+            }
+            seen.push(entry.first_cluster);
+            walk(vol, entry, &format!("{path}/"), seen, out)?;
+        } else {
+            out.push((path, entry));
+        }
+    }
+    Ok(())
+}
+
+/// The files of the image's EFI system partition as the loader reads them; with `dir`, each
+/// file's bytes are written below it.
+fn list_esp(disk: &[u8], dir: Option<&std::path::Path>) -> Result<(u64, Vec<Json>), Json> {
+    let bad = |field: &str, e: String| problem(field.into(), e);
+    let first_lba = fat::find_esp(&mut Disk(disk)).map_err(|e| bad("GPT", e))?;
+    let mut vol = Volume::mount(Disk(disk), first_lba).map_err(|e| bad("ESP", e))?;
+    let mut files = Vec::new();
+    let root = vol.root();
+    walk(&mut vol, root, "", &mut Vec::new(), &mut files).map_err(|e| bad("ESP", e))?;
+    let mut listed = Vec::new();
+    for (path, entry) in files {
+        if let Some(dir) = dir {
+            let mut data = vec![0u8; (entry.size as usize).next_multiple_of(fat::SECTOR)];
+            vol.read(&entry, &mut data)
+                .map_err(|e| bad("ESP", format!("/{path}: {e}")))?;
+            let out = dir.join(&path);
+            let written = out
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&out, &data[..entry.size as usize]));
+            written.map_err(|e| {
+                bad(
+                    "ESP",
+                    format!("/{path}: cannot write {}: {e}", out.display()),
+                )
+            })?;
+        }
+        listed.push(Json::object([
+            ("path", Json::from(path)),
+            ("size", u64::from(entry.size).into()),
+        ]));
+    }
+    Ok((first_lba, listed))
+}
+
+fn check_esp(disk: &[u8], dir: Option<&std::path::Path>) -> (bool, Json) {
+    let (first_lba, files, problems) = match list_esp(disk, dir) {
+        Ok((lba, files)) => (Json::from(lba), files, vec![]),
+        Err(p) => (Json::Null, vec![], vec![p]),
+    };
+    let ok = problems.is_empty();
+    let doc = Json::object([
+        ("ok", Json::from(ok)),
+        ("first_lba", first_lba),
+        ("files", Json::Array(files)),
+        ("problems", Json::Array(problems)),
+    ]);
+    (ok, doc)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, path, dir) = match &args[..] {
+        [c, p] => (c.as_str(), p, None),
+        [c, p, d] if c == "esp" => (c.as_str(), p, Some(std::path::Path::new(d))),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    type Check<'a> = Box<dyn Fn(&[u8]) -> (bool, Json) + 'a>;
+    let check: Check = match command {
+        "kernel" => Box::new(check_kernel),
+        "config" => Box::new(check_config),
+        "esp" => Box::new(move |d| check_esp(d, dir)),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let data = match read(path) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("hvboot-check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (ok, doc) = check(&data);
+    println!("{doc}");
+    ExitCode::from(if ok { 0 } else { 1 })
+}
