@@ -14,7 +14,7 @@ echo "test: generated protocol files"
 .venv/bin/hvboot gen-protocol --check
 echo "test: generated settings reference"
 .venv/bin/hvboot gen-docs --check
-echo "test: cargo test (loader core, kernel API)"
-cargo test --quiet -p hvboot-loader-core -p hvboot-api
+echo "test: cargo test (loader core, kernel API, checker)"
+cargo test --quiet -p hvboot-loader-core -p hvboot-api -p hvboot-check
 echo "test: pytest"
 .venv/bin/python -m pytest -q -n 2 "$@"

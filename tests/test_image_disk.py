@@ -10,10 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fat_reader import read_fat
 
 from hvboot.errors import HvbootError
 from hvboot.image.disk import DiskLayout, write_disk_image
-from hvboot.image.fat import FatFile, read_fat
+from hvboot.image.fat import FatFile
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
 
 MIB = 1024 * 1024

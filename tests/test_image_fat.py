@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fat_reader import read_fat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from hvboot.image.fat import (
     fat_geometry,
     fat_size_needed,
     lfn_checksum,
-    read_fat,
 )
 
 MIB = 1024 * 1024

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import make_image
+from fat_reader import read_fat
 
 from hvboot.errors import HvbootError
 from hvboot.image.build import esp_files
-from hvboot.image.fat import read_fat
 from hvboot.kernel.elf import check_kernel, load_plan_bytes
 from hvboot.loader import artifacts, checker, config_file
 
