@@ -187,7 +187,7 @@ def test_guest_reservation_and_trampoline(
         tmp_path, patched(request_kernel, tmp_path, req), "", (ModuleSpec(mod, "guest.bin", ""),)
     )
     _, report = boot_report(image.output, firmware)
-    assert int(report.one("header")["request_version"]) == 1
+    assert int(report.one("header")["request_version"]) == 2
     check_reservation(report, firmware, req)
 
     # The other requested settings: stack size, direct-map offset, 2 MiB module alignment.
@@ -305,9 +305,14 @@ def test_layout_matches_protocol() -> None:
         "stack_size",
         "direct_map_offset",
         "guest",
+        "ap_stack_size",
     ]
     assert [f.name for f, _ in PROTOCOL.offsets("KernelRequest")] == names
-    assert PROTOCOL.size_align("KernelRequest")[0] == kernel_elf.REQUEST_SIZE == 80
+    assert PROTOCOL.size_align("KernelRequest")[0] == 88
+    # Python reads the version-1 prefix; ap_stack_size (version 2) follows it.
+    assert dict((f.name, o) for f, o in PROTOCOL.offsets("KernelRequest"))["ap_stack_size"] == (
+        kernel_elf.REQUEST_SIZE
+    )
     assert [f.name for f, _ in PROTOCOL.offsets("GuestRequest")] == [
         "size",
         "alignment",
@@ -356,9 +361,9 @@ def test_inspect_decodes_the_request(request_kernel: Path) -> None:
     doc = request_header(request_kernel.read_bytes())
     assert doc == {
         "section": ".hvboot_request",
-        "size": 80,
+        "size": 88,
         "decoded": True,
-        "version": 1,
+        "version": 2,
         "flags": ["AP_TRAMPOLINE"],
         "framebuffer": "default",
         "module_alignment": 2 * MIB,

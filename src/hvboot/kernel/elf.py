@@ -126,7 +126,7 @@ REQUEST_VERSION = 1
 REQUEST_SIZE = 80
 REQUEST_HEADER_SIZE = 16
 FRAMEBUFFER_NONE = 0xFFFF_FFFF
-REQUEST_FLAGS = {"AP_TRAMPOLINE": 1 << 0, "ENABLE_VMX": 1 << 1}
+REQUEST_FLAGS = {"AP_TRAMPOLINE": 1 << 0, "ENABLE_VMX": 1 << 1, "START_APS": 1 << 2}
 # magic, version, size, flags, framebuffer_width, framebuffer_height, module_alignment,
 # stack_size, direct_map_offset, guest.size, guest.alignment, guest.max_address,
 # guest.fixed_base (layout.py's KernelRequest; tests/test_request.py checks the two agree).
