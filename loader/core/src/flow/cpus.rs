@@ -287,7 +287,13 @@ pub fn prepare<P: Platform>(
     }
     let mwait = cpu.cpuid(1, 0)[2] & (1 << 3) != 0;
     let params = ApParams {
-        gdt: [handoff::GDT[0], handoff::GDT[1], handoff::GDT[2]],
+        // Accessed bits preset: the page is mapped read-only, and loading a selector whose
+        // descriptor lacks the bit makes the CPU write it (SDM Vol. 3A §3.4.5.1).
+        gdt: [
+            handoff::GDT[0],
+            handoff::GDT[1] | 1 << 40,
+            handoff::GDT[2] | 1 << 40,
+        ],
         gdtr_pad: 0,
         gdtr_limit: 23,
         gdtr_base: (page + trampoline::params_offset() as u64) as u32,
