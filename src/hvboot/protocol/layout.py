@@ -585,7 +585,8 @@ PROTOCOL = Protocol(
                 _f(
                     "ap_stack_size",
                     "u64",
-                    "Bytes of stack per started AP, a multiple of 4 KiB; 0 = DEFAULT_AP_STACK_SIZE.",
+                    "Bytes of stack per started AP, a multiple of 4 KiB; "
+                    "0 = DEFAULT_AP_STACK_SIZE.",
                 ),
             ),
         ),
