@@ -28,7 +28,13 @@
 #define HVBOOT_REQUEST_MAGIC 0x5152544f4f425648ull
 
 /* The KernelRequest version this layout describes. */
-#define HVBOOT_REQUEST_VERSION 0x1u
+#define HVBOOT_REQUEST_VERSION 0x2u
+
+/* KernelRequest.size of a version-1 request (up to guest); still accepted. */
+#define HVBOOT_REQUEST_V1_SIZE 0x50u
+
+/* Bytes of stack per application processor unless the kernel asks (START_APS). */
+#define HVBOOT_DEFAULT_AP_STACK_SIZE 0x10000ull
 
 /* KernelRequest.framebuffer_width/height: the kernel wants no framebuffer. */
 #define HVBOOT_FRAMEBUFFER_NONE 0xffffffffu
@@ -80,6 +86,7 @@
 #define HVBOOT_EXTENT_KIND_AP_TRAMPOLINE 6u /* The AP trampoline page. */
 #define HVBOOT_EXTENT_KIND_GUEST_RESERVATION 7u /* The guest-memory reservation. */
 #define HVBOOT_EXTENT_KIND_GDT 8u /* The GDT loaded at entry. */
+#define HVBOOT_EXTENT_KIND_CPU_DATA 9u /* The started processors' mailboxes, GDTs and TSSs (START_APS). */
 
 /* Indices into BootInfo.tsc_stamps, in the order the loader passes them. */
 #define HVBOOT_TSC_STAGE_LOADER_ENTRY 0u /* The loader's first instruction in Rust. */
@@ -91,6 +98,28 @@
 /* Bits of KernelRequest.flags. */
 #define HVBOOT_REQUEST_FLAGS_AP_TRAMPOLINE 1u /* Reserve a free 4 KiB page below 1 MiB for a SIPI trampoline. */
 #define HVBOOT_REQUEST_FLAGS_ENABLE_VMX 2u /* On Intel CPUs with VMX whose IA32_FEATURE_CONTROL is unlocked, set VMX-outside-SMX and lock it, on every CPU. Never locks it with VMX off. */
+#define HVBOOT_REQUEST_FLAGS_START_APS 4u /* Start every enabled application processor and park it on its own mailbox (BootInfo.cpu_starts); the loader uses an AP trampoline page for it. */
+
+/* What became of a processor (CpuStart.state). */
+#define HVBOOT_CPU_STATE_NOT_STARTED 0u /* The loader did not try to start it. */
+#define HVBOOT_CPU_STATE_BSP 1u /* The bootstrap processor: the one running the kernel. */
+#define HVBOOT_CPU_STATE_PARKED 2u /* Started; waits on its mailbox for the kernel. */
+#define HVBOOT_CPU_STATE_NO_ANSWER 3u /* Sent INIT-SIPI-SIPI, did not arrive in time. */
+#define HVBOOT_CPU_STATE_DISABLED 4u /* Neither enabled nor online capable in the MADT. */
+#define HVBOOT_CPU_STATE_ONLINE_CAPABLE 5u /* Online capable in the MADT; not started. */
+
+/* Bits of CpuStart.flags: what the processor reported about itself on arrival. */
+#define HVBOOT_CPU_START_FLAGS_VMX 1u /* Intel VMX (CPUID.1:ECX[5]). */
+#define HVBOOT_CPU_START_FLAGS_SVM 2u /* AMD SVM (CPUID.80000001h:ECX[2]). */
+#define HVBOOT_CPU_START_FLAGS_FEATURE_CONTROL_READ 4u /* feature_control_before/after hold IA32_FEATURE_CONTROL values. */
+#define HVBOOT_CPU_START_FLAGS_VMX_ENABLED_BY_LOADER 8u /* The loader set VMX-outside-SMX and the lock bit of IA32_FEATURE_CONTROL here. */
+#define HVBOOT_CPU_START_FLAGS_DIFFERS_FROM_BSP 16u /* Microcode revision, VMX/SVM or feature-control state differ from the BSP's. */
+#define HVBOOT_CPU_START_FLAGS_MWAIT 32u /* Parks with MONITOR/MWAIT (else PAUSE). */
+
+/* CpuMailbox.state, written by the processor itself. */
+#define HVBOOT_MAILBOX_STATE_EMPTY 0u /* Not arrived (yet). */
+#define HVBOOT_MAILBOX_STATE_PARKED 1u /* Arrived and waiting for an entry address. */
+#define HVBOOT_MAILBOX_STATE_RELEASED 2u /* Took the entry address and jumped there. */
 
 /* The firmware the machine booted through (BootInfo.firmware). */
 #define HVBOOT_FIRMWARE_KIND_UEFI 1u /* UEFI; BootInfo.efi_system_table is set. */
@@ -223,6 +252,62 @@ _Static_assert(offsetof(hvboot_cpu_entry, acpi_uid) == 4, "CpuEntry.acpi_uid");
 _Static_assert(offsetof(hvboot_cpu_entry, flags) == 8, "CpuEntry.flags");
 _Static_assert(offsetof(hvboot_cpu_entry, reserved) == 12, "CpuEntry.reserved");
 
+/* What the loader did with one processor (START_APS): BootInfo.cpu_starts, in the order and number of BootInfo.cpus. */
+typedef struct hvboot_cpu_start {
+    uint32_t apic_id; /* Local APIC or x2APIC ID. */
+    uint32_t acpi_uid; /* ACPI processor UID. */
+    uint32_t state; /* BSP, parked, no answer, disabled, online capable. */
+    uint32_t flags; /* What it reported on arrival. */
+    uint64_t tsc_arrived; /* Its own TSC when it arrived in long mode; 0 if not. */
+    uint64_t stack_bottom; /* Lowest mapped byte of its stack (guard page below). */
+    uint64_t stack_size; /* Bytes of its stack; RSP = stack_bottom + stack_size. */
+    uint64_t mailbox; /* Its CpuMailbox (virtual, in the direct map); 0 if none. */
+    uint64_t microcode; /* Microcode revision (IA32_BIOS_SIGN_ID[63:32]). */
+    uint64_t feature_control_before; /* IA32_FEATURE_CONTROL as found. */
+    uint64_t feature_control_after; /* IA32_FEATURE_CONTROL when parked. */
+} hvboot_cpu_start;
+_Static_assert(sizeof(hvboot_cpu_start) == 72, "CpuStart size");
+_Static_assert(offsetof(hvboot_cpu_start, apic_id) == 0, "CpuStart.apic_id");
+_Static_assert(offsetof(hvboot_cpu_start, acpi_uid) == 4, "CpuStart.acpi_uid");
+_Static_assert(offsetof(hvboot_cpu_start, state) == 8, "CpuStart.state");
+_Static_assert(offsetof(hvboot_cpu_start, flags) == 12, "CpuStart.flags");
+_Static_assert(offsetof(hvboot_cpu_start, tsc_arrived) == 16, "CpuStart.tsc_arrived");
+_Static_assert(offsetof(hvboot_cpu_start, stack_bottom) == 24, "CpuStart.stack_bottom");
+_Static_assert(offsetof(hvboot_cpu_start, stack_size) == 32, "CpuStart.stack_size");
+_Static_assert(offsetof(hvboot_cpu_start, mailbox) == 40, "CpuStart.mailbox");
+_Static_assert(offsetof(hvboot_cpu_start, microcode) == 48, "CpuStart.microcode");
+_Static_assert(offsetof(hvboot_cpu_start, feature_control_before) == 56, "CpuStart.feature_control_before");
+_Static_assert(offsetof(hvboot_cpu_start, feature_control_after) == 64, "CpuStart.feature_control_after");
+
+/* A parked processor's mailbox (128 bytes). The kernel writes argument, then entry: the processor jumps to entry with RDI = its CpuStart (virtual), RSI = argument. */
+typedef struct hvboot_cpu_mailbox {
+    uint64_t entry; /* 0 while parked; the kernel's entry address (virtual). */
+    uint64_t argument; /* Passed in RSI. */
+    uint64_t cpu_start; /* Its CpuStart in the boot information (virtual): RDI. */
+    uint32_t state; /* Written by the processor. */
+    uint32_t apic_id; /* The processor's APIC ID, as it read it itself. */
+    uint64_t tsc_arrived; /* Its TSC on arrival. */
+    uint64_t feature_control_before; /* IA32_FEATURE_CONTROL as found. */
+    uint64_t feature_control_after; /* IA32_FEATURE_CONTROL when parked. */
+    uint64_t microcode; /* IA32_BIOS_SIGN_ID after CPUID.1. */
+    uint32_t cpuid1_ecx; /* CPUID.1:ECX. */
+    uint32_t cpuid_ext_ecx; /* CPUID.80000001h:ECX. */
+    uint64_t reserved[7]; /* Zero. */
+} hvboot_cpu_mailbox;
+_Static_assert(sizeof(hvboot_cpu_mailbox) == 128, "CpuMailbox size");
+_Static_assert(offsetof(hvboot_cpu_mailbox, entry) == 0, "CpuMailbox.entry");
+_Static_assert(offsetof(hvboot_cpu_mailbox, argument) == 8, "CpuMailbox.argument");
+_Static_assert(offsetof(hvboot_cpu_mailbox, cpu_start) == 16, "CpuMailbox.cpu_start");
+_Static_assert(offsetof(hvboot_cpu_mailbox, state) == 24, "CpuMailbox.state");
+_Static_assert(offsetof(hvboot_cpu_mailbox, apic_id) == 28, "CpuMailbox.apic_id");
+_Static_assert(offsetof(hvboot_cpu_mailbox, tsc_arrived) == 32, "CpuMailbox.tsc_arrived");
+_Static_assert(offsetof(hvboot_cpu_mailbox, feature_control_before) == 40, "CpuMailbox.feature_control_before");
+_Static_assert(offsetof(hvboot_cpu_mailbox, feature_control_after) == 48, "CpuMailbox.feature_control_after");
+_Static_assert(offsetof(hvboot_cpu_mailbox, microcode) == 56, "CpuMailbox.microcode");
+_Static_assert(offsetof(hvboot_cpu_mailbox, cpuid1_ecx) == 64, "CpuMailbox.cpuid1_ecx");
+_Static_assert(offsetof(hvboot_cpu_mailbox, cpuid_ext_ecx) == 68, "CpuMailbox.cpuid_ext_ecx");
+_Static_assert(offsetof(hvboot_cpu_mailbox, reserved) == 72, "CpuMailbox.reserved");
+
 /* One entry of the firmware's own memory map, untranslated: an EFI memory descriptor (UEFI) or an E820 entry (BIOS). */
 typedef struct hvboot_firmware_memory_entry {
     uint64_t base; /* Physical start. */
@@ -278,8 +363,9 @@ typedef struct hvboot_kernel_request {
     uint64_t stack_size; /* Bytes of entry stack, a multiple of 4 KiB; 0 = DEFAULT_STACK_SIZE. */
     uint64_t direct_map_offset; /* Where to map all physical memory, 1 GiB aligned, higher half; 0 = DEFAULT_DIRECT_MAP_OFFSET. */
     hvboot_guest_request guest; /* Guest memory to reserve. */
+    uint64_t ap_stack_size; /* Bytes of stack per started AP, a multiple of 4 KiB; 0 = DEFAULT_AP_STACK_SIZE. */
 } hvboot_kernel_request;
-_Static_assert(sizeof(hvboot_kernel_request) == 80, "KernelRequest size");
+_Static_assert(sizeof(hvboot_kernel_request) == 88, "KernelRequest size");
 _Static_assert(offsetof(hvboot_kernel_request, magic) == 0, "KernelRequest.magic");
 _Static_assert(offsetof(hvboot_kernel_request, version) == 8, "KernelRequest.version");
 _Static_assert(offsetof(hvboot_kernel_request, size) == 12, "KernelRequest.size");
@@ -290,6 +376,7 @@ _Static_assert(offsetof(hvboot_kernel_request, module_alignment) == 28, "KernelR
 _Static_assert(offsetof(hvboot_kernel_request, stack_size) == 32, "KernelRequest.stack_size");
 _Static_assert(offsetof(hvboot_kernel_request, direct_map_offset) == 40, "KernelRequest.direct_map_offset");
 _Static_assert(offsetof(hvboot_kernel_request, guest) == 48, "KernelRequest.guest");
+_Static_assert(offsetof(hvboot_kernel_request, ap_stack_size) == 80, "KernelRequest.ap_stack_size");
 
 /* The boot-information block. RDI holds its virtual address (in the direct map) at the kernel's entry. */
 typedef struct hvboot_boot_info {
@@ -330,8 +417,9 @@ typedef struct hvboot_boot_info {
     uint64_t ap_trampoline_phys; /* The AP trampoline page below 1 MiB; 0 if none. */
     uint32_t request_version; /* KernelRequest.version the loader found and honoured; 0 = no request. */
     uint32_t reserved; /* Zero. */
+    hvboot_array_ref cpu_starts; /* CpuStart[], one per cpus entry (START_APS); empty if not asked. */
 } hvboot_boot_info;
-_Static_assert(sizeof(hvboot_boot_info) == 360, "BootInfo size");
+_Static_assert(sizeof(hvboot_boot_info) == 368, "BootInfo size");
 _Static_assert(offsetof(hvboot_boot_info, magic) == 0, "BootInfo.magic");
 _Static_assert(offsetof(hvboot_boot_info, version) == 8, "BootInfo.version");
 _Static_assert(offsetof(hvboot_boot_info, size) == 12, "BootInfo.size");
@@ -369,5 +457,6 @@ _Static_assert(offsetof(hvboot_boot_info, guest_reservation_size) == 336, "BootI
 _Static_assert(offsetof(hvboot_boot_info, ap_trampoline_phys) == 344, "BootInfo.ap_trampoline_phys");
 _Static_assert(offsetof(hvboot_boot_info, request_version) == 352, "BootInfo.request_version");
 _Static_assert(offsetof(hvboot_boot_info, reserved) == 356, "BootInfo.reserved");
+_Static_assert(offsetof(hvboot_boot_info, cpu_starts) == 360, "BootInfo.cpu_starts");
 
 #endif /* HVBOOT_H */

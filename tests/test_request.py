@@ -198,7 +198,7 @@ def test_guest_reservation_and_trampoline(
         tmp_path, patched(request_kernel, tmp_path, req), "", (ModuleSpec(mod, "guest.bin", ""),)
     )
     _, report = boot_report(image.output, firmware)
-    assert int(report.one("header")["request_version"]) == 1
+    assert int(report.one("header")["request_version"]) == 2
     check_reservation(report, firmware, req)
 
     # The other requested settings: stack size, direct-map offset, 2 MiB module alignment.
@@ -316,9 +316,12 @@ def test_layout_matches_protocol() -> None:
         "stack_size",
         "direct_map_offset",
         "guest",
+        "ap_stack_size",
     ]
     assert [f.name for f, _ in PROTOCOL.offsets("KernelRequest")] == names
-    assert PROTOCOL.size_align("KernelRequest")[0] == 80
+    assert PROTOCOL.size_align("KernelRequest")[0] == 88
+    # ap_stack_size (version 2) follows the 80-byte version-1 request.
+    assert dict((f.name, o) for f, o in PROTOCOL.offsets("KernelRequest"))["ap_stack_size"] == 80
     assert [f.name for f, _ in PROTOCOL.offsets("GuestRequest")] == [
         "size",
         "alignment",
@@ -367,9 +370,9 @@ def test_inspect_decodes_the_request(request_kernel: Path) -> None:
     doc = request_header(request_kernel.read_bytes())
     assert doc == {
         "section": ".hvboot_request",
-        "size": 80,
+        "size": 88,
         "decoded": True,
-        "version": 1,
+        "version": 2,
         "flags": ["AP_TRAMPOLINE"],
         "framebuffer": "default",
         "module_alignment": 2 * MIB,
@@ -392,4 +395,4 @@ def test_codec_reads_what_the_core_decodes(request_kernel: Path) -> None:
     raw = data[int(sec["sh_offset"]) : int(sec["sh_offset"]) + int(sec["sh_size"])]
     core = default_request(request_kernel)
     assert codec.unpack("KernelRequest", raw) == core
-    assert codec.pack("KernelRequest", core) == raw[:80]
+    assert codec.pack("KernelRequest", core) == raw[: len(codec.pack("KernelRequest", core))]

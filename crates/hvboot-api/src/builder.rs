@@ -31,8 +31,9 @@ use core::mem::size_of;
 
 use crate::info::HEADER_SIZE;
 use crate::protocol::{
-    ArrayRef, BootInfo, CpuEntry, FirmwareMemoryEntry, Framebuffer, GuestRequest, KernelRequest,
-    MemoryRegion, Module, PlacedExtent, StrRef, VirtReport, BOOT_INFO_MAGIC, PROTOCOL_VERSION,
+    ArrayRef, BootInfo, CpuEntry, CpuMailbox, CpuStart, FirmwareMemoryEntry, Framebuffer,
+    GuestRequest, KernelRequest, MemoryRegion, Module, PlacedExtent, StrRef, VirtReport,
+    BOOT_INFO_MAGIC, PROTOCOL_VERSION,
 };
 
 /// Plain data: a type with no padding bytes for which every bit pattern is a
@@ -69,6 +70,10 @@ unsafe impl Plain for BootInfo {}
 unsafe impl Plain for VirtReport {}
 // SAFETY: as above.
 unsafe impl Plain for CpuEntry {}
+// SAFETY: as above.
+unsafe impl Plain for CpuStart {}
+// SAFETY: as above.
+unsafe impl Plain for CpuMailbox {}
 // SAFETY: as above.
 unsafe impl Plain for FirmwareMemoryEntry {}
 // SAFETY: as above.

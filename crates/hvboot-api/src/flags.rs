@@ -2,7 +2,7 @@
 //! [`CpuFlags`], [`RequestFlags`]), which are generated as plain integer
 //! newtypes in [`protocol`](crate::protocol).
 
-use crate::protocol::{CpuFlags, RequestFlags, VirtFlags};
+use crate::protocol::{CpuFlags, CpuStartFlags, RequestFlags, VirtFlags};
 
 macro_rules! flag_ops {
     ($($t:ident),*) => {$(
@@ -45,7 +45,7 @@ macro_rules! flag_ops {
     )*};
 }
 
-flag_ops!(VirtFlags, CpuFlags, RequestFlags);
+flag_ops!(VirtFlags, CpuFlags, RequestFlags, CpuStartFlags);
 
 #[cfg(test)]
 mod tests {

@@ -32,8 +32,8 @@ use core::mem::size_of;
 
 use crate::builder::Plain;
 use crate::protocol::{
-    ArrayRef, BootInfo, CpuEntry, FirmwareMemoryEntry, Framebuffer, MemoryKind, MemoryRegion,
-    Module, PlacedExtent, StrRef, TscStage, VirtFlags, VirtReport, BOOT_INFO_MAGIC,
+    ArrayRef, BootInfo, CpuEntry, CpuStart, FirmwareMemoryEntry, Framebuffer, MemoryKind,
+    MemoryRegion, Module, PlacedExtent, StrRef, TscStage, VirtFlags, VirtReport, BOOT_INFO_MAGIC,
     BOOT_INFO_V1_HEADER_SIZE, PROTOCOL_VERSION,
 };
 
@@ -85,6 +85,8 @@ pub enum Field {
     ModuleCmdline(u32),
     /// `BootInfo.cpus`.
     Cpus,
+    /// `BootInfo.cpu_starts`.
+    CpuStarts,
     /// `BootInfo.firmware_memory_map`.
     FirmwareMemoryMap,
     /// `BootInfo.placed_extents`.
@@ -104,6 +106,7 @@ impl fmt::Display for Field {
             Self::ModuleName(i) => write!(f, "modules[{i}].name"),
             Self::ModuleCmdline(i) => write!(f, "modules[{i}].cmdline"),
             Self::Cpus => f.write_str("cpus"),
+            Self::CpuStarts => f.write_str("cpu_starts"),
             Self::FirmwareMemoryMap => f.write_str("firmware_memory_map"),
             Self::PlacedExtents => f.write_str("placed_extents"),
             Self::TscStamps => f.write_str("tsc_stamps"),
@@ -289,6 +292,10 @@ impl BootInfo {
         if let Some(r) = self.later(self.tsc_stamps, HEADER_TSC_STAMPS_END) {
             self.try_array::<u64>(r).map_err(bad(Field::TscStamps))?;
         }
+        if let Some(r) = self.later(self.cpu_starts, HEADER_CPU_STARTS_END) {
+            self.try_array::<CpuStart>(r)
+                .map_err(bad(Field::CpuStarts))?;
+        }
         Ok(())
     }
 
@@ -471,6 +478,10 @@ const HEADER_LAPIC_END: usize = end_of(core::mem::offset_of!(BootInfo, local_api
 const HEADER_GUEST_END: usize = end_of(core::mem::offset_of!(BootInfo, guest_reservation_size), 8);
 const HEADER_TRAMPOLINE_END: usize = end_of(core::mem::offset_of!(BootInfo, ap_trampoline_phys), 8);
 const HEADER_REQUEST_END: usize = end_of(core::mem::offset_of!(BootInfo, request_version), 4);
+const HEADER_CPU_STARTS_END: usize = end_of(
+    core::mem::offset_of!(BootInfo, cpu_starts),
+    size_of::<ArrayRef>(),
+);
 
 /// Accessors of the fields appended to version 1 after its first layout.
 /// Each returns None (or an empty slice) when the block's `header_size` does
@@ -487,6 +498,15 @@ impl BootInfo {
     /// The processors from the ACPI MADT, in MADT order (empty if absent).
     pub fn cpus(&self) -> &[CpuEntry] {
         self.later(self.cpus, HEADER_CPUS_END)
+            .and_then(|r| self.try_array(r).ok())
+            .unwrap_or(&[])
+    }
+
+    /// What the loader did with each processor when the kernel asked for `START_APS`: one
+    /// [`CpuStart`] per [`BootInfo::cpus`] entry, in the same order (empty if not asked, or
+    /// from an older loader). Release a parked one with [`CpuStart::start`].
+    pub fn cpu_starts(&self) -> &[CpuStart] {
+        self.later(self.cpu_starts, HEADER_CPU_STARTS_END)
             .and_then(|r| self.try_array(r).ok())
             .unwrap_or(&[])
     }

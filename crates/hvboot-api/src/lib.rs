@@ -29,6 +29,7 @@ pub mod protocol;
 pub mod qemu;
 pub mod request;
 pub mod serial;
+pub mod smp;
 
 pub use builder::{BootInfoBuilder, BuildError, Plain};
 pub use info::{Field, InfoError, PhysRange, RefError};

@@ -25,7 +25,13 @@ pub const BOOT_INFO_V1_HEADER_SIZE: u32 = 224;
 pub const REQUEST_MAGIC: u64 = 0x5152_544f_4f42_5648;
 
 /// The KernelRequest version this layout describes.
-pub const REQUEST_VERSION: u32 = 1;
+pub const REQUEST_VERSION: u32 = 2;
+
+/// KernelRequest.size of a version-1 request (up to guest); still accepted.
+pub const REQUEST_V1_SIZE: u32 = 80;
+
+/// Bytes of stack per application processor unless the kernel asks (START_APS).
+pub const DEFAULT_AP_STACK_SIZE: u64 = 0x1_0000;
 
 /// KernelRequest.framebuffer_width/height: the kernel wants no framebuffer.
 pub const FRAMEBUFFER_NONE: u32 = 0xffff_ffff;
@@ -205,6 +211,8 @@ impl ExtentKind {
     pub const GUEST_RESERVATION: Self = Self(7);
     /// The GDT loaded at entry.
     pub const GDT: Self = Self(8);
+    /// The started processors' mailboxes, GDTs and TSSs (START_APS).
+    pub const CPU_DATA: Self = Self(9);
 
     /// The value's name, or None for a value this version does not know.
     pub const fn name(self) -> Option<&'static str> {
@@ -217,6 +225,7 @@ impl ExtentKind {
             6 => Some("AP_TRAMPOLINE"),
             7 => Some("GUEST_RESERVATION"),
             8 => Some("GDT"),
+            9 => Some("CPU_DATA"),
             _ => None,
         }
     }
@@ -268,12 +277,114 @@ impl RequestFlags {
     pub const AP_TRAMPOLINE: Self = Self(1);
     /// On Intel CPUs with VMX whose IA32_FEATURE_CONTROL is unlocked, set VMX-outside-SMX and lock it, on every CPU. Never locks it with VMX off.
     pub const ENABLE_VMX: Self = Self(2);
+    /// Start every enabled application processor and park it on its own mailbox (BootInfo.cpu_starts); the loader uses an AP trampoline page for it.
+    pub const START_APS: Self = Self(4);
 
     /// The value's name, or None for a value this version does not know.
     pub const fn name(self) -> Option<&'static str> {
         match self.0 {
             1 => Some("AP_TRAMPOLINE"),
             2 => Some("ENABLE_VMX"),
+            4 => Some("START_APS"),
+            _ => None,
+        }
+    }
+}
+
+/// What became of a processor (CpuStart.state).
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CpuState(pub u32);
+
+impl CpuState {
+    /// The loader did not try to start it.
+    pub const NOT_STARTED: Self = Self(0);
+    /// The bootstrap processor: the one running the kernel.
+    pub const BSP: Self = Self(1);
+    /// Started; waits on its mailbox for the kernel.
+    pub const PARKED: Self = Self(2);
+    /// Sent INIT-SIPI-SIPI, did not arrive in time.
+    pub const NO_ANSWER: Self = Self(3);
+    /// Neither enabled nor online capable in the MADT.
+    pub const DISABLED: Self = Self(4);
+    /// Online capable in the MADT; not started.
+    pub const ONLINE_CAPABLE: Self = Self(5);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            0 => Some("NOT_STARTED"),
+            1 => Some("BSP"),
+            2 => Some("PARKED"),
+            3 => Some("NO_ANSWER"),
+            4 => Some("DISABLED"),
+            5 => Some("ONLINE_CAPABLE"),
+            _ => None,
+        }
+    }
+}
+
+/// Bits of CpuStart.flags: what the processor reported about itself on arrival.
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CpuStartFlags(pub u32);
+
+impl CpuStartFlags {
+    /// Intel VMX (CPUID.1:ECX[5]).
+    pub const VMX: Self = Self(1);
+    /// AMD SVM (CPUID.80000001h:ECX[2]).
+    pub const SVM: Self = Self(2);
+    /// feature_control_before/after hold IA32_FEATURE_CONTROL values.
+    pub const FEATURE_CONTROL_READ: Self = Self(4);
+    /// The loader set VMX-outside-SMX and the lock bit of IA32_FEATURE_CONTROL here.
+    pub const VMX_ENABLED_BY_LOADER: Self = Self(8);
+    /// Microcode revision, VMX/SVM or feature-control state differ from the BSP's.
+    pub const DIFFERS_FROM_BSP: Self = Self(16);
+    /// Parks with MONITOR/MWAIT (else PAUSE).
+    pub const MWAIT: Self = Self(32);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            1 => Some("VMX"),
+            2 => Some("SVM"),
+            4 => Some("FEATURE_CONTROL_READ"),
+            8 => Some("VMX_ENABLED_BY_LOADER"),
+            16 => Some("DIFFERS_FROM_BSP"),
+            32 => Some("MWAIT"),
+            _ => None,
+        }
+    }
+}
+
+/// CpuMailbox.state, written by the processor itself.
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MailboxState(pub u32);
+
+impl MailboxState {
+    /// Not arrived (yet).
+    pub const EMPTY: Self = Self(0);
+    /// Arrived and waiting for an entry address.
+    pub const PARKED: Self = Self(1);
+    /// Took the entry address and jumped there.
+    pub const RELEASED: Self = Self(2);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            0 => Some("EMPTY"),
+            1 => Some("PARKED"),
+            2 => Some("RELEASED"),
             _ => None,
         }
     }
@@ -525,6 +636,93 @@ const _: () = assert!(core::mem::offset_of!(CpuEntry, acpi_uid) == 4);
 const _: () = assert!(core::mem::offset_of!(CpuEntry, flags) == 8);
 const _: () = assert!(core::mem::offset_of!(CpuEntry, reserved) == 12);
 
+/// What the loader did with one processor (START_APS): BootInfo.cpu_starts, in the order and number of BootInfo.cpus.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuStart {
+    /// Local APIC or x2APIC ID.
+    pub apic_id: u32,
+    /// ACPI processor UID.
+    pub acpi_uid: u32,
+    /// BSP, parked, no answer, disabled, online capable.
+    pub state: CpuState,
+    /// What it reported on arrival.
+    pub flags: CpuStartFlags,
+    /// Its own TSC when it arrived in long mode; 0 if not.
+    pub tsc_arrived: u64,
+    /// Lowest mapped byte of its stack (guard page below).
+    pub stack_bottom: u64,
+    /// Bytes of its stack; RSP = stack_bottom + stack_size.
+    pub stack_size: u64,
+    /// Its CpuMailbox (virtual, in the direct map); 0 if none.
+    pub mailbox: u64,
+    /// Microcode revision (IA32_BIOS_SIGN_ID[63:32]).
+    pub microcode: u64,
+    /// IA32_FEATURE_CONTROL as found.
+    pub feature_control_before: u64,
+    /// IA32_FEATURE_CONTROL when parked.
+    pub feature_control_after: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<CpuStart>() == 72);
+const _: () = assert!(core::mem::align_of::<CpuStart>() == 8);
+const _: () = assert!(core::mem::offset_of!(CpuStart, apic_id) == 0);
+const _: () = assert!(core::mem::offset_of!(CpuStart, acpi_uid) == 4);
+const _: () = assert!(core::mem::offset_of!(CpuStart, state) == 8);
+const _: () = assert!(core::mem::offset_of!(CpuStart, flags) == 12);
+const _: () = assert!(core::mem::offset_of!(CpuStart, tsc_arrived) == 16);
+const _: () = assert!(core::mem::offset_of!(CpuStart, stack_bottom) == 24);
+const _: () = assert!(core::mem::offset_of!(CpuStart, stack_size) == 32);
+const _: () = assert!(core::mem::offset_of!(CpuStart, mailbox) == 40);
+const _: () = assert!(core::mem::offset_of!(CpuStart, microcode) == 48);
+const _: () = assert!(core::mem::offset_of!(CpuStart, feature_control_before) == 56);
+const _: () = assert!(core::mem::offset_of!(CpuStart, feature_control_after) == 64);
+
+/// A parked processor's mailbox (128 bytes). The kernel writes argument, then entry: the processor jumps to entry with RDI = its CpuStart (virtual), RSI = argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuMailbox {
+    /// 0 while parked; the kernel's entry address (virtual).
+    pub entry: u64,
+    /// Passed in RSI.
+    pub argument: u64,
+    /// Its CpuStart in the boot information (virtual): RDI.
+    pub cpu_start: u64,
+    /// Written by the processor.
+    pub state: MailboxState,
+    /// The processor's APIC ID, as it read it itself.
+    pub apic_id: u32,
+    /// Its TSC on arrival.
+    pub tsc_arrived: u64,
+    /// IA32_FEATURE_CONTROL as found.
+    pub feature_control_before: u64,
+    /// IA32_FEATURE_CONTROL when parked.
+    pub feature_control_after: u64,
+    /// IA32_BIOS_SIGN_ID after CPUID.1.
+    pub microcode: u64,
+    /// CPUID.1:ECX.
+    pub cpuid1_ecx: u32,
+    /// CPUID.80000001h:ECX.
+    pub cpuid_ext_ecx: u32,
+    /// Zero.
+    pub reserved: [u64; 7],
+}
+
+const _: () = assert!(core::mem::size_of::<CpuMailbox>() == 128);
+const _: () = assert!(core::mem::align_of::<CpuMailbox>() == 8);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, entry) == 0);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, argument) == 8);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, cpu_start) == 16);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, state) == 24);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, apic_id) == 28);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, tsc_arrived) == 32);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, feature_control_before) == 40);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, feature_control_after) == 48);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, microcode) == 56);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, cpuid1_ecx) == 64);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, cpuid_ext_ecx) == 68);
+const _: () = assert!(core::mem::offset_of!(CpuMailbox, reserved) == 72);
+
 /// One entry of the firmware's own memory map, untranslated: an EFI memory descriptor (UEFI) or an E820 entry (BIOS).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -618,9 +816,11 @@ pub struct KernelRequest {
     pub direct_map_offset: u64,
     /// Guest memory to reserve.
     pub guest: GuestRequest,
+    /// Bytes of stack per started AP, a multiple of 4 KiB; 0 = DEFAULT_AP_STACK_SIZE.
+    pub ap_stack_size: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelRequest>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelRequest>() == 88);
 const _: () = assert!(core::mem::align_of::<KernelRequest>() == 8);
 const _: () = assert!(core::mem::offset_of!(KernelRequest, magic) == 0);
 const _: () = assert!(core::mem::offset_of!(KernelRequest, version) == 8);
@@ -632,6 +832,7 @@ const _: () = assert!(core::mem::offset_of!(KernelRequest, module_alignment) == 
 const _: () = assert!(core::mem::offset_of!(KernelRequest, stack_size) == 32);
 const _: () = assert!(core::mem::offset_of!(KernelRequest, direct_map_offset) == 40);
 const _: () = assert!(core::mem::offset_of!(KernelRequest, guest) == 48);
+const _: () = assert!(core::mem::offset_of!(KernelRequest, ap_stack_size) == 80);
 
 /// The boot-information block. RDI holds its virtual address (in the direct map) at the kernel's entry.
 #[repr(C)]
@@ -711,9 +912,11 @@ pub struct BootInfo {
     pub request_version: u32,
     /// Zero.
     pub reserved: u32,
+    /// CpuStart[], one per cpus entry (START_APS); empty if not asked.
+    pub cpu_starts: ArrayRef,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 360);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 368);
 const _: () = assert!(core::mem::align_of::<BootInfo>() == 8);
 const _: () = assert!(core::mem::offset_of!(BootInfo, magic) == 0);
 const _: () = assert!(core::mem::offset_of!(BootInfo, version) == 8);
@@ -752,3 +955,4 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, guest_reservation_size) ==
 const _: () = assert!(core::mem::offset_of!(BootInfo, ap_trampoline_phys) == 344);
 const _: () = assert!(core::mem::offset_of!(BootInfo, request_version) == 352);
 const _: () = assert!(core::mem::offset_of!(BootInfo, reserved) == 356);
+const _: () = assert!(core::mem::offset_of!(BootInfo, cpu_starts) == 360);

@@ -23,7 +23,8 @@ use core::fmt;
 use core::mem::size_of;
 
 use crate::protocol::{
-    GuestRequest, KernelRequest, RequestFlags, FRAMEBUFFER_NONE, REQUEST_MAGIC, REQUEST_VERSION,
+    GuestRequest, KernelRequest, RequestFlags, FRAMEBUFFER_NONE, REQUEST_MAGIC, REQUEST_V1_SIZE,
+    REQUEST_VERSION,
 };
 
 /// The name of the ELF section that holds the request.
@@ -52,6 +53,8 @@ pub enum RequestError {
     DirectMapOffset,
     /// The guest request is inconsistent (size, alignment, base or limit).
     Guest,
+    /// `ap_stack_size` is not a multiple of 4 KiB.
+    ApStackSize,
 }
 
 impl fmt::Display for RequestError {
@@ -69,6 +72,7 @@ impl fmt::Display for RequestError {
                 "guest: size must be a multiple of 4 KiB, alignment a power of two >= 4 KiB, \
                  fixed_base aligned, and the range below max_address"
             }
+            Self::ApStackSize => "ap_stack_size is not a multiple of 4 KiB",
         })
     }
 }
@@ -93,7 +97,17 @@ impl KernelRequest {
                 max_address: 0,
                 fixed_base: 0,
             },
+            ap_stack_size: 0,
         }
+    }
+
+    /// Asks for every enabled application processor to be started and parked, each with
+    /// `stack_bytes` of stack (a multiple of 4 KiB; 0 = `DEFAULT_AP_STACK_SIZE`). Adds
+    /// `START_APS` to the flags set so far.
+    pub const fn start_aps(mut self, stack_bytes: u64) -> Self {
+        self.flags = RequestFlags(self.flags.0 | RequestFlags::START_APS.0);
+        self.ap_stack_size = stack_bytes;
+        self
     }
 
     /// Sets `flags` (replacing earlier ones).
@@ -159,11 +173,14 @@ impl KernelRequest {
         if self.version == 0 {
             return Err(RequestError::BadVersion);
         }
-        if (self.size as usize) < size_of::<KernelRequest>() {
+        if self.size < REQUEST_V1_SIZE {
             return Err(RequestError::BadSize);
         }
         if !self.stack_size.is_multiple_of(PAGE) {
             return Err(RequestError::StackSize);
+        }
+        if !self.ap_stack_size.is_multiple_of(PAGE) {
+            return Err(RequestError::ApStackSize);
         }
         if !matches!(self.module_alignment, 0 | 4096 | LARGE_PAGE) {
             return Err(RequestError::ModuleAlignment);
@@ -231,7 +248,7 @@ mod tests {
     fn defaults_are_valid_and_empty() {
         let r = KernelRequest::new();
         assert_eq!(r.magic.to_le_bytes(), *b"HVBOOTRQ");
-        assert_eq!(r.version, 1);
+        assert_eq!(r.version, REQUEST_VERSION);
         assert_eq!(r.size as usize, size_of::<KernelRequest>());
         assert_eq!(r.check(), Ok(()));
         assert_eq!(r.guest.size, 0);

@@ -78,7 +78,7 @@ fn plan(p: &elf::LoadPlan) -> Json {
     ])
 }
 
-/// Every field of the request (the version-1 prefix the loader honours).
+/// Every field of the request (version 2; a version-1 request reads with `ap_stack_size` 0).
 fn kernel_request(r: &KernelRequest) -> Json {
     let g = &r.guest;
     Json::object([
@@ -100,6 +100,7 @@ fn kernel_request(r: &KernelRequest) -> Json {
                 ("fixed_base", g.fixed_base.into()),
             ]),
         ),
+        ("ap_stack_size", r.ap_stack_size.into()),
     ])
 }
 

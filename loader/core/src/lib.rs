@@ -36,6 +36,7 @@ pub mod protocols;
 pub mod request;
 #[cfg(test)]
 pub mod testing;
+pub mod trampoline;
 
 /// The loader's name, as reported to the kernel and on the console.
 pub const LOADER_NAME: &str = "hvboot";

@@ -14,7 +14,7 @@ use core::mem::size_of;
 use elf::endian::LittleEndian;
 use elf::ElfBytes;
 use hvboot_api::request::{RequestError, REQUEST_SECTION};
-use hvboot_api::{KernelRequest, REQUEST_VERSION};
+use hvboot_api::{KernelRequest, REQUEST_V1_SIZE, REQUEST_VERSION};
 
 /// The part of the request every version shares: magic, version, size.
 pub const REQUEST_HEADER_SIZE: usize = 16;
@@ -56,11 +56,13 @@ pub fn error_field(e: RequestError) -> &'static str {
         RequestError::ModuleAlignment => "module_alignment",
         RequestError::DirectMapOffset => "direct_map_offset",
         RequestError::Guest => "guest",
+        RequestError::ApStackSize => "ap_stack_size",
     }
 }
 
 /// The kernel's request, `None` when it has no `.hvboot_request` section. The returned request
-/// is the version-1 prefix of a newer one (with `version` set to 1: what the loader honours).
+/// is the [`REQUEST_VERSION`] prefix of a newer one (with `version` set to what the loader
+/// honours); a version-1 request (80 bytes) reads with the later fields zero.
 ///
 /// The loader needs only the program headers: a kernel whose section header table (or its
 /// string table) cannot be read has no request, as `hvboot build` sees it too.
@@ -112,9 +114,18 @@ pub fn parse(bytes: &[u8]) -> Result<KernelRequest, RequestProblem> {
     raw[..n].copy_from_slice(&bytes[..n]);
     // SAFETY: KernelRequest is plain old data (integers only), any bit pattern is valid.
     let mut req: KernelRequest = unsafe { core::ptr::read_unaligned(raw.as_ptr().cast()) };
+    // What the kernel was built with: a version-1 request ends before `ap_stack_size`.
+    let known = if req.version >= 2 && req.size as usize >= size_of::<KernelRequest>() {
+        size_of::<KernelRequest>()
+    } else {
+        REQUEST_V1_SIZE as usize
+    };
+    if known < size_of::<KernelRequest>() {
+        req.ap_stack_size = 0;
+    }
     req.check()
         .map_err(|e| RequestProblem::new(error_field(e), format!("{e}")))?;
-    if bytes.len() < size_of::<KernelRequest>() {
+    if bytes.len() < known {
         return Err(RequestProblem::new(
             "size",
             format!(
@@ -124,8 +135,12 @@ pub fn parse(bytes: &[u8]) -> Result<KernelRequest, RequestProblem> {
             ),
         ));
     }
-    req.version = req.version.min(REQUEST_VERSION);
-    req.size = size_of::<KernelRequest>() as u32;
+    req.version = req.version.min(if known < size_of::<KernelRequest>() {
+        1
+    } else {
+        REQUEST_VERSION
+    });
+    req.size = known as u32;
     Ok(req)
 }
 
@@ -171,13 +186,28 @@ mod tests {
     }
 
     #[test]
-    fn newer_request_is_read_as_version_1() {
-        let mut r = KernelRequest::new().stack_size(8192);
+    fn newer_request_is_read_as_the_current_version() {
+        let mut r = KernelRequest::new().stack_size(8192).start_aps(1 << 20);
         r.version = 3;
         r.size = 96;
         let mut b = bytes(&r);
-        b.extend_from_slice(&[0xAA; 16]);
+        b.extend_from_slice(&[0xAA; 8]);
         let got = parse(&b).unwrap();
-        assert_eq!((got.version, got.size, got.stack_size), (1, 80, 8192));
+        assert_eq!((got.version, got.size, got.stack_size), (2, 88, 8192));
+        assert_eq!(got.ap_stack_size, 1 << 20);
+    }
+
+    #[test]
+    fn version_1_request_still_reads() {
+        let mut r = KernelRequest::new().stack_size(8192);
+        (r.version, r.size) = (1, 80);
+        // Bytes behind a version-1 request are not its own: never read as ap_stack_size.
+        r.ap_stack_size = 123;
+        let got = parse(&bytes(&r)[..80]).unwrap();
+        assert_eq!((got.version, got.size, got.ap_stack_size), (1, 80, 0));
+        let got = parse(&bytes(&r)).unwrap();
+        assert_eq!((got.version, got.size, got.ap_stack_size), (1, 80, 0));
+        let bad = KernelRequest::new().start_aps(100);
+        assert_eq!(parse(&bytes(&bad)).unwrap_err().field, "ap_stack_size");
     }
 }

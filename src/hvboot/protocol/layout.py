@@ -141,7 +141,19 @@ PROTOCOL = Protocol(
             REQUEST_MAGIC,
             'KernelRequest.magic: the bytes "HVBOOTRQ" read as a little-endian u64.',
         ),
-        Constant("REQUEST_VERSION", "u32", 1, "The KernelRequest version this layout describes."),
+        Constant("REQUEST_VERSION", "u32", 2, "The KernelRequest version this layout describes."),
+        Constant(
+            "REQUEST_V1_SIZE",
+            "u32",
+            80,
+            "KernelRequest.size of a version-1 request (up to guest); still accepted.",
+        ),
+        Constant(
+            "DEFAULT_AP_STACK_SIZE",
+            "u64",
+            64 * 1024,
+            "Bytes of stack per application processor unless the kernel asks (START_APS).",
+        ),
         Constant(
             "FRAMEBUFFER_NONE",
             "u32",
@@ -258,6 +270,11 @@ PROTOCOL = Protocol(
                 EnumValue("AP_TRAMPOLINE", 6, "The AP trampoline page."),
                 EnumValue("GUEST_RESERVATION", 7, "The guest-memory reservation."),
                 EnumValue("GDT", 8, "The GDT loaded at entry."),
+                EnumValue(
+                    "CPU_DATA",
+                    9,
+                    "The started processors' mailboxes, GDTs and TSSs (START_APS).",
+                ),
             ),
         ),
         Enum(
@@ -290,6 +307,60 @@ PROTOCOL = Protocol(
                     "On Intel CPUs with VMX whose IA32_FEATURE_CONTROL is unlocked, set "
                     "VMX-outside-SMX and lock it, on every CPU. Never locks it with VMX off.",
                 ),
+                EnumValue(
+                    "START_APS",
+                    1 << 2,
+                    "Start every enabled application processor and park it on its own mailbox "
+                    "(BootInfo.cpu_starts); the loader uses an AP trampoline page for it.",
+                ),
+            ),
+        ),
+        Enum(
+            "CpuState",
+            "u32",
+            "What became of a processor (CpuStart.state).",
+            (
+                EnumValue("NOT_STARTED", 0, "The loader did not try to start it."),
+                EnumValue("BSP", 1, "The bootstrap processor: the one running the kernel."),
+                EnumValue("PARKED", 2, "Started; waits on its mailbox for the kernel."),
+                EnumValue("NO_ANSWER", 3, "Sent INIT-SIPI-SIPI, did not arrive in time."),
+                EnumValue("DISABLED", 4, "Neither enabled nor online capable in the MADT."),
+                EnumValue("ONLINE_CAPABLE", 5, "Online capable in the MADT; not started."),
+            ),
+        ),
+        Enum(
+            "CpuStartFlags",
+            "u32",
+            "Bits of CpuStart.flags: what the processor reported about itself on arrival.",
+            (
+                EnumValue("VMX", 1 << 0, "Intel VMX (CPUID.1:ECX[5])."),
+                EnumValue("SVM", 1 << 1, "AMD SVM (CPUID.80000001h:ECX[2])."),
+                EnumValue(
+                    "FEATURE_CONTROL_READ",
+                    1 << 2,
+                    "feature_control_before/after hold IA32_FEATURE_CONTROL values.",
+                ),
+                EnumValue(
+                    "VMX_ENABLED_BY_LOADER",
+                    1 << 3,
+                    "The loader set VMX-outside-SMX and the lock bit of IA32_FEATURE_CONTROL here.",
+                ),
+                EnumValue(
+                    "DIFFERS_FROM_BSP",
+                    1 << 4,
+                    "Microcode revision, VMX/SVM or feature-control state differ from the BSP's.",
+                ),
+                EnumValue("MWAIT", 1 << 5, "Parks with MONITOR/MWAIT (else PAUSE)."),
+            ),
+        ),
+        Enum(
+            "MailboxState",
+            "u32",
+            "CpuMailbox.state, written by the processor itself.",
+            (
+                EnumValue("EMPTY", 0, "Not arrived (yet)."),
+                EnumValue("PARKED", 1, "Arrived and waiting for an entry address."),
+                EnumValue("RELEASED", 2, "Took the entry address and jumped there."),
             ),
         ),
         Enum(
@@ -408,6 +479,43 @@ PROTOCOL = Protocol(
             ),
         ),
         Struct(
+            "CpuStart",
+            "What the loader did with one processor (START_APS): BootInfo.cpu_starts, in the "
+            "order and number of BootInfo.cpus.",
+            (
+                _f("apic_id", "u32", "Local APIC or x2APIC ID."),
+                _f("acpi_uid", "u32", "ACPI processor UID."),
+                _f("state", "u32", "BSP, parked, no answer, disabled, online capable.", "CpuState"),
+                _f("flags", "u32", "What it reported on arrival.", "CpuStartFlags"),
+                _f("tsc_arrived", "u64", "Its own TSC when it arrived in long mode; 0 if not."),
+                _f("stack_bottom", "u64", "Lowest mapped byte of its stack (guard page below)."),
+                _f("stack_size", "u64", "Bytes of its stack; RSP = stack_bottom + stack_size."),
+                _f("mailbox", "u64", "Its CpuMailbox (virtual, in the direct map); 0 if none."),
+                _f("microcode", "u64", "Microcode revision (IA32_BIOS_SIGN_ID[63:32])."),
+                _f("feature_control_before", "u64", "IA32_FEATURE_CONTROL as found."),
+                _f("feature_control_after", "u64", "IA32_FEATURE_CONTROL when parked."),
+            ),
+        ),
+        Struct(
+            "CpuMailbox",
+            "A parked processor's mailbox (128 bytes). The kernel writes argument, then entry: "
+            "the processor jumps to entry with RDI = its CpuStart (virtual), RSI = argument.",
+            (
+                _f("entry", "u64", "0 while parked; the kernel's entry address (virtual)."),
+                _f("argument", "u64", "Passed in RSI."),
+                _f("cpu_start", "u64", "Its CpuStart in the boot information (virtual): RDI."),
+                _f("state", "u32", "Written by the processor.", "MailboxState"),
+                _f("apic_id", "u32", "The processor's APIC ID, as it read it itself."),
+                _f("tsc_arrived", "u64", "Its TSC on arrival."),
+                _f("feature_control_before", "u64", "IA32_FEATURE_CONTROL as found."),
+                _f("feature_control_after", "u64", "IA32_FEATURE_CONTROL when parked."),
+                _f("microcode", "u64", "IA32_BIOS_SIGN_ID after CPUID.1."),
+                _f("cpuid1_ecx", "u32", "CPUID.1:ECX."),
+                _f("cpuid_ext_ecx", "u32", "CPUID.80000001h:ECX."),
+                _f("reserved", "u64[7]", "Zero."),
+            ),
+        ),
+        Struct(
             "FirmwareMemoryEntry",
             "One entry of the firmware's own memory map, untranslated: an EFI memory descriptor "
             "(UEFI) or an E820 entry (BIOS).",
@@ -473,6 +581,13 @@ PROTOCOL = Protocol(
                     "0 = DEFAULT_DIRECT_MAP_OFFSET.",
                 ),
                 _f("guest", "GuestRequest", "Guest memory to reserve."),
+                # Version 2 (REQUEST_V1_SIZE = 80 bytes before it):
+                _f(
+                    "ap_stack_size",
+                    "u64",
+                    "Bytes of stack per started AP, a multiple of 4 KiB; "
+                    "0 = DEFAULT_AP_STACK_SIZE.",
+                ),
             ),
         ),
         Struct(
@@ -535,6 +650,11 @@ PROTOCOL = Protocol(
                     "KernelRequest.version the loader found and honoured; 0 = no request.",
                 ),
                 _f("reserved", "u32", "Zero."),
+                _f(
+                    "cpu_starts",
+                    "ArrayRef",
+                    "CpuStart[], one per cpus entry (START_APS); empty if not asked.",
+                ),
             ),
         ),
     ),

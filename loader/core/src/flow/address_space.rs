@@ -8,8 +8,9 @@ use alloc::format;
 use hvboot_api::{ExtentKind, MemoryKind, STACK_REGION_BASE};
 
 use super::cpu::{has_1g_pages, Cpu};
+use super::cpus;
 use super::firmware::Firmware;
-use super::inputs::Inputs;
+use super::inputs::{Inputs, Wants};
 use super::place::{extent, Placed};
 use super::{phys_slice, Error, Placement, Platform};
 use crate::paging::{BumpFrames, PagingError, TableBuilder};
@@ -47,19 +48,25 @@ fn paging(what: impl Into<alloc::string::String>) -> impl FnOnce(PagingError) ->
 }
 
 /// Builds the tables and records the GDT, page-table and stack extents.
+///
+/// With `aps` processors to start (START_APS), also their stacks at `cpus::stack_bottom` and
+/// the loader's trampoline page, identity-mapped so that paging can be turned on under it.
 pub fn build<P: Platform>(
     p: &mut P,
     cpu: &impl Cpu,
     inputs: &Inputs,
     placed: &mut Placed,
     fw: &Firmware,
+    aps: usize,
 ) -> Result<AddressSpace, Error> {
     let direct_map_size = direct_map_size(fw);
     let offset = inputs.wants.direct_map_offset;
     let stack_size = inputs.wants.stack_size;
-    check_direct_map(inputs, offset, direct_map_size)?;
+    check_direct_map(inputs, offset, direct_map_size, aps)?;
     let huge = has_1g_pages(cpu);
-    let (pool, pool_pages) = pool(p, placed, direct_map_size, huge, stack_size)?;
+    let ap_stacks = aps as u64 * inputs.wants.ap_stack_size;
+    let stacks = stack_size + ap_stacks + aps as u64 * 512 * PAGE;
+    let (pool, pool_pages) = pool(p, placed, direct_map_size, huge, stacks)?;
     write_gdt(p, pool, offset);
     // SAFETY: the pool was just allocated for page tables; its frames are reached through the
     // platform's view of physical memory.
@@ -71,6 +78,15 @@ pub fn build<P: Platform>(
         .map_direct(offset, direct_map_size, huge)
         .map_err(paging("direct map"))?;
     let stack_bottom = map_stack(p, &mut tables, placed, stack_size)?;
+    if aps > 0 {
+        map_ap_stacks(p, &mut tables, placed, &inputs.wants, aps)?;
+    }
+    if placed.ap_start != 0 {
+        let page = placed.ap_start;
+        tables
+            .map_4k_range(page, page, PAGE, false, true)
+            .map_err(paging("mapping the AP trampoline"))?;
+    }
     let (code_start, code_end) = handoff::code_pages();
     tables
         .map_4k_range(code_start, code_start, code_end - code_start, false, true)
@@ -98,7 +114,7 @@ fn direct_map_size(fw: &Firmware) -> u64 {
 }
 
 /// The direct map must fit the address space and cover neither the kernel nor the stack region.
-fn check_direct_map(inputs: &Inputs, offset: u64, size: u64) -> Result<(), Error> {
+fn check_direct_map(inputs: &Inputs, offset: u64, size: u64, aps: usize) -> Result<(), Error> {
     let unmet = |why| Error::Unmet {
         kernel: inputs.kernel.path.clone(),
         field: "direct_map_offset",
@@ -110,7 +126,7 @@ fn check_direct_map(inputs: &Inputs, offset: u64, size: u64) -> Result<(), Error
         ))
     })?;
     let plan = inputs.kernel.plan();
-    let stack_end = STACK_REGION_BASE + PAGE + inputs.wants.stack_size;
+    let stack_end = cpus::stack_region_end(&inputs.wants, aps);
     for (what, (start, end)) in [
         ("the kernel", (plan.virt_start, plan.virt_end)),
         ("the stack region", (STACK_REGION_BASE, stack_end)),
@@ -187,6 +203,35 @@ fn map_kernel(
                 "{}: mapping segment {}",
                 inputs.kernel.path, s.index
             )))?;
+    }
+    Ok(())
+}
+
+/// The APs' stacks (one allocation), each above an unmapped guard page; STACK extents with
+/// index = slot + 1.
+fn map_ap_stacks<P: Platform>(
+    p: &mut P,
+    tables: &mut TableBuilder<'_, BumpFrames>,
+    placed: &mut Placed,
+    wants: &Wants,
+    aps: usize,
+) -> Result<(), Error> {
+    let size = wants.ap_stack_size;
+    let phys = p
+        .allocate(
+            MemoryKind::KERNEL_STACK.0,
+            size * aps as u64,
+            Placement::Anywhere,
+        )
+        .map_err(Error::no_memory(format!("{aps} AP stacks")))?;
+    for k in 0..aps {
+        let (at, bottom) = (phys + k as u64 * size, cpus::stack_bottom(wants, k));
+        tables
+            .map_4k_range(bottom, at, size, true, false)
+            .map_err(paging("mapping an AP stack"))?;
+        placed
+            .extents
+            .push(extent(ExtentKind::STACK, k as u32 + 1, at, bottom, size));
     }
     Ok(())
 }

@@ -14,7 +14,40 @@ pub trait Cpu {
     fn rdmsr(&self, msr: u32) -> u64;
     /// WRMSR of an MSR that exists, with a value it accepts.
     fn wrmsr(&self, msr: u32, value: u64);
+    /// Sends `ipi` to the processor with APIC ID `dest` through this processor's local APIC,
+    /// whose xAPIC MMIO base is `apic_base` (x2APIC MSRs when it is in x2APIC mode), and waits
+    /// until the APIC accepted it.
+    fn send_ipi(&self, apic_base: u64, dest: u32, ipi: Ipi);
+    /// A spin-wait hint (PAUSE).
+    fn pause(&self) {}
 }
+
+/// The inter-processor interrupts of the start-up sequence (Intel SDM Vol. 3A §9.4.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipi {
+    /// INIT, level assert.
+    Init,
+    /// INIT level de-assert (xAPIC only; an x2APIC does not have it and skips it).
+    InitDeassert,
+    /// Start-up at physical page `vector` (`vector << 12`, below 1 MiB).
+    Startup(u8),
+}
+
+impl Ipi {
+    /// The ICR's low 32 bits: delivery mode, level, trigger, vector (SDM Vol. 3A §11.6.1).
+    pub fn icr_low(self) -> u32 {
+        match self {
+            Ipi::Init => 0x0000_4500,
+            Ipi::InitDeassert => 0x0000_8500,
+            Ipi::Startup(v) => 0x0000_4600 | u32::from(v),
+        }
+    }
+}
+
+/// IA32_APIC_BASE (SDM Vol. 3A §11.4.4): bit 10 EXTD = x2APIC mode.
+const IA32_APIC_BASE: u32 = 0x1B;
+/// The x2APIC ICR MSR (SDM Vol. 3A §11.12.9).
+const X2APIC_ICR: u32 = 0x830;
 
 /// The processor the loader runs on.
 pub struct Machine(());
@@ -47,6 +80,33 @@ impl Cpu for Machine {
     fn wrmsr(&self, msr: u32, value: u64) {
         // SAFETY: as for rdmsr; callers write only values the SDM allows.
         unsafe { hvboot_api::cpu::wrmsr(msr, value) }
+    }
+
+    fn send_ipi(&self, apic_base: u64, dest: u32, ipi: Ipi) {
+        if self.rdmsr(IA32_APIC_BASE) & (1 << 10) != 0 {
+            if ipi != Ipi::InitDeassert {
+                self.wrmsr(X2APIC_ICR, u64::from(dest) << 32 | u64::from(ipi.icr_low()));
+            }
+            return;
+        }
+        // xAPIC: ICR high (destination in bits 31:24) at 0x310, low at 0x300; bit 12 of the
+        // low word is "send pending" (SDM Vol. 3A §11.6.1). The loader identity-maps the page.
+        let reg = |off: u64| (apic_base + off) as *mut u32;
+        // SAFETY: the local APIC's registers, identity-mapped on both platforms.
+        unsafe {
+            while reg(0x300).read_volatile() & (1 << 12) != 0 {
+                core::hint::spin_loop();
+            }
+            reg(0x310).write_volatile(dest << 24);
+            reg(0x300).write_volatile(ipi.icr_low());
+            while reg(0x300).read_volatile() & (1 << 12) != 0 {
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    fn pause(&self) {
+        core::hint::spin_loop();
     }
 }
 

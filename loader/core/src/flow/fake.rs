@@ -14,9 +14,11 @@ use core::cell::{Cell, RefCell};
 use hvboot_api::cpu::virt::Regs;
 use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind, PixelFormat};
 
-use super::{framebuffer_32bpp, Cpu, FirmwareTables, Placement, Platform, PlatformError};
+use super::{framebuffer_32bpp, Cpu, FirmwareTables, Ipi, Placement, Platform, PlatformError};
 use crate::memmap::Region;
+use crate::trampoline::{self, ApParams};
 use crate::PAGE_SIZE as PAGE;
+use hvboot_api::{CpuMailbox, MailboxState};
 
 pub const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -106,6 +108,13 @@ impl FakePlatform {
     /// ACPI 1.0 tables for `cpus` processors (APIC IDs 0..cpus, all enabled): the RSDP at
     /// [`RSDP`], an RSDT and a MADT behind it (ACPI 6.5 §5.2.5, §5.2.7, §5.2.12).
     pub fn with_madt(&mut self, cpus: u8) -> &mut Self {
+        let list: Vec<(u8, u32)> = (0..cpus).map(|id| (id, 1)).collect();
+        self.with_madt_cpus(&list)
+    }
+
+    /// Like [`FakePlatform::with_madt`] with each processor's (APIC ID, MADT flags): bit 0
+    /// Enabled, bit 1 Online Capable. The ACPI UID is the APIC ID.
+    pub fn with_madt_cpus(&mut self, cpus: &[(u8, u32)]) -> &mut Self {
         let (rsdt_at, madt_at) = (RSDP + 0x100, RSDP + 0x200);
         let sdt = |sig: &[u8; 4], body: &[u8]| {
             let mut t = std::vec![0u8; 36];
@@ -119,8 +128,9 @@ impl FakePlatform {
         let mut madt = Vec::new();
         madt.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
         madt.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT
-        for id in 0..cpus {
-            madt.extend_from_slice(&[0, 8, id, id, 1, 0, 0, 0]); // Processor Local APIC, enabled
+        for &(id, flags) in cpus {
+            madt.extend_from_slice(&[0, 8, id, id]); // Processor Local APIC
+            madt.extend_from_slice(&flags.to_le_bytes());
         }
         let mut rsdp = std::vec![0u8; 20];
         rsdp[..8].copy_from_slice(b"RSD PTR ");
@@ -367,6 +377,73 @@ pub struct FakeCpu {
     pub gib_pages: bool,
     /// WRMSRs made.
     pub msr_writes: RefCell<Vec<(u32, u64)>>,
+    /// The application processors it simulates.
+    pub aps: RefCell<ApSim>,
+}
+
+/// Simulated APs: each one listed in `answer` does at its first SIPI what the trampoline does
+/// (finds its slot by APIC ID in the parameters, writes its report in its mailbox, parks).
+#[derive(Default)]
+pub struct ApSim {
+    /// The platform's `phys_offset` (the arena).
+    pub arena: u64,
+    /// The direct map the parameters' addresses are in.
+    pub direct_map_offset: u64,
+    /// APIC IDs of the APs that answer.
+    pub answer: Vec<u32>,
+    /// (APIC ID, microcode revision) of APs whose microcode differs from the BSP's 0.
+    pub microcode: Vec<(u32, u64)>,
+    /// Every IPI sent: (destination, IPI).
+    pub ipis: Vec<(u32, Ipi)>,
+    /// The parameters the trampoline was given (at the first SIPI).
+    pub params: Option<ApParams>,
+}
+
+impl ApSim {
+    /// APs `answer` answering on `p`'s arena, with the default direct map.
+    pub fn on(p: &FakePlatform, answer: &[u32]) -> Self {
+        Self {
+            arena: p.phys_offset(),
+            direct_map_offset: hvboot_api::DEFAULT_DIRECT_MAP_OFFSET,
+            answer: answer.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    fn phys(&self, virt: u64) -> *mut u8 {
+        (virt - self.direct_map_offset + self.arena) as *mut u8
+    }
+
+    fn sipi(&mut self, dest: u32, vector: u8, tsc: u64) {
+        let at = (u64::from(vector) << 12) + trampoline::params_offset() as u64 + self.arena;
+        // SAFETY: the trampoline page lies in the arena; ApParams is plain old data.
+        let params: ApParams = unsafe { (at as *const ApParams).read_unaligned() };
+        self.params = Some(params);
+        if !self.answer.contains(&dest) {
+            return;
+        }
+        // SAFETY: the parameters point into the CPU data, in the arena.
+        unsafe {
+            let ids = self.phys(params.apic_ids) as *const u32;
+            let Some(slot) = (0..params.count as usize).find(|&k| *ids.add(k) == dest) else {
+                return;
+            };
+            let m = (self.phys(params.mailboxes) as *mut CpuMailbox).add(slot);
+            if (*m).state != MailboxState::EMPTY {
+                return;
+            }
+            (*m).apic_id = dest;
+            (*m).tsc_arrived = tsc;
+            (*m).cpuid_ext_ecx = 1 << 2;
+            let code = self
+                .microcode
+                .iter()
+                .find(|c| c.0 == dest)
+                .map_or(0, |c| c.1);
+            (*m).microcode = code << 32;
+            (*m).state = MailboxState::PARKED;
+        }
+    }
 }
 
 impl FakeCpu {
@@ -375,6 +452,7 @@ impl FakeCpu {
             tsc: Cell::new(1000),
             gib_pages,
             msr_writes: RefCell::new(Vec::new()),
+            aps: RefCell::new(ApSim::default()),
         }
     }
 }
@@ -405,5 +483,14 @@ impl Cpu for FakeCpu {
 
     fn wrmsr(&self, msr: u32, value: u64) {
         self.msr_writes.borrow_mut().push((msr, value));
+    }
+
+    fn send_ipi(&self, apic_base: u64, dest: u32, ipi: Ipi) {
+        assert_eq!(apic_base, 0xFEE0_0000);
+        let mut aps = self.aps.borrow_mut();
+        aps.ipis.push((dest, ipi));
+        if let Ipi::Startup(vector) = ipi {
+            aps.sipi(dest, vector, self.tsc.get());
+        }
     }
 }

@@ -37,6 +37,10 @@ pub fn hand_off<P: Platform, H: Protocol>(
     log::info!("leaving the firmware; jumping to the kernel at {entry:#x}");
     p.exit_firmware(&mut regions);
     boot.stamps[TscStage::FIRMWARE_EXITED.0 as usize] = cpu.rdtsc();
+    // CPU start-up, second half: with the firmware gone, one path for both firmwares.
+    if let Some(aps) = boot.aps.as_mut() {
+        super::cpus::start(cpu, aps, &boot.cpus);
+    }
     p.firmware_map(&mut fw_map);
     fw_map.truncate(entries);
     final_map(&mut regions, &boot, entries)?;

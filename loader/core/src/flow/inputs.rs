@@ -4,7 +4,8 @@
 use alloc::string::String;
 
 use hvboot_api::{
-    KernelRequest, MemoryKind, RequestFlags, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE,
+    KernelRequest, MemoryKind, RequestFlags, DEFAULT_AP_STACK_SIZE, DEFAULT_DIRECT_MAP_OFFSET,
+    DEFAULT_STACK_SIZE,
 };
 
 use super::{phys_slice, Error, Platform, CONFIG_PATH};
@@ -70,6 +71,8 @@ pub struct Wants {
     pub direct_map_offset: u64,
     /// Alignment of each module's start.
     pub module_alignment: u64,
+    /// Bytes of stack per started AP (START_APS).
+    pub ap_stack_size: u64,
 }
 
 impl Wants {
@@ -82,6 +85,7 @@ impl Wants {
             stack_size: or(r.stack_size, DEFAULT_STACK_SIZE),
             direct_map_offset: or(r.direct_map_offset, DEFAULT_DIRECT_MAP_OFFSET),
             module_alignment: or(u64::from(r.module_alignment), PAGE),
+            ap_stack_size: or(r.ap_stack_size, DEFAULT_AP_STACK_SIZE),
         }
     }
 

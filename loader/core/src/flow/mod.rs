@@ -6,9 +6,10 @@
 //! 3. [`firmware`]: tables, framebuffer, memory-map extent -> [`firmware::Firmware`];
 //! 4. [`address_space`]: page-table pool, GDT/TSS, tables, direct map, guarded stack, hand-off
 //!    code mapping -> [`address_space::AddressSpace`];
-//! 5. CPU start-up: the slot in [`run`] where the application processors would be started;
-//! 6. [`hand_off`]: the protocol's information sized, the firmware left, the final memory map,
-//!    the information written -> a [`Handoff`] plan.
+//! 5. [`cpus`], CPU start-up (START_APS): trampoline and per-CPU data prepared here, the APs
+//!    started by [`hand_off`] right after the firmware is left -> [`cpus::Aps`];
+//! 6. [`hand_off`]: the protocol's information sized, the firmware left, the APs started, the
+//!    final memory map, the information written -> a [`Handoff`] plan.
 //!
 //! The flow returns the plan instead of jumping; the platform's main calls `handoff::jump`.
 //! Everything it touches goes through [`Platform`] (firmware, physical memory) and [`Cpu`], so a
@@ -16,6 +17,7 @@
 
 pub mod address_space;
 mod cpu;
+pub mod cpus;
 mod error;
 pub mod firmware;
 pub mod hand_off;
@@ -32,7 +34,7 @@ use alloc::vec::Vec;
 
 use hvboot_api::{CpuEntry, FirmwareKind, RequestFlags, TscStage, VirtReport};
 
-pub use cpu::{has_1g_pages, Cpu, Machine};
+pub use cpu::{has_1g_pages, Cpu, Ipi, Machine};
 pub use error::{Error, PlatformError};
 pub use platform::{
     fail, framebuffer_32bpp, phys_slice, ConsoleLogger, FirmwareTables, Placement, Platform,
@@ -63,6 +65,8 @@ pub struct Boot {
     pub cpus: Vec<CpuEntry>,
     /// The local APIC's base, 0 without a MADT.
     pub local_apic: u64,
+    /// The application processors to start (START_APS and a MADT), and their records.
+    pub aps: Option<cpus::Aps>,
     /// TSC stamps, indexed by `TscStage`.
     pub stamps: [u64; 5],
 }
@@ -81,19 +85,40 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
     let mut placed = place::place(p, &inputs)?;
     stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
     let firmware = firmware::survey(p, &inputs.wants)?;
-    let space = address_space::build(p, cpu, &inputs, &mut placed, &firmware)?;
-    stamps[TscStage::PAGE_TABLES_BUILT.0 as usize] = cpu.rdtsc();
-
-    // CPU start-up goes here: with the kernel's tables built and the firmware still present
-    // (its timers, the AP trampoline page from `place`), the application processors would be
-    // started and parked, and their entries added to the CPU list below. Nothing runs here yet.
-
-    // What the processors offer, read on this one (the BSP) while the firmware is still here.
-    let virt = hv::virt_report(cpu, inputs.wants.flag(RequestFlags::ENABLE_VMX));
+    // The MADT's processors first: the address space maps a stack for each AP to start.
     let window = hv::PhysWindow {
         offset: p.phys_offset(),
     };
     let (cpus, local_apic) = hv::cpu_list(cpu, &window, firmware.tables.rsdp).unwrap_or_default();
+    let start_aps = cpus::wanted(&inputs.wants) && local_apic != 0;
+    let ap_count = if start_aps {
+        cpus::targets(&cpus).len()
+    } else {
+        0
+    };
+    let space = address_space::build(p, cpu, &inputs, &mut placed, &firmware, ap_count)?;
+    stamps[TscStage::PAGE_TABLES_BUILT.0 as usize] = cpu.rdtsc();
+
+    // What the processors offer, read on this one (the BSP) while the firmware is still here.
+    let virt = hv::virt_report(cpu, inputs.wants.flag(RequestFlags::ENABLE_VMX));
+    // CPU start-up, first half: the trampoline and the per-CPU data (the APs are started
+    // after the firmware is left, in `hand_off`).
+    let aps = if start_aps {
+        let tables = (space.cr3, space.direct_map_offset);
+        let aps = cpus::prepare(
+            p,
+            cpu,
+            &inputs.wants,
+            &mut placed,
+            tables,
+            &cpus,
+            local_apic,
+            &virt,
+        )?;
+        Some(aps)
+    } else {
+        None
+    };
     let boot = Boot {
         firmware_kind: P::FIRMWARE,
         inputs,
@@ -103,6 +128,7 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
         virt,
         cpus,
         local_apic,
+        aps,
         stamps,
     };
     hand_off::hand_off(p, cpu, protocol, boot)

@@ -20,6 +20,8 @@ pub struct Placed {
     pub guest: (u64, u64),
     /// The AP start-up page, 0 when none was asked for.
     pub ap_trampoline: u64,
+    /// The loader's own trampoline page for START_APS, 0 when not asked.
+    pub ap_start: u64,
     /// The kernel image's first byte (its lowest segment page).
     pub kernel_phys: u64,
     /// Bytes of the kernel image (virtual extent of its segments).
@@ -109,24 +111,40 @@ fn guest_reservation<P: Platform>(
     Ok(())
 }
 
+/// The kernel's AP trampoline page (AP_TRAMPOLINE, extent index 0) and the loader's own for
+/// START_APS (extent index 1): the parked APs run from it until the kernel releases them.
 fn ap_trampoline<P: Platform>(
     p: &mut P,
     inputs: &Inputs,
     placed: &mut Placed,
 ) -> Result<(), Error> {
-    if !inputs.wants.flag(RequestFlags::AP_TRAMPOLINE) {
-        return Ok(());
+    for (index, flag) in [
+        (0, RequestFlags::AP_TRAMPOLINE),
+        (1, RequestFlags::START_APS),
+    ] {
+        if !inputs.wants.flag(flag) {
+            continue;
+        }
+        let page = p
+            .allocate_low_page(MemoryKind::AP_TRAMPOLINE.0)
+            .map_err(|e| {
+                let name = if index == 0 {
+                    "AP_TRAMPOLINE"
+                } else {
+                    "START_APS"
+                };
+                let why = format!("{name}: no free page below 1 MiB: {e}");
+                unmet(inputs, "flags", why)
+            })?;
+        log::info!("AP trampoline page at {page:#x}");
+        if index == 0 {
+            placed.ap_trampoline = page;
+        } else {
+            placed.ap_start = page;
+        }
+        let e = extent(ExtentKind::AP_TRAMPOLINE, index, page, 0, PAGE);
+        placed.extents.push(e);
     }
-    let page = p
-        .allocate_low_page(MemoryKind::AP_TRAMPOLINE.0)
-        .map_err(|e| {
-            let why = format!("AP_TRAMPOLINE: no free page below 1 MiB: {e}");
-            unmet(inputs, "flags", why)
-        })?;
-    log::info!("AP trampoline page at {page:#x}");
-    placed.ap_trampoline = page;
-    let e = extent(ExtentKind::AP_TRAMPOLINE, 0, page, 0, PAGE);
-    placed.extents.push(e);
     Ok(())
 }
 

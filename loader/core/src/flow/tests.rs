@@ -371,7 +371,7 @@ fn requests_are_honoured() {
             b.validate().unwrap();
             b
         };
-        assert_eq!(b.request_version, 1);
+        assert_eq!(b.request_version, hvboot_api::REQUEST_VERSION);
         let g = b.guest_reservation().expect("a reservation");
         let align = req.guest.alignment.max(PAGE);
         assert_eq!((g.len, g.phys % align), (req.guest.size, 0));
@@ -671,4 +671,111 @@ fn cpu_list_from_the_madt() {
     ];
     assert_eq!(cpus, want);
     assert_eq!(b.local_apic_phys(), Some(0xFEE0_0000));
+}
+
+/// START_APS: every enabled AP but the BSP gets INIT, then SIPI (all back to back), a second
+/// SIPI only where nobody arrived; the records say BSP / parked / no answer / online capable /
+/// disabled; each started AP has its own stack above a guard page, its mailbox points at its
+/// record, and a differing microcode revision is flagged.
+#[test]
+fn aps_are_started_all_at_once_and_reported() {
+    use super::cpu::Ipi;
+    use super::fake::ApSim;
+    use hvboot_api::{CpuStartFlags, CpuState};
+
+    let req = KernelRequest::new().start_aps(32 * 1024);
+    let mut p = machine(kernel_at(KBASE, Some(req)), &config("", &[]));
+    // APIC 0 is the BSP; 1..=3 enabled (3 never answers); 4 online capable; 5 disabled.
+    p.with_madt_cpus(&[(0, 1), (1, 1), (2, 1), (3, 1), (4, 2), (5, 0)]);
+    let cpu = FakeCpu::new(true);
+    *cpu.aps.borrow_mut() = ApSim::on(&p, &[1, 2]);
+    cpu.aps.borrow_mut().microcode.push((2, 0x42));
+    let h = run(&mut p, &cpu, &mut Hvboot::default(), 42).unwrap();
+    let b = info(&p, &h);
+    let sim = cpu.aps.borrow();
+    let params = sim.params.expect("the APs were sent SIPIs");
+    let page = extents_of(b, ExtentKind::AP_TRAMPOLINE)[0].phys;
+    assert!(page < 0x10_0000 && page != 0);
+    let v = Ipi::Startup((page >> 12) as u8);
+    let want = std::vec![
+        (1, Ipi::Init),
+        (2, Ipi::Init),
+        (3, Ipi::Init),
+        (1, Ipi::InitDeassert),
+        (2, Ipi::InitDeassert),
+        (3, Ipi::InitDeassert),
+        (1, v),
+        (2, v),
+        (3, v),
+        (3, v),
+    ];
+    assert_eq!(sim.ipis, want);
+    assert_eq!(u64::from(params.cr3), h.cr3);
+    assert_eq!(params.count, 3);
+    let long = walk(&p, &h, u64::from(params.long_entry)).expect("trampoline identity-mapped");
+    assert_eq!(long.phys, u64::from(params.long_entry));
+    assert!(long.executable);
+
+    let starts = b.cpu_starts();
+    let states: Vec<CpuState> = starts.iter().map(|s| s.state).collect();
+    use CpuState as S;
+    let want = [
+        S::BSP,
+        S::PARKED,
+        S::PARKED,
+        S::NO_ANSWER,
+        S::ONLINE_CAPABLE,
+        S::DISABLED,
+    ];
+    assert_eq!(states, want);
+    let uids: Vec<u32> = starts.iter().map(|s| s.acpi_uid).collect();
+    assert_eq!(uids, [0, 1, 2, 3, 4, 5]);
+    let info_virt = h.boot_info;
+    let records = info_virt + u64::from(b.cpu_starts.offset);
+    for (i, s) in starts.iter().enumerate().take(4).skip(1) {
+        assert_eq!(s.stack_size, 32 * 1024);
+        let top = walk(&p, &h, s.stack_bottom).expect("stack mapped");
+        assert!(top.writable && !top.executable);
+        assert!(walk(&p, &h, s.stack_bottom - PAGE).is_none(), "guard page");
+        let mb = s.mailbox - DEFAULT_DIRECT_MAP_OFFSET;
+        let at = core::mem::offset_of!(hvboot_api::CpuMailbox, cpu_start) as u64;
+        let rdi = u64::from_le_bytes(p.bytes(mb + at, 8).try_into().unwrap());
+        assert_eq!(
+            rdi,
+            records + (i * core::mem::size_of::<hvboot_api::CpuStart>()) as u64
+        );
+    }
+    assert!(starts[1].tsc_arrived > b.tsc_stamp(TscStage::FIRMWARE_EXITED).unwrap());
+    assert_eq!(starts[3].tsc_arrived, 0);
+    let differs = |s: &hvboot_api::CpuStart| s.flags.contains(CpuStartFlags::DIFFERS_FROM_BSP);
+    assert!(!differs(&starts[1]) && differs(&starts[2]));
+    assert_eq!(starts[2].microcode, 0x42);
+    assert!(starts[1].flags.contains(CpuStartFlags::SVM));
+    let stacks = extents_of(b, ExtentKind::STACK);
+    assert_eq!(stacks.len(), 4, "the BSP's and three AP stacks");
+    assert_eq!(extents_of(b, ExtentKind::CPU_DATA).len(), 1);
+}
+
+/// Without START_APS nothing is sent and there are no records (the trampoline page stays the
+/// kernel's); with it but a single CPU, only the BSP's record.
+#[test]
+fn no_aps_started_unless_asked() {
+    use super::fake::ApSim;
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_madt(4);
+    let cpu = FakeCpu::new(true);
+    *cpu.aps.borrow_mut() = ApSim::on(&p, &[1, 2, 3]);
+    let h = run(&mut p, &cpu, &mut Hvboot::default(), 42).unwrap();
+    assert!(cpu.aps.borrow().ipis.is_empty());
+    assert!(info(&p, &h).cpu_starts().is_empty());
+
+    let req = KernelRequest::new().start_aps(0);
+    let mut p = machine(kernel_at(KBASE, Some(req)), &config("", &[]));
+    p.with_madt(1);
+    let cpu = FakeCpu::new(true);
+    let h = run(&mut p, &cpu, &mut Hvboot::default(), 42).unwrap();
+    assert!(cpu.aps.borrow().ipis.is_empty());
+    let starts = info(&p, &h).cpu_starts();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].state, hvboot_api::CpuState::BSP);
 }

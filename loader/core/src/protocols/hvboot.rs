@@ -6,8 +6,8 @@ use alloc::vec::Vec;
 use core::mem::size_of;
 
 use hvboot_api::{
-    BootInfo, BootInfoBuilder, BuildError, CpuEntry, FirmwareMemoryEntry, MemoryKind, MemoryRegion,
-    Module, PlacedExtent,
+    BootInfo, BootInfoBuilder, BuildError, CpuEntry, CpuStart, FirmwareMemoryEntry, MemoryKind,
+    MemoryRegion, Module, PlacedExtent,
 };
 
 use super::{Info, Protocol};
@@ -42,6 +42,7 @@ impl Protocol for Hvboot {
             + entries * size_of::<FirmwareMemoryEntry>()
             + cfg.modules.len() * size_of::<Module>()
             + boot.cpus.len() * size_of::<CpuEntry>()
+            + boot.aps.as_ref().map_or(0, |a| a.starts.len()) * size_of::<CpuStart>()
             + extents * size_of::<PlacedExtent>()
             + boot.stamps.len() * 8
             + 8 * 8
@@ -126,6 +127,11 @@ impl Hvboot {
         header.tsc_loader_start = boot.stamps[0];
         header.virt = boot.virt;
         header.cpus = b.push_array(&boot.cpus)?;
+        if let Some(aps) = &boot.aps {
+            header.cpu_starts = b.push_array(&aps.starts)?;
+            let records = phys + u64::from(header.cpu_starts.offset);
+            crate::flow::cpus::point_mailboxes(aps, records + boot.space.direct_map_offset);
+        }
         header.local_apic_phys = boot.local_apic;
         header.firmware_memory_map = b.push_array(firmware_map)?;
         header.placed_extents = b.push_array(&placed.extents)?;

@@ -59,6 +59,8 @@ mod crc32;
 mod hex;
 mod hv;
 mod paging;
+#[cfg(feature = "smp")]
+mod smp;
 
 use core::arch::asm;
 
@@ -79,6 +81,9 @@ hvboot_api::request!(hvboot_api::KernelRequest::new()
     .direct_map_offset(0xffff_c000_0000_0000)
     .guest_memory(16 << 20, 2 << 20)
     .flags(hvboot_api::RequestFlags::AP_TRAMPOLINE));
+
+#[cfg(feature = "smp")]
+hvboot_api::request!(hvboot_api::KernelRequest::new().start_aps(32 * 1024));
 
 /// The kernel's main function (unmangled, so `nm` finds `kernel_main`).
 #[no_mangle]
@@ -118,6 +123,8 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     report_paging(info);
     report_entry();
     hv::report(info);
+    #[cfg(feature = "smp")]
+    smp::run(info);
     serial_println!("HVB end");
     hvboot_api::exit_qemu(hvboot_api::EXIT_SUCCESS)
 }
