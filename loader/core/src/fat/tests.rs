@@ -105,6 +105,16 @@ fn read_all(v: &mut Volume<MemDisk>, path: &str) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// The runs of a whole chain.
+fn runs(v: &mut Volume<MemDisk>, first: u32) -> Vec<(u32, u64)> {
+    let mut chain = v.chain(first).unwrap();
+    let mut out = Vec::new();
+    while let Some(run) = v.next_run(&mut chain, u64::MAX).unwrap() {
+        out.push(run);
+    }
+    out
+}
+
 fn sample_files() -> Vec<(&'static str, Vec<u8>)> {
     std::vec![
         (
@@ -211,10 +221,7 @@ fn fragmented_file() {
         .env("MTOOLS_SKIP_CHECK", "1"));
     let mut v = mount(fs::read(&path).unwrap());
     let e = v.find("/frag").unwrap();
-    assert!(
-        v.runs(e.first_cluster, None).unwrap().len() > 1,
-        "not fragmented"
-    );
+    assert!(runs(&mut v, e.first_cluster).len() > 1, "not fragmented");
     assert_eq!(read_all(&mut v, "/frag").unwrap(), frag);
     assert_eq!(read_all(&mut v, "/b").unwrap(), bytes(2, 20_000));
     // A destination of exactly the file's size (not a sector multiple) works too.
@@ -274,6 +281,120 @@ fn corrupt_fat_is_an_error() {
     .unwrap();
     assert!(err.contains("0x55AA"), "{err}");
     let _ = fs::remove_dir_all(&dir);
+}
+
+/// A FAT32 image with a 300,000-byte kernel and a directory of three clusters' worth of long
+/// names; returns (image, byte offset of the first FAT, kernel entry, directory entry).
+fn loop_image(name: &str) -> (Vec<u8>, usize, Entry, Entry) {
+    let dir = tmpdir(name);
+    let mut files = std::vec![("/hvboot/kernel.elf", bytes(1, 300_000))];
+    let names: Vec<std::string::String> = (0..40)
+        .map(|i| format!("/hvboot/modules/a long module name number {i}.bin"))
+        .collect();
+    for n in &names {
+        files.push((n.as_str(), bytes(2, 10)));
+    }
+    let img = make_image(&dir, 32, 40 * 1024, &files);
+    let _ = fs::remove_dir_all(&dir);
+    let mut v = mount(img.clone());
+    let fat = v.fat_start as usize * SECTOR;
+    let kernel = v.find("/hvboot/kernel.elf").unwrap();
+    let modules = v.find("/hvboot/modules").unwrap();
+    assert!(
+        runs(&mut v, modules.first_cluster)
+            .iter()
+            .map(|r| r.1)
+            .sum::<u64>()
+            >= 3
+    );
+    (img, fat, kernel, modules)
+}
+
+fn set_fat(img: &mut [u8], fat: usize, cluster: u32, value: u32) {
+    let at = fat + cluster as usize * 4;
+    img[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+#[test]
+fn file_chain_loops_of_any_length_are_corrupt() {
+    let (img, fat, kernel, _) = loop_image("file-loops");
+    let first = kernel.first_cluster;
+    let need = 300_000u32.div_ceil(512);
+    // From cluster k back to cluster j: every loop length from 1 (k links to itself) to the
+    // whole file, at the start, middle and end of the chain.
+    for (k, j) in [
+        (0, 0),
+        (1, 0),
+        (5, 3),
+        (100, 2),
+        (need - 2, 0),
+        (need - 1, need - 1),
+        (need - 1, 0),
+    ] {
+        let mut img = img.clone();
+        set_fat(&mut img, fat, first + k, first + j);
+        let mut v = mount(img);
+        let err = read_all(&mut v, "/hvboot/kernel.elf").unwrap_err();
+        assert!(err.contains("corrupt FAT"), "{k}->{j}: {err}");
+        assert!(
+            err.contains("loops") || err.contains("goes on"),
+            "{k}->{j}: {err}"
+        );
+    }
+    // A chain that goes on past the file's end (to a cluster that ends it) is corrupt too.
+    let mut img = img.clone();
+    let spare = first + need + 100;
+    set_fat(&mut img, fat, first + need - 1, spare);
+    set_fat(&mut img, fat, spare, 0x0FFF_FFFF);
+    let mut v = mount(img);
+    let err = read_all(&mut v, "/hvboot/kernel.elf").unwrap_err();
+    assert!(
+        err.contains("corrupt FAT") && err.contains("goes on"),
+        "{err}"
+    );
+}
+
+#[test]
+fn directory_chain_loops_are_corrupt() {
+    let (img, fat, _, modules) = loop_image("dir-loops");
+    let mut v = mount(img.clone());
+    let chain = runs(&mut v, modules.first_cluster);
+    let clusters: Vec<u32> = chain.iter().flat_map(|&(c, n)| c..c + n as u32).collect();
+    let last = *clusters.last().unwrap();
+    // The last cluster back to the first, to itself, and the first to itself: every lookup
+    // and listing through the directory is refused, even one that would stop before the loop.
+    for (from, to) in [
+        (last, clusters[0]),
+        (last, last),
+        (clusters[0], clusters[0]),
+    ] {
+        let mut img = img.clone();
+        set_fat(&mut img, fat, from, to);
+        let mut v = mount(img);
+        let err = v
+            .find("/hvboot/modules/a long module name number 0.bin")
+            .unwrap_err();
+        assert!(
+            err.contains("corrupt FAT") && err.contains("loops"),
+            "{err}"
+        );
+        assert!(err.contains("/hvboot/modules"), "{err}");
+        assert!(v.list(&modules).unwrap_err().contains("loops"));
+    }
+    // A chain that goes on far past what a directory may hold (65,536 entries), without a loop.
+    let mut img = img.clone();
+    let mut prev = last;
+    for c in 20_000..30_000u32 {
+        set_fat(&mut img, fat, prev, c);
+        prev = c;
+    }
+    set_fat(&mut img, fat, prev, 0x0FFF_FFFF);
+    let mut v = mount(img);
+    let err = v.list(&modules).unwrap_err();
+    assert!(
+        err.contains("corrupt FAT") && err.contains("65536 entries"),
+        "{err}"
+    );
 }
 
 #[test]
