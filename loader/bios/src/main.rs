@@ -26,7 +26,8 @@ use core::fmt;
 
 use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
 use hvboot_loader_core::boot::{self as flow, FirmwareTables, Placement, Platform};
-use hvboot_loader_core::fat::{self, Volume};
+use hvboot_loader_core::fat::Volume;
+use hvboot_loader_core::gpt;
 use hvboot_loader_core::heap::BumpHeap;
 use hvboot_loader_core::{biostables, memmap};
 
@@ -80,7 +81,13 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
 
 fn open_volume(drive: u8, memory: mem::Memory) -> Result<Bios, String> {
     let mut d = disk::Disk::new(drive);
-    let esp = fat::find_esp(&mut d)?;
+    let gpt::Esp {
+        first_lba: esp,
+        primary_bad,
+    } = gpt::find_esp(&mut d)?;
+    if let Some(why) = primary_bad {
+        say!("primary GPT damaged ({why}): using the backup GPT");
+    }
     let volume = Volume::mount(d, esp).map_err(|e| format!("EFI system partition: {e}"))?;
     say!("ESP at LBA {esp} ({:?})", volume.fat_type);
     Ok(Bios { volume, memory })

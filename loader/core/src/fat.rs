@@ -23,6 +23,11 @@ pub const SECTOR: usize = 512;
 pub trait BlockDevice {
     /// Reads `buf.len() / 512` sectors starting at `lba` into `buf` (a multiple of 512 bytes).
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String>;
+
+    /// The number of sectors on the device, if it can tell (where the backup GPT is).
+    fn sectors(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// FAT16 or FAT32 (FAT12 is refused: an ESP is never that small).
@@ -613,40 +618,5 @@ impl<D: BlockDevice> Volume<D> {
     }
 }
 
-/// The GPT partition type of an EFI system partition, as stored on disk (mixed-endian
-/// C12A7328-F81F-11D2-BA4B-00A0C93EC93B; UEFI 2.10 §5.3.3).
-pub const ESP_TYPE_GUID: [u8; 16] = [
-    0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B,
-];
-
-/// Finds the first EFI system partition in the GPT of `dev` (UEFI 2.10 §5.3.2): its first LBA.
-pub fn find_esp<D: BlockDevice>(dev: &mut D) -> Result<u64, String> {
-    let mut hdr = [0u8; SECTOR];
-    dev.read(1, &mut hdr)
-        .map_err(|e| format!("GPT header: {e}"))?;
-    if &hdr[..8] != b"EFI PART" {
-        return Err("no GPT header at LBA 1 (signature \"EFI PART\" missing)".into());
-    }
-    let entries_lba = u64::from_le_bytes(hdr[72..80].try_into().unwrap_or_default());
-    let count = le32(&hdr, 80) as u64;
-    let size = le32(&hdr, 84) as u64;
-    if !(128..=4096).contains(&size) || count > 1024 {
-        return Err(format!(
-            "GPT header: {count} entries of {size} bytes is not plausible"
-        ));
-    }
-    let sectors = (count * size).div_ceil(SECTOR as u64);
-    let mut table = vec![0u8; (sectors as usize) * SECTOR];
-    dev.read(entries_lba, &mut table)
-        .map_err(|e| format!("GPT entries: {e}"))?;
-    for i in 0..count as usize {
-        let e = &table[i * size as usize..(i + 1) * size as usize];
-        if e[..16] == ESP_TYPE_GUID {
-            return Ok(u64::from_le_bytes(e[32..40].try_into().unwrap_or_default()));
-        }
-    }
-    Err("no EFI system partition in the GPT".into())
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -25,6 +25,7 @@ pub mod boot;
 pub mod config;
 pub mod elf;
 pub mod fat;
+pub mod gpt;
 pub mod handoff;
 pub mod heap;
 pub mod hv;
