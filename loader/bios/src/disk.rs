@@ -81,6 +81,11 @@ impl BlockDevice for Disk {
             }
             // The sectors before the failing transfer are in place: go on from it.
             tries += 1;
+            crate::say!(
+                "disk read error at LBA {at}: INT 13h status {:#04x}; resetting the drive, try {}",
+                r.ah(),
+                tries + 1
+            );
             let done = at - lba;
             dest += done * SECTOR as u64;
             sectors -= done;

@@ -577,9 +577,14 @@ impl<D: BlockDevice> Volume<D> {
             at += run_bytes;
         }
         if let Some(next) = chain.next {
+            // Walk on (the FAT only) to tell a loop from a chain that is merely too long.
+            let mut total = got;
+            while let Some((_, n)) = self.next_run(&mut chain, u64::MAX)? {
+                total += n;
+            }
             return Err(format!(
                 "corrupt FAT: the chain from cluster {first} goes on (to cluster {next}) after \
-                 the {need} clusters the file needs"
+                 the {need} clusters the file needs, {total} in all"
             ));
         }
         Ok(())

@@ -116,6 +116,10 @@ impl BlockDev {
                     }
                 ));
             }
+            crate::say!(
+                "disk read error at LBA {lba}: {status:?}; resetting Block I/O, try {}",
+                tries + 1
+            );
             // A failed reset leaves the next try to report the error.
             let _ = self.io.reset(false);
         }
