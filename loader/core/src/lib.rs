@@ -25,6 +25,8 @@ pub mod boot;
 pub mod config;
 pub mod elf;
 pub mod fat;
+#[cfg(test)]
+mod fuzz_found;
 pub mod gpt;
 pub mod handoff;
 pub mod heap;
