@@ -7,6 +7,8 @@
 use alloc::format;
 use alloc::string::String;
 
+use hvboot_api::crc32::crc32_update as crc32;
+
 use crate::fat::{BlockDevice, SECTOR};
 
 /// The GPT partition type of an EFI system partition, as stored on disk (mixed-endian
@@ -28,33 +30,6 @@ pub struct Esp {
     pub first_lba: u64,
     /// Why the primary GPT was not used, when the ESP comes from the backup.
     pub primary_bad: Option<String>,
-}
-
-/// The CRC-32 GPT uses (IEEE 802.3, reflected, as in UEFI 2.10 Appendix F), continued from
-/// `crc` (start with 0).
-pub fn crc32(crc: u32, data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    !data.iter().fold(!crc, |c, &b| {
-        TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8)
-    })
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {
