@@ -418,22 +418,10 @@ impl<D: BlockDevice> Volume<D> {
         dir: &Entry,
         mut visit: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), String> {
-        let mut buf = [0u8; DIR_CHUNK * SECTOR];
-        let mut visit_all = |buf: &[u8]| buf.chunks_exact(32).all(&mut visit);
         if dir.first_cluster == 0 && self.fat_type == FatType::Fat16 {
-            let mut lba = self.start + self.root_dir_start;
-            let end = lba + self.root_dir_sectors;
-            while lba < end {
-                let n = (end - lba).min(DIR_CHUNK as u64);
-                let part = &mut buf[..n as usize * SECTOR];
-                self.dev
-                    .read(lba, part)
-                    .map_err(|e| format!("reading the root directory: {e}"))?;
-                if !visit_all(part) {
-                    return Ok(());
-                }
-                lba += n;
-            }
+            let lba = self.start + self.root_dir_start;
+            self.scan_sectors(lba, self.root_dir_sectors, &mut visit)
+                .map_err(|e| format!("reading the root directory: {e}"))?;
             return Ok(());
         }
         // The whole chain first (FAT reads only): a loop or an overlong chain is corrupt even
@@ -453,21 +441,36 @@ impl<D: BlockDevice> Volume<D> {
         }
         let mut chain = self.chain(dir.first_cluster)?;
         while let Some((c, n)) = self.next_run(&mut chain, u64::MAX)? {
-            let mut lba = self.cluster_lba(c);
-            let end = lba + n * self.sec_per_clus;
-            while lba < end {
-                let k = (end - lba).min(DIR_CHUNK as u64);
-                let part = &mut buf[..k as usize * SECTOR];
-                self.dev
-                    .read(lba, part)
-                    .map_err(|e| format!("reading a directory: {e}"))?;
-                if !visit_all(part) {
-                    return Ok(());
-                }
-                lba += k;
+            let more = self
+                .scan_sectors(self.cluster_lba(c), n * self.sec_per_clus, &mut visit)
+                .map_err(|e| format!("reading a directory: {e}"))?;
+            if !more {
+                break;
             }
         }
         Ok(())
+    }
+
+    /// Reads `count` sectors from `lba`, DIR_CHUNK at a time into a stack buffer, and calls
+    /// `visit` with each 32-byte entry; false as soon as it does.
+    fn scan_sectors(
+        &mut self,
+        mut lba: u64,
+        count: u64,
+        visit: &mut impl FnMut(&[u8]) -> bool,
+    ) -> Result<bool, String> {
+        let mut buf = [0u8; DIR_CHUNK * SECTOR];
+        let end = lba + count;
+        while lba < end {
+            let n = (end - lba).min(DIR_CHUNK as u64);
+            let part = &mut buf[..n as usize * SECTOR];
+            self.dev.read(lba, part)?;
+            if !part.chunks_exact(32).all(&mut *visit) {
+                return Ok(false);
+            }
+            lba += n;
+        }
+        Ok(true)
     }
 
     /// The root directory.
