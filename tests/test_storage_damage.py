@@ -13,11 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BOOT_TIMEOUT, FIRMWARES, boot, make_image
+from conftest import FIRMWARES, boot, esp_fats, kernel_read_error, make_image
 
 from hvboot.config.build import ModuleSpec
 from hvboot.image.build import BuildResult
-from hvboot.vm import qemu
 
 pytestmark = pytest.mark.boot
 ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
@@ -44,14 +43,9 @@ def _first_cluster(image: BuildResult, path: str) -> int:
 
 def _link(image: BuildResult, cluster: int, to: int) -> None:
     """Sets cluster's FAT32 entry to `to`, in every FAT copy."""
-    esp = image.layout.esp_first_lba * SECTOR
     with open(image.output, "r+b") as f:
-        f.seek(esp)
-        bpb = f.read(SECTOR)
-        reserved, nfats = struct.unpack_from("<HB", bpb, 14)
-        fat_sectors = struct.unpack_from("<I", bpb, 36)[0]
-        for i in range(nfats):
-            f.seek(esp + (reserved + i * fat_sectors) * SECTOR + cluster * 4)
+        for at, _ in esp_fats(image):
+            f.seek(at + cluster * 4)
             f.write(struct.pack("<I", to))
 
 
@@ -123,16 +117,7 @@ def test_both_gpts_damaged_are_refused(image: BuildResult) -> None:
 def test_a_read_error_that_happens_once_is_retried(
     image: BuildResult, report_kernel: Path, tmp_path: Path
 ) -> None:
-    # As in test_bios.py, but `once = "on"`: the first read of the sector fails, the retry works.
-    data = image.output.read_bytes()
-    at = data.find(report_kernel.read_bytes()[:4096])
-    assert at > 0 and at % SECTOR == 0
-    bad = at // SECTOR + 8
-    rules = tmp_path / "blkdebug.cfg"
-    rules.write_text(
-        f'[inject-error]\nevent = "read_aio"\nerrno = "5"\nsector = "{bad}"\nonce = "on"\n'
-    )
-    spec = qemu.QemuSpec(image=image.output, firmware="bios", snapshot=True, blkdebug=rules)
-    result = qemu.run(spec, timeout=BOOT_TIMEOUT)
+    # As in test_bios.py, but failing once: the first read of the sector fails, the retry works.
+    _, result = kernel_read_error(image, report_kernel, tmp_path, once=True)
     assert result.ok, f"{result.outcome}\n{result.serial[-3000:]}"
     assert "resetting the drive, try 2" in result.serial, result.serial[-3000:]
