@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -60,3 +61,35 @@ def make_image(
 ) -> BuildResult:
     cfg = BuildConfig(kernel=kernel, cmdline=cmdline, modules=modules, output=None, image_size=None)
     return build_image(cfg, tmp / name)
+
+
+def kernel_read_error(
+    image: BuildResult, kernel: Path, tmp: Path, *, once: bool
+) -> tuple[int, qemu.RunResult]:
+    """Boots `image` under SeaBIOS with QEMU's blkdebug failing reads of the kernel's 9th sector
+    (once, or every time). The FAT writer stores a file's clusters in order, so the kernel's first
+    4 KiB mark its first sector. Returns (the bad sector, the run)."""
+    data = image.output.read_bytes()
+    at = data.find(kernel.read_bytes()[:4096])
+    assert at > 0 and at % 512 == 0
+    bad = at // 512 + 8
+    rules = tmp / "blkdebug.cfg"
+    rules.write_text(
+        f'[inject-error]\nevent = "read_aio"\nerrno = "5"\nsector = "{bad}"\n'
+        f'once = "{"on" if once else "off"}"\n'
+    )
+    spec = qemu.QemuSpec(
+        image=image.output, machine=Machine(firmware="bios"), snapshot=True, blkdebug=rules
+    )
+    return bad, qemu.run(spec, timeout=BOOT_TIMEOUT)
+
+
+def esp_fats(image: BuildResult) -> list[tuple[int, int]]:
+    """Where the ESP's FAT32 copies are in the image file: (byte offset, length) of each."""
+    esp = image.layout.esp_first_lba * 512
+    with open(image.output, "rb") as f:
+        f.seek(esp)
+        bpb = f.read(512)
+    reserved, nfats = struct.unpack_from("<HB", bpb, 14)
+    size = struct.unpack_from("<I", bpb, 36)[0] * 512
+    return [(esp + reserved * 512 + i * size, size) for i in range(nfats)]

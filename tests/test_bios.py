@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BOOT_TIMEOUT, make_image
+from conftest import BOOT_TIMEOUT, esp_fats, kernel_read_error, make_image
 
 from hvboot.errors import HvbootError
 from hvboot.image.build import BuildResult, _check_stage2_fits
@@ -96,11 +96,14 @@ def _esp(image: BuildResult) -> str:
     return f"{image.output}@@{image.layout.esp_first_lba * SECTOR}"
 
 
-def _bios_error(image: BuildResult, blkdebug: Path | None = None) -> str:
-    spec = qemu.QemuSpec(
-        image=image.output, machine=Machine(firmware="bios"), snapshot=True, blkdebug=blkdebug
-    )
-    result = qemu.run(spec, timeout=BOOT_TIMEOUT)
+def _bios_error(image_or_run: BuildResult | qemu.RunResult) -> str:
+    if isinstance(image_or_run, BuildResult):
+        spec = qemu.QemuSpec(
+            image=image_or_run.output, machine=Machine(firmware="bios"), snapshot=True
+        )
+        result = qemu.run(spec, timeout=BOOT_TIMEOUT)
+    else:
+        result = image_or_run
     assert not result.ok
     assert result.loader_error is not None, f"no loader error on serial:\n{result.serial[-3000:]}"
     assert "hvboot: halted" in result.serial
@@ -117,17 +120,8 @@ def image(tmp_path: Path, report_kernel: Path) -> BuildResult:
 def test_disk_read_error_in_the_kernel(
     image: BuildResult, report_kernel: Path, tmp_path: Path
 ) -> None:
-    # Where the kernel's bytes are on the disk: the FAT writer stores a file's clusters in
-    # order, so its first 4 KiB mark its first sector; fail reads from 8 sectors further on.
-    data = image.output.read_bytes()
-    at = data.find(report_kernel.read_bytes()[:4096])
-    assert at > 0 and at % SECTOR == 0
-    bad = at // SECTOR + 8
-    rules = tmp_path / "blkdebug.cfg"
-    rules.write_text(
-        f'[inject-error]\nevent = "read_aio"\nerrno = "5"\nsector = "{bad}"\nonce = "off"\n'
-    )
-    error = _bios_error(image, rules)
+    bad, result = kernel_read_error(image, report_kernel, tmp_path, once=False)
+    error = _bios_error(result)
     assert "/hvboot/kernel.elf" in error and "disk read error" in error, error
     # The failing transfer is named by its first LBA and covers the bad sector.
     lba = int(error.split("at LBA ")[1].split()[0])
@@ -151,13 +145,9 @@ def test_missing_kernel_file(image: BuildResult) -> None:
 def test_corrupt_fat(image: BuildResult) -> None:
     # Overwrite every sector of both FATs (after the reserved clusters 0 and 1) with zeros:
     # every chain, the root directory's included, now runs into a "free" cluster.
-    esp = image.layout.esp_first_lba * SECTOR
     with open(image.output, "r+b") as f:
-        f.seek(esp)
-        bpb = f.read(SECTOR)
-        reserved, nfats = struct.unpack_from("<HB", bpb, 14)
-        fat_sectors = struct.unpack_from("<I", bpb, 36)[0]
-        f.seek(esp + reserved * SECTOR + 8)
-        f.write(bytes(nfats * fat_sectors * SECTOR - 8))
+        for at, size in esp_fats(image):
+            f.seek(at + 8)
+            f.write(bytes(size - 8))
     error = _bios_error(image)
     assert "corrupt FAT" in error and "/hvboot/hvboot.cfg" in error, error

@@ -12,6 +12,7 @@
 //! - [`cpu::virt`]: the virtualization report ([`VirtReport`]) from CPUID and MSRs.
 //! - [`flags`]: set operations on the flag newtypes.
 //! - [`serial`], [`qemu`], [`cpu`]: COM1 output, QEMU exit codes, CPU helpers.
+//! - [`crc32`]: zlib's CRC-32 (module checks; GPT).
 //!
 //! The crate is `no_std` and has no dependencies. Its unit tests run on the host
 //! (`cargo test`); the inline-assembly modules compile there but are not called.
@@ -22,6 +23,7 @@
 pub mod acpi;
 pub mod builder;
 pub mod cpu;
+pub mod crc32;
 pub mod entry;
 pub mod flags;
 pub mod info;

@@ -24,7 +24,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
-use hvboot_loader_core::fat::{self, Volume};
+use hvboot_loader_core::fat::Volume;
+use hvboot_loader_core::gpt;
 use hvboot_loader_core::flow::{
     self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError,
 };
@@ -91,7 +92,13 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
 
 fn open_volume(drive: u8) -> Result<Bios, String> {
     let mut d = disk::Disk::new(drive);
-    let esp = fat::find_esp(&mut d)?;
+    let gpt::Esp {
+        first_lba: esp,
+        primary_bad,
+    } = gpt::find_esp(&mut d)?;
+    if let Some(why) = primary_bad {
+        log::warn!("primary GPT damaged ({why}): using the backup GPT");
+    }
     let volume = Volume::mount(d, esp).map_err(|e| format!("EFI system partition: {e}"))?;
     log::info!("ESP at LBA {esp} ({:?})", volume.fat_type);
     Ok(Bios { volume })

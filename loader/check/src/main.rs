@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use hvboot_api::request::REQUEST_SECTION;
 use hvboot_api::KernelRequest;
 use hvboot_loader_core::fat::{self, BlockDevice, Volume};
-use hvboot_loader_core::{config, elf, request};
+use hvboot_loader_core::{config, elf, gpt, request};
 use json::Json;
 
 const USAGE: &str =
@@ -177,6 +177,11 @@ impl BlockDevice for Disk<'_> {
             _ => Err(format!("LBA {lba} is past the end of the image")),
         }
     }
+
+    /// The image's size tells where the backup GPT is, as a disk's does for the loader.
+    fn sectors(&mut self) -> Option<u64> {
+        Some((self.0.len() / fat::SECTOR) as u64)
+    }
 }
 
 /// Every file below `dir` as (path without a leading `/`, entry), depth first, in directory
@@ -210,7 +215,9 @@ fn walk(
 /// file's bytes are written below it.
 fn list_esp(disk: &[u8], dir: Option<&std::path::Path>) -> Result<(u64, Vec<Json>), Json> {
     let bad = |field: &str, e: String| problem(field.into(), e);
-    let first_lba = fat::find_esp(&mut Disk(disk)).map_err(|e| bad("GPT", e))?;
+    let first_lba = gpt::find_esp(&mut Disk(disk))
+        .map_err(|e| bad("GPT", e))?
+        .first_lba;
     let mut vol = Volume::mount(Disk(disk), first_lba).map_err(|e| bad("ESP", e))?;
     let mut files = Vec::new();
     let root = vol.root();

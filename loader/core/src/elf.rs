@@ -1067,6 +1067,9 @@ impl LoadPlan {
             let from = s.offset as usize;
             let to = (s.vaddr - self.virt_start) as usize;
             let len = s.filesz as usize;
+            if len == 0 {
+                continue; // p_offset is not checked then (fuzz-found: it may lie past the file)
+            }
             dest[to..to + len].copy_from_slice(&image[from..from + len]);
         }
     }

@@ -6,8 +6,10 @@
 //! The volume reads 512-byte sectors through a [`BlockDevice`]; file data goes straight into the
 //! caller's buffer in runs of contiguous clusters, so one large file takes few large transfers.
 //! Every inconsistency (bad BPB, cluster out of range, free or bad cluster inside a chain, a chain
-//! shorter than the file, a loop) is an error naming what and where: the loader never boots a
-//! kernel it read from a damaged file system.
+//! shorter or longer than the file, a loop of any length, a directory longer than the spec allows)
+//! is an error naming what and where: the loader never boots a kernel it read from a damaged file
+//! system. Chains are walked in constant memory (Brent's cycle detection) and directories are read
+//! a few sectors at a time, so a damaged volume cannot exhaust the loader's heap.
 
 use alloc::format;
 use alloc::string::String;
@@ -21,6 +23,11 @@ pub const SECTOR: usize = 512;
 pub trait BlockDevice {
     /// Reads `buf.len() / 512` sectors starting at `lba` into `buf` (a multiple of 512 bytes).
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String>;
+
+    /// The number of sectors on the device, if it can tell (where the backup GPT is).
+    fn sectors(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// FAT16 or FAT32 (FAT12 is refused: an ESP is never that small).
@@ -64,6 +71,111 @@ pub struct Volume<D: BlockDevice> {
     fat_cache_lba: Option<u64>,
 }
 
+/// Sectors of a directory the reader reads at once (into a buffer on the stack).
+const DIR_CHUNK: usize = 8;
+
+/// The most entries a directory may have (FAT spec §6: 65,536 32-byte entries, 2 MiB).
+const MAX_DIR_ENTRIES: u64 = 65_536;
+
+/// A walk along a cluster chain (see [`Volume::next_run`]).
+struct Chain {
+    /// The chain's first cluster (for messages).
+    first: u32,
+    /// The next cluster to visit; None past the end of the chain.
+    next: Option<u32>,
+    /// Brent's cycle detection: the cluster the walk compares against,
+    tortoise: u32,
+    /// the steps until it moves on,
+    power: u64,
+    /// and the steps since it last did.
+    lam: u64,
+}
+
+/// Turns a directory's 32-byte entries into (name, entry), long names joined across entries
+/// (FAT spec §7), in fixed memory.
+struct DirNames {
+    lfn: [u16; 63 * 13],
+    lfn_len: usize,
+    lfn_sum: Option<u8>,
+    lfn_next: u8,
+}
+
+impl DirNames {
+    fn new() -> Self {
+        Self {
+            lfn: [0xFFFF; 63 * 13],
+            lfn_len: 0,
+            lfn_sum: None,
+            lfn_next: 0,
+        }
+    }
+
+    /// One 32-byte entry: None at the end of the directory; Some(None) for an entry that names
+    /// nothing by itself (long-name part, deleted, volume label, `.`, `..`); Some(Some(entry))
+    /// for a file or directory, whose name is then in `name`.
+    fn entry(&mut self, e: &[u8], name: &mut String) -> Option<Option<Entry>> {
+        if e[0] == 0 {
+            return None;
+        }
+        if e[0] == 0xE5 {
+            self.lfn_sum = None;
+            return Some(None);
+        }
+        let attr = e[11];
+        if attr & 0x3F == 0x0F {
+            // A long-name entry; they come last-part first (§7).
+            let ord = e[0] & 0x3F;
+            if e[0] & 0x40 != 0 {
+                self.lfn_len = ord as usize * 13;
+                self.lfn[..self.lfn_len].fill(0xFFFF);
+                self.lfn_sum = Some(e[13]);
+            } else if self.lfn_sum != Some(e[13]) || ord != self.lfn_next {
+                self.lfn_sum = None;
+            }
+            if self.lfn_sum.is_some() && ord >= 1 && (ord as usize) * 13 <= self.lfn_len {
+                let base = (ord as usize - 1) * 13;
+                let offs = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
+                for (i, &o) in offs.iter().enumerate() {
+                    self.lfn[base + i] = le16(e, o);
+                }
+                self.lfn_next = ord - 1;
+            } else {
+                self.lfn_sum = None;
+            }
+            return Some(None);
+        }
+        let raw_name: [u8; 11] = e[..11].try_into().unwrap_or([0; 11]);
+        let long = match self.lfn_sum.take() {
+            Some(sum) if self.lfn_next == 0 && sum == short_name_checksum(&raw_name) => {
+                let lfn = &self.lfn[..self.lfn_len];
+                let end = lfn.iter().position(|&u| u == 0 || u == 0xFFFF);
+                Some(&lfn[..end.unwrap_or(lfn.len())])
+            }
+            _ => None,
+        };
+        if attr & 0x08 != 0 {
+            return Some(None); // volume label
+        }
+        name.clear();
+        match long {
+            Some(units) => name.extend(
+                char::decode_utf16(units.iter().copied())
+                    .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)),
+            ),
+            None => short_name_text(&raw_name, name),
+        }
+        if name == "." || name == ".." {
+            return Some(None);
+        }
+        let cluster = (le16(e, 20) as u32) << 16 | le16(e, 26) as u32;
+        Some(Some(Entry {
+            first_cluster: cluster,
+            size: le32(e, 28),
+            is_dir: attr & 0x10 != 0,
+        }))
+    }
+}
+
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
@@ -84,24 +196,24 @@ fn names_equal(a: &str, b: &str) -> bool {
         .eq(b.chars().flat_map(char::to_uppercase))
 }
 
-/// "NAME    EXT" -> "NAME.EXT" (FAT spec §6.1).
-fn short_name_text(raw: &[u8; 11]) -> String {
-    let mut name: String = raw[..8]
-        .iter()
-        .map(|&c| c as char)
-        .collect::<String>()
-        .trim_end()
-        .into();
-    if name.starts_with('\u{5}') {
-        name.replace_range(..1, "\u{e5}"); // 0x05 stands for a leading 0xE5 (§6.1)
+/// "NAME    EXT" -> "NAME.EXT" (FAT spec §6.1), appended to `out` (no allocation of its own:
+/// the loader's heap never frees).
+fn short_name_text(raw: &[u8; 11], out: &mut String) {
+    let trimmed = |part: &[u8]| part.len() - part.iter().rev().take_while(|&&c| c == b' ').count();
+    let base = &raw[..trimmed(&raw[..8])];
+    let ext = &raw[8..8 + trimmed(&raw[8..])];
+    for (i, &c) in base.iter().enumerate() {
+        // 0x05 stands for a leading 0xE5 (§6.1).
+        out.push(if i == 0 && c == 0x05 {
+            '\u{e5}'
+        } else {
+            c as char
+        });
     }
-    let ext: String = raw[8..].iter().map(|&c| c as char).collect();
-    let ext = ext.trim_end();
     if !ext.is_empty() {
-        name.push('.');
-        name.push_str(ext);
+        out.push('.');
+        out.extend(ext.iter().map(|&c| c as char));
     }
-    name
 }
 
 impl<D: BlockDevice> Volume<D> {
@@ -247,65 +359,118 @@ impl<D: BlockDevice> Volume<D> {
         }
     }
 
-    /// The clusters of a chain, as (first cluster, count) runs of contiguous clusters.
-    /// `limit`: stop after this many clusters (a file needs no more); None: to the end (a
-    /// directory), refusing chains longer than the volume.
-    fn runs(&mut self, first: u32, limit: Option<u64>) -> Result<Vec<(u32, u64)>, String> {
-        let mut runs: Vec<(u32, u64)> = Vec::new();
+    /// Starts a walk along the chain from `first` (a directory entry's first cluster).
+    fn chain(&self, first: u32) -> Result<Chain, String> {
         if !self.valid_cluster(first) {
             return Err(format!(
                 "corrupt directory entry: first cluster {first} outside 2..{}",
                 self.clusters + 2
             ));
         }
-        let mut c = first;
-        let mut count = 0u64;
+        Ok(Chain {
+            first,
+            next: Some(first),
+            tortoise: first,
+            power: 1,
+            lam: 0,
+        })
+    }
+
+    /// The next run of contiguous clusters of `chain`, at most `max` clusters long (None at
+    /// the end of the chain). Walks in constant memory; a loop of any length is an error within
+    /// about twice the chain's length (Brent's cycle detection: the "tortoise" is the cluster
+    /// met at each power of two, and the loop is found when a later cluster equals it).
+    fn next_run(&mut self, chain: &mut Chain, max: u64) -> Result<Option<(u32, u64)>, String> {
+        let Some(start) = chain.next else {
+            return Ok(None);
+        };
+        let mut n = 0u64;
         loop {
-            match runs.last_mut() {
-                Some((start, n)) if *start as u64 + *n == c as u64 => *n += 1,
-                _ => runs.push((c, 1)),
-            }
-            count += 1;
-            if limit == Some(count) {
-                return Ok(runs);
-            }
-            if count > self.clusters as u64 {
-                return Err(format!("corrupt FAT: the chain from cluster {first} loops"));
-            }
-            match self.next_cluster(c)? {
-                Some(n) => c = n,
-                None if limit.is_none() => return Ok(runs),
-                None => {
+            let c = start + n as u32;
+            chain.next = self.next_cluster(c)?;
+            n += 1;
+            if let Some(next) = chain.next {
+                if next == chain.tortoise {
                     return Err(format!(
-                        "corrupt FAT: the chain from cluster {first} ends after {count} \
-                         clusters, the file needs {}",
-                        limit.unwrap_or(0)
-                    ))
+                        "corrupt FAT: the chain from cluster {} loops (cluster {next} comes again)",
+                        chain.first
+                    ));
                 }
+                chain.lam += 1;
+                if chain.lam == chain.power {
+                    chain.tortoise = next;
+                    chain.power *= 2;
+                    chain.lam = 0;
+                }
+            }
+            if n == max || chain.next != Some(c.wrapping_add(1)) {
+                return Ok(Some((start, n)));
             }
         }
     }
 
-    fn read_dir(&mut self, dir: &Entry) -> Result<Vec<u8>, String> {
+    /// Calls `visit` with each 32-byte entry of a directory, in order, until it returns false.
+    /// Reads the directory DIR_CHUNK sectors at a time into one buffer, so memory stays bounded
+    /// however long the directory (or its looping chain) is; a directory longer than the FAT
+    /// spec's 65,536 entries (§6) is corrupt.
+    fn scan_dir(
+        &mut self,
+        dir: &Entry,
+        mut visit: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), String> {
         if dir.first_cluster == 0 && self.fat_type == FatType::Fat16 {
-            let mut buf = vec![0u8; self.root_dir_sectors as usize * SECTOR];
-            self.dev
-                .read(self.start + self.root_dir_start, &mut buf)
+            let lba = self.start + self.root_dir_start;
+            self.scan_sectors(lba, self.root_dir_sectors, &mut visit)
                 .map_err(|e| format!("reading the root directory: {e}"))?;
-            return Ok(buf);
+            return Ok(());
         }
-        let runs = self.runs(dir.first_cluster, None)?;
-        let total: u64 = runs.iter().map(|r| r.1).sum();
-        let mut buf = vec![0u8; (total * self.cluster_bytes()) as usize];
-        let mut at = 0usize;
-        for (c, n) in runs {
-            let len = (n * self.cluster_bytes()) as usize;
-            self.dev
-                .read(self.cluster_lba(c), &mut buf[at..at + len])
+        // The whole chain first (FAT reads only): a loop or an overlong chain is corrupt even
+        // where the entries end before it.
+        let max_clusters = (MAX_DIR_ENTRIES * 32).div_ceil(self.cluster_bytes());
+        let mut chain = self.chain(dir.first_cluster)?;
+        let mut clusters = 0u64;
+        while let Some((_, n)) = self.next_run(&mut chain, u64::MAX)? {
+            clusters += n;
+            if clusters > max_clusters {
+                return Err(format!(
+                    "corrupt FAT: the directory at cluster {} is longer than {MAX_DIR_ENTRIES} \
+                     entries",
+                    dir.first_cluster
+                ));
+            }
+        }
+        let mut chain = self.chain(dir.first_cluster)?;
+        while let Some((c, n)) = self.next_run(&mut chain, u64::MAX)? {
+            let more = self
+                .scan_sectors(self.cluster_lba(c), n * self.sec_per_clus, &mut visit)
                 .map_err(|e| format!("reading a directory: {e}"))?;
-            at += len;
+            if !more {
+                break;
+            }
         }
-        Ok(buf)
+        Ok(())
+    }
+
+    /// Reads `count` sectors from `lba`, DIR_CHUNK at a time into a stack buffer, and calls
+    /// `visit` with each 32-byte entry; false as soon as it does.
+    fn scan_sectors(
+        &mut self,
+        mut lba: u64,
+        count: u64,
+        visit: &mut impl FnMut(&[u8]) -> bool,
+    ) -> Result<bool, String> {
+        let mut buf = [0u8; DIR_CHUNK * SECTOR];
+        let end = lba + count;
+        while lba < end {
+            let n = (end - lba).min(DIR_CHUNK as u64);
+            let part = &mut buf[..n as usize * SECTOR];
+            self.dev.read(lba, part)?;
+            if !part.chunks_exact(32).all(&mut *visit) {
+                return Ok(false);
+            }
+            lba += n;
+        }
+        Ok(true)
     }
 
     /// The root directory.
@@ -320,67 +485,28 @@ impl<D: BlockDevice> Volume<D> {
     /// The entries of a directory: (name, entry), long names where present, `.`/`..`, volume
     /// labels and deleted entries left out.
     pub fn list(&mut self, dir: &Entry) -> Result<Vec<(String, Entry)>, String> {
-        let raw = self.read_dir(dir)?;
         let mut out = Vec::new();
-        let mut lfn: Vec<u16> = Vec::new();
-        let mut lfn_sum: Option<u8> = None;
-        let mut lfn_next: u8 = 0;
-        for e in raw.chunks_exact(32) {
-            if e[0] == 0 {
-                break;
-            }
-            if e[0] == 0xE5 {
-                lfn_sum = None;
-                continue;
-            }
-            let attr = e[11];
-            if attr & 0x3F == 0x0F {
-                // A long-name entry; they come last-part first (§7).
-                let ord = e[0] & 0x3F;
-                if e[0] & 0x40 != 0 {
-                    lfn = vec![0xFFFF; ord as usize * 13];
-                    lfn_sum = Some(e[13]);
-                } else if lfn_sum != Some(e[13]) || ord != lfn_next {
-                    lfn_sum = None;
-                }
-                if lfn_sum.is_some() && ord >= 1 && (ord as usize) * 13 <= lfn.len() {
-                    let base = (ord as usize - 1) * 13;
-                    let offs = [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30];
-                    for (i, &o) in offs.iter().enumerate() {
-                        lfn[base + i] = le16(e, o);
-                    }
-                    lfn_next = ord - 1;
-                } else {
-                    lfn_sum = None;
-                }
-                continue;
-            }
-            let raw_name: [u8; 11] = e[..11].try_into().unwrap_or([0; 11]);
-            let long = match lfn_sum.take() {
-                Some(sum) if lfn_next == 0 && sum == short_name_checksum(&raw_name) => {
-                    let end = lfn.iter().position(|&u| u == 0 || u == 0xFFFF);
-                    Some(String::from_utf16_lossy(&lfn[..end.unwrap_or(lfn.len())]))
-                }
-                _ => None,
-            };
-            if attr & 0x08 != 0 {
-                continue; // volume label
-            }
-            let name = long.unwrap_or_else(|| short_name_text(&raw_name));
-            if name == "." || name == ".." {
-                continue;
-            }
-            let cluster = (le16(e, 20) as u32) << 16 | le16(e, 26) as u32;
-            out.push((
-                name,
-                Entry {
-                    first_cluster: cluster,
-                    size: le32(e, 28),
-                    is_dir: attr & 0x10 != 0,
-                },
-            ));
-        }
+        self.each_entry(dir, |name, e| {
+            out.push((String::from(name), e));
+            true
+        })?;
         Ok(out)
+    }
+
+    /// Calls `visit` with each entry of a directory (as [`Volume::list`] names them) until it
+    /// returns false; nothing is kept, so a directory of any length costs no heap.
+    fn each_entry(
+        &mut self,
+        dir: &Entry,
+        mut visit: impl FnMut(&str, Entry) -> bool,
+    ) -> Result<(), String> {
+        let mut names = DirNames::new();
+        let mut name = String::new();
+        self.scan_dir(dir, |e| match names.entry(e, &mut name) {
+            Some(Some(entry)) => visit(&name, entry),
+            Some(None) => true,
+            None => false,
+        })
     }
 
     /// Finds a file or directory by its `/`-separated path (case-insensitive, long or 8.3
@@ -392,14 +518,16 @@ impl<D: BlockDevice> Volume<D> {
             if !cur.is_dir {
                 return Err(format!("{path}: {walked} is a file, not a directory"));
             }
-            let entries = self
-                .list(&cur)
-                .map_err(|e| format!("{path}: in directory /{walked}: {e}"))?;
+            let mut found = None;
+            self.each_entry(&cur, |name, e| {
+                if names_equal(name, part) {
+                    found = Some(e);
+                }
+                found.is_none()
+            })
+            .map_err(|e| format!("{path}: in directory /{walked}: {e}"))?;
             walked.push_str(part);
-            cur = match entries.into_iter().find(|(n, _)| names_equal(n, part)) {
-                Some((_, e)) => e,
-                None => return Err(format!("{path}: not found (no /{walked})")),
-            };
+            cur = found.ok_or_else(|| format!("{path}: not found (no /{walked})"))?;
             walked.push('/');
         }
         Ok(cur)
@@ -419,9 +547,18 @@ impl<D: BlockDevice> Volume<D> {
             return Ok(());
         }
         let cb = self.cluster_bytes();
-        let runs = self.runs(file.first_cluster, Some(size.div_ceil(cb)))?;
-        let mut at = 0u64;
-        for (c, n) in runs {
+        let need = size.div_ceil(cb);
+        let first = file.first_cluster;
+        let mut chain = self.chain(first)?;
+        let (mut at, mut got) = (0u64, 0u64);
+        while got < need {
+            let Some((c, n)) = self.next_run(&mut chain, need - got)? else {
+                return Err(format!(
+                    "corrupt FAT: the chain from cluster {first} ends after {got} clusters, the \
+                     file needs {need}"
+                ));
+            };
+            got += n;
             let run_bytes = (n * cb).min(size - at);
             let whole = if (dest.len() as u64) >= (at + run_bytes).next_multiple_of(512) {
                 run_bytes.next_multiple_of(512)
@@ -441,6 +578,17 @@ impl<D: BlockDevice> Volume<D> {
                     .copy_from_slice(&tail[..rest]);
             }
             at += run_bytes;
+        }
+        if let Some(next) = chain.next {
+            // Walk on (the FAT only) to tell a loop from a chain that is merely too long.
+            let mut total = got;
+            while let Some((_, n)) = self.next_run(&mut chain, u64::MAX)? {
+                total += n;
+            }
+            return Err(format!(
+                "corrupt FAT: the chain from cluster {first} goes on (to cluster {next}) after \
+                 the {need} clusters the file needs, {total} in all"
+            ));
         }
         Ok(())
     }
@@ -478,40 +626,5 @@ impl<D: BlockDevice> Volume<D> {
     }
 }
 
-/// The GPT partition type of an EFI system partition, as stored on disk (mixed-endian
-/// C12A7328-F81F-11D2-BA4B-00A0C93EC93B; UEFI 2.10 §5.3.3).
-pub const ESP_TYPE_GUID: [u8; 16] = [
-    0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B,
-];
-
-/// Finds the first EFI system partition in the GPT of `dev` (UEFI 2.10 §5.3.2): its first LBA.
-pub fn find_esp<D: BlockDevice>(dev: &mut D) -> Result<u64, String> {
-    let mut hdr = [0u8; SECTOR];
-    dev.read(1, &mut hdr)
-        .map_err(|e| format!("GPT header: {e}"))?;
-    if &hdr[..8] != b"EFI PART" {
-        return Err("no GPT header at LBA 1 (signature \"EFI PART\" missing)".into());
-    }
-    let entries_lba = u64::from_le_bytes(hdr[72..80].try_into().unwrap_or_default());
-    let count = le32(&hdr, 80) as u64;
-    let size = le32(&hdr, 84) as u64;
-    if !(128..=4096).contains(&size) || count > 1024 {
-        return Err(format!(
-            "GPT header: {count} entries of {size} bytes is not plausible"
-        ));
-    }
-    let sectors = (count * size).div_ceil(SECTOR as u64);
-    let mut table = vec![0u8; (sectors as usize) * SECTOR];
-    dev.read(entries_lba, &mut table)
-        .map_err(|e| format!("GPT entries: {e}"))?;
-    for i in 0..count as usize {
-        let e = &table[i * size as usize..(i + 1) * size as usize];
-        if e[..16] == ESP_TYPE_GUID {
-            return Ok(u64::from_le_bytes(e[32..40].try_into().unwrap_or_default()));
-        }
-    }
-    Err("no EFI system partition in the GPT".into())
-}
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -27,6 +27,9 @@ pub mod config;
 pub mod elf;
 pub mod fat;
 pub mod flow;
+#[cfg(test)]
+mod fuzz_found;
+pub mod gpt;
 pub mod handoff;
 pub mod heap;
 pub mod hv;

@@ -6,6 +6,9 @@
 //! of contiguous clusters of a file goes straight into the destination pages with one ReadBlocks
 //! call, which is as fast as the firmware can read (docs/loader.md, "Reading files").
 //!
+//! A ReadBlocks call that fails is tried again, after a Reset, up to three times before its error
+//! (LBA, block count, status) is reported.
+//!
 //! Block I/O is opened with GET_PROTOCOL (not exclusively), so the firmware's own FAT driver keeps
 //! its hold on the partition; the loader only reads, so there is nothing to keep coherent.
 //!
@@ -23,13 +26,16 @@ use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams, ScopedProtoco
 use uefi::proto::loaded_image::LoadedImage;
 use uefi::proto::media::block::BlockIO;
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode, RegularFile};
-use uefi::CString16;
+use uefi::{CString16, Status};
 
 use crate::memory::{self, PAGE};
 
 /// The bounce buffer's size, for reads into buffers that miss the medium's IoAlign (only the FAT
 /// reader's own small metadata buffers can: file data goes into page-aligned memory).
 const BOUNCE_BYTES: usize = 64 << 10;
+
+/// How many times a failed ReadBlocks is tried again before the error is reported.
+const RETRIES: u32 = 3;
 
 /// The loaded image's partition through Block I/O, as the FAT reader's [`BlockDevice`].
 pub struct BlockDev {
@@ -87,16 +93,36 @@ impl BlockDev {
         })
     }
 
+    /// One ReadBlocks call, tried again (after a Reset of the device) up to RETRIES times
+    /// before its error is reported.
     fn read_blocks(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
-        self.io.read_blocks(self.media_id, lba, buf).map_err(|e| {
-            format!(
-                "disk read error at LBA {lba} of the boot partition ({} blocks into {:#x}): \
-                     {:?}",
-                buf.len() / SECTOR,
-                buf.as_ptr() as u64,
-                e.status()
-            )
-        })
+        let mut tries = 0;
+        loop {
+            let status = match self.io.read_blocks(self.media_id, lba, buf) {
+                Ok(()) => return Ok(()),
+                Err(e) => e.status(),
+            };
+            tries += 1;
+            if tries > RETRIES || status == Status::MEDIA_CHANGED || status == Status::NO_MEDIA {
+                return Err(format!(
+                    "disk read error at LBA {lba} of the boot partition ({} blocks into {:#x}): \
+                     {status:?}{}",
+                    buf.len() / SECTOR,
+                    buf.as_ptr() as u64,
+                    if tries > 1 {
+                        format!(" (tried {tries} times, resetting the device in between)")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            log::warn!(
+                "disk read error at LBA {lba}: {status:?}; resetting Block I/O, try {}",
+                tries + 1
+            );
+            // A failed reset leaves the next try to report the error.
+            let _ = self.io.reset(false);
+        }
     }
 }
 

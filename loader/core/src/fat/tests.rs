@@ -12,9 +12,9 @@ use std::{format, fs};
 use super::*;
 
 /// A disk in memory; counts the reads.
-struct MemDisk {
-    data: Vec<u8>,
-    reads: usize,
+pub(crate) struct MemDisk {
+    pub(crate) data: Vec<u8>,
+    pub(crate) reads: usize,
 }
 
 impl BlockDevice for MemDisk {
@@ -28,9 +28,13 @@ impl BlockDevice for MemDisk {
         self.reads += 1;
         Ok(())
     }
+
+    fn sectors(&mut self) -> Option<u64> {
+        Some((self.data.len() / SECTOR) as u64)
+    }
 }
 
-fn run(cmd: &mut Command) {
+pub(crate) fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -39,7 +43,7 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn tmpdir(name: &str) -> PathBuf {
+pub(crate) fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hvboot-fat-{}-{name}", std::process::id()));
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).unwrap();
@@ -103,6 +107,16 @@ fn read_all(v: &mut Volume<MemDisk>, path: &str) -> Result<Vec<u8>, String> {
     v.read(&e, &mut buf)?;
     buf.truncate(e.size as usize);
     Ok(buf)
+}
+
+/// The runs of a whole chain.
+fn runs(v: &mut Volume<MemDisk>, first: u32) -> Vec<(u32, u64)> {
+    let mut chain = v.chain(first).unwrap();
+    let mut out = Vec::new();
+    while let Some(run) = v.next_run(&mut chain, u64::MAX).unwrap() {
+        out.push(run);
+    }
+    out
 }
 
 fn sample_files() -> Vec<(&'static str, Vec<u8>)> {
@@ -211,10 +225,7 @@ fn fragmented_file() {
         .env("MTOOLS_SKIP_CHECK", "1"));
     let mut v = mount(fs::read(&path).unwrap());
     let e = v.find("/frag").unwrap();
-    assert!(
-        v.runs(e.first_cluster, None).unwrap().len() > 1,
-        "not fragmented"
-    );
+    assert!(runs(&mut v, e.first_cluster).len() > 1, "not fragmented");
     assert_eq!(read_all(&mut v, "/frag").unwrap(), frag);
     assert_eq!(read_all(&mut v, "/b").unwrap(), bytes(2, 20_000));
     // A destination of exactly the file's size (not a sector multiple) works too.
@@ -276,6 +287,120 @@ fn corrupt_fat_is_an_error() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// A FAT32 image with a 300,000-byte kernel and a directory of three clusters' worth of long
+/// names; returns (image, byte offset of the first FAT, kernel entry, directory entry).
+fn loop_image(name: &str) -> (Vec<u8>, usize, Entry, Entry) {
+    let dir = tmpdir(name);
+    let mut files = std::vec![("/hvboot/kernel.elf", bytes(1, 300_000))];
+    let names: Vec<std::string::String> = (0..40)
+        .map(|i| format!("/hvboot/modules/a long module name number {i}.bin"))
+        .collect();
+    for n in &names {
+        files.push((n.as_str(), bytes(2, 10)));
+    }
+    let img = make_image(&dir, 32, 40 * 1024, &files);
+    let _ = fs::remove_dir_all(&dir);
+    let mut v = mount(img.clone());
+    let fat = v.fat_start as usize * SECTOR;
+    let kernel = v.find("/hvboot/kernel.elf").unwrap();
+    let modules = v.find("/hvboot/modules").unwrap();
+    assert!(
+        runs(&mut v, modules.first_cluster)
+            .iter()
+            .map(|r| r.1)
+            .sum::<u64>()
+            >= 3
+    );
+    (img, fat, kernel, modules)
+}
+
+fn set_fat(img: &mut [u8], fat: usize, cluster: u32, value: u32) {
+    let at = fat + cluster as usize * 4;
+    img[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+#[test]
+fn file_chain_loops_of_any_length_are_corrupt() {
+    let (img, fat, kernel, _) = loop_image("file-loops");
+    let first = kernel.first_cluster;
+    let need = 300_000u32.div_ceil(512);
+    // From cluster k back to cluster j: every loop length from 1 (k links to itself) to the
+    // whole file, at the start, middle and end of the chain.
+    for (k, j) in [
+        (0, 0),
+        (1, 0),
+        (5, 3),
+        (100, 2),
+        (need - 2, 0),
+        (need - 1, need - 1),
+        (need - 1, 0),
+    ] {
+        let mut img = img.clone();
+        set_fat(&mut img, fat, first + k, first + j);
+        let mut v = mount(img);
+        let err = read_all(&mut v, "/hvboot/kernel.elf").unwrap_err();
+        assert!(err.contains("corrupt FAT"), "{k}->{j}: {err}");
+        assert!(
+            err.contains("loops") || err.contains("goes on"),
+            "{k}->{j}: {err}"
+        );
+    }
+    // A chain that goes on past the file's end (to a cluster that ends it) is corrupt too.
+    let mut img = img.clone();
+    let spare = first + need + 100;
+    set_fat(&mut img, fat, first + need - 1, spare);
+    set_fat(&mut img, fat, spare, 0x0FFF_FFFF);
+    let mut v = mount(img);
+    let err = read_all(&mut v, "/hvboot/kernel.elf").unwrap_err();
+    assert!(
+        err.contains("corrupt FAT") && err.contains("goes on"),
+        "{err}"
+    );
+}
+
+#[test]
+fn directory_chain_loops_are_corrupt() {
+    let (img, fat, _, modules) = loop_image("dir-loops");
+    let mut v = mount(img.clone());
+    let chain = runs(&mut v, modules.first_cluster);
+    let clusters: Vec<u32> = chain.iter().flat_map(|&(c, n)| c..c + n as u32).collect();
+    let last = *clusters.last().unwrap();
+    // The last cluster back to the first, to itself, and the first to itself: every lookup
+    // and listing through the directory is refused, even one that would stop before the loop.
+    for (from, to) in [
+        (last, clusters[0]),
+        (last, last),
+        (clusters[0], clusters[0]),
+    ] {
+        let mut img = img.clone();
+        set_fat(&mut img, fat, from, to);
+        let mut v = mount(img);
+        let err = v
+            .find("/hvboot/modules/a long module name number 0.bin")
+            .unwrap_err();
+        assert!(
+            err.contains("corrupt FAT") && err.contains("loops"),
+            "{err}"
+        );
+        assert!(err.contains("/hvboot/modules"), "{err}");
+        assert!(v.list(&modules).unwrap_err().contains("loops"));
+    }
+    // A chain that goes on far past what a directory may hold (65,536 entries), without a loop.
+    let mut img = img.clone();
+    let mut prev = last;
+    for c in 20_000..30_000u32 {
+        set_fat(&mut img, fat, prev, c);
+        prev = c;
+    }
+    set_fat(&mut img, fat, prev, 0x0FFF_FFFF);
+    let mut v = mount(img);
+    let err = v.list(&modules).unwrap_err();
+    assert!(
+        err.contains("corrupt FAT") && err.contains("65536 entries"),
+        "{err}"
+    );
+}
+
 #[test]
 fn short_name_checksum_matches_the_spec_example() {
     // Computed by hand with the spec's algorithm for "README  TXT".
@@ -286,26 +411,4 @@ fn short_name_checksum_matches_the_spec_example() {
             .wrapping_add(c);
     }
     assert_eq!(short_name_checksum(b"README  TXT"), sum);
-}
-
-#[test]
-fn finds_the_esp_in_a_gpt() {
-    let mut data = vec![0u8; 64 * SECTOR];
-    data[SECTOR..SECTOR + 8].copy_from_slice(b"EFI PART");
-    data[SECTOR + 72..SECTOR + 80].copy_from_slice(&2u64.to_le_bytes());
-    data[SECTOR + 80..SECTOR + 84].copy_from_slice(&128u32.to_le_bytes());
-    data[SECTOR + 84..SECTOR + 88].copy_from_slice(&128u32.to_le_bytes());
-    // Entry 0: a BIOS boot partition; entry 1: the ESP at LBA 4096.
-    let e0 = 2 * SECTOR;
-    data[e0..e0 + 16].copy_from_slice(&[
-        0x48, 0x61, 0x68, 0x21, 0x49, 0x64, 0x6F, 0x6E, 0x74, 0x4E, 0x65, 0x65, 0x64, 0x45, 0x46,
-        0x49,
-    ]);
-    let e1 = e0 + 128;
-    data[e1..e1 + 16].copy_from_slice(&ESP_TYPE_GUID);
-    data[e1 + 32..e1 + 40].copy_from_slice(&4096u64.to_le_bytes());
-    let mut d = MemDisk { data, reads: 0 };
-    assert_eq!(find_esp(&mut d).unwrap(), 4096);
-    d.data[SECTOR] = b'X';
-    assert!(find_esp(&mut d).unwrap_err().contains("EFI PART"));
 }

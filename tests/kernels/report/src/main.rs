@@ -55,7 +55,6 @@
 #![no_main]
 
 mod acpi;
-mod crc32;
 mod hex;
 mod hv;
 mod paging;
@@ -152,7 +151,7 @@ fn report_modules(info: &BootInfo) {
             Hex(info.module_cmdline(m).as_bytes()),
             m.phys_addr,
             m.size,
-            crc32::crc32(data),
+            hvboot_api::crc32::crc32(data),
             Hex(&data[..data.len().min(16)]),
         );
     }

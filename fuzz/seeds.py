@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Seed inputs for the fuzz targets, made from what the test set-up builds (scripts/setup.sh):
+an image by `hvboot build` of the report kernel, and the test kernels.
+
+    fuzz/seeds.py            # the small seeds, into fuzz/seeds/TARGET/ (committed)
+    fuzz/seeds.py --large    # also the stripped test kernels (30-45 KiB each) into
+                             # fuzz/corpus/TARGET/ (not committed; scripts/fuzz.sh runs this)
+
+Small means a few KiB: the GPT seeds keep the image's own MBR and entries but with a 4-entry
+array (8 sectors in all); the FAT seed is a FAT16 volume (mkfs.fat, one FAT, 16 root entries)
+holding the image's hvboot.cfg and short stand-ins for the kernel and a module, its all-zero
+tail cut off (the fuzz target reads past the input as zeros).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNELS = ROOT / "tests/kernels/target/release"
+SECTOR = 512
+ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+
+def run(*args: str | Path) -> None:
+    subprocess.run([str(a) for a in args], check=True, env=ENV, capture_output=True)
+
+
+def gpt_disk(image: bytes, damage_primary: bool) -> bytes:
+    """An 8-sector disk: MBR, header, 4 entries, 3 empty sectors, backup entries, backup header."""
+    entries = image[2 * SECTOR : 2 * SECTOR + 4 * 128]
+    entries_crc = zlib.crc32(entries)
+
+    def header(my: int, alt: int, entries_lba: int) -> bytes:
+        h = bytearray(image[SECTOR : SECTOR + 92])
+        struct.pack_into("<QQ", h, 24, my, alt)
+        struct.pack_into("<QQ", h, 40, 3, 5)  # first and last usable LBA
+        struct.pack_into("<QIII", h, 72, entries_lba, 4, 128, entries_crc)
+        struct.pack_into("<I", h, 16, 0)
+        struct.pack_into("<I", h, 16, zlib.crc32(bytes(h)))
+        return bytes(h).ljust(SECTOR, b"\0")
+
+    disk = bytearray(8 * SECTOR)
+    disk[:SECTOR] = image[:SECTOR]
+    disk[SECTOR : 2 * SECTOR] = header(1, 7, 2)
+    disk[2 * SECTOR : 2 * SECTOR + len(entries)] = entries
+    disk[6 * SECTOR : 6 * SECTOR + len(entries)] = entries
+    disk[7 * SECTOR :] = header(7, 1, 6)
+    if damage_primary:
+        disk[SECTOR + 40] ^= 1
+    return bytes(disk)
+
+
+def fat_volume(tmp: Path, cfg: bytes) -> bytes:
+    img = tmp / "fat16.img"
+    run("mkfs.fat", "-F", "16", "-s", "1", "-f", "1", "-r", "16", "-R", "1", "-C", img, "2100")
+    files = {"hvboot.cfg": cfg, "kernel.elf": b"\x7fELF" + bytes(range(256)) * 3, "x.bin": b"x"}
+    run("mmd", "-i", img, "::/hvboot", "::/hvboot/modules")
+    for name, data in files.items():
+        src = tmp / name
+        src.write_bytes(data)
+        dest = "::/hvboot/modules/x.bin" if name == "x.bin" else f"::/hvboot/{name}"
+        run("mcopy", "-i", img, src, dest)
+    return img.read_bytes().rstrip(b"\0")
+
+
+def small_elf(kernel: bytes) -> bytes:
+    """The kernel's ELF header and program headers (every segment's file bytes dropped: p_filesz
+    0, so the plan zero-fills them) and its .hvboot_request section with a section-name table:
+    the real layout, entry and request in well under 1 KiB."""
+    (phoff, shoff) = struct.unpack_from("<QQ", kernel, 32)
+    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", kernel, 54)
+    shdr = [kernel[shoff + i * shentsize : shoff + (i + 1) * shentsize] for i in range(shnum)]
+    strtab_off = struct.unpack_from("<Q", shdr[shstrndx], 24)[0]
+
+    def name(h: bytes) -> bytes:
+        at = strtab_off + struct.unpack_from("<I", h, 0)[0]
+        return kernel[at : kernel.index(b"\0", at)]
+
+    request = next((h for h in shdr if name(h) == b".hvboot_request"), None)
+    out = bytearray(kernel[:64])
+    phdrs = bytearray(kernel[phoff : phoff + phnum * phentsize])
+    for i in range(phnum):
+        struct.pack_into("<Q", phdrs, i * phentsize + 8, 0)  # p_offset
+        struct.pack_into("<Q", phdrs, i * phentsize + 32, 0)  # p_filesz
+    struct.pack_into("<Q", out, 32, 64)
+    out += phdrs
+    if request is None:  # no sections at all
+        struct.pack_into("<Q", out, 40, 0)
+        struct.pack_into("<HHH", out, 58, 0, 0, 0)
+        return bytes(out)
+    r_off, r_size = struct.unpack_from("<QQ", request, 24)
+    data_off = len(out)
+    out += kernel[r_off : r_off + r_size]
+    names = b"\0.hvboot_request\0.shstrtab\0"
+    names_off = len(out)
+    out += names
+    while len(out) % 8:
+        out += b"\0"
+    sh_off = len(out)
+    out += bytes(64)
+    req = bytearray(request)
+    struct.pack_into("<I", req, 0, 1)
+    struct.pack_into("<Q", req, 24, data_off)
+    out += req
+    strtab = bytearray(64)
+    struct.pack_into("<IIQQQQ", strtab, 0, 17, 3, 0, 0, names_off, len(names))
+    out += strtab
+    struct.pack_into("<Q", out, 40, sh_off)
+    struct.pack_into("<HHH", out, 58, 64, 3, 2)
+    return bytes(out)
+
+
+def write(target: str, name: str, data: bytes, under: str = "seeds") -> None:
+    d = ROOT / "fuzz" / under / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data)
+
+
+def main() -> None:
+    large = "--large" in sys.argv[1:]
+    kernel = KERNELS / "hvboot-report-kernel"
+    if not kernel.exists():
+        sys.exit(f"fuzz/seeds.py: {kernel} is missing: run scripts/setup.sh --no-demo first")
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        mod = tmp / "guest.bin"
+        mod.write_bytes(b"guest" * 10)
+        image_path = tmp / "disk.img"
+        hvboot = shutil.which("hvboot") or str(ROOT / ".venv/bin/hvboot")
+        run(
+            hvboot,
+            "build",
+            kernel,
+            "-o",
+            image_path,
+            "--cmdline",
+            "console=ttyS0 x=1",
+            "--module",
+            f"{mod}:mem=64M",
+        )
+        image = image_path.read_bytes()
+        write("gpt", "hvboot-image", gpt_disk(image, damage_primary=False))
+        write("gpt", "hvboot-image-primary-damaged", gpt_disk(image, damage_primary=True))
+        esp = struct.unpack_from("<Q", image, 2 * SECTOR + 32)[0] * SECTOR
+        for i in range(4):  # the ESP is the entry whose type is C12A7328-...
+            at = 2 * SECTOR + i * 128
+            if image[at : at + 4] == bytes.fromhex("28732ac1"):
+                esp = struct.unpack_from("<Q", image, at + 32)[0] * SECTOR
+        cfg_path = tmp / "hvboot.cfg"
+        run("mcopy", "-i", f"{image_path}@@{esp}", "::/hvboot/hvboot.cfg", cfg_path)
+        cfg = cfg_path.read_bytes()
+        write("config", "hvboot-image.cfg", cfg)
+        write("fat", "fat16-hvboot-files", fat_volume(tmp, cfg))
+    for k in ("report", "request"):
+        elf = small_elf((KERNELS / f"hvboot-{k}-kernel").read_bytes())
+        write("elf", f"{k}-kernel-headers", elf)
+        write("request", f"{k}-kernel-headers", elf)
+    if large:
+        for k in ("report", "request", "outcome"):
+            out = ROOT / "fuzz/corpus/elf" / f"{k}-kernel"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            run("strip", "-o", out, KERNELS / f"hvboot-{k}-kernel")
+            write("request", f"{k}-kernel", out.read_bytes(), under="corpus")
+
+
+if __name__ == "__main__":
+    main()
