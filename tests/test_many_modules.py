@@ -1,7 +1,8 @@
 """Hundreds of modules: the loader's bookkeeping grows with the work (the BIOS platform's list of
 allocations, once a fixed table of 96, and both platforms' heaps, once a fixed 4 MiB), so an
 image with a few hundred small modules boots under BIOS and UEFI and the kernel sees every module
-intact."""
+intact. (Since the FAT reader scans directories in place, 300 modules fit the first heap arena;
+the heap's growth itself is tested in loader/core/src/heap.rs.)"""
 
 from __future__ import annotations
 
@@ -37,9 +38,7 @@ def test_hundreds_of_modules_boot(
     firmware: str, many: tuple[BuildResult, tuple[ModuleSpec, ...]]
 ) -> None:
     image, specs = many
-    result, report = boot_report(image.output, firmware)
-    # The FAT reader's directory buffers alone outgrow the first 4 MiB arena: the heap grew.
-    assert "hvboot: heap: another 0x400000-byte arena at " in result.serial
+    _, report = boot_report(image.output, firmware)
     got = report.all("module")
     assert [m["name"] for m in got] == [s.name for s in specs]
     for spec, m in zip(specs, got, strict=True):
