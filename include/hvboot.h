@@ -279,6 +279,23 @@ _Static_assert(offsetof(hvboot_cpu_start, microcode) == 48, "CpuStart.microcode"
 _Static_assert(offsetof(hvboot_cpu_start, feature_control_before) == 56, "CpuStart.feature_control_before");
 _Static_assert(offsetof(hvboot_cpu_start, feature_control_after) == 64, "CpuStart.feature_control_after");
 
+/* Physical addresses of ACPI tables the loader found through the RSDP (the XSDT when the RSDP has one, else the RSDT); 0 = not present. Each is the first table of its signature; its header (signature, length, checksum) was checked. */
+typedef struct hvboot_acpi_tables {
+    uint64_t madt; /* MADT ("APIC"): processors and interrupt controllers. */
+    uint64_t fadt; /* FADT ("FACP"): the PM timer, reset register, DSDT. */
+    uint64_t mcfg; /* MCFG ("MCFG"): PCI Express configuration space. */
+    uint64_t srat; /* SRAT ("SRAT"): NUMA affinity of CPUs and memory. */
+    uint64_t dmar; /* DMAR ("DMAR"): Intel VT-d remapping units. */
+    uint64_t ivrs; /* IVRS ("IVRS"): AMD-Vi IOMMUs. */
+} hvboot_acpi_tables;
+_Static_assert(sizeof(hvboot_acpi_tables) == 48, "AcpiTables size");
+_Static_assert(offsetof(hvboot_acpi_tables, madt) == 0, "AcpiTables.madt");
+_Static_assert(offsetof(hvboot_acpi_tables, fadt) == 8, "AcpiTables.fadt");
+_Static_assert(offsetof(hvboot_acpi_tables, mcfg) == 16, "AcpiTables.mcfg");
+_Static_assert(offsetof(hvboot_acpi_tables, srat) == 24, "AcpiTables.srat");
+_Static_assert(offsetof(hvboot_acpi_tables, dmar) == 32, "AcpiTables.dmar");
+_Static_assert(offsetof(hvboot_acpi_tables, ivrs) == 40, "AcpiTables.ivrs");
+
 /* A parked processor's mailbox (128 bytes). The kernel writes argument, then entry: the processor jumps to entry with RDI = its CpuStart (virtual), RSI = argument. */
 typedef struct hvboot_cpu_mailbox {
     uint64_t entry; /* 0 while parked; the kernel's entry address (virtual). */
@@ -418,8 +435,9 @@ typedef struct hvboot_boot_info {
     uint32_t request_version; /* KernelRequest.version the loader found and honoured; 0 = no request. */
     uint32_t reserved; /* Zero. */
     hvboot_array_ref cpu_starts; /* CpuStart[], one per cpus entry (START_APS); empty if not asked. */
+    hvboot_acpi_tables acpi_tables; /* ACPI tables found through the RSDP. */
 } hvboot_boot_info;
-_Static_assert(sizeof(hvboot_boot_info) == 368, "BootInfo size");
+_Static_assert(sizeof(hvboot_boot_info) == 416, "BootInfo size");
 _Static_assert(offsetof(hvboot_boot_info, magic) == 0, "BootInfo.magic");
 _Static_assert(offsetof(hvboot_boot_info, version) == 8, "BootInfo.version");
 _Static_assert(offsetof(hvboot_boot_info, size) == 12, "BootInfo.size");
@@ -458,5 +476,6 @@ _Static_assert(offsetof(hvboot_boot_info, ap_trampoline_phys) == 344, "BootInfo.
 _Static_assert(offsetof(hvboot_boot_info, request_version) == 352, "BootInfo.request_version");
 _Static_assert(offsetof(hvboot_boot_info, reserved) == 356, "BootInfo.reserved");
 _Static_assert(offsetof(hvboot_boot_info, cpu_starts) == 360, "BootInfo.cpu_starts");
+_Static_assert(offsetof(hvboot_boot_info, acpi_tables) == 368, "BootInfo.acpi_tables");
 
 #endif /* HVBOOT_H */

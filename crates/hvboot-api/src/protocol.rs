@@ -678,6 +678,33 @@ const _: () = assert!(core::mem::offset_of!(CpuStart, microcode) == 48);
 const _: () = assert!(core::mem::offset_of!(CpuStart, feature_control_before) == 56);
 const _: () = assert!(core::mem::offset_of!(CpuStart, feature_control_after) == 64);
 
+/// Physical addresses of ACPI tables the loader found through the RSDP (the XSDT when the RSDP has one, else the RSDT); 0 = not present. Each is the first table of its signature; its header (signature, length, checksum) was checked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcpiTables {
+    /// MADT ("APIC"): processors and interrupt controllers.
+    pub madt: u64,
+    /// FADT ("FACP"): the PM timer, reset register, DSDT.
+    pub fadt: u64,
+    /// MCFG ("MCFG"): PCI Express configuration space.
+    pub mcfg: u64,
+    /// SRAT ("SRAT"): NUMA affinity of CPUs and memory.
+    pub srat: u64,
+    /// DMAR ("DMAR"): Intel VT-d remapping units.
+    pub dmar: u64,
+    /// IVRS ("IVRS"): AMD-Vi IOMMUs.
+    pub ivrs: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<AcpiTables>() == 48);
+const _: () = assert!(core::mem::align_of::<AcpiTables>() == 8);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, madt) == 0);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, fadt) == 8);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, mcfg) == 16);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, srat) == 24);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, dmar) == 32);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, ivrs) == 40);
+
 /// A parked processor's mailbox (128 bytes). The kernel writes argument, then entry: the processor jumps to entry with RDI = its CpuStart (virtual), RSI = argument.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -914,9 +941,11 @@ pub struct BootInfo {
     pub reserved: u32,
     /// CpuStart[], one per cpus entry (START_APS); empty if not asked.
     pub cpu_starts: ArrayRef,
+    /// ACPI tables found through the RSDP.
+    pub acpi_tables: AcpiTables,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 368);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 416);
 const _: () = assert!(core::mem::align_of::<BootInfo>() == 8);
 const _: () = assert!(core::mem::offset_of!(BootInfo, magic) == 0);
 const _: () = assert!(core::mem::offset_of!(BootInfo, version) == 8);
@@ -956,3 +985,4 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, ap_trampoline_phys) == 344
 const _: () = assert!(core::mem::offset_of!(BootInfo, request_version) == 352);
 const _: () = assert!(core::mem::offset_of!(BootInfo, reserved) == 356);
 const _: () = assert!(core::mem::offset_of!(BootInfo, cpu_starts) == 360);
+const _: () = assert!(core::mem::offset_of!(BootInfo, acpi_tables) == 368);

@@ -497,6 +497,20 @@ PROTOCOL = Protocol(
             ),
         ),
         Struct(
+            "AcpiTables",
+            "Physical addresses of ACPI tables the loader found through the RSDP (the XSDT "
+            "when the RSDP has one, else the RSDT); 0 = not present. Each is the first table "
+            "of its signature; its header (signature, length, checksum) was checked.",
+            (
+                _f("madt", "u64", 'MADT ("APIC"): processors and interrupt controllers.'),
+                _f("fadt", "u64", 'FADT ("FACP"): the PM timer, reset register, DSDT.'),
+                _f("mcfg", "u64", 'MCFG ("MCFG"): PCI Express configuration space.'),
+                _f("srat", "u64", 'SRAT ("SRAT"): NUMA affinity of CPUs and memory.'),
+                _f("dmar", "u64", 'DMAR ("DMAR"): Intel VT-d remapping units.'),
+                _f("ivrs", "u64", 'IVRS ("IVRS"): AMD-Vi IOMMUs.'),
+            ),
+        ),
+        Struct(
             "CpuMailbox",
             "A parked processor's mailbox (128 bytes). The kernel writes argument, then entry: "
             "the processor jumps to entry with RDI = its CpuStart (virtual), RSI = argument.",
@@ -655,6 +669,7 @@ PROTOCOL = Protocol(
                     "ArrayRef",
                     "CpuStart[], one per cpus entry (START_APS); empty if not asked.",
                 ),
+                _f("acpi_tables", "AcpiTables", "ACPI tables found through the RSDP."),
             ),
         ),
     ),

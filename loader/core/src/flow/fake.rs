@@ -115,7 +115,13 @@ impl FakePlatform {
     /// Like [`FakePlatform::with_madt`] with each processor's (APIC ID, MADT flags): bit 0
     /// Enabled, bit 1 Online Capable. The ACPI UID is the APIC ID.
     pub fn with_madt_cpus(&mut self, cpus: &[(u8, u32)]) -> &mut Self {
-        let (rsdt_at, madt_at) = (RSDP + 0x100, RSDP + 0x200);
+        self.with_acpi_tables(cpus, &[])
+    }
+
+    /// Like [`FakePlatform::with_madt_cpus`], and after the MADT in the RSDT one table (a bare
+    /// header) of each signature in `more`; table `i` lies at [`FakePlatform::acpi_table_at`].
+    pub fn with_acpi_tables(&mut self, cpus: &[(u8, u32)], more: &[[u8; 4]]) -> &mut Self {
+        let rsdt_at = RSDP + 0x100;
         let sdt = |sig: &[u8; 4], body: &[u8]| {
             let mut t = std::vec![0u8; 36];
             t[..4].copy_from_slice(sig);
@@ -136,17 +142,27 @@ impl FakePlatform {
         rsdp[..8].copy_from_slice(b"RSD PTR ");
         rsdp[16..20].copy_from_slice(&(rsdt_at as u32).to_le_bytes());
         rsdp[8] = checksum(&rsdp);
-        let tables = [
-            (RSDP, rsdp),
-            (rsdt_at, sdt(b"RSDT", &(madt_at as u32).to_le_bytes())),
-            (madt_at, sdt(b"APIC", &madt)),
-        ];
+        let madt_at = Self::acpi_table_at(0);
+        let mut tables = std::vec![(RSDP, rsdp), (madt_at, sdt(b"APIC", &madt))];
+        for (i, sig) in more.iter().enumerate() {
+            tables.push((Self::acpi_table_at(i + 1), sdt(sig, &[])));
+        }
+        let entries: Vec<u8> = tables[1..]
+            .iter()
+            .flat_map(|(at, _)| (*at as u32).to_le_bytes())
+            .collect();
+        tables.push((rsdt_at, sdt(b"RSDT", &entries)));
         for (at, bytes) in tables {
             // SAFETY: inside the arena, in a reserved range the flow never allocates.
             let dest = unsafe { super::phys_slice(self, at, bytes.len() as u64) };
             dest.copy_from_slice(&bytes);
         }
         self
+    }
+
+    /// Where [`FakePlatform::with_acpi_tables`] puts table `i` (0 = the MADT).
+    pub const fn acpi_table_at(i: usize) -> u64 {
+        RSDP + 0x200 + 0x100 * i as u64
     }
 
     fn usable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {

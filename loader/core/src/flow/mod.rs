@@ -32,7 +32,7 @@ mod tests;
 
 use alloc::vec::Vec;
 
-use hvboot_api::{CpuEntry, FirmwareKind, RequestFlags, TscStage, VirtReport};
+use hvboot_api::{AcpiTables, CpuEntry, FirmwareKind, RequestFlags, TscStage, VirtReport};
 
 pub use cpu::{has_1g_pages, Cpu, Ipi, Machine};
 pub use error::{Error, PlatformError};
@@ -65,6 +65,8 @@ pub struct Boot {
     pub cpus: Vec<CpuEntry>,
     /// The local APIC's base, 0 without a MADT.
     pub local_apic: u64,
+    /// Where the MADT, FADT, MCFG, SRAT, DMAR and IVRS are (0 = absent).
+    pub acpi_tables: AcpiTables,
     /// The application processors to start (START_APS and a MADT), and their records.
     pub aps: Option<cpus::Aps>,
     /// TSC stamps, indexed by `TscStage`.
@@ -90,6 +92,7 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
         offset: p.phys_offset(),
     };
     let (cpus, local_apic) = hv::cpu_list(cpu, &window, firmware.tables.rsdp).unwrap_or_default();
+    let acpi_tables = hvboot_api::acpi::table_addresses(&window, firmware.tables.rsdp);
     let start_aps = cpus::wanted(&inputs.wants) && local_apic != 0;
     let ap_count = if start_aps {
         cpus::targets(&cpus).len()
@@ -128,6 +131,7 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
         virt,
         cpus,
         local_apic,
+        acpi_tables,
         aps,
         stamps,
     };

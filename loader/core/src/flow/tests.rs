@@ -7,8 +7,9 @@ use std::string::{String, ToString};
 use std::vec::Vec;
 
 use hvboot_api::{
-    BootInfo, CpuFlags, ExtentKind, FirmwareKind, KernelRequest, MemoryKind, RequestFlags,
-    TscStage, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
+    AcpiTables, BootInfo, CpuFlags, ExtentKind, FirmwareKind, KernelRequest, MemoryKind,
+    RequestFlags, TscStage, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE,
+    STACK_REGION_BASE,
 };
 
 use hvboot_api::request::REQUEST_SECTION;
@@ -671,6 +672,45 @@ fn cpu_list_from_the_madt() {
     ];
     assert_eq!(cpus, want);
     assert_eq!(b.local_apic_phys(), Some(0xFEE0_0000));
+}
+
+/// The boot information carries where the MADT, FADT, MCFG, SRAT, DMAR and IVRS are: the first
+/// of each signature the RSDT lists (a duplicate SRAT is not taken), 0 for those that are absent,
+/// all 0 without ACPI tables; a table with a bad checksum is not reported.
+#[test]
+fn acpi_table_addresses_are_reported() {
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_acpi_tables(
+        &[(0, 1)],
+        &[*b"FACP", *b"SRAT", *b"MCFG", *b"SRAT", *b"HPET"],
+    );
+    let h = boot(&mut p).unwrap();
+    let t = *info(&p, &h).acpi_tables().unwrap();
+    let at = FakePlatform::acpi_table_at;
+    assert_eq!(
+        t,
+        AcpiTables {
+            madt: at(0),
+            fadt: at(1),
+            srat: at(2),
+            mcfg: at(3),
+            dmar: 0,
+            ivrs: 0,
+        }
+    );
+
+    // DMAR and IVRS too; the FACP's checksum broken: not reported.
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_acpi_tables(&[(0, 1)], &[*b"DMAR", *b"IVRS", *b"FACP"]);
+    // SAFETY: the fake's arena; the FACP is table 3.
+    unsafe { super::phys_slice(&mut p, at(3) + 9, 1)[0] ^= 0xff };
+    let h = boot(&mut p).unwrap();
+    let t = *info(&p, &h).acpi_tables().unwrap();
+    assert_eq!((t.madt, t.dmar, t.ivrs, t.fadt), (at(0), at(1), at(2), 0));
+
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    let h = boot(&mut p).unwrap();
+    assert_eq!(*info(&p, &h).acpi_tables().unwrap(), AcpiTables::default());
 }
 
 /// START_APS: every enabled AP but the BSP gets INIT, then SIPI (all back to back), a second
