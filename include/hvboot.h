@@ -108,6 +108,11 @@
 #define HVBOOT_CPU_STATE_DISABLED 4u /* Neither enabled nor online capable in the MADT. */
 #define HVBOOT_CPU_STATE_ONLINE_CAPABLE 5u /* Online capable in the MADT; not started. */
 
+/* Where BootInfo.tsc_frequency_hz comes from. */
+#define HVBOOT_TSC_SOURCE_UNKNOWN 0u /* Not known: no CPUID leaf and no timer to measure against. */
+#define HVBOOT_TSC_SOURCE_CPUID 1u /* CPUID leaf 15h (or 16h), as hvboot-api's virt report. */
+#define HVBOOT_TSC_SOURCE_PM_TIMER 2u /* Measured against the ACPI PM timer (FADT), 3.579545 MHz. */
+
 /* Bits of CpuStart.flags: what the processor reported about itself on arrival. */
 #define HVBOOT_CPU_START_FLAGS_VMX 1u /* Intel VMX (CPUID.1:ECX[5]). */
 #define HVBOOT_CPU_START_FLAGS_SVM 2u /* AMD SVM (CPUID.80000001h:ECX[2]). */
@@ -436,8 +441,11 @@ typedef struct hvboot_boot_info {
     uint32_t reserved; /* Zero. */
     hvboot_array_ref cpu_starts; /* CpuStart[], one per cpus entry (START_APS); empty if not asked. */
     hvboot_acpi_tables acpi_tables; /* ACPI tables found through the RSDP. */
+    uint64_t tsc_frequency_hz; /* The BSP's TSC frequency; 0 if unknown. */
+    uint32_t tsc_source; /* Where tsc_frequency_hz comes from. */
+    uint32_t reserved2; /* Zero. */
 } hvboot_boot_info;
-_Static_assert(sizeof(hvboot_boot_info) == 416, "BootInfo size");
+_Static_assert(sizeof(hvboot_boot_info) == 432, "BootInfo size");
 _Static_assert(offsetof(hvboot_boot_info, magic) == 0, "BootInfo.magic");
 _Static_assert(offsetof(hvboot_boot_info, version) == 8, "BootInfo.version");
 _Static_assert(offsetof(hvboot_boot_info, size) == 12, "BootInfo.size");
@@ -477,5 +485,8 @@ _Static_assert(offsetof(hvboot_boot_info, request_version) == 352, "BootInfo.req
 _Static_assert(offsetof(hvboot_boot_info, reserved) == 356, "BootInfo.reserved");
 _Static_assert(offsetof(hvboot_boot_info, cpu_starts) == 360, "BootInfo.cpu_starts");
 _Static_assert(offsetof(hvboot_boot_info, acpi_tables) == 368, "BootInfo.acpi_tables");
+_Static_assert(offsetof(hvboot_boot_info, tsc_frequency_hz) == 416, "BootInfo.tsc_frequency_hz");
+_Static_assert(offsetof(hvboot_boot_info, tsc_source) == 424, "BootInfo.tsc_source");
+_Static_assert(offsetof(hvboot_boot_info, reserved2) == 428, "BootInfo.reserved2");
 
 #endif /* HVBOOT_H */

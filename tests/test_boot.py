@@ -167,6 +167,12 @@ def test_boot_report_matches_host(
     sigs |= {"dmar": "DMAR", "ivrs": "IVRS"}
     assert loader == {k: listed.get(sig, 0) for k, sig in sigs.items()}
     assert loader["madt"] and loader["fadt"] and loader["mcfg"], listed
+    # The TSC frequency: QEMU's -cpu max (AMD) has no CPUID 15h, so the loader measured it
+    # against the PM timer; within 1 % of what the kernel measures over 100 ms itself.
+    tsc = report.one("tsc_freq")
+    assert tsc["source"] == "2", tsc
+    loader_hz, here_hz = int(tsc["loader_hz"]), int(tsc["here_hz"])
+    assert abs(loader_hz - here_hz) < here_hz / 100, tsc
 
     # Firmware-specific facts (docs/bios.md), the direct map, paging and timestamps.
     system_table = int(report.one("efi")["system_table"], 0)

@@ -33,7 +33,7 @@ use core::mem::size_of;
 use crate::builder::Plain;
 use crate::protocol::{
     AcpiTables, ArrayRef, BootInfo, CpuEntry, CpuStart, FirmwareMemoryEntry, Framebuffer, MemoryKind,
-    MemoryRegion, Module, PlacedExtent, StrRef, TscStage, VirtFlags, VirtReport, BOOT_INFO_MAGIC,
+    MemoryRegion, Module, PlacedExtent, StrRef, TscSource, TscStage, VirtFlags, VirtReport, BOOT_INFO_MAGIC,
     BOOT_INFO_V1_HEADER_SIZE, PROTOCOL_VERSION,
 };
 
@@ -482,6 +482,7 @@ const HEADER_CPU_STARTS_END: usize = end_of(
     core::mem::offset_of!(BootInfo, cpu_starts),
     size_of::<ArrayRef>(),
 );
+const HEADER_TSC_SOURCE_END: usize = end_of(core::mem::offset_of!(BootInfo, tsc_source), 4);
 const HEADER_ACPI_TABLES_END: usize = end_of(
     core::mem::offset_of!(BootInfo, acpi_tables),
     size_of::<AcpiTables>(),
@@ -573,6 +574,13 @@ impl BootInfo {
     /// DMAR, IVRS; 0 for one that is not there), or None from a loader that predates them.
     pub fn acpi_tables(&self) -> Option<&AcpiTables> {
         self.later(&self.acpi_tables, HEADER_ACPI_TABLES_END)
+    }
+
+    /// The BSP's TSC frequency in Hz and where it comes from (CPUID or measured against the
+    /// ACPI PM timer), or None when the loader did not know it (or predates the field).
+    pub fn tsc_frequency(&self) -> Option<(u64, TscSource)> {
+        self.later((self.tsc_frequency_hz, self.tsc_source), HEADER_TSC_SOURCE_END)
+            .filter(|&(hz, _)| hz != 0)
     }
 
     /// The version of the kernel's `.hvboot_request` that the loader found and

@@ -327,6 +327,33 @@ impl CpuState {
     }
 }
 
+/// Where BootInfo.tsc_frequency_hz comes from.
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TscSource(pub u32);
+
+impl TscSource {
+    /// Not known: no CPUID leaf and no timer to measure against.
+    pub const UNKNOWN: Self = Self(0);
+    /// CPUID leaf 15h (or 16h), as hvboot-api's virt report.
+    pub const CPUID: Self = Self(1);
+    /// Measured against the ACPI PM timer (FADT), 3.579545 MHz.
+    pub const PM_TIMER: Self = Self(2);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            0 => Some("UNKNOWN"),
+            1 => Some("CPUID"),
+            2 => Some("PM_TIMER"),
+            _ => None,
+        }
+    }
+}
+
 /// Bits of CpuStart.flags: what the processor reported about itself on arrival.
 ///
 /// A newtype rather than a Rust `enum`: a newer loader may report values this crate
@@ -943,9 +970,15 @@ pub struct BootInfo {
     pub cpu_starts: ArrayRef,
     /// ACPI tables found through the RSDP.
     pub acpi_tables: AcpiTables,
+    /// The BSP's TSC frequency; 0 if unknown.
+    pub tsc_frequency_hz: u64,
+    /// Where tsc_frequency_hz comes from.
+    pub tsc_source: TscSource,
+    /// Zero.
+    pub reserved2: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 416);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 432);
 const _: () = assert!(core::mem::align_of::<BootInfo>() == 8);
 const _: () = assert!(core::mem::offset_of!(BootInfo, magic) == 0);
 const _: () = assert!(core::mem::offset_of!(BootInfo, version) == 8);
@@ -986,3 +1019,6 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, request_version) == 352);
 const _: () = assert!(core::mem::offset_of!(BootInfo, reserved) == 356);
 const _: () = assert!(core::mem::offset_of!(BootInfo, cpu_starts) == 360);
 const _: () = assert!(core::mem::offset_of!(BootInfo, acpi_tables) == 368);
+const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_frequency_hz) == 416);
+const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_source) == 424);
+const _: () = assert!(core::mem::offset_of!(BootInfo, reserved2) == 428);

@@ -329,6 +329,20 @@ PROTOCOL = Protocol(
             ),
         ),
         Enum(
+            "TscSource",
+            "u32",
+            "Where BootInfo.tsc_frequency_hz comes from.",
+            (
+                EnumValue(
+                    "UNKNOWN", 0, "Not known: no CPUID leaf and no timer to measure against."
+                ),
+                EnumValue("CPUID", 1, "CPUID leaf 15h (or 16h), as hvboot-api's virt report."),
+                EnumValue(
+                    "PM_TIMER", 2, "Measured against the ACPI PM timer (FADT), 3.579545 MHz."
+                ),
+            ),
+        ),
+        Enum(
             "CpuStartFlags",
             "u32",
             "Bits of CpuStart.flags: what the processor reported about itself on arrival.",
@@ -670,6 +684,9 @@ PROTOCOL = Protocol(
                     "CpuStart[], one per cpus entry (START_APS); empty if not asked.",
                 ),
                 _f("acpi_tables", "AcpiTables", "ACPI tables found through the RSDP."),
+                _f("tsc_frequency_hz", "u64", "The BSP's TSC frequency; 0 if unknown."),
+                _f("tsc_source", "u32", "Where tsc_frequency_hz comes from.", "TscSource"),
+                _f("reserved2", "u32", "Zero."),
             ),
         ),
     ),

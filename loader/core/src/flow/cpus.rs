@@ -30,7 +30,8 @@ pub const SIPI_DELAY_US: u64 = 200;
 /// How long all APs together get to arrive after the second SIPI.
 pub const ANSWER_TIMEOUT_US: u64 = 1_000_000;
 /// TSC ticks per µs assumed when CPUID does not give the frequency: 10 GHz, above any real TSC,
-/// so every delay is at least as long as the SDM asks (calibration is left for later).
+/// so every delay is at least as long as the SDM asks, when neither CPUID nor the PM timer
+/// gives the frequency (`tsc.rs`).
 pub const UNKNOWN_TICKS_PER_US: u64 = 10_000;
 
 const IA32_BIOS_SIGN_ID: u32 = 0x8B;
@@ -246,6 +247,7 @@ pub fn prepare<P: Platform>(
     cpus: &[CpuEntry],
     local_apic: u64,
     virt: &VirtReport,
+    tsc_hz: u64,
 ) -> Result<Aps, Error> {
     let page = placed.ap_start;
     let slots = targets(cpus);
@@ -326,17 +328,16 @@ pub fn prepare<P: Platform>(
             s.flags = CpuStartFlags(s.flags.0 | CpuStartFlags::MWAIT.0);
         }
     }
-    let freq = virt.tsc_frequency_hz;
     Ok(Aps {
         page,
         local_apic,
         slots,
         mailboxes,
         starts,
-        ticks_per_us: if freq == 0 {
+        ticks_per_us: if tsc_hz == 0 {
             UNKNOWN_TICKS_PER_US
         } else {
-            freq.div_ceil(1_000_000)
+            tsc_hz.div_ceil(1_000_000)
         },
         bsp,
     })

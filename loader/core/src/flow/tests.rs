@@ -713,6 +713,27 @@ fn acpi_table_addresses_are_reported() {
     assert_eq!(*info(&p, &h).acpi_tables().unwrap(), AcpiTables::default());
 }
 
+/// Without CPUID 15h/16h the TSC is measured against the FADT's PM timer (the fake's runs off
+/// the same counter at FAKE_TSC_HZ): within 0.1 %, reported as PM_TIMER; without a FADT the
+/// frequency is unknown.
+#[test]
+fn tsc_frequency_is_measured_against_the_pm_timer() {
+    use super::fake::FAKE_TSC_HZ;
+    use hvboot_api::TscSource;
+
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_acpi_tables(&[(0, 1)], &[*b"FACP"]);
+    let h = boot(&mut p).unwrap();
+    let (hz, source) = info(&p, &h).tsc_frequency().unwrap();
+    assert_eq!(source, TscSource::PM_TIMER);
+    assert!(hz.abs_diff(FAKE_TSC_HZ) < FAKE_TSC_HZ / 1000, "{hz}");
+
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_madt(1);
+    let h = boot(&mut p).unwrap();
+    assert_eq!(info(&p, &h).tsc_frequency(), None);
+}
+
 /// START_APS: every enabled AP but the BSP gets INIT, then SIPI (all back to back), a second
 /// SIPI only where nobody arrived; the records say BSP / parked / no answer / online capable /
 /// disabled; each started AP has its own stack above a guard page, its mailbox points at its
