@@ -263,7 +263,7 @@ typedef struct hvboot_cpu_start {
     uint32_t acpi_uid; /* ACPI processor UID. */
     uint32_t state; /* BSP, parked, no answer, disabled, online capable. */
     uint32_t flags; /* What it reported on arrival. */
-    uint64_t tsc_arrived; /* Its own TSC when it arrived in long mode; 0 if not. */
+    uint64_t tsc_arrived; /* Its own TSC when it arrived in long mode; 0 if not. The BSP's: the TSC when the loader sent the first INIT (0 with no AP to start). */
     uint64_t stack_bottom; /* Lowest mapped byte of its stack (guard page below). */
     uint64_t stack_size; /* Bytes of its stack; RSP = stack_bottom + stack_size. */
     uint64_t mailbox; /* Its CpuMailbox (virtual, in the direct map); 0 if none. */

@@ -675,7 +675,7 @@ pub struct CpuStart {
     pub state: CpuState,
     /// What it reported on arrival.
     pub flags: CpuStartFlags,
-    /// Its own TSC when it arrived in long mode; 0 if not.
+    /// Its own TSC when it arrived in long mode; 0 if not. The BSP's: the TSC when the loader sent the first INIT (0 with no AP to start).
     pub tsc_arrived: u64,
     /// Lowest mapped byte of its stack (guard page below).
     pub stack_bottom: u64,

@@ -501,7 +501,12 @@ PROTOCOL = Protocol(
                 _f("acpi_uid", "u32", "ACPI processor UID."),
                 _f("state", "u32", "BSP, parked, no answer, disabled, online capable.", "CpuState"),
                 _f("flags", "u32", "What it reported on arrival.", "CpuStartFlags"),
-                _f("tsc_arrived", "u64", "Its own TSC when it arrived in long mode; 0 if not."),
+                _f(
+                    "tsc_arrived",
+                    "u64",
+                    "Its own TSC when it arrived in long mode; 0 if not. The BSP's: the TSC "
+                    "when the loader sent the first INIT (0 with no AP to start).",
+                ),
                 _f("stack_bottom", "u64", "Lowest mapped byte of its stack (guard page below)."),
                 _f("stack_size", "u64", "Bytes of its stack; RSP = stack_bottom + stack_size."),
                 _f("mailbox", "u64", "Its CpuMailbox (virtual, in the direct map); 0 if none."),

@@ -512,6 +512,12 @@ impl Cpu for FakeCpu {
         self.msr_writes.borrow_mut().push((msr, value));
     }
 
+    /// A spin-wait: time passes faster there (1 000 000 ticks), so that the start-up's waits
+    /// (seconds at the assumed 10 GHz) take few iterations.
+    fn pause(&self) {
+        self.tsc.set(self.tsc.get() + 1_000_000);
+    }
+
     /// The PM timer at [`FAKE_PM_PORT`] (24 bits), derived from the TSC at [`FAKE_TSC_HZ`];
     /// every read takes 1000 TSC ticks, as RDTSC does.
     fn inl(&self, port: u16) -> u32 {

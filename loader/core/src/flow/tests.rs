@@ -808,6 +808,9 @@ fn aps_are_started_all_at_once_and_reported() {
     }
     assert!(starts[1].tsc_arrived > b.tsc_stamp(TscStage::FIRMWARE_EXITED).unwrap());
     assert_eq!(starts[3].tsc_arrived, 0);
+    // The BSP's stamp is the first INIT's: after leaving the firmware, before any AP arrived.
+    assert!(starts[0].tsc_arrived > b.tsc_stamp(TscStage::FIRMWARE_EXITED).unwrap());
+    assert!(starts[0].tsc_arrived < starts[1].tsc_arrived);
     let differs = |s: &hvboot_api::CpuStart| s.flags.contains(CpuStartFlags::DIFFERS_FROM_BSP);
     assert!(!differs(&starts[1]) && differs(&starts[2]));
     assert_eq!(starts[2].microcode, 0x42);
