@@ -108,6 +108,11 @@
 #define HVBOOT_CPU_STATE_DISABLED 4u /* Neither enabled nor online capable in the MADT. */
 #define HVBOOT_CPU_STATE_ONLINE_CAPABLE 5u /* Online capable in the MADT; not started. */
 
+/* Where BootInfo.tsc_frequency_hz comes from. */
+#define HVBOOT_TSC_SOURCE_UNKNOWN 0u /* Not known: no CPUID leaf and no timer to measure against. */
+#define HVBOOT_TSC_SOURCE_CPUID 1u /* CPUID leaf 15h (or 16h), as hvboot-api's virt report. */
+#define HVBOOT_TSC_SOURCE_PM_TIMER 2u /* Measured against the ACPI PM timer (FADT), 3.579545 MHz. */
+
 /* Bits of CpuStart.flags: what the processor reported about itself on arrival. */
 #define HVBOOT_CPU_START_FLAGS_VMX 1u /* Intel VMX (CPUID.1:ECX[5]). */
 #define HVBOOT_CPU_START_FLAGS_SVM 2u /* AMD SVM (CPUID.80000001h:ECX[2]). */
@@ -258,7 +263,7 @@ typedef struct hvboot_cpu_start {
     uint32_t acpi_uid; /* ACPI processor UID. */
     uint32_t state; /* BSP, parked, no answer, disabled, online capable. */
     uint32_t flags; /* What it reported on arrival. */
-    uint64_t tsc_arrived; /* Its own TSC when it arrived in long mode; 0 if not. */
+    uint64_t tsc_arrived; /* Its own TSC when it arrived in long mode; 0 if not. The BSP's: the TSC when the loader sent the first INIT (0 with no AP to start). */
     uint64_t stack_bottom; /* Lowest mapped byte of its stack (guard page below). */
     uint64_t stack_size; /* Bytes of its stack; RSP = stack_bottom + stack_size. */
     uint64_t mailbox; /* Its CpuMailbox (virtual, in the direct map); 0 if none. */
@@ -278,6 +283,23 @@ _Static_assert(offsetof(hvboot_cpu_start, mailbox) == 40, "CpuStart.mailbox");
 _Static_assert(offsetof(hvboot_cpu_start, microcode) == 48, "CpuStart.microcode");
 _Static_assert(offsetof(hvboot_cpu_start, feature_control_before) == 56, "CpuStart.feature_control_before");
 _Static_assert(offsetof(hvboot_cpu_start, feature_control_after) == 64, "CpuStart.feature_control_after");
+
+/* Physical addresses of ACPI tables the loader found through the RSDP (the XSDT when the RSDP has one, else the RSDT); 0 = not present. Each is the first table of its signature; its header (signature, length, checksum) was checked. */
+typedef struct hvboot_acpi_tables {
+    uint64_t madt; /* MADT ("APIC"): processors and interrupt controllers. */
+    uint64_t fadt; /* FADT ("FACP"): the PM timer, reset register, DSDT. */
+    uint64_t mcfg; /* MCFG ("MCFG"): PCI Express configuration space. */
+    uint64_t srat; /* SRAT ("SRAT"): NUMA affinity of CPUs and memory. */
+    uint64_t dmar; /* DMAR ("DMAR"): Intel VT-d remapping units. */
+    uint64_t ivrs; /* IVRS ("IVRS"): AMD-Vi IOMMUs. */
+} hvboot_acpi_tables;
+_Static_assert(sizeof(hvboot_acpi_tables) == 48, "AcpiTables size");
+_Static_assert(offsetof(hvboot_acpi_tables, madt) == 0, "AcpiTables.madt");
+_Static_assert(offsetof(hvboot_acpi_tables, fadt) == 8, "AcpiTables.fadt");
+_Static_assert(offsetof(hvboot_acpi_tables, mcfg) == 16, "AcpiTables.mcfg");
+_Static_assert(offsetof(hvboot_acpi_tables, srat) == 24, "AcpiTables.srat");
+_Static_assert(offsetof(hvboot_acpi_tables, dmar) == 32, "AcpiTables.dmar");
+_Static_assert(offsetof(hvboot_acpi_tables, ivrs) == 40, "AcpiTables.ivrs");
 
 /* A parked processor's mailbox (128 bytes). The kernel writes argument, then entry: the processor jumps to entry with RDI = its CpuStart (virtual), RSI = argument. */
 typedef struct hvboot_cpu_mailbox {
@@ -418,8 +440,12 @@ typedef struct hvboot_boot_info {
     uint32_t request_version; /* KernelRequest.version the loader found and honoured; 0 = no request. */
     uint32_t reserved; /* Zero. */
     hvboot_array_ref cpu_starts; /* CpuStart[], one per cpus entry (START_APS); empty if not asked. */
+    hvboot_acpi_tables acpi_tables; /* ACPI tables found through the RSDP. */
+    uint64_t tsc_frequency_hz; /* The BSP's TSC frequency; 0 if unknown. */
+    uint32_t tsc_source; /* Where tsc_frequency_hz comes from. */
+    uint32_t reserved2; /* Zero. */
 } hvboot_boot_info;
-_Static_assert(sizeof(hvboot_boot_info) == 368, "BootInfo size");
+_Static_assert(sizeof(hvboot_boot_info) == 432, "BootInfo size");
 _Static_assert(offsetof(hvboot_boot_info, magic) == 0, "BootInfo.magic");
 _Static_assert(offsetof(hvboot_boot_info, version) == 8, "BootInfo.version");
 _Static_assert(offsetof(hvboot_boot_info, size) == 12, "BootInfo.size");
@@ -458,5 +484,9 @@ _Static_assert(offsetof(hvboot_boot_info, ap_trampoline_phys) == 344, "BootInfo.
 _Static_assert(offsetof(hvboot_boot_info, request_version) == 352, "BootInfo.request_version");
 _Static_assert(offsetof(hvboot_boot_info, reserved) == 356, "BootInfo.reserved");
 _Static_assert(offsetof(hvboot_boot_info, cpu_starts) == 360, "BootInfo.cpu_starts");
+_Static_assert(offsetof(hvboot_boot_info, acpi_tables) == 368, "BootInfo.acpi_tables");
+_Static_assert(offsetof(hvboot_boot_info, tsc_frequency_hz) == 416, "BootInfo.tsc_frequency_hz");
+_Static_assert(offsetof(hvboot_boot_info, tsc_source) == 424, "BootInfo.tsc_source");
+_Static_assert(offsetof(hvboot_boot_info, reserved2) == 428, "BootInfo.reserved2");
 
 #endif /* HVBOOT_H */

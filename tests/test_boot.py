@@ -156,6 +156,23 @@ def test_boot_report_matches_host(
     assert rsdp["checksum_ok"] == "1"
     if int(rsdp["revision"]) >= 2:
         assert rsdp["ext_checksum_ok"] == "1" and int(rsdp["xsdt"], 0) != 0
+    # The tables the loader reports are the first of each signature in the root table as the
+    # kernel walks it itself; q35 always has a MADT, a FADT and an MCFG (no SRAT without -numa,
+    # no DMAR or IVRS without an IOMMU device).
+    listed: dict[str, int] = {}
+    for t in report.all("acpi_table_here"):
+        listed.setdefault(t["sig"], int(t["phys"], 0))
+    loader = {k: int(v, 0) for k, v in report.one("acpi_tables").items() if k != "_words"}
+    sigs = {"madt": "APIC", "fadt": "FACP", "mcfg": "MCFG", "srat": "SRAT"}
+    sigs |= {"dmar": "DMAR", "ivrs": "IVRS"}
+    assert loader == {k: listed.get(sig, 0) for k, sig in sigs.items()}
+    assert loader["madt"] and loader["fadt"] and loader["mcfg"], listed
+    # The TSC frequency: QEMU's -cpu max (AMD) has no CPUID 15h, so the loader measured it
+    # against the PM timer; within 1 % of what the kernel measures over 100 ms itself.
+    tsc = report.one("tsc_freq")
+    assert tsc["source"] == "2", tsc
+    loader_hz, here_hz = int(tsc["loader_hz"]), int(tsc["here_hz"])
+    assert abs(loader_hz - here_hz) < here_hz / 100, tsc
 
     # Firmware-specific facts (docs/bios.md), the direct map, paging and timestamps.
     system_table = int(report.one("efi")["system_table"], 0)

@@ -1,10 +1,12 @@
 """Boot tests of the sample hypervisor (examples/hypervisor) under QEMU's TCG.
 
-- `-cpu max` (AMD, SVM with nested paging): the hypervisor runs its 64-bit guest with VMRUN;
-  the guest computes fib(90), the host prints `guest result: N`, and N must be right.
+- `-cpu max` (AMD, SVM with nested paging), `-smp 1` and `-smp 4`: the hypervisor starts every
+  AP the loader parked (START_APS) and runs its 64-bit guest with VMRUN on every CPU, each in its
+  own share of the loader's guest reservation; every guest computes fib(90), the BSP prints
+  `smp: N of N CPUs online` and `cpu K: guest result: R` for each CPU, and every R must be right.
 - `-cpu qemu64` (SVM without NPT): it reports that and does not run the guest.
 - an Intel model (`Skylake-Client`; TCG cannot emulate VMX): it reports VMX absent.
-- `-smp 1` and `-smp 4`: the CPU list it reads from the ACPI MADT matches QEMU's CPUs.
+- the CPU list it reads from the loader (the ACPI MADT) matches QEMU's CPUs.
 
 Each boot must end with the kernel's own success exit (QEMU status 33).
 """
@@ -77,18 +79,20 @@ def test_guest_runs_under_svm_with_nested_paging(
     assert virt["vendor"] == "AuthenticAMD"
     assert (virt["svm"], virt["npt"], virt["vmx"]) == ("1", "1", "0")
 
-    # The guest ran: its result came back through VMMCALL, after a nested page fault the host
-    # resolved, and it is fib(90).
-    results = [line for line in lines if line.startswith("guest result: ")]
-    assert results == [f"guest result: {_fib(FIB_N)}"]
+    # Every CPU ran its guest: one result line per CPU, BSP (CPU 0) included, each fib(90).
+    assert f"smp: {cpus} of {cpus} CPUs online" in lines
+    results = [line for line in lines if line.startswith("cpu ")]
+    assert results == [f"cpu {k}: guest result: {_fib(FIB_N)}" for k in range(cpus)]
+    # The BSP tells its guest's story: a nested page fault the host resolved, then the result
+    # through VMMCALL and HLT.
     assert any(line.startswith("svm: #VMEXIT NPF ") for line in lines)
     assert any(line.startswith("svm: #VMEXIT HLT ") for line in lines)
     assert f"guest check: ok (fib({FIB_N}) = {_fib(FIB_N)})" in lines
-    # Its memory is the loader's guest reservation, asked for in the request header.
+    # The guests' memory is the loader's guest reservation, asked for in the request header.
     assert any(
-        line.startswith("svm: guest memory: ") and "the loader's guest reservation" in line
+        line.startswith(f"smp: {cpus} shares of ") and "the loader's guest reservation" in line
         for line in lines
-    ), [line for line in lines if line.startswith("svm:")]
+    ), [line for line in lines if line.startswith("smp:")]
 
     # The CPU list: QEMU gives CPUs APIC IDs 0..n-1 and boots on CPU 0.
     cpu_list = _summary(lines, "cpus: summary ")
@@ -105,7 +109,7 @@ def test_svm_without_nested_paging_is_reported(firmware: str, hypervisor_image: 
     virt = _summary(lines, "virt: summary ")
     assert (virt["svm"], virt["npt"]) == ("1", "0")
     assert any("SVM without nested paging" in line for line in lines)
-    assert not any(line.startswith("guest result:") for line in lines)
+    assert not any(line.startswith("cpu ") for line in lines)
     assert not any(line.startswith("svm: VMRUN") for line in lines)
 
 
@@ -116,4 +120,4 @@ def test_intel_model_reports_vmx_absent(firmware: str, hypervisor_image: Path) -
     assert virt["vendor"] == "GenuineIntel"
     assert (virt["vmx"], virt["svm"], virt["npt"], virt["ept"]) == ("0", "0", "0", "0")
     assert "virt: Intel VMX:     absent" in lines
-    assert not any(line.startswith("guest result:") for line in lines)
+    assert not any(line.startswith("cpu ") for line in lines)

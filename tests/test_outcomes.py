@@ -93,3 +93,4 @@ def test_demo_boots_under_both_firmwares(built: None) -> None:
     assert r.stderr.count("PASS") == 2
     assert "under BIOS" in r.stderr and "under UEFI" in r.stderr
     assert r.stdout.count("hvboot-sample-hypervisor: OK") == 2
+    assert r.stdout.count("smp: 4 of 4 CPUs online") == 2

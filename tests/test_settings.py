@@ -82,7 +82,8 @@ def test_committed_doc_matches_the_table() -> None:
 
 def test_demo_defaults_come_from_the_table() -> None:
     s = settings.resolve("demo", parse("demo"), None)
-    assert s.machine == Machine(timeout=180.0)
+    assert s.machine == Machine(timeout=180.0, cpus=4)
+    assert settings.resolve("demo", parse("demo", "--cpus", "2"), None).machine.cpus == 2
     assert parse("demo", "--firmware", "bios", "--firmware", "uefi").firmwares == ["bios", "uefi"]
 
 

@@ -17,11 +17,20 @@ from hvboot.loader import artifacts
 from hvboot.vm import qemu
 from hvboot.vm.machine import Machine
 
+pytestmark = pytest.mark.boot
+
 SMP_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-smp-kernel"
 ARG_BASE = 0x5EED_0000_0000
 STATE = {"BSP": 1, "PARKED": 2, "ONLINE_CAPABLE": 5, "DISABLED": 4}
 # (QEMU -smp, started CPUs, listed CPUs)
-SMP = {"1": (1, 1), "2": (2, 2), "4": (4, 4), "8": (8, 8), "4,maxcpus=8": (4, 8)}
+SMP = {
+    "1": (1, 1),
+    "2": (2, 2),
+    "4": (4, 4),
+    "8": (8, 8),
+    "64": (64, 64),
+    "4,maxcpus=8": (4, 8),
+}
 
 
 @pytest.fixture(scope="session")

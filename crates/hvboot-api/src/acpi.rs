@@ -26,7 +26,7 @@
 
 use core::fmt;
 
-use crate::protocol::{BootInfo, CpuEntry, CpuFlags};
+use crate::protocol::{AcpiTables, BootInfo, CpuEntry, CpuFlags};
 
 /// Reads physical memory.
 pub trait PhysMemory {
@@ -142,13 +142,12 @@ pub fn read_table<'m, M: PhysMemory>(
     Ok(table)
 }
 
-/// The physical address of the first table with `signature`, found through
-/// the RSDP at `rsdp_phys` (the XSDT when the RSDP has one, else the RSDT).
-pub fn find_table<M: PhysMemory>(
+/// The physical addresses the root table lists (zeros skipped): the XSDT's
+/// when the RSDP at `rsdp_phys` has one, else the RSDT's.
+fn root_entries<M: PhysMemory>(
     mem: &M,
     rsdp_phys: u64,
-    signature: &[u8; 4],
-) -> Result<u64, AcpiError> {
+) -> Result<impl Iterator<Item = u64> + '_, AcpiError> {
     if rsdp_phys == 0 {
         return Err(AcpiError::NoRsdp);
     }
@@ -181,22 +180,57 @@ pub fn find_table<M: PhysMemory>(
     };
     let root_sig = if entry_size == 8 { b"XSDT" } else { b"RSDT" };
     let root = read_table(mem, root_phys, Some(root_sig))?;
-    for entry in root[HEADER_LEN..].chunks_exact(entry_size) {
-        let phys = if entry_size == 8 {
-            u64_at(entry, 0)
-        } else {
-            u64::from(u32_at(entry, 0))
-        };
-        if phys == 0 {
-            continue;
-        }
-        if let Some(head) = mem.read(phys, 4) {
-            if head == signature {
-                return Ok(phys);
+    Ok(root[HEADER_LEN..]
+        .chunks_exact(entry_size)
+        .map(move |entry| {
+            if entry_size == 8 {
+                u64_at(entry, 0)
+            } else {
+                u64::from(u32_at(entry, 0))
             }
+        })
+        .filter(|&phys| phys != 0))
+}
+
+/// The physical address of the first table with `signature`, found through
+/// the RSDP at `rsdp_phys` (the XSDT when the RSDP has one, else the RSDT).
+pub fn find_table<M: PhysMemory>(
+    mem: &M,
+    rsdp_phys: u64,
+    signature: &[u8; 4],
+) -> Result<u64, AcpiError> {
+    root_entries(mem, rsdp_phys)?
+        .find(|&phys| mem.read(phys, 4) == Some(&signature[..]))
+        .ok_or(AcpiError::NoMadt)
+}
+
+/// The addresses of the MADT, FADT, MCFG, SRAT, DMAR and IVRS listed in the
+/// root table: the first well-formed table (signature, length, checksum) of
+/// each signature, 0 where there is none. All zeros without a readable RSDP
+/// and root table.
+pub fn table_addresses<M: PhysMemory>(mem: &M, rsdp_phys: u64) -> AcpiTables {
+    let mut found = AcpiTables::default();
+    let Ok(entries) = root_entries(mem, rsdp_phys) else {
+        return found;
+    };
+    for phys in entries {
+        let Ok(table) = read_table(mem, phys, None) else {
+            continue;
+        };
+        let slot = match &table[..4] {
+            b"APIC" => &mut found.madt,
+            b"FACP" => &mut found.fadt,
+            b"MCFG" => &mut found.mcfg,
+            b"SRAT" => &mut found.srat,
+            b"DMAR" => &mut found.dmar,
+            b"IVRS" => &mut found.ivrs,
+            _ => continue,
+        };
+        if *slot == 0 {
+            *slot = phys;
         }
     }
-    Err(AcpiError::NoMadt)
+    found
 }
 
 /// A parsed MADT.

@@ -32,8 +32,8 @@ use core::mem::size_of;
 
 use crate::builder::Plain;
 use crate::protocol::{
-    ArrayRef, BootInfo, CpuEntry, CpuStart, FirmwareMemoryEntry, Framebuffer, MemoryKind,
-    MemoryRegion, Module, PlacedExtent, StrRef, TscStage, VirtFlags, VirtReport, BOOT_INFO_MAGIC,
+    AcpiTables, ArrayRef, BootInfo, CpuEntry, CpuStart, FirmwareMemoryEntry, Framebuffer, MemoryKind,
+    MemoryRegion, Module, PlacedExtent, StrRef, TscSource, TscStage, VirtFlags, VirtReport, BOOT_INFO_MAGIC,
     BOOT_INFO_V1_HEADER_SIZE, PROTOCOL_VERSION,
 };
 
@@ -482,6 +482,11 @@ const HEADER_CPU_STARTS_END: usize = end_of(
     core::mem::offset_of!(BootInfo, cpu_starts),
     size_of::<ArrayRef>(),
 );
+const HEADER_TSC_SOURCE_END: usize = end_of(core::mem::offset_of!(BootInfo, tsc_source), 4);
+const HEADER_ACPI_TABLES_END: usize = end_of(
+    core::mem::offset_of!(BootInfo, acpi_tables),
+    size_of::<AcpiTables>(),
+);
 
 /// Accessors of the fields appended to version 1 after its first layout.
 /// Each returns None (or an empty slice) when the block's `header_size` does
@@ -563,6 +568,19 @@ impl BootInfo {
     pub fn ap_trampoline_phys(&self) -> Option<u64> {
         self.later(self.ap_trampoline_phys, HEADER_TRAMPOLINE_END)
             .filter(|&a| a != 0)
+    }
+
+    /// The physical addresses of the ACPI tables the loader found (MADT, FADT, MCFG, SRAT,
+    /// DMAR, IVRS; 0 for one that is not there), or None from a loader that predates them.
+    pub fn acpi_tables(&self) -> Option<&AcpiTables> {
+        self.later(&self.acpi_tables, HEADER_ACPI_TABLES_END)
+    }
+
+    /// The BSP's TSC frequency in Hz and where it comes from (CPUID or measured against the
+    /// ACPI PM timer), or None when the loader did not know it (or predates the field).
+    pub fn tsc_frequency(&self) -> Option<(u64, TscSource)> {
+        self.later((self.tsc_frequency_hz, self.tsc_source), HEADER_TSC_SOURCE_END)
+            .filter(|&(hz, _)| hz != 0)
     }
 
     /// The version of the kernel's `.hvboot_request` that the loader found and

@@ -327,6 +327,33 @@ impl CpuState {
     }
 }
 
+/// Where BootInfo.tsc_frequency_hz comes from.
+///
+/// A newtype rather than a Rust `enum`: a newer loader may report values this crate
+/// does not know, and reading those must not be undefined behaviour.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TscSource(pub u32);
+
+impl TscSource {
+    /// Not known: no CPUID leaf and no timer to measure against.
+    pub const UNKNOWN: Self = Self(0);
+    /// CPUID leaf 15h (or 16h), as hvboot-api's virt report.
+    pub const CPUID: Self = Self(1);
+    /// Measured against the ACPI PM timer (FADT), 3.579545 MHz.
+    pub const PM_TIMER: Self = Self(2);
+
+    /// The value's name, or None for a value this version does not know.
+    pub const fn name(self) -> Option<&'static str> {
+        match self.0 {
+            0 => Some("UNKNOWN"),
+            1 => Some("CPUID"),
+            2 => Some("PM_TIMER"),
+            _ => None,
+        }
+    }
+}
+
 /// Bits of CpuStart.flags: what the processor reported about itself on arrival.
 ///
 /// A newtype rather than a Rust `enum`: a newer loader may report values this crate
@@ -648,7 +675,7 @@ pub struct CpuStart {
     pub state: CpuState,
     /// What it reported on arrival.
     pub flags: CpuStartFlags,
-    /// Its own TSC when it arrived in long mode; 0 if not.
+    /// Its own TSC when it arrived in long mode; 0 if not. The BSP's: the TSC when the loader sent the first INIT (0 with no AP to start).
     pub tsc_arrived: u64,
     /// Lowest mapped byte of its stack (guard page below).
     pub stack_bottom: u64,
@@ -677,6 +704,33 @@ const _: () = assert!(core::mem::offset_of!(CpuStart, mailbox) == 40);
 const _: () = assert!(core::mem::offset_of!(CpuStart, microcode) == 48);
 const _: () = assert!(core::mem::offset_of!(CpuStart, feature_control_before) == 56);
 const _: () = assert!(core::mem::offset_of!(CpuStart, feature_control_after) == 64);
+
+/// Physical addresses of ACPI tables the loader found through the RSDP (the XSDT when the RSDP has one, else the RSDT); 0 = not present. Each is the first table of its signature; its header (signature, length, checksum) was checked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcpiTables {
+    /// MADT ("APIC"): processors and interrupt controllers.
+    pub madt: u64,
+    /// FADT ("FACP"): the PM timer, reset register, DSDT.
+    pub fadt: u64,
+    /// MCFG ("MCFG"): PCI Express configuration space.
+    pub mcfg: u64,
+    /// SRAT ("SRAT"): NUMA affinity of CPUs and memory.
+    pub srat: u64,
+    /// DMAR ("DMAR"): Intel VT-d remapping units.
+    pub dmar: u64,
+    /// IVRS ("IVRS"): AMD-Vi IOMMUs.
+    pub ivrs: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<AcpiTables>() == 48);
+const _: () = assert!(core::mem::align_of::<AcpiTables>() == 8);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, madt) == 0);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, fadt) == 8);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, mcfg) == 16);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, srat) == 24);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, dmar) == 32);
+const _: () = assert!(core::mem::offset_of!(AcpiTables, ivrs) == 40);
 
 /// A parked processor's mailbox (128 bytes). The kernel writes argument, then entry: the processor jumps to entry with RDI = its CpuStart (virtual), RSI = argument.
 #[repr(C)]
@@ -914,9 +968,17 @@ pub struct BootInfo {
     pub reserved: u32,
     /// CpuStart[], one per cpus entry (START_APS); empty if not asked.
     pub cpu_starts: ArrayRef,
+    /// ACPI tables found through the RSDP.
+    pub acpi_tables: AcpiTables,
+    /// The BSP's TSC frequency; 0 if unknown.
+    pub tsc_frequency_hz: u64,
+    /// Where tsc_frequency_hz comes from.
+    pub tsc_source: TscSource,
+    /// Zero.
+    pub reserved2: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 368);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 432);
 const _: () = assert!(core::mem::align_of::<BootInfo>() == 8);
 const _: () = assert!(core::mem::offset_of!(BootInfo, magic) == 0);
 const _: () = assert!(core::mem::offset_of!(BootInfo, version) == 8);
@@ -956,3 +1018,7 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, ap_trampoline_phys) == 344
 const _: () = assert!(core::mem::offset_of!(BootInfo, request_version) == 352);
 const _: () = assert!(core::mem::offset_of!(BootInfo, reserved) == 356);
 const _: () = assert!(core::mem::offset_of!(BootInfo, cpu_starts) == 360);
+const _: () = assert!(core::mem::offset_of!(BootInfo, acpi_tables) == 368);
+const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_frequency_hz) == 416);
+const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_source) == 424);
+const _: () = assert!(core::mem::offset_of!(BootInfo, reserved2) == 428);

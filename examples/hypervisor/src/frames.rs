@@ -3,7 +3,7 @@
 //! reached through the loader's direct map.
 //!
 //! A bump allocator: it never frees, which is all a sample that runs one guest
-//! needs. It hands out memory above 1 MiB only (the first MiB is where a later
+//! per CPU needs. It hands out memory above 1 MiB only (the first MiB is where a later
 //! version will want its AP trampoline, and firmware leftovers live there).
 
 use hvboot_api::{BootInfo, MemoryKind};
@@ -47,9 +47,12 @@ impl Block {
     }
 }
 
-/// Hands out zeroed, page-aligned blocks from the memory map's `USABLE` regions.
+/// Hands out zeroed, page-aligned blocks from the memory map's `USABLE` regions, or from one
+/// block of its own ([`Frames::within`]: a CPU's share of the guest reservation).
 pub struct Frames<'a> {
     info: &'a BootInfo,
+    /// Carve from this block only, not from the memory map.
+    pool: Option<Block>,
     /// Index of the region being carved.
     region: usize,
     /// Next free address in that region.
@@ -63,8 +66,20 @@ impl<'a> Frames<'a> {
     pub fn new(info: &'a BootInfo) -> Self {
         Self {
             info,
+            pool: None,
             region: 0,
             next: 0,
+            used: 0,
+        }
+    }
+
+    /// An allocator over `block` only (memory this kernel owns, in the direct map).
+    pub fn within(info: &'a BootInfo, block: Block) -> Self {
+        Self {
+            info,
+            pool: Some(block),
+            region: 0,
+            next: block.phys,
             used: 0,
         }
     }
@@ -77,6 +92,14 @@ impl<'a> Frames<'a> {
         if !align.is_power_of_two() || len == 0 {
             return None;
         }
+        if let Some(pool) = self.pool {
+            let start = self.next.checked_next_multiple_of(align)?;
+            let end = start.checked_add(len)?;
+            if end > pool.phys + pool.len {
+                return None;
+            }
+            return Some(self.hand_out(start, len));
+        }
         let map = self.info.memory_map();
         while self.region < map.len() {
             let r = &map[self.region];
@@ -85,16 +108,7 @@ impl<'a> Frames<'a> {
                 if let Some(start) = start.checked_next_multiple_of(align) {
                     if let Some(end) = start.checked_add(len) {
                         if end <= r.end() && self.info.in_direct_map(start, len) {
-                            self.next = end;
-                            self.used += len;
-                            let block = Block {
-                                phys: start,
-                                virt: self.info.phys_to_virt(start),
-                                len,
-                            };
-                            // SAFETY: USABLE memory, handed out once, in the direct map.
-                            unsafe { block.bytes_mut().fill(0) };
-                            return Some(block);
+                            return Some(self.hand_out(start, len));
                         }
                     }
                 }
@@ -103,6 +117,20 @@ impl<'a> Frames<'a> {
             self.next = 0;
         }
         None
+    }
+
+    /// Hands out `start..start + len` (checked by the caller to be ours), zeroed.
+    fn hand_out(&mut self, start: u64, len: u64) -> Block {
+        self.next = start + len;
+        self.used += len;
+        let block = Block {
+            phys: start,
+            virt: self.info.phys_to_virt(start),
+            len,
+        };
+        // SAFETY: USABLE memory or our own pool, handed out once, in the direct map.
+        unsafe { block.bytes_mut().fill(0) };
+        block
     }
 
     /// The direct-map address of physical address `phys`.

@@ -8,7 +8,7 @@
 //! | 0x1000..0x4000 | the guest's PML4, PDPT, PD: identity map of 0..1 GiB, 2 MiB pages |
 //! | 0x4000 | the guest's code (copied from [`GUEST_CODE`]) |
 //! | ..0x8000 | its stack (RSP starts at 0x8000) |
-//! | 0x10_0000 | a data page, *not* mapped in the nested tables at first: the guest's first touch exits with a nested page fault and the host maps it then |
+//! | 0x2_0000 | a data page, *not* mapped in the nested tables at first: the guest's first touch exits with a nested page fault and the host maps it then |
 //!
 //! At the start only the first `INITIAL_MAPPED` bytes are mapped in the nested
 //! tables. The guest computes Fibonacci(RDI) in RAX, stores it in the data
@@ -16,7 +16,7 @@
 //! hypercall 1 (`VMMCALL` with RDI = 1, RAX = the result) and halts.
 //!
 //! The host checks the result against its own computation, checks that the
-//! value the guest stored at GPA 0x10_0000 is in the host page it mapped
+//! value the guest stored at GPA 0x2_0000 is in the host page it mapped
 //! there, and treats any other exit as a failure.
 
 use core::arch::global_asm;
@@ -27,14 +27,14 @@ use crate::frames::{Block, Frames, PAGE_SIZE};
 use crate::svm::{self, exit, GuestRegs, GuestStart, NestedTables, SetupError, Vcpu};
 
 /// Bytes of guest-physical memory.
-pub const GUEST_MEM_SIZE: u64 = 2 * 1024 * 1024;
+pub const GUEST_MEM_SIZE: u64 = 256 * 1024;
 /// Bytes mapped in the nested tables before the guest runs.
 const INITIAL_MAPPED: u64 = 0x1_0000;
 const GUEST_PML4: u64 = 0x1000;
 const GUEST_ENTRY: u64 = 0x4000;
 const GUEST_STACK_TOP: u64 = 0x8000;
 /// The data page the guest writes its result to (demand-mapped).
-const GUEST_DATA: u64 = 0x10_0000;
+const GUEST_DATA: u64 = 0x2_0000;
 /// Which Fibonacci number the guest computes (the largest below 2^64 is F(93)).
 const FIB_N: u64 = 90;
 /// Hypercall numbers (in RDI at VMMCALL).
@@ -62,8 +62,8 @@ global_asm!(
     "    dec rdi",
     "    jnz .Lguest_loop",
     ".Lguest_done:",
-    "    mov ebx, 0x100000", // GUEST_DATA
-    "    mov [rbx], rax",    // nested page fault: the host maps the page
+    "    mov ebx, 0x20000", // GUEST_DATA
+    "    mov [rbx], rax",   // nested page fault: the host maps the page
     "    mov rax, [rbx]",
     "    push rax",
     "    pop rax",
@@ -104,19 +104,37 @@ pub const fn fibonacci(n: u64) -> u64 {
     a
 }
 
-/// Where the guest's memory comes from.
+/// Bytes of one CPU's share of the guest memory: its guest's memory, then the
+/// host pages of that CPU (host save area, VMCB, nested tables).
+pub const CPU_SHARE: u64 = 512 * 1024;
+
+/// Where each CPU's share comes from: one block of `cpus` shares.
 ///
-/// The seam for the loader's guest reservation: once the loader honours the
-/// kernel request's `guest` field, `BootInfo::guest_reservation()` returns the
-/// block it set aside (typed `GUEST_RESERVED` in the memory map) and the guest
-/// runs there; until then the memory is carved from the `USABLE` regions.
-pub fn guest_memory(info: &BootInfo, frames: &mut Frames<'_>) -> Option<(Block, &'static str)> {
-    if let Some(block) = crate::reservation::from_boot_info(info, GUEST_MEM_SIZE) {
+/// The loader's guest reservation (asked for in the request header, typed
+/// `GUEST_RESERVED` in the memory map) when it made one large enough; else the
+/// block is carved from the `USABLE` regions.
+pub fn shares(
+    info: &BootInfo,
+    frames: &mut Frames<'_>,
+    cpus: usize,
+) -> Option<(Block, &'static str)> {
+    let len = CPU_SHARE * cpus as u64;
+    if let Some(block) = crate::reservation::from_boot_info(info, len) {
         return Some((block, "the loader's guest reservation"));
     }
     frames
-        .alloc(GUEST_MEM_SIZE, 2 * 1024 * 1024)
+        .alloc(len, 2 * 1024 * 1024)
         .map(|b| (b, "USABLE memory"))
+}
+
+/// Prints a line on COM1 when `verbose` (the BSP tells the story; the APs run
+/// the same steps quietly).
+macro_rules! say {
+    ($verbose:expr, $($arg:tt)*) => {
+        if $verbose {
+            serial_println!($($arg)*);
+        }
+    };
 }
 
 /// Why running the guest failed.
@@ -170,15 +188,19 @@ impl From<SetupError> for RunError {
     }
 }
 
-/// Sets up SVM, builds the guest and runs it to its HLT. Prints what happens;
-/// returns the guest's result.
-pub fn run(info: &BootInfo, frames: &mut Frames<'_>) -> Result<u64, RunError> {
+/// Sets up SVM on this CPU, builds the guest and runs it to its HLT, every
+/// structure taken from `frames` (this CPU's share). Prints what happens when
+/// `verbose`; returns the guest's result.
+pub fn run(frames: &mut Frames<'_>, verbose: bool) -> Result<u64, RunError> {
     svm::enable(frames)?;
-    serial_println!("svm: enabled (EFER.SVME = 1, host save area set)");
+    say!(verbose, "svm: enabled (EFER.SVME = 1, host save area set)");
 
-    let (mem, source) = guest_memory(info, frames).ok_or(RunError::NoGuestMemory)?;
-    serial_println!(
-        "svm: guest memory: {} KiB at host-physical {:#x} (from {source})",
+    let mem = frames
+        .alloc(GUEST_MEM_SIZE, PAGE_SIZE)
+        .ok_or(RunError::NoGuestMemory)?;
+    say!(
+        verbose,
+        "svm: guest memory: {} KiB at host-physical {:#x}",
         mem.len / 1024,
         mem.phys
     );
@@ -193,7 +215,8 @@ pub fn run(info: &BootInfo, frames: &mut Frames<'_>) -> Result<u64, RunError> {
     for gpa in (0..INITIAL_MAPPED).step_by(PAGE_SIZE as usize) {
         npt.map_page(frames, gpa, mem.phys + gpa)?;
     }
-    serial_println!(
+    say!(
+        verbose,
         "svm: nested page tables at {:#x}: guest-physical 0..{:#x} mapped, the rest on demand",
         npt.root_phys(),
         INITIAL_MAPPED
@@ -206,7 +229,8 @@ pub fn run(info: &BootInfo, frames: &mut Frames<'_>) -> Result<u64, RunError> {
     };
     let mut vcpu = Vcpu::new(frames, &npt, &start)?;
     vcpu.regs.0[GuestRegs::RDI] = FIB_N;
-    serial_println!(
+    say!(
+        verbose,
         "svm: VMRUN: 64-bit guest at RIP {GUEST_ENTRY:#x}, ASID 1, computing fib({FIB_N})"
     );
 
@@ -221,8 +245,11 @@ pub fn run(info: &BootInfo, frames: &mut Frames<'_>) -> Result<u64, RunError> {
                     return Err(RunError::UnknownHypercall(call));
                 }
                 let got = vcpu.rax();
-                serial_println!("svm: #VMEXIT VMMCALL at RIP {:#x}: hypercall {call}", e.rip);
-                serial_println!("guest result: {got}");
+                say!(
+                    verbose,
+                    "svm: #VMEXIT VMMCALL at RIP {:#x}: hypercall {call}",
+                    e.rip
+                );
                 if got != expected {
                     return Err(RunError::WrongResult { got, expected });
                 }
@@ -236,7 +263,8 @@ pub fn run(info: &BootInfo, frames: &mut Frames<'_>) -> Result<u64, RunError> {
                 }
                 npt.map_page(frames, gpa, mem.phys + gpa)?;
                 vcpu.flush_tlb_on_entry();
-                serial_println!(
+                say!(
+                    verbose,
                     "svm: #VMEXIT NPF at RIP {:#x}: guest-physical {:#x} (error code {:#x}) -> mapped host {:#x}",
                     e.rip,
                     e.info2,
@@ -245,7 +273,11 @@ pub fn run(info: &BootInfo, frames: &mut Frames<'_>) -> Result<u64, RunError> {
                 );
             }
             exit::HLT => {
-                serial_println!("svm: #VMEXIT HLT at RIP {:#x}: the guest is done", e.rip);
+                say!(
+                    verbose,
+                    "svm: #VMEXIT HLT at RIP {:#x}: the guest is done",
+                    e.rip
+                );
                 let got = result.ok_or(RunError::NoResult)?;
                 let data = u64::from_le_bytes(
                     bytes[GUEST_DATA as usize..GUEST_DATA as usize + 8]
@@ -255,11 +287,12 @@ pub fn run(info: &BootInfo, frames: &mut Frames<'_>) -> Result<u64, RunError> {
                 if data != got {
                     return Err(RunError::DataPageMismatch(data));
                 }
-                serial_println!(
+                say!(
+                    verbose,
                     "svm: guest-physical {GUEST_DATA:#x} holds the result in host page {:#x}: nested paging translated it",
                     mem.phys + GUEST_DATA
                 );
-                serial_println!("guest check: ok (fib({FIB_N}) = {expected})");
+                say!(verbose, "guest check: ok (fib({FIB_N}) = {expected})");
                 return Ok(got);
             }
             _ => return Err(RunError::UnexpectedExit(e)),

@@ -3,8 +3,9 @@
 //! It reports what the loader handed over (loader, firmware, command line,
 //! memory map, modules, framebuffer, ACPI), what the CPU offers a hypervisor
 //! (hvboot-api's `cpu::virt` report) and the processors the ACPI MADT lists;
-//! then, on an AMD CPU with SVM and nested paging, it runs a small 64-bit guest
-//! with VMRUN ([`guest`], [`svm`]) and checks what the guest computed. It ends
+//! then, on an AMD CPU with SVM and nested paging, it starts every AP the
+//! loader parked and runs a small 64-bit guest with VMRUN on every CPU
+//! ([`smp`], [`guest`], [`svm`]) and checks what each guest computed. It ends
 //! with `hvboot-sample-hypervisor: OK` and `EXIT_SUCCESS` (QEMU status 33) when
 //! everything it attempted worked, `FAILED` and `EXIT_FAILURE` otherwise. On a
 //! CPU without SVM+NPT it says why it does not run the guest.
@@ -12,7 +13,7 @@
 //! Layout: `main.rs` is the boot sequence, [`report`] prints the boot
 //! information, [`cpus`] the virtualization report and the CPU list,
 //! [`frames`] hands out physical memory, [`reservation`] is the seam for the
-//! loader's guest reservation, [`svm`] is the VMCB / nested paging / VMRUN
+//! loader's guest reservation, [`smp`] runs the guest on every CPU, [`svm`] is the VMCB / nested paging / VMRUN
 //! layer, [`guest`] the guest and its exit handling, [`fb`] draws.
 #![no_std]
 #![no_main]
@@ -23,6 +24,7 @@ mod frames;
 mod guest;
 mod report;
 mod reservation;
+mod smp;
 mod svm;
 
 use hvboot_api::{entry_point, serial_println, BootInfo, KernelRequest, VirtFlags, VirtReport};
@@ -30,11 +32,13 @@ use hvboot_rt as _;
 
 entry_point!(kernel_main);
 
-// What this kernel asks of the loader: memory for its guest (2 MiB, 2 MiB
-// aligned, below 4 GiB). A loader that does not honour requests yet ignores
-// it, and the guest's memory then comes from USABLE regions (reservation.rs).
+// What this kernel asks of the loader: every AP started and parked (64 KiB
+// stacks), and memory for one guest per CPU (a share of `CPU_SHARE` bytes for
+// each of up to `smp::MAX_CPUS` CPUs, 2 MiB aligned, below 4 GiB). Without a
+// reservation the guests' memory comes from USABLE regions (reservation.rs).
 hvboot_api::request!(KernelRequest::new()
-    .guest_memory(guest::GUEST_MEM_SIZE, 2 * 1024 * 1024)
+    .start_aps(smp::AP_STACK)
+    .guest_memory(guest::CPU_SHARE * smp::MAX_CPUS as u64, 2 * 1024 * 1024)
     .guest_below(1 << 32));
 
 fn kernel_main(info: &'static BootInfo) -> ! {
@@ -72,7 +76,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
 
 /// Runs the sample guest if the CPU can (SVM with nested paging); says why not
 /// otherwise. False only when a run was attempted and failed.
-fn run_guest(info: &BootInfo, cpu: &VirtReport, frames: &mut frames::Frames<'_>) -> bool {
+fn run_guest(info: &'static BootInfo, cpu: &VirtReport, frames: &mut frames::Frames<'_>) -> bool {
     if !cpu.flags.contains(VirtFlags::SVM) {
         if cpu.flags.contains(VirtFlags::VMX) {
             serial_println!(
@@ -91,16 +95,11 @@ fn run_guest(info: &BootInfo, cpu: &VirtReport, frames: &mut frames::Frames<'_>)
         serial_println!("guest: not run: SVM without nested paging (CPUID 8000000Ah:EDX[0] = 0); this sample needs NPT");
         return true;
     }
-    match guest::run(info, frames) {
-        Ok(_) => {
-            serial_println!("guest: ran under SVM with nested paging");
-            true
-        }
-        Err(e) => {
-            serial_println!("guest: FAILED: {e}");
-            false
-        }
+    let ok = smp::run_everywhere(info, frames);
+    if ok {
+        serial_println!("guest: ran under SVM with nested paging on every CPU");
     }
+    ok
 }
 
 #[panic_handler]

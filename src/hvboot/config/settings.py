@@ -299,8 +299,9 @@ SETTINGS: tuple[Setting, ...] = (
         check=_cpus,
         cli_type=int,
         default=1,
-        verbs=BOOT_VERBS,
-        help="Virtual CPUs (QEMU's `-smp`), at least 1.",
+        verb_defaults={"demo": 4},
+        verbs=(*BOOT_VERBS, "demo"),
+        help="Virtual CPUs (QEMU's `-smp`), at least 1. The demo runs its guest on each.",
     ),
     Setting(
         name="type",

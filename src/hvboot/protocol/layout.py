@@ -329,6 +329,20 @@ PROTOCOL = Protocol(
             ),
         ),
         Enum(
+            "TscSource",
+            "u32",
+            "Where BootInfo.tsc_frequency_hz comes from.",
+            (
+                EnumValue(
+                    "UNKNOWN", 0, "Not known: no CPUID leaf and no timer to measure against."
+                ),
+                EnumValue("CPUID", 1, "CPUID leaf 15h (or 16h), as hvboot-api's virt report."),
+                EnumValue(
+                    "PM_TIMER", 2, "Measured against the ACPI PM timer (FADT), 3.579545 MHz."
+                ),
+            ),
+        ),
+        Enum(
             "CpuStartFlags",
             "u32",
             "Bits of CpuStart.flags: what the processor reported about itself on arrival.",
@@ -487,13 +501,32 @@ PROTOCOL = Protocol(
                 _f("acpi_uid", "u32", "ACPI processor UID."),
                 _f("state", "u32", "BSP, parked, no answer, disabled, online capable.", "CpuState"),
                 _f("flags", "u32", "What it reported on arrival.", "CpuStartFlags"),
-                _f("tsc_arrived", "u64", "Its own TSC when it arrived in long mode; 0 if not."),
+                _f(
+                    "tsc_arrived",
+                    "u64",
+                    "Its own TSC when it arrived in long mode; 0 if not. The BSP's: the TSC "
+                    "when the loader sent the first INIT (0 with no AP to start).",
+                ),
                 _f("stack_bottom", "u64", "Lowest mapped byte of its stack (guard page below)."),
                 _f("stack_size", "u64", "Bytes of its stack; RSP = stack_bottom + stack_size."),
                 _f("mailbox", "u64", "Its CpuMailbox (virtual, in the direct map); 0 if none."),
                 _f("microcode", "u64", "Microcode revision (IA32_BIOS_SIGN_ID[63:32])."),
                 _f("feature_control_before", "u64", "IA32_FEATURE_CONTROL as found."),
                 _f("feature_control_after", "u64", "IA32_FEATURE_CONTROL when parked."),
+            ),
+        ),
+        Struct(
+            "AcpiTables",
+            "Physical addresses of ACPI tables the loader found through the RSDP (the XSDT "
+            "when the RSDP has one, else the RSDT); 0 = not present. Each is the first table "
+            "of its signature; its header (signature, length, checksum) was checked.",
+            (
+                _f("madt", "u64", 'MADT ("APIC"): processors and interrupt controllers.'),
+                _f("fadt", "u64", 'FADT ("FACP"): the PM timer, reset register, DSDT.'),
+                _f("mcfg", "u64", 'MCFG ("MCFG"): PCI Express configuration space.'),
+                _f("srat", "u64", 'SRAT ("SRAT"): NUMA affinity of CPUs and memory.'),
+                _f("dmar", "u64", 'DMAR ("DMAR"): Intel VT-d remapping units.'),
+                _f("ivrs", "u64", 'IVRS ("IVRS"): AMD-Vi IOMMUs.'),
             ),
         ),
         Struct(
@@ -655,6 +688,10 @@ PROTOCOL = Protocol(
                     "ArrayRef",
                     "CpuStart[], one per cpus entry (START_APS); empty if not asked.",
                 ),
+                _f("acpi_tables", "AcpiTables", "ACPI tables found through the RSDP."),
+                _f("tsc_frequency_hz", "u64", "The BSP's TSC frequency; 0 if unknown."),
+                _f("tsc_source", "u32", "Where tsc_frequency_hz comes from.", "TscSource"),
+                _f("reserved2", "u32", "Zero."),
             ),
         ),
     ),

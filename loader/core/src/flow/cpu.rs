@@ -20,6 +20,8 @@ pub trait Cpu {
     fn send_ipi(&self, apic_base: u64, dest: u32, ipi: Ipi);
     /// A spin-wait hint (PAUSE).
     fn pause(&self) {}
+    /// IN of a 32-bit I/O port (the ACPI PM timer).
+    fn inl(&self, port: u16) -> u32;
 }
 
 /// The inter-processor interrupts of the start-up sequence (Intel SDM Vol. 3A §9.4.4.1).
@@ -107,6 +109,17 @@ impl Cpu for Machine {
 
     fn pause(&self) {
         core::hint::spin_loop();
+    }
+
+    fn inl(&self, port: u16) -> u32 {
+        let value: u32;
+        // SAFETY: ring 0; callers read the PM timer port the FADT names, which has no side
+        // effects.
+        unsafe {
+            core::arch::asm!("in eax, dx", out("eax") value, in("dx") port,
+                options(nomem, nostack, preserves_flags));
+        }
+        value
     }
 }
 

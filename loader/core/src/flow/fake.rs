@@ -26,6 +26,11 @@ const GIB: u64 = 1 << 30;
 pub const RAM_END: u64 = 320 * MIB;
 /// Where the fake's default framebuffer lives (not backed: the flow never writes it).
 pub const FB_PHYS: u64 = 0xFD00_0000;
+/// The fake CPU's TSC rate, as its PM timer sees it.
+pub const FAKE_TSC_HZ: u64 = 2_000_000_000;
+/// The fake FADT's PM timer port (PM_TMR_BLK).
+pub const FAKE_PM_PORT: u16 = 0x608;
+
 /// The fake's RSDP address: zeros (no RSDP, so no CPU list) unless `with_madt` writes tables.
 pub const RSDP: u64 = 0xE_0000;
 const ALIGN: usize = 2 << 20;
@@ -115,7 +120,13 @@ impl FakePlatform {
     /// Like [`FakePlatform::with_madt`] with each processor's (APIC ID, MADT flags): bit 0
     /// Enabled, bit 1 Online Capable. The ACPI UID is the APIC ID.
     pub fn with_madt_cpus(&mut self, cpus: &[(u8, u32)]) -> &mut Self {
-        let (rsdt_at, madt_at) = (RSDP + 0x100, RSDP + 0x200);
+        self.with_acpi_tables(cpus, &[])
+    }
+
+    /// Like [`FakePlatform::with_madt_cpus`], and after the MADT in the RSDT one table (a bare
+    /// header; a FADT with a PM timer) of each signature in `more`; table `i` lies at [`FakePlatform::acpi_table_at`].
+    pub fn with_acpi_tables(&mut self, cpus: &[(u8, u32)], more: &[[u8; 4]]) -> &mut Self {
+        let rsdt_at = RSDP + 0x100;
         let sdt = |sig: &[u8; 4], body: &[u8]| {
             let mut t = std::vec![0u8; 36];
             t[..4].copy_from_slice(sig);
@@ -136,17 +147,33 @@ impl FakePlatform {
         rsdp[..8].copy_from_slice(b"RSD PTR ");
         rsdp[16..20].copy_from_slice(&(rsdt_at as u32).to_le_bytes());
         rsdp[8] = checksum(&rsdp);
-        let tables = [
-            (RSDP, rsdp),
-            (rsdt_at, sdt(b"RSDT", &(madt_at as u32).to_le_bytes())),
-            (madt_at, sdt(b"APIC", &madt)),
-        ];
+        let madt_at = Self::acpi_table_at(0);
+        let mut tables = std::vec![(RSDP, rsdp), (madt_at, sdt(b"APIC", &madt))];
+        for (i, sig) in more.iter().enumerate() {
+            // A FADT (ACPI 6.5 §5.2.9) has PM_TMR_BLK = FAKE_PM_PORT at 76, PM_TMR_LEN 4 at 91.
+            let mut body = std::vec![0u8; if sig == b"FACP" { 244 - 36 } else { 0 }];
+            if sig == b"FACP" {
+                body[76 - 36..80 - 36].copy_from_slice(&u32::from(FAKE_PM_PORT).to_le_bytes());
+                body[91 - 36] = 4;
+            }
+            tables.push((Self::acpi_table_at(i + 1), sdt(sig, &body)));
+        }
+        let entries: Vec<u8> = tables[1..]
+            .iter()
+            .flat_map(|(at, _)| (*at as u32).to_le_bytes())
+            .collect();
+        tables.push((rsdt_at, sdt(b"RSDT", &entries)));
         for (at, bytes) in tables {
             // SAFETY: inside the arena, in a reserved range the flow never allocates.
             let dest = unsafe { super::phys_slice(self, at, bytes.len() as u64) };
             dest.copy_from_slice(&bytes);
         }
         self
+    }
+
+    /// Where [`FakePlatform::with_acpi_tables`] puts table `i` (0 = the MADT).
+    pub const fn acpi_table_at(i: usize) -> u64 {
+        RSDP + 0x200 + 0x100 * i as u64
     }
 
     fn usable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -483,6 +510,24 @@ impl Cpu for FakeCpu {
 
     fn wrmsr(&self, msr: u32, value: u64) {
         self.msr_writes.borrow_mut().push((msr, value));
+    }
+
+    /// A spin-wait: time passes faster there (1 000 000 ticks), so that the start-up's waits
+    /// (seconds at the assumed 10 GHz) take few iterations.
+    fn pause(&self) {
+        self.tsc.set(self.tsc.get() + 1_000_000);
+    }
+
+    /// The PM timer at [`FAKE_PM_PORT`] (24 bits), derived from the TSC at [`FAKE_TSC_HZ`];
+    /// every read takes 1000 TSC ticks, as RDTSC does.
+    fn inl(&self, port: u16) -> u32 {
+        self.tsc.set(self.tsc.get() + 1000);
+        if port != FAKE_PM_PORT {
+            return u32::MAX;
+        }
+        let ticks = u128::from(self.tsc.get()) * u128::from(super::tsc::PM_TIMER_HZ)
+            / u128::from(FAKE_TSC_HZ);
+        (ticks as u32) & 0xFF_FFFF
     }
 
     fn send_ipi(&self, apic_base: u64, dest: u32, ipi: Ipi) {

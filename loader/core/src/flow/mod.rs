@@ -24,6 +24,7 @@ pub mod hand_off;
 pub mod inputs;
 pub mod place;
 mod platform;
+pub mod tsc;
 
 #[cfg(test)]
 mod fake;
@@ -32,7 +33,9 @@ mod tests;
 
 use alloc::vec::Vec;
 
-use hvboot_api::{CpuEntry, FirmwareKind, RequestFlags, TscStage, VirtReport};
+use hvboot_api::{
+    AcpiTables, CpuEntry, FirmwareKind, RequestFlags, TscSource, TscStage, VirtReport,
+};
 
 pub use cpu::{has_1g_pages, Cpu, Ipi, Machine};
 pub use error::{Error, PlatformError};
@@ -65,6 +68,10 @@ pub struct Boot {
     pub cpus: Vec<CpuEntry>,
     /// The local APIC's base, 0 without a MADT.
     pub local_apic: u64,
+    /// Where the MADT, FADT, MCFG, SRAT, DMAR and IVRS are (0 = absent).
+    pub acpi_tables: AcpiTables,
+    /// The TSC frequency (0 = unknown) and where it comes from.
+    pub tsc: (u64, TscSource),
     /// The application processors to start (START_APS and a MADT), and their records.
     pub aps: Option<cpus::Aps>,
     /// TSC stamps, indexed by `TscStage`.
@@ -90,6 +97,7 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
         offset: p.phys_offset(),
     };
     let (cpus, local_apic) = hv::cpu_list(cpu, &window, firmware.tables.rsdp).unwrap_or_default();
+    let acpi_tables = hvboot_api::acpi::table_addresses(&window, firmware.tables.rsdp);
     let start_aps = cpus::wanted(&inputs.wants) && local_apic != 0;
     let ap_count = if start_aps {
         cpus::targets(&cpus).len()
@@ -101,6 +109,8 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
 
     // What the processors offer, read on this one (the BSP) while the firmware is still here.
     let virt = hv::virt_report(cpu, inputs.wants.flag(RequestFlags::ENABLE_VMX));
+    // The TSC's rate: CPUID's, else measured against the PM timer (30 ms).
+    let tsc = tsc::frequency(cpu, &window, acpi_tables.fadt, virt.tsc_frequency_hz);
     // CPU start-up, first half: the trampoline and the per-CPU data (the APs are started
     // after the firmware is left, in `hand_off`).
     let aps = if start_aps {
@@ -114,6 +124,7 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
             &cpus,
             local_apic,
             &virt,
+            tsc.0,
         )?;
         Some(aps)
     } else {
@@ -128,6 +139,8 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
         virt,
         cpus,
         local_apic,
+        acpi_tables,
+        tsc,
         aps,
         stamps,
     };

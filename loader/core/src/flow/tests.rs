@@ -7,8 +7,9 @@ use std::string::{String, ToString};
 use std::vec::Vec;
 
 use hvboot_api::{
-    BootInfo, CpuFlags, ExtentKind, FirmwareKind, KernelRequest, MemoryKind, RequestFlags,
-    TscStage, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
+    AcpiTables, BootInfo, CpuFlags, ExtentKind, FirmwareKind, KernelRequest, MemoryKind,
+    RequestFlags, TscStage, DEFAULT_DIRECT_MAP_OFFSET, DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE,
+    STACK_REGION_BASE,
 };
 
 use hvboot_api::request::REQUEST_SECTION;
@@ -673,6 +674,66 @@ fn cpu_list_from_the_madt() {
     assert_eq!(b.local_apic_phys(), Some(0xFEE0_0000));
 }
 
+/// The boot information carries where the MADT, FADT, MCFG, SRAT, DMAR and IVRS are: the first
+/// of each signature the RSDT lists (a duplicate SRAT is not taken), 0 for those that are absent,
+/// all 0 without ACPI tables; a table with a bad checksum is not reported.
+#[test]
+fn acpi_table_addresses_are_reported() {
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_acpi_tables(
+        &[(0, 1)],
+        &[*b"FACP", *b"SRAT", *b"MCFG", *b"SRAT", *b"HPET"],
+    );
+    let h = boot(&mut p).unwrap();
+    let t = *info(&p, &h).acpi_tables().unwrap();
+    let at = FakePlatform::acpi_table_at;
+    assert_eq!(
+        t,
+        AcpiTables {
+            madt: at(0),
+            fadt: at(1),
+            srat: at(2),
+            mcfg: at(3),
+            dmar: 0,
+            ivrs: 0,
+        }
+    );
+
+    // DMAR and IVRS too; the FACP's checksum broken: not reported.
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_acpi_tables(&[(0, 1)], &[*b"DMAR", *b"IVRS", *b"FACP"]);
+    // SAFETY: the fake's arena; the FACP is table 3.
+    unsafe { super::phys_slice(&mut p, at(3) + 9, 1)[0] ^= 0xff };
+    let h = boot(&mut p).unwrap();
+    let t = *info(&p, &h).acpi_tables().unwrap();
+    assert_eq!((t.madt, t.dmar, t.ivrs, t.fadt), (at(0), at(1), at(2), 0));
+
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    let h = boot(&mut p).unwrap();
+    assert_eq!(*info(&p, &h).acpi_tables().unwrap(), AcpiTables::default());
+}
+
+/// Without CPUID 15h/16h the TSC is measured against the FADT's PM timer (the fake's runs off
+/// the same counter at FAKE_TSC_HZ): within 0.1 %, reported as PM_TIMER; without a FADT the
+/// frequency is unknown.
+#[test]
+fn tsc_frequency_is_measured_against_the_pm_timer() {
+    use super::fake::FAKE_TSC_HZ;
+    use hvboot_api::TscSource;
+
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_acpi_tables(&[(0, 1)], &[*b"FACP"]);
+    let h = boot(&mut p).unwrap();
+    let (hz, source) = info(&p, &h).tsc_frequency().unwrap();
+    assert_eq!(source, TscSource::PM_TIMER);
+    assert!(hz.abs_diff(FAKE_TSC_HZ) < FAKE_TSC_HZ / 1000, "{hz}");
+
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_madt(1);
+    let h = boot(&mut p).unwrap();
+    assert_eq!(info(&p, &h).tsc_frequency(), None);
+}
+
 /// START_APS: every enabled AP but the BSP gets INIT, then SIPI (all back to back), a second
 /// SIPI only where nobody arrived; the records say BSP / parked / no answer / online capable /
 /// disabled; each started AP has its own stack above a guard page, its mailbox points at its
@@ -747,6 +808,9 @@ fn aps_are_started_all_at_once_and_reported() {
     }
     assert!(starts[1].tsc_arrived > b.tsc_stamp(TscStage::FIRMWARE_EXITED).unwrap());
     assert_eq!(starts[3].tsc_arrived, 0);
+    // The BSP's stamp is the first INIT's: after leaving the firmware, before any AP arrived.
+    assert!(starts[0].tsc_arrived > b.tsc_stamp(TscStage::FIRMWARE_EXITED).unwrap());
+    assert!(starts[0].tsc_arrived < starts[1].tsc_arrived);
     let differs = |s: &hvboot_api::CpuStart| s.flags.contains(CpuStartFlags::DIFFERS_FROM_BSP);
     assert!(!differs(&starts[1]) && differs(&starts[2]));
     assert_eq!(starts[2].microcode, 0x42);

@@ -133,6 +133,8 @@ impl Hvboot {
             crate::flow::cpus::point_mailboxes(aps, records + boot.space.direct_map_offset);
         }
         header.local_apic_phys = boot.local_apic;
+        header.acpi_tables = boot.acpi_tables;
+        (header.tsc_frequency_hz, header.tsc_source) = boot.tsc;
         header.firmware_memory_map = b.push_array(firmware_map)?;
         header.placed_extents = b.push_array(&placed.extents)?;
         (header.guest_reservation_phys, header.guest_reservation_size) = placed.guest;

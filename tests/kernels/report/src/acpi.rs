@@ -66,3 +66,103 @@ pub fn report_rsdp(info: &BootInfo) {
         u8::from(ext_ok),
     );
 }
+
+/// Bytes at physical `phys` through the direct map (checked).
+fn phys_bytes(info: &BootInfo, phys: u64, len: usize) -> Option<&'static [u8]> {
+    if phys == 0 || !info.in_direct_map(phys, len as u64) {
+        return None;
+    }
+    // SAFETY: inside the direct map (checked); firmware memory holding ACPI tables.
+    Some(unsafe { core::slice::from_raw_parts(info.phys_to_virt(phys) as *const u8, len) })
+}
+
+/// Walks the root table itself (the XSDT when the RSDP has one, else the RSDT;
+/// ACPI 6.5 §5.2.7, §5.2.8: 36-byte header, then u32 or u64 entries) and
+/// prints every table it lists with its signature, `HVB acpi_table_here
+/// sig_hex=.. phys=..`, then the loader's `HVB acpi_tables madt=.. fadt=..
+/// mcfg=.. srat=.. dmar=.. ivrs=..` (or `HVB acpi_tables none`).
+pub fn report_tables(info: &BootInfo) {
+    match info.acpi_tables() {
+        Some(t) => serial_println!(
+            "HVB acpi_tables madt={:#x} fadt={:#x} mcfg={:#x} srat={:#x} dmar={:#x} ivrs={:#x}",
+            t.madt,
+            t.fadt,
+            t.mcfg,
+            t.srat,
+            t.dmar,
+            t.ivrs
+        ),
+        None => serial_println!("HVB acpi_tables none"),
+    }
+    let Some(rsdp) = phys_bytes(info, info.rsdp_phys, V2_LEN) else {
+        return;
+    };
+    let xsdt = u64::from_le_bytes(rsdp[24..32].try_into().unwrap());
+    let (root, entry) = if rsdp[15] >= 2 && xsdt != 0 {
+        (xsdt, 8)
+    } else {
+        (
+            u64::from(u32::from_le_bytes(rsdp[16..20].try_into().unwrap())),
+            4,
+        )
+    };
+    let Some(head) = phys_bytes(info, root, 36) else {
+        return;
+    };
+    let len = (u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize).clamp(36, MAX_LEN);
+    let Some(table) = phys_bytes(info, root, len) else {
+        return;
+    };
+    let mut fadt = None;
+    for e in table[36..].chunks_exact(entry) {
+        let phys = if entry == 8 {
+            u64::from_le_bytes(e.try_into().unwrap())
+        } else {
+            u64::from(u32::from_le_bytes(e.try_into().unwrap()))
+        };
+        if let Some(sig) = phys_bytes(info, phys, 4) {
+            serial_println!("HVB acpi_table_here sig_hex={} phys={:#x}", Hex(sig), phys);
+            if sig == b"FACP" && fadt.is_none() {
+                fadt = phys_bytes(info, phys, 116);
+            }
+        }
+    }
+    report_tsc(info, fadt);
+}
+
+/// The PM timer's rate (ACPI 6.5 §4.8.3.3).
+const PM_TIMER_HZ: u64 = 3_579_545;
+
+/// Prints `HVB tsc_freq loader_hz=.. source=.. here_hz=..`: the loader's TSC frequency and
+/// the one measured here over 100 ms of the PM timer of the FADT found above (PM_TMR_BLK at
+/// 76, TMR_VAL_EXT = bit 8 of the flags at 112; ACPI 6.5 §5.2.9); here_hz=0 without one.
+fn report_tsc(info: &BootInfo, fadt: Option<&[u8]>) {
+    let (loader_hz, source) = info.tsc_frequency().map_or((0, 0), |(hz, s)| (hz, s.0));
+    let here_hz = fadt.map_or(0, |f| {
+        let port = u32::from_le_bytes(f[76..80].try_into().unwrap()) as u16;
+        let ext = u32::from_le_bytes(f[112..116].try_into().unwrap()) & (1 << 8) != 0;
+        let mask = if ext { u32::MAX } else { 0xFF_FFFF };
+        let read = || {
+            let v: u32;
+            // SAFETY: ring 0; the PM timer register has no side effects.
+            unsafe {
+                core::arch::asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack))
+            };
+            v & mask
+        };
+        let first = read();
+        let mut start = read();
+        while start == first {
+            start = read();
+        }
+        let tsc0 = hvboot_api::cpu::rdtsc();
+        let window = PM_TIMER_HZ / 10;
+        loop {
+            let elapsed = u64::from(read().wrapping_sub(start) & mask);
+            if elapsed >= window {
+                return (hvboot_api::cpu::rdtsc() - tsc0) * PM_TIMER_HZ / elapsed;
+            }
+        }
+    });
+    serial_println!("HVB tsc_freq loader_hz={loader_hz} source={source} here_hz={here_hz}");
+}

@@ -101,6 +101,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
     report_memory(info);
     report_framebuffer(info);
     acpi::report_rsdp(info);
+    acpi::report_tables(info);
     serial_println!(
         "HVB smbios entry={:#x} entry3={:#x}",
         info.smbios_entry_phys,
