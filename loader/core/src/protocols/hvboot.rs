@@ -12,7 +12,7 @@ use hvboot_api::{
 
 use super::{Info, Protocol};
 use crate::flow::{Boot, Error};
-use crate::handoff::Handoff;
+use crate::handoff::{EntryMode, Handoff};
 use crate::memmap;
 
 /// The hvboot protocol, with the buffers it fills after the firmware is gone.
@@ -61,6 +61,7 @@ impl Protocol for Hvboot {
         self.build(boot, phys, bytes, (map, firmware_map))
             .map_err(|e| Error::BootInfo(format!("{e:?}")))?;
         Ok(Handoff {
+            mode: EntryMode::Hvboot,
             cr3: space.cr3,
             stack_top: space.stack_top(),
             entry: boot.inputs.kernel.plan().entry,

@@ -4,15 +4,17 @@
 //! state the kernel is entered.
 //!
 //! - [`hvboot`]: hvboot's own `BootInfo` (docs/protocol.md), RDI = the block.
+//! - [`multiboot2`]: the Multiboot2 information (docs/multiboot2.md), 32-bit entry, EBX = it.
 //!
-//! Multiboot2, Linux (boot_params), Limine and bootloader_api hand-offs would be sibling
-//! modules; each brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
+//! Linux (boot_params), Limine and bootloader_api hand-offs would be sibling modules; each
+//! brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
 
 pub mod hvboot;
+pub mod multiboot2;
 
 use hvboot_api::FirmwareMemoryEntry;
 
-use crate::flow::{Boot, Error};
+use crate::flow::{Boot, Error, Placement};
 use crate::handoff::Handoff;
 use crate::memmap;
 
@@ -34,6 +36,11 @@ pub trait Protocol {
     /// room for a final map of `boot.firmware.map_entries` entries. Reserves every buffer
     /// [`Protocol::write`] needs: nothing may allocate once the firmware is gone.
     fn prepare(&mut self, boot: &Boot) -> u64;
+
+    /// Where the information block may go (a 32-bit protocol needs it below 4 GiB).
+    fn placement(&self) -> Placement {
+        Placement::Anywhere
+    }
 
     /// After leaving the firmware: writes the information into `info` and returns the hand-off
     /// (CR3, stack, entry, the register that points at the information, GDT).
