@@ -5,7 +5,7 @@ use alloc::string::String;
 
 use hvboot_api::{
     KernelRequest, MemoryKind, RequestFlags, DEFAULT_AP_STACK_SIZE, DEFAULT_DIRECT_MAP_OFFSET,
-    DEFAULT_STACK_SIZE,
+    DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE,
 };
 
 use super::{phys_slice, Error, Platform, CONFIG_PATH};
@@ -102,6 +102,21 @@ impl Wants {
         }
     }
 
+    /// What a Multiboot2 kernel wants: the defaults, and no framebuffer unless its header has a
+    /// framebuffer tag (then the mode it prefers, 0 x 0 for the firmware's); the display stays
+    /// in text mode otherwise, where such kernels (Xen) print.
+    pub fn multiboot2(fb: Option<multiboot2::FramebufferTag>) -> Self {
+        let (w, h) = fb.map_or((FRAMEBUFFER_NONE, FRAMEBUFFER_NONE), |f| {
+            (f.width, f.height)
+        });
+        let request = KernelRequest {
+            framebuffer_width: w,
+            framebuffer_height: h,
+            ..KernelRequest::default()
+        };
+        Self::of(Some(request))
+    }
+
     /// Whether the request sets flag `f`.
     pub fn flag(&self, f: RequestFlags) -> bool {
         self.request.is_some_and(|r| r.flags.contains(f))
@@ -132,6 +147,7 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
             Err(why) => return Err(Error::Multiboot2 { kernel: path, why }),
         };
         let view = elf_view(&plan);
+        let fb = plan.header.framebuffer;
         let image = KernelImage::Multiboot2(plan, view);
         let kernel = Kernel {
             path,
@@ -139,7 +155,7 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
             file_len,
             image,
         };
-        let wants = Wants::of(None);
+        let wants = Wants::multiboot2(fb);
         return Ok(Inputs {
             config,
             kernel,

@@ -156,14 +156,14 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
 }
 
 /// The bytes of the firmware structure at `phys` (0: none), whose length `len` reads from its
-/// first `head + 1` bytes; at most 4 KiB.
+/// first `head + 1` bytes (read whatever the structure's length); at most 4 KiB.
 fn copy_table<P: Platform>(p: &P, phys: u64, head: usize, len: impl Fn(&[u8]) -> usize) -> Vec<u8> {
     if phys == 0 {
         return Vec::new();
     }
     // SAFETY: the firmware published a structure at least `head + 1` bytes long there.
     let first = unsafe { phys_slice(p, phys, head as u64 + 1) };
-    let n = len(first).clamp(head + 1, 4096);
+    let n = len(first).clamp(1, 4096);
     // SAFETY: as above, of the length the structure gives.
     unsafe { phys_slice(p, phys, n as u64) }.to_vec()
 }

@@ -9,7 +9,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use hvboot_api::MemoryKind;
+use hvboot_api::{FirmwareMemoryEntry, MemoryKind};
 
 use super::{Info, Protocol};
 use crate::flow::{Boot, Error, Placement};
@@ -162,7 +162,7 @@ impl Multiboot2 {
         &mut self,
         boot: &Boot,
         buf: &mut [u8],
-        map: &[memmap::Region],
+        (map, firmware_map): (&[memmap::Region], &[FirmwareMemoryEntry]),
     ) -> Result<usize, Error> {
         let plan = Self::plan(boot);
         let cfg = &boot.inputs.config;
@@ -184,9 +184,18 @@ impl Multiboot2 {
                 t.put(&[0])
             })?;
         }
+        // Basic memory as the firmware reports it (E820 under BIOS, as GRUB gives it); the map
+        // below is the final one, where hvboot keeps page 0 and the EBDA's page reserved.
+        self.map.clear();
+        let raw = firmware_map.iter();
+        self.map
+            .extend(raw.map(|e| (e.base, e.length, e.firmware_type)));
+        if self.map.is_empty() {
+            typed_map(map, &mut self.map);
+        }
+        let (lower, upper) = basic_memory(&self.map);
         self.map.clear();
         typed_map(map, &mut self.map);
-        let (lower, upper) = basic_memory(&self.map);
         t.tag(4, |t| {
             t.u32(lower)?;
             t.u32(upper)
@@ -294,7 +303,13 @@ impl Protocol for Multiboot2 {
                 "the Multiboot2 information lies above 4 GiB".into(),
             ));
         }
-        self.build(boot, info.bytes, info.map)?;
+        let Info {
+            phys,
+            bytes,
+            map,
+            firmware_map,
+        } = info;
+        self.build(boot, bytes, (map, firmware_map))?;
         let plan = Self::plan(boot);
         let slide = boot.placed.kernel_phys.wrapping_sub(plan.start);
         Ok(Handoff {
@@ -302,7 +317,7 @@ impl Protocol for Multiboot2 {
             cr3: 0,
             stack_top: 0,
             entry: u64::from(plan.entry).wrapping_add(slide),
-            boot_info: info.phys,
+            boot_info: phys,
             gdt_virt: 0,
         })
     }
