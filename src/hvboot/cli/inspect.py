@@ -204,7 +204,10 @@ def _multiboot2_text(h: Json) -> list[str]:
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v}" for k, v in value.items())
             lines.append(f"  {name}: {value}")
-    for key, name in (("module_alignment", "module alignment"), ("efi_boot_services", "EFI boot services")):
+    for key, name in (
+        ("module_alignment", "module alignment"),
+        ("efi_boot_services", "EFI boot services"),
+    ):
         if h[key]:
             lines.append(f"  {name}: yes")
     return lines
