@@ -128,16 +128,18 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
     let placed = place::place(p, &inputs)?;
     stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
     let firmware = firmware::survey(p, &inputs.wants)?;
-    let rsdp = copy_table(p, firmware.tables.rsdp, 23, |t| {
+    let rsdp = copy_table(p, firmware.tables.rsdp, b"RSD PTR ", 23, |t| {
         if t[15] >= 2 {
             u32::from_le_bytes([t[20], t[21], t[22], t[23]]) as usize
         } else {
             20
         }
     });
-    let mut smbios = copy_table(p, firmware.tables.smbios, 7, |t| usize::from(t[5]));
+    let mut smbios = copy_table(p, firmware.tables.smbios, b"_SM_", 7, |t| usize::from(t[5]));
     if smbios.is_empty() {
-        smbios = copy_table(p, firmware.tables.smbios3, 7, |t| usize::from(t[6]));
+        smbios = copy_table(p, firmware.tables.smbios3, b"_SM3_", 7, |t| {
+            usize::from(t[6])
+        });
     }
     let mut protocol = Multiboot2::new(rsdp, smbios);
     let boot = Boot {
@@ -155,14 +157,24 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
     hand_off::hand_off(p, cpu, &mut protocol, boot)
 }
 
-/// The bytes of the firmware structure at `phys` (0: none), whose length `len` reads from its
-/// first `head + 1` bytes (read whatever the structure's length); at most 4 KiB.
-fn copy_table<P: Platform>(p: &P, phys: u64, head: usize, len: impl Fn(&[u8]) -> usize) -> Vec<u8> {
+/// The bytes of the firmware structure at `phys` (0: none) that starts with `signature`, whose
+/// length `len` reads from its first `head + 1` bytes (read whatever the structure's length);
+/// at most 4 KiB. Empty when there is none.
+fn copy_table<P: Platform>(
+    p: &P,
+    phys: u64,
+    signature: &[u8],
+    head: usize,
+    len: impl Fn(&[u8]) -> usize,
+) -> Vec<u8> {
     if phys == 0 {
         return Vec::new();
     }
     // SAFETY: the firmware published a structure at least `head + 1` bytes long there.
     let first = unsafe { phys_slice(p, phys, head as u64 + 1) };
+    if !first.starts_with(signature) {
+        return Vec::new();
+    }
     let n = len(first).clamp(1, 4096);
     // SAFETY: as above, of the length the structure gives.
     unsafe { phys_slice(p, phys, n as u64) }.to_vec()
