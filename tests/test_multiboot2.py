@@ -192,6 +192,12 @@ def test_boot_under_bios(tmp_path: Path, mb2_kernel: Path, memory: str) -> None:
     assert lower == 639
     high = next(n for b, n, t in mmap if b == MIB and t == 1)
     assert upper == high >> 10
+    # The BIOS stays re-enterable: the BDA's EBDA pointer and base memory agree with the map, the
+    # disk, video and system-services vectors point into the BIOS (segment 0xC000 and up), not
+    # at anything of hvboot's.
+    ((_, ebda, _, basemem, *vectors),) = _lines(serial, "bda")
+    assert int(ebda, 16) << 4 >= 0x9F000 and int(basemem) == lower
+    assert all(int(v, 16) >= 0xC000 for v in vectors[1::2]), vectors
     # Nothing of hvboot's between 640 KiB and 1 MiB or in page 0: reserved, as the BIOS left it.
     assert all(t != 1 for b, n, t in mmap if b < 0x1000 or 0xA0000 <= b < MIB)
 

@@ -102,6 +102,12 @@ void kmain(u32 magic, u32 info) {
         outb(0xf4, 0x11);
         return;
     }
+    /* The BIOS must stay re-enterable (Xen returns to real mode): the BDA's EBDA segment and
+     * base memory size, and the segments of the INT 10h/13h/15h vectors, as the BIOS left them. */
+    puts("mb2: bda ebda "); hex(*(volatile u16 *)0x40e); puts(" basemem ");
+    dec(*(volatile u16 *)0x413); puts(" int10 "); hex(*(volatile u16 *)(0x10 * 4 + 2));
+    puts(" int13 "); hex(*(volatile u16 *)(0x13 * 4 + 2)); puts(" int15 ");
+    hex(*(volatile u16 *)(0x15 * 4 + 2)); nl();
     u32 total = *(u32 *)info;
     puts("mb2: total_size "); dec(total); nl();
     for (u32 at = 8; at + 8 <= total;) {

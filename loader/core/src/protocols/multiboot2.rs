@@ -147,7 +147,7 @@ impl Multiboot2 {
         }
     }
 
-    fn plan<'b>(boot: &'b Boot) -> &'b Plan {
+    fn plan(boot: &Boot) -> &Plan {
         boot.inputs
             .kernel
             .multiboot2()
