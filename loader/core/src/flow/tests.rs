@@ -885,7 +885,10 @@ fn multiboot2_relocatable_kernel_moves() {
     let mut p = machine(kernel, &config("", &[]));
     let h = super::boot(&mut p, &FakeCpu::new(true), 1).unwrap();
     let base = h.entry;
-    assert!(base < RAM_END && base.is_multiple_of(0x20_0000), "{base:#x}");
+    assert!(
+        base < RAM_END && base.is_multiple_of(0x20_0000),
+        "{base:#x}"
+    );
     assert_eq!(p.bytes(base, 7), b"\xfa\xf4moved");
     let tags = mb2_tags(&p, h.boot_info);
     let load_base = &tags.iter().find(|t| t.0 == 21).unwrap().1;

@@ -26,13 +26,7 @@ impl Protocol for Hvboot {
     fn prepare(&mut self, boot: &Boot) -> u64 {
         let cfg = &boot.inputs.config;
         let entries = boot.firmware.map_entries;
-        let strings: usize = cfg.cmdline.len()
-            + cfg
-                .modules
-                .iter()
-                .map(|m| m.name.len() + m.cmdline.len() + 2)
-                .sum::<usize>()
-            + 256;
+        let strings = super::config_string_bytes(cfg) + 256;
         // The BOOT_INFO extent itself is added after sizing.
         let extents = boot.placed.extents.len() + 1;
         self.modules = Vec::with_capacity(cfg.modules.len());

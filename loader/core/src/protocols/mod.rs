@@ -30,6 +30,17 @@ pub struct Info<'a> {
     pub firmware_map: &'a [FirmwareMemoryEntry],
 }
 
+/// Bytes of the config's strings as a protocol stores them: the command line and each
+/// module's name and command line, each with room for a terminator or separator.
+pub fn config_string_bytes(cfg: &crate::config::LoaderConfig) -> usize {
+    cfg.cmdline.len()
+        + cfg
+            .modules
+            .iter()
+            .map(|m| m.name.len() + m.cmdline.len() + 2)
+            .sum::<usize>()
+}
+
 /// One boot protocol's hand-off.
 pub trait Protocol {
     /// Before leaving the firmware: the bytes the information block needs for `boot`, with

@@ -272,14 +272,7 @@ fn smbios_version(ep: &[u8]) -> (u8, u8) {
 impl Protocol for Multiboot2 {
     fn prepare(&mut self, boot: &Boot) -> u64 {
         let cfg = &boot.inputs.config;
-        let strings: usize = boot.inputs.kernel.path.len()
-            + cfg.cmdline.len()
-            + cfg
-                .modules
-                .iter()
-                .map(|m| m.name.len() + m.cmdline.len() + 2)
-                .sum::<usize>()
-            + 64;
+        let strings = boot.inputs.kernel.path.len() + super::config_string_bytes(cfg) + 64;
         self.map = Vec::with_capacity(boot.firmware.map_capacity);
         (8 + 16 * 8
             + strings
@@ -303,13 +296,8 @@ impl Protocol for Multiboot2 {
                 "the Multiboot2 information lies above 4 GiB".into(),
             ));
         }
-        let Info {
-            phys,
-            bytes,
-            map,
-            firmware_map,
-        } = info;
-        self.build(boot, bytes, (map, firmware_map))?;
+        let phys = info.phys;
+        self.build(boot, info.bytes, (info.map, info.firmware_map))?;
         let plan = Self::plan(boot);
         let slide = boot.placed.kernel_phys.wrapping_sub(plan.start);
         Ok(Handoff {
