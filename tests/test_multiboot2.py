@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import MB2_KERNEL, boot, make_image
+from conftest import FIRMWARES, MB2_KERNEL, boot, make_image
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
 from hvboot.config.build import ModuleSpec
@@ -141,8 +141,11 @@ def _lines(serial: str, item: str) -> list[list[str]]:
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("memory", ["512M"])
-def test_boot_under_bios(tmp_path: Path, mb2_kernel: Path, memory: str) -> None:
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
+    """Under BIOS the kernel is entered as the specification's §3.3 says; under UEFI the boot
+    services are exited first and the EFI system table and memory map tags come along."""
+    bios = firmware == "bios"
     rng = random.Random(2)
     specs = []
     for name, size, cmdline in (("guest.bin", 300 * 1024 + 7, "mem=64M"), ("cfg.txt", 1, "")):
@@ -153,7 +156,7 @@ def test_boot_under_bios(tmp_path: Path, mb2_kernel: Path, memory: str) -> None:
     kz = tmp_path / "mb2.elf.gz"
     kz.write_bytes(gzip.compress(mb2_kernel.read_bytes()))
     image = make_image(tmp_path, kz, cmdline=cmdline, modules=tuple(specs)).output
-    result = boot(image, "bios", memory=memory)
+    result = boot(image, firmware, memory="512M")
     serial = result.serial
     assert result.ok, f"{result.outcome}\n{serial[-3000:]}"
 
@@ -187,11 +190,18 @@ def test_boot_under_bios(tmp_path: Path, mb2_kernel: Path, memory: str) -> None:
     for (b1, n1, _), (b2, _, _) in itertools.pairwise(mmap):
         assert b1 + n1 <= b2
     available = sum(n for b, n, t in mmap if t == 1 and b < 4 << 30)
-    assert ram - 4 * MIB <= available <= ram
+    assert ram - (4 if bios else 16) * MIB <= available <= ram
     lower, upper = (int(v) for v in _lines(serial, "basic")[0])
+    high = next(b + n for b, n, t in mmap if b <= MIB < b + n and t == 1)
+    assert upper == (high - MIB) >> 10
+    if not bios:
+        # The EFI system table (12, 8 bytes) and the EFI memory map (17) after ExitBootServices.
+        assert _lines(serial, "tag 12") == [["12", "size", "16"]]
+        assert _lines(serial, "tag 17")
+        (new,) = _lines(serial, "rsdp-new")
+        assert new[1] == "0" and new[3] == "0", "OVMF's RSDP is ACPI 2.0"
+        return
     assert lower == 639
-    high = next(n for b, n, t in mmap if b == MIB and t == 1)
-    assert upper == high >> 10
     # The BIOS stays re-enterable: the BDA's EBDA pointer and base memory agree with the map, the
     # disk, video and system-services vectors point into the BIOS (segment 0xC000 and up), not
     # at anything of hvboot's.

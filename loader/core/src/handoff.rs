@@ -150,6 +150,12 @@ extern "C" {
     static hvboot_handoff_end: u8;
 }
 
+/// Where the Multiboot2 hand-off code is (identity-mapped on both firmwares): it runs in 32-bit
+/// mode, so it must be below 4 GiB.
+pub fn multiboot2_code() -> u64 {
+    hvboot_multiboot2 as *const () as u64
+}
+
 /// The physical (= identity) range holding the hand-off code, page aligned.
 pub fn code_pages() -> (u64, u64) {
     let start = hvboot_handoff as *const () as u64;

@@ -105,22 +105,25 @@ fn stamps_from(tsc_start: u64) -> [u64; 5] {
 /// A Multiboot2 kernel: placed at its physical addresses (or relocated within its relocatable
 /// tag's bounds), the firmware surveyed, the RSDP and SMBIOS entry points copied for the
 /// information; no address space of hvboot's and no CPU start-up (the kernel runs with paging
-/// off and starts its own processors). BIOS only for now: under UEFI the kernel would need the
-/// EFI tags (docs/multiboot2.md).
+/// off and starts its own processors). Under UEFI the boot services are exited and the kernel
+/// is entered as under BIOS (the EFI boot-services path is not there yet: docs/multiboot2.md).
 pub fn run_multiboot2<P: Platform, C: Cpu>(
     p: &mut P,
     cpu: &C,
     inputs: inputs::Inputs,
     tsc_start: u64,
 ) -> Result<Handoff, Error> {
-    if P::FIRMWARE != FirmwareKind::BIOS {
+    // Under BIOS the loader is linked at 0x8000; OVMF loads it where it likes.
+    let code = crate::handoff::multiboot2_code();
+    if P::FIRMWARE == FirmwareKind::UEFI && code >= 1 << 32 {
         return Err(Error::Multiboot2 {
             kernel: inputs.kernel.path.clone(),
             why: crate::multiboot2::Problem {
                 field: "multiboot2 header".into(),
-                message: "Multiboot2 kernels boot under BIOS only in this version of hvboot \
-                          (UEFI is planned: docs/multiboot2.md)"
-                    .into(),
+                message: alloc::format!(
+                    "the loader's 32-bit hand-off code is at {code:#x}, above 4 GiB, where a \
+                     Multiboot2 kernel cannot be entered from"
+                ),
             },
         });
     }

@@ -9,7 +9,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use hvboot_api::{FirmwareMemoryEntry, MemoryKind};
+use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, MemoryKind};
 
 use super::{Info, Protocol};
 use crate::flow::{Boot, Error, Placement};
@@ -24,6 +24,9 @@ const ACPI_RECLAIMABLE: u32 = 3;
 const ACPI_NVS: u32 = 4;
 const BAD: u32 = 5;
 const MMAP_ENTRY_SIZE: usize = 24;
+/// EFI_MEMORY_DESCRIPTOR (UEFI 2.10 §7.2.3): type, padding, physical start, virtual start,
+/// page count, attributes.
+const EFI_DESCRIPTOR_SIZE: u32 = 40;
 const FOUR_GIB: u64 = 1 << 32;
 
 /// The Multiboot2 protocol, with what it copies from the firmware before the hand-off.
@@ -184,12 +187,15 @@ impl Multiboot2 {
                 t.put(&[0])
             })?;
         }
-        // Basic memory as the firmware reports it (E820 under BIOS, as GRUB gives it); the map
+        // Basic memory as the firmware reports it under BIOS (E820, as GRUB gives it); the map
         // below is the final one, where hvboot keeps page 0 and the EBDA's page reserved.
+        // Under UEFI the final map (the firmware's has EFI types).
         self.map.clear();
-        let raw = firmware_map.iter();
-        self.map
-            .extend(raw.map(|e| (e.base, e.length, e.firmware_type)));
+        if boot.firmware_kind == FirmwareKind::BIOS {
+            let raw = firmware_map.iter();
+            self.map
+                .extend(raw.map(|e| (e.base, e.length, e.firmware_type)));
+        }
         if self.map.is_empty() {
             typed_map(map, &mut self.map);
         }
@@ -228,6 +234,25 @@ impl Multiboot2 {
                     fb.blue_mask_shift,
                     fb.blue_mask_size,
                 ])
+            })?;
+        }
+        let system_table = boot.firmware.tables.system_table;
+        if system_table != 0 {
+            // EFI 64-bit system table pointer (§3.6.13) and the EFI memory map after
+            // ExitBootServices (§3.6.16), one descriptor per firmware entry.
+            t.tag(12, |t| t.u64(system_table))?;
+            t.tag(17, |t| {
+                t.u32(EFI_DESCRIPTOR_SIZE)?;
+                t.u32(1)?;
+                for e in firmware_map {
+                    t.u32(e.firmware_type)?;
+                    t.u32(0)?;
+                    t.u64(e.base)?;
+                    t.u64(0)?;
+                    t.u64(e.length / 4096)?;
+                    t.u64(e.attributes)?;
+                }
+                Ok(())
             })?;
         }
         if !self.smbios.is_empty() && Self::requested(plan, 13) {
@@ -279,6 +304,8 @@ impl Protocol for Multiboot2 {
             + cfg.modules.len() * 24
             + 16
             + boot.firmware.map_entries * MMAP_ENTRY_SIZE
+            + 32
+            + boot.firmware.map_entries * EFI_DESCRIPTOR_SIZE as usize
             + 48
             + 16
             + self.smbios.len()
