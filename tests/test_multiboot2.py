@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
 import random
 import re
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from conftest import FIRMWARES, MB2_KERNEL, boot, make_image
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
 from hvboot.config.build import ModuleSpec
 from hvboot.errors import HvbootError
-from hvboot.kernel.elf import check_kernel, load_plan
+from hvboot.kernel.elf import check_kernel, load_plan, load_plan_bytes
 from hvboot.loader.config_file import KERNEL_PATH
 
 MAGIC = 0xE85250D6
@@ -219,3 +221,26 @@ def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
     assert _lines(serial, "smbios"), "SeaBIOS publishes SMBIOS and the header asks for it"
     assert [int(v, 16) for (v,) in _lines(serial, "loadbase")] == [LOAD]
     assert "mb2: framebuffer" not in serial, "no framebuffer tag in the header: text mode"
+
+
+@pytest.mark.boot
+def test_the_loader_refuses_a_bad_header_in_the_toolkits_words(
+    tmp_path: Path, mb2_kernel: Path
+) -> None:
+    """A good image whose kernel is swapped on the ESP (mtools, as a user could) for one with a
+    wrong checksum: the BIOS loader stops with the toolkit's words, the kernel never runs."""
+    data = bytearray(mb2_kernel.read_bytes())
+    at = check_kernel(bytes(data), "k").multiboot2["offset"]  # type: ignore[index]
+    data[at + 12] ^= 1
+    result = make_image(tmp_path, mb2_kernel)
+    bad = tmp_path / "bad.elf"
+    bad.write_bytes(bytes(data))
+    esp = f"{result.output}@@{result.layout.esp_first_lba * 512}"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run(["mcopy", "-o", "-i", esp, str(bad), f"::/{KERNEL_PATH}"], check=True, env=env)
+    run = boot(result.output, "bios")
+    assert not run.ok and "mb2: magic" not in run.serial
+    with pytest.raises(HvbootError) as host:
+        load_plan_bytes(bytes(data), f"/{KERNEL_PATH}")
+    assert run.loader_error == str(host.value)
+    assert "multiboot2 header checksum" in str(host.value)
