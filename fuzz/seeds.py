@@ -159,6 +159,12 @@ def main() -> None:
         cfg = cfg_path.read_bytes()
         write("config", "hvboot-image.cfg", cfg)
         write("fat", "fat16-hvboot-files", fat_volume(tmp, cfg))
+    # The Multiboot2 test kernel (tests/kernels/multiboot2, built by the set-up), stripped: a
+    # 32-bit ELF with its header and tags in the first page.
+    with tempfile.TemporaryDirectory() as t:
+        stripped = Path(t) / "mb2"
+        run("strip", "-o", stripped, ROOT / "tests/kernels/build/hvboot-mb2-kernel.elf")
+        write("multiboot2", "test-kernel", stripped.read_bytes())
     for k in ("report", "request"):
         elf = small_elf((KERNELS / f"hvboot-{k}-kernel").read_bytes())
         write("elf", f"{k}-kernel-headers", elf)

@@ -12,7 +12,7 @@
 # Needs: rustup toolchain nightly, `cargo install cargo-fuzz`, scripts/setup.sh --no-demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=$(sed -n 's/^name = "\([a-z]*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^hvboot-fuzz$')
+targets=$(sed -n 's/^name = "\([a-z0-9_]*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^hvboot-fuzz$')
 if [ "${1:-}" = "--list" ]; then
     echo "$targets"
     exit 0

@@ -37,6 +37,9 @@ echo "setup: building the sample hypervisor (examples/hypervisor/)"
 cargo build --release --quiet --manifest-path examples/hypervisor/Cargo.toml
 echo "setup: building the test kernels (tests/kernels/)"
 cargo build --release --quiet --manifest-path tests/kernels/Cargo.toml
+tests/kernels/multiboot2/build.sh
+echo "setup: fetching Debian's Xen 4.17 for the tests (tests/.cache/debian, not installed)"
+tests/fetch_debian.sh
 
 if [ "${1:-}" != "--no-demo" ]; then
   echo "setup: running the demo: .venv/bin/hvboot demo"

@@ -16,6 +16,9 @@ from hvboot.vm import qemu
 from hvboot.vm.machine import Machine
 
 REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-kernel"
+# The Multiboot2 test kernel (C, 32-bit): tests/kernels/multiboot2/build.sh writes it.
+MB2_BUILD = artifacts.TEST_KERNELS / "multiboot2" / "build.sh"
+MB2_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-kernel.elf"
 # Boot tests run under every firmware the loader supports: OVMF (UEFI) and SeaBIOS (BIOS).
 FIRMWARES = ["uefi", "bios"]
 BOOT_TIMEOUT = 120.0
@@ -30,6 +33,7 @@ def built() -> None:
     """The loader and the test kernels, built (a no-op after scripts/setup.sh)."""
     _cargo_build(artifacts.RUST_WORKSPACE)
     _cargo_build(artifacts.TEST_KERNELS)
+    subprocess.run([str(MB2_BUILD)], check=True)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "elf"
 KERNEL_KEYS = {
     "kind",
     "kernel_kind",
+    "protocol",
+    "multiboot2",
     "path",
     "size",
     "ok",

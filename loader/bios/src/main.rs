@@ -30,7 +30,6 @@ use hvboot_loader_core::flow::{
     self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError,
 };
 use hvboot_loader_core::heap::BumpHeap;
-use hvboot_loader_core::protocols::hvboot::Hvboot;
 use hvboot_loader_core::{biostables, handoff, memmap};
 
 const HEAP_SIZE: u64 = 4 << 20;
@@ -82,7 +81,7 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
         Ok(p) => p,
         Err(e) => console::fail(format_args!("{e}")),
     };
-    match flow::run(&mut platform, &cpu, &mut Hvboot::default(), tsc_start) {
+    match flow::boot(&mut platform, &cpu, tsc_start) {
         // SAFETY: the flow's tables map the hand-off code, the stack, the GDT and TSS (direct
         // map) and the kernel.
         Ok(plan) => unsafe { handoff::jump(&plan) },

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use hvboot_api::request::REQUEST_SECTION;
 use hvboot_api::KernelRequest;
 use hvboot_loader_core::fat::{self, BlockDevice, Volume};
-use hvboot_loader_core::{config, elf, gpt, request};
+use hvboot_loader_core::{config, elf, gpt, multiboot2, request};
 use json::Json;
 
 const USAGE: &str =
@@ -104,8 +104,122 @@ fn kernel_request(r: &KernelRequest) -> Json {
     ])
 }
 
+/// The decoded Multiboot2 header (every tag hvboot reads).
+fn mb2_header(h: &multiboot2::Header) -> Json {
+    let opt = |v: Option<u32>| v.map_or(Json::Null, |v| Json::from(u64::from(v)));
+    let requests = h.requests.iter().map(|&(t, optional)| {
+        Json::object([
+            ("type", Json::from(u64::from(t))),
+            ("name", multiboot2::info_name(t).into()),
+            ("optional", optional.into()),
+        ])
+    });
+    let address = h.address.map_or(Json::Null, |a| {
+        Json::object([
+            ("header_addr", Json::from(u64::from(a.header_addr))),
+            ("load_addr", u64::from(a.load_addr).into()),
+            ("load_end_addr", u64::from(a.load_end_addr).into()),
+            ("bss_end_addr", u64::from(a.bss_end_addr).into()),
+        ])
+    });
+    let reloc = h.relocatable.map_or(Json::Null, |r| {
+        Json::object([
+            ("min_addr", Json::from(u64::from(r.min_addr))),
+            ("max_addr", u64::from(r.max_addr).into()),
+            ("align", u64::from(r.align).into()),
+            ("preference", u64::from(r.preference).into()),
+        ])
+    });
+    let fb = h.framebuffer.map_or(Json::Null, |f| {
+        Json::object([
+            ("width", Json::from(u64::from(f.width))),
+            ("height", u64::from(f.height).into()),
+            ("depth", u64::from(f.depth).into()),
+        ])
+    });
+    Json::object([
+        ("offset", Json::from(h.offset as u64)),
+        ("architecture", u64::from(h.architecture).into()),
+        ("header_length", u64::from(h.length).into()),
+        ("checksum", u64::from(h.checksum).into()),
+        ("information_request", Json::Array(requests.collect())),
+        ("address", address),
+        ("entry_address", opt(h.entry_addr)),
+        ("console_flags", opt(h.console_flags)),
+        ("framebuffer", fb),
+        ("module_alignment", h.module_align.into()),
+        ("efi_boot_services", h.efi_boot_services.into()),
+        ("efi_i386_entry", opt(h.efi32_entry)),
+        ("efi_amd64_entry", opt(h.efi64_entry)),
+        ("relocatable", reloc),
+    ])
+}
+
+/// A Multiboot2 kernel's plan in the shape of an ELF plan (each piece a segment at its
+/// physical address) with the decoded header beside it.
+fn mb2_plan(p: &multiboot2::Plan) -> Json {
+    let segments = p.pieces.iter().map(|s| {
+        Json::object([
+            ("index", Json::from(s.segment.unwrap_or(0) as u64)),
+            ("vaddr", s.vaddr.into()),
+            ("paddr", s.phys.into()),
+            ("memsz", s.memsz.into()),
+            ("filesz", s.filesz.into()),
+            ("offset", s.offset.into()),
+            ("flags", "RWX".into()),
+            ("writable", true.into()),
+            ("executable", true.into()),
+        ])
+    });
+    Json::object([
+        ("entry", u64::from(p.entry).into()),
+        ("higher_half", false.into()),
+        ("virt_start", p.start.into()),
+        ("virt_end", p.end.into()),
+        ("phys_base", p.start.into()),
+        ("segments", Json::Array(segments.collect())),
+        (
+            "elf_class",
+            p.elf_class.map_or(Json::Null, |c| Json::from(u64::from(c))),
+        ),
+    ])
+}
+
+/// The verdict on a Multiboot2 kernel: the decoded header, the plan, every problem.
+fn check_multiboot2(data: &[u8]) -> (bool, Json) {
+    let (plan, problems) = match multiboot2::check(data) {
+        Ok(p) => (mb2_plan(&p), vec![]),
+        Err(all) => (
+            Json::Null,
+            all.into_iter()
+                .map(|e| problem(e.field, e.message))
+                .collect(),
+        ),
+    };
+    let mut header = vec![];
+    if let Some(at) = multiboot2::find(data) {
+        // Decoded as far as it goes, refused or not (inspect shows it either way).
+        let mut ignored = vec![];
+        header.push(mb2_header(&multiboot2::decode(data, at, &mut ignored)));
+    }
+    let ok = problems.is_empty();
+    let doc = Json::object([
+        ("size", Json::from(data.len() as u64)),
+        ("kind", elf::KernelKind::Multiboot2.name().into()),
+        ("ok", ok.into()),
+        ("plan", plan),
+        ("request", Json::Null),
+        ("multiboot2", header.pop().unwrap_or(Json::Null)),
+        ("problems", Json::Array(problems)),
+    ]);
+    (ok, doc)
+}
+
 /// The verdict on a kernel: its kind, plan, request and problems (ELF first, then the request).
 fn check_kernel(data: &[u8]) -> (bool, Json) {
+    if elf::kind(data) == Some(elf::KernelKind::Multiboot2) {
+        return check_multiboot2(data);
+    }
     let mut problems = Vec::new();
     let plan = match elf::check(data) {
         Ok(p) => plan(&p),
@@ -129,6 +243,7 @@ fn check_kernel(data: &[u8]) -> (bool, Json) {
         ("ok", ok.into()),
         ("plan", plan),
         ("request", request),
+        ("multiboot2", Json::Null),
         ("problems", Json::Array(problems)),
     ]);
     (ok, doc)

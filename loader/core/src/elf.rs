@@ -57,14 +57,17 @@ const PHDR64_SIZE: u16 = 56;
 /// `e_phnum` value announcing extended numbering (gABI ch. 4).
 const PN_XNUM: u16 = 0xffff;
 
-/// The kinds of kernel the loader boots. Today only hvboot's own: an x86_64 ELF executable
-/// entered in long mode with hvboot's boot information (and an optional `.hvboot_request`).
-/// Other boot protocols (Multiboot2, Linux bzImage, Limine, rust-osdev's `bootloader_api`)
-/// would be further variants, each recognised by [`kind`] and checked by its own rules.
+/// The kinds of kernel the loader boots: hvboot's own (an x86_64 ELF executable entered in
+/// long mode with hvboot's boot information and an optional `.hvboot_request`) and Multiboot2
+/// (`crate::multiboot2`). Other boot protocols (Linux bzImage, Limine, rust-osdev's
+/// `bootloader_api`) would be further variants, each recognised by [`kind`] and checked by its
+/// own rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
     /// hvboot's own protocol: the ELF rules of this module.
     HvbootElf,
+    /// A Multiboot2 header in the first 32 KiB: the rules of `crate::multiboot2`.
+    Multiboot2,
 }
 
 impl KernelKind {
@@ -72,13 +75,18 @@ impl KernelKind {
     pub fn name(self) -> &'static str {
         match self {
             KernelKind::HvbootElf => "hvboot-elf",
+            KernelKind::Multiboot2 => "multiboot2",
         }
     }
 }
 
 /// The kind of kernel `image` is, `None` when it is none the loader knows (its file header is
-/// refused).
+/// refused). A Multiboot2 header in the first 32 KiB makes it a Multiboot2 kernel even if it
+/// is an ELF64 (as GRUB, which prefers the header to the ELF).
 pub fn kind(image: &[u8]) -> Option<KernelKind> {
+    if crate::multiboot2::is_multiboot2(image) {
+        return Some(KernelKind::Multiboot2);
+    }
     check_header(image).ok().map(|_| KernelKind::HvbootElf)
 }
 

@@ -1,5 +1,6 @@
 //! The last instructions the loader runs: switch to the kernel's page tables, stack and GDT, then
-//! jump to its entry point with RDI = the boot information.
+//! jump to its entry point with RDI = the boot information; or, for a Multiboot2 kernel, leave
+//! long mode and enter it in 32-bit protected mode ([`EntryMode::Multiboot2`]).
 //!
 //! Shared by the UEFI and BIOS loaders. This code runs while CR3 changes under it, so the page that holds it is identity-mapped in the
 //! kernel's tables too (reported as loader-reclaimable memory).
@@ -83,9 +84,76 @@ global_asm!(
     ".text",
 );
 
+// The Multiboot2 entry (Multiboot2 specification 2.0, §3.3): from 64-bit mode on the loader's
+// identity-mapped tables, through a 32-bit compatibility-mode code segment, paging off (which
+// leaves long mode; Intel SDM Vol. 3A §10.8.5.4), EFER.LME off, flat 32-bit data segments, then
+// EAX = the magic, EBX = the information, a jump to the entry. This code, its GDT and the
+// caller's stack must lie below 4 GiB (the loader's image does on both firmwares).
+global_asm!(
+    ".section .text.hvboot_handoff,\"ax\",@progbits",
+    ".balign 16",
+    "hvboot_mb2_gdt:",
+    ".quad 0",
+    // 0x08: 32-bit code, base 0, limit 4 GiB, accessed preset (no write to a read-only page).
+    ".quad 0x00cf9b000000ffff",
+    // 0x10: data, base 0, limit 4 GiB, read/write, accessed preset.
+    ".quad 0x00cf93000000ffff",
+    // The limit loaded below: 3 entries, 23.
+    ".balign 16",
+    ".global hvboot_multiboot2",
+    "hvboot_multiboot2:",
+    // edi = entry (physical), esi = information (physical).
+    "cli",
+    "lea rax, [rip + hvboot_mb2_gdt]",
+    "sub rsp, 16",
+    "mov word ptr [rsp + 6], 23",
+    "mov qword ptr [rsp + 8], rax",
+    "lgdt [rsp + 6]",
+    "add rsp, 16",
+    "push 0x08",
+    "lea rax, [rip + 3f]",
+    "push rax",
+    "retfq",
+    ".code32",
+    "3:",
+    "mov eax, 0x10",
+    "mov ds, eax",
+    "mov es, eax",
+    "mov fs, eax",
+    "mov gs, eax",
+    "mov ss, eax",
+    "mov eax, cr0",
+    "and eax, 0x7fffffff",
+    "mov cr0, eax",
+    "mov ecx, 0xc0000080",
+    "rdmsr",
+    "and eax, 0xfffffeff",
+    "wrmsr",
+    // CR4: PAE and PGE off (paging is off; the kernel sets its own), the rest as it was.
+    "mov eax, cr4",
+    "and eax, 0xffffff5f",
+    "mov cr4, eax",
+    "mov eax, 0x36d76289",
+    "mov ebx, esi",
+    "xor ecx, ecx",
+    "xor edx, edx",
+    "xor esi, esi",
+    "xor ebp, ebp",
+    "jmp edi",
+    ".code64",
+    ".text",
+);
+
 extern "C" {
+    fn hvboot_multiboot2(entry: u64, info: u64) -> !;
     fn hvboot_handoff(cr3: u64, stack_top: u64, entry: u64, info: u64, gdt: u64, limit: u64) -> !;
     static hvboot_handoff_end: u8;
+}
+
+/// Where the Multiboot2 hand-off code is (identity-mapped on both firmwares): it runs in 32-bit
+/// mode, so it must be below 4 GiB.
+pub fn multiboot2_code() -> u64 {
+    hvboot_multiboot2 as *const () as u64
 }
 
 /// The physical (= identity) range holding the hand-off code, page aligned.
@@ -95,9 +163,21 @@ pub fn code_pages() -> (u64, u64) {
     (start & !0xfff, (end + 0xfff) & !0xfff)
 }
 
+/// How the kernel is entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryMode {
+    /// hvboot's protocol: 64-bit, the kernel's tables, RDI = the boot information.
+    Hvboot,
+    /// Multiboot2: 32-bit protected mode, paging off, EAX = 0x36d76289, EBX = the information
+    /// (physical); `cr3`, `stack_top` and `gdt_virt` are unused.
+    Multiboot2,
+}
+
 /// Everything the hand-off needs, already valid in the kernel's address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handoff {
+    /// How the kernel is entered.
+    pub mode: EntryMode,
     /// The kernel's PML4 (physical).
     pub cr3: u64,
     /// The kernel's initial RSP (virtual).
@@ -118,6 +198,9 @@ pub struct Handoff {
 /// The tables in `h.cr3` must map this code's page, the stack, the GDT (with its TSS behind it,
 /// see [`gdt`]) and the kernel.
 pub unsafe fn jump(h: &Handoff) -> ! {
+    if h.mode == EntryMode::Multiboot2 {
+        hvboot_multiboot2(h.entry, h.boot_info)
+    }
     const IA32_EFER: u32 = 0xC000_0080;
     const EFER_NXE: u64 = 1 << 11;
     const EFER_SVME: u64 = 1 << 12;

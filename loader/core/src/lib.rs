@@ -34,6 +34,7 @@ pub mod handoff;
 pub mod heap;
 pub mod hv;
 pub mod memmap;
+pub mod multiboot2;
 pub mod paging;
 pub mod protocols;
 pub mod request;

@@ -27,7 +27,6 @@ use hvboot_loader_core::flow::{
     self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError,
 };
 use hvboot_loader_core::heap::BumpHeap;
-use hvboot_loader_core::protocols::hvboot::Hvboot;
 use hvboot_loader_core::{handoff, memmap};
 use uefi::boot;
 use uefi::mem::memory_map::{MemoryMap, MemoryMapOwned};
@@ -63,7 +62,7 @@ fn main() -> Status {
         Ok(p) => p,
         Err(e) => console::fail(format_args!("{e}")),
     };
-    match flow::run(&mut platform, &cpu, &mut Hvboot::default(), tsc_start) {
+    match flow::boot(&mut platform, &cpu, tsc_start) {
         // SAFETY: the flow's tables map the hand-off code, the stack, the GDT and TSS (direct
         // map) and the kernel.
         Ok(plan) => unsafe { handoff::jump(&plan) },

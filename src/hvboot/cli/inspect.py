@@ -160,6 +160,59 @@ def _raw_segments(data: bytes) -> list[Json]:
         return []
 
 
+#: The boot protocol each kernel kind (hvboot-check's names) is entered with.
+PROTOCOL_NAMES = {
+    "hvboot-elf": "hvboot (64-bit entry, RDI = BootInfo)",
+    "multiboot2": "Multiboot2 (32-bit protected-mode entry, EAX = 0x36d76289, EBX = information)",
+}
+
+
+def _multiboot2_header(h: Json | None) -> Json | None:
+    """The core's decoded Multiboot2 header with addresses as hex strings."""
+    if h is None:
+        return None
+    out = dict(h)
+    for key in ("checksum", "entry_address", "efi_i386_entry", "efi_amd64_entry"):
+        if out[key] is not None:
+            out[key] = _hex(out[key])
+    for key in ("address", "relocatable"):
+        if out[key] is not None:
+            out[key] = {k: _hex(v) if k != "preference" else v for k, v in out[key].items()}
+    return out
+
+
+def _multiboot2_text(h: Json) -> list[str]:
+    lines = [
+        f"multiboot2 header: at file offset {h['offset']:#x}, architecture {h['architecture']}, "
+        f"{h['header_length']} bytes, checksum {h['checksum']}"
+    ]
+    for r in h["information_request"]:
+        need = "optional" if r["optional"] else "required"
+        lines.append(f"  information request: {r['type']} ({r['name']}), {need}")
+    simple = [
+        ("address", "address tag"),
+        ("entry_address", "entry address"),
+        ("console_flags", "console flags"),
+        ("framebuffer", "framebuffer"),
+        ("efi_i386_entry", "EFI i386 entry"),
+        ("efi_amd64_entry", "EFI amd64 entry"),
+        ("relocatable", "relocatable"),
+    ]
+    for key, name in simple:
+        if h[key] is not None:
+            value = h[key]
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            lines.append(f"  {name}: {value}")
+    for key, name in (
+        ("module_alignment", "module alignment"),
+        ("efi_boot_services", "EFI boot services"),
+    ):
+        if h[key]:
+            lines.append(f"  {name}: yes")
+    return lines
+
+
 def inspect_kernel_bytes(data: bytes, source: str) -> Json:
     """The kernel report as a JSON-ready dict (see the module docstring for the keys)."""
     report: Json = {
@@ -167,6 +220,8 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         "path": source,
         "size": len(data),
         "kernel_kind": None,
+        "protocol": None,
+        "multiboot2": None,
         "ok": False,
         "entry": None,
         "entry_symbol": None,
@@ -178,6 +233,8 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
     }
     verdict = kernel_elf.check_kernel(data, source)
     report["kernel_kind"] = verdict.kind
+    report["protocol"] = PROTOCOL_NAMES.get(verdict.kind or "")
+    report["multiboot2"] = _multiboot2_header(verdict.multiboot2)
     report["problems"] = [Problem.of(e).json() for e in verdict.problems]
     report["request_header"] = request_header(data, verdict)
     plan = verdict.plan
@@ -219,6 +276,10 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
 
 def _kernel_text(r: Json, indent: str = "") -> list[str]:
     lines: list[str] = []
+    if r.get("protocol"):
+        lines.append(f"protocol: {r['protocol']}")
+    if r.get("multiboot2"):
+        lines += _multiboot2_text(r["multiboot2"])
     if r.get("describe"):
         lines += r["describe"].splitlines()
         if r["entry_symbol"]:

@@ -10,8 +10,10 @@ kernel or config is refused here, with the file and field named, rather than on 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,20 @@ def _read(path: Path, what: str) -> bytes:
         raise HvbootError(path, f"{what}: cannot read it: {e.strerror}") from None
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzip(data: bytes, path: Path, what: str) -> bytes:
+    """`data` decompressed if it is gzip (RFC 1952 magic 1f 8b), else as it is. Kernels such as
+    Debian's xen-4.17-amd64.gz are shipped compressed; the loader gets them decompressed."""
+    if data[:2] != GZIP_MAGIC:
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise HvbootError(path, f"{what}: gzip data that does not decompress: {e}") from None
+
+
 def _module_file_name(index: int, name: str) -> str:
     if _FAT_UNSAFE.search(name) or name.strip(" .") != name or not name:
         return f"module{index}"
@@ -87,9 +103,12 @@ def _check_stage2_fits(layout: DiskLayout, lba: int, size: int, source: str, out
 
 def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
     """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
-    kernel = _read(cfg.kernel, "kernel")
+    kernel = gunzip(_read(cfg.kernel, "kernel"), cfg.kernel, "kernel")
     plan = load_plan_bytes(kernel, str(cfg.kernel))
-    modules = [(m, _read(m.path, f"module {m.name!r}")) for m in cfg.modules]
+    modules = []
+    for m in cfg.modules:
+        what = f"module {m.name!r}"
+        modules.append((m, gunzip(_read(m.path, what), m.path, what)))
     loader_elf = artifacts.uefi_loader_elf()
     loader_pe = elf_to_pe(loader_elf.read_bytes(), source=str(loader_elf))
     files = esp_files(kernel, cfg.cmdline, modules, loader_pe)

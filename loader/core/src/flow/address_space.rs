@@ -18,8 +18,9 @@ use crate::{handoff, PAGE_SIZE as PAGE};
 
 const GIB: u64 = 1 << 30;
 
-/// The finished address space.
-#[derive(Debug, Clone, Copy)]
+/// The finished address space (all zero for a protocol that does not enter through hvboot's
+/// tables, such as Multiboot2).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AddressSpace {
     /// The PML4 (physical): CR3.
     pub cr3: u64,

@@ -90,6 +90,13 @@ pub enum Error {
         /// What is wrong with it.
         why: elf::ElfError,
     },
+    /// The Multiboot2 kernel is refused (`crate::multiboot2`).
+    Multiboot2 {
+        /// The kernel's path.
+        kernel: String,
+        /// The field and why.
+        why: crate::multiboot2::Problem,
+    },
     /// The kernel's `.hvboot_request` is malformed.
     Request {
         /// The kernel's path.
@@ -174,6 +181,7 @@ impl fmt::Display for Error {
             Self::Platform(e) => write!(f, "{e}"),
             Self::Config(e) => write!(f, "{CONFIG_PATH}: {e}"),
             Self::Elf { kernel, why } => write!(f, "{kernel}: {why}"),
+            Self::Multiboot2 { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Request { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Unmet { kernel, field, why } => {
                 write!(f, "{kernel}: .hvboot_request: {field}: {why}")

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use hvboot_api::{ExtentKind, FirmwareMemoryEntry, MemoryKind, TscStage};
 
 use super::place::extent;
-use super::{phys_slice, Boot, Cpu, Error, Placement, Platform};
+use super::{phys_slice, Boot, Cpu, Error, Platform};
 use crate::handoff::Handoff;
 use crate::memmap;
 use crate::protocols::{Info, Protocol};
@@ -23,7 +23,7 @@ pub fn hand_off<P: Platform, H: Protocol>(
 ) -> Result<Handoff, Error> {
     let size = protocol.prepare(&boot);
     let info_phys = p
-        .allocate(MemoryKind::BOOT_INFO.0, size, Placement::Anywhere)
+        .allocate(MemoryKind::BOOT_INFO.0, size, protocol.placement())
         .map_err(Error::no_memory("the boot information"))?;
     let size = size.next_multiple_of(PAGE);
     let e = extent(ExtentKind::BOOT_INFO, 0, info_phys, 0, size);

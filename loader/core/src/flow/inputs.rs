@@ -5,12 +5,12 @@ use alloc::string::String;
 
 use hvboot_api::{
     KernelRequest, MemoryKind, RequestFlags, DEFAULT_AP_STACK_SIZE, DEFAULT_DIRECT_MAP_OFFSET,
-    DEFAULT_STACK_SIZE,
+    DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE,
 };
 
 use super::{phys_slice, Error, Platform, CONFIG_PATH};
 use crate::config::{self, LoaderConfig};
-use crate::{elf, request, PAGE_SIZE as PAGE};
+use crate::{elf, multiboot2, request, PAGE_SIZE as PAGE};
 
 /// Everything the later phases read.
 pub struct Inputs {
@@ -35,11 +35,15 @@ pub struct Kernel {
 }
 
 /// A recognised kernel with what loading it needs, one variant per [`elf::KernelKind`] (the
-/// kinds `hvboot-check` names to the toolkit). Only hvboot's own for now; a Multiboot2 or Linux
-/// bzImage kind would come with its protocol (`crate::protocols`).
+/// kinds `hvboot-check` names to the toolkit); each comes with its protocol
+/// (`crate::protocols`). A Linux bzImage kind would be a further one.
 pub enum KernelImage {
     /// An ELF64 executable checked by `elf::plan` (docs/protocol.md, "The kernel").
     HvbootElf(elf::LoadPlan),
+    /// A Multiboot2 kernel checked by `multiboot2::plan` (docs/multiboot2.md), with the
+    /// `elf::LoadPlan` view of its image the shared phases read (one block at its physical
+    /// address, identity "virtual" addresses).
+    Multiboot2(multiboot2::Plan, elf::LoadPlan),
 }
 
 impl KernelImage {
@@ -47,6 +51,7 @@ impl KernelImage {
     pub fn kind(&self) -> elf::KernelKind {
         match self {
             Self::HvbootElf(_) => elf::KernelKind::HvbootElf,
+            Self::Multiboot2(..) => elf::KernelKind::Multiboot2,
         }
     }
 }
@@ -55,7 +60,15 @@ impl Kernel {
     /// The load plan (segments, entry, virtual extent).
     pub fn plan(&self) -> &elf::LoadPlan {
         match &self.image {
-            KernelImage::HvbootElf(plan) => plan,
+            KernelImage::HvbootElf(plan) | KernelImage::Multiboot2(_, plan) => plan,
+        }
+    }
+
+    /// The Multiboot2 plan, for a Multiboot2 kernel.
+    pub fn multiboot2(&self) -> Option<&multiboot2::Plan> {
+        match &self.image {
+            KernelImage::Multiboot2(plan, _) => Some(plan),
+            KernelImage::HvbootElf(_) => None,
         }
     }
 }
@@ -89,6 +102,21 @@ impl Wants {
         }
     }
 
+    /// What a Multiboot2 kernel wants: the defaults, and no framebuffer unless its header has a
+    /// framebuffer tag (then the mode it prefers, 0 x 0 for the firmware's); the display stays
+    /// in text mode otherwise, where such kernels (Xen) print.
+    pub fn multiboot2(fb: Option<multiboot2::FramebufferTag>) -> Self {
+        let (w, h) = fb.map_or((FRAMEBUFFER_NONE, FRAMEBUFFER_NONE), |f| {
+            (f.width, f.height)
+        });
+        let request = KernelRequest {
+            framebuffer_width: w,
+            framebuffer_height: h,
+            ..KernelRequest::default()
+        };
+        Self::of(Some(request))
+    }
+
     /// Whether the request sets flag `f`.
     pub fn flag(&self, f: RequestFlags) -> bool {
         self.request.is_some_and(|r| r.flags.contains(f))
@@ -113,6 +141,27 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
     let (file_phys, file_len) = p.read_file(&path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
     // SAFETY: read_file filled exactly this range.
     let file = unsafe { phys_slice(p, file_phys, file_len) };
+    if elf::kind(file) == Some(elf::KernelKind::Multiboot2) {
+        let plan = match multiboot2::plan(file) {
+            Ok(plan) => plan,
+            Err(why) => return Err(Error::Multiboot2 { kernel: path, why }),
+        };
+        let view = elf_view(&plan);
+        let fb = plan.header.framebuffer;
+        let image = KernelImage::Multiboot2(plan, view);
+        let kernel = Kernel {
+            path,
+            file_phys,
+            file_len,
+            image,
+        };
+        let wants = Wants::multiboot2(fb);
+        return Ok(Inputs {
+            config,
+            kernel,
+            wants,
+        });
+    }
     let plan = match elf::plan(file) {
         Ok(plan) => plan,
         Err(why) => return Err(Error::Elf { kernel: path, why }),
@@ -131,4 +180,31 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         },
         wants,
     })
+}
+
+/// A Multiboot2 image as the shared phases see a lower-half kernel: one block at its physical
+/// start, entered at its physical entry.
+fn elf_view(p: &multiboot2::Plan) -> elf::LoadPlan {
+    let segments = p
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(i, s)| elf::Segment {
+            index: s.segment.unwrap_or(i),
+            vaddr: s.phys,
+            paddr: s.phys,
+            memsz: s.memsz,
+            filesz: s.filesz,
+            offset: s.offset,
+            writable: true,
+            executable: true,
+        })
+        .collect();
+    elf::LoadPlan {
+        entry: u64::from(p.entry),
+        higher_half: false,
+        segments,
+        virt_start: p.start,
+        virt_end: p.end,
+    }
 }

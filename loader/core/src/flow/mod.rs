@@ -45,6 +45,8 @@ pub use platform::{
 
 use crate::handoff::Handoff;
 use crate::hv;
+use crate::protocols::hvboot::Hvboot;
+use crate::protocols::multiboot2::Multiboot2;
 use crate::protocols::Protocol;
 
 /// Where the loader's config lives on the ESP.
@@ -78,6 +80,16 @@ pub struct Boot {
     pub stamps: [u64; 5],
 }
 
+/// Reads the inputs and boots the kernel with its kind's protocol: hvboot's own ([`run`]) or
+/// Multiboot2 ([`run_multiboot2`]). What each platform's main calls.
+pub fn boot<P: Platform, C: Cpu>(p: &mut P, cpu: &C, tsc_start: u64) -> Result<Handoff, Error> {
+    let inputs = inputs::read(p)?;
+    if inputs.kernel.multiboot2().is_some() {
+        return run_multiboot2(p, cpu, inputs, tsc_start);
+    }
+    run_inputs(p, cpu, &mut Hvboot::default(), inputs, tsc_start)
+}
+
 /// Runs the flow on `p` and returns the hand-off for `protocol`. On an error before the
 /// firmware is left the firmware is still usable (for the error message on the screen).
 pub fn run<P: Platform, C: Cpu, H: Protocol>(
@@ -86,9 +98,111 @@ pub fn run<P: Platform, C: Cpu, H: Protocol>(
     protocol: &mut H,
     tsc_start: u64,
 ) -> Result<Handoff, Error> {
+    let inputs = inputs::read(p)?;
+    run_inputs(p, cpu, protocol, inputs, tsc_start)
+}
+
+/// The stamps with the loader's entry set.
+fn stamps_from(tsc_start: u64) -> [u64; 5] {
     let mut stamps = [0u64; 5];
     stamps[TscStage::LOADER_ENTRY.0 as usize] = tsc_start;
-    let inputs = inputs::read(p)?;
+    stamps
+}
+
+/// A Multiboot2 kernel: placed at its physical addresses (or relocated within its relocatable
+/// tag's bounds), the firmware surveyed, the RSDP and SMBIOS entry points copied for the
+/// information; no address space of hvboot's and no CPU start-up (the kernel runs with paging
+/// off and starts its own processors). Under UEFI the boot services are exited and the kernel
+/// is entered as under BIOS (the EFI boot-services path is not there yet: docs/multiboot2.md).
+pub fn run_multiboot2<P: Platform, C: Cpu>(
+    p: &mut P,
+    cpu: &C,
+    inputs: inputs::Inputs,
+    tsc_start: u64,
+) -> Result<Handoff, Error> {
+    // Under BIOS the loader is linked at 0x8000; OVMF loads it where it likes.
+    let code = crate::handoff::multiboot2_code();
+    if P::FIRMWARE == FirmwareKind::UEFI && code >= 1 << 32 {
+        return Err(Error::Multiboot2 {
+            kernel: inputs.kernel.path.clone(),
+            why: crate::multiboot2::Problem {
+                field: "multiboot2 header".into(),
+                message: alloc::format!(
+                    "the loader's 32-bit hand-off code is at {code:#x}, above 4 GiB, where a \
+                     Multiboot2 kernel cannot be entered from"
+                ),
+            },
+        });
+    }
+    let mut stamps = stamps_from(tsc_start);
+    let placed = place::place(p, &inputs)?;
+    stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
+    let firmware = firmware::survey(p, &inputs.wants)?;
+    let rsdp = copy_table(p, firmware.tables.rsdp, b"RSD PTR ", 23, |t| {
+        if t[15] >= 2 {
+            u32::from_le_bytes([t[20], t[21], t[22], t[23]]) as usize
+        } else {
+            20
+        }
+    });
+    let mut smbios = copy_table(p, firmware.tables.smbios, b"_SM_", 7, |t| usize::from(t[5]));
+    if smbios.is_empty() {
+        smbios = copy_table(p, firmware.tables.smbios3, b"_SM3_", 7, |t| {
+            usize::from(t[6])
+        });
+    }
+    let mut protocol = Multiboot2::new(rsdp, smbios);
+    let boot = Boot {
+        firmware_kind: P::FIRMWARE,
+        inputs,
+        placed,
+        firmware,
+        space: address_space::AddressSpace::default(),
+        virt: VirtReport::default(),
+        cpus: Vec::new(),
+        local_apic: 0,
+        // Multiboot2 has no tag for these: the kernel reads ACPI through the RSDP tags and
+        // times itself.
+        acpi_tables: AcpiTables::default(),
+        tsc: (0, TscSource::UNKNOWN),
+        aps: None,
+        stamps,
+    };
+    hand_off::hand_off(p, cpu, &mut protocol, boot)
+}
+
+/// The bytes of the firmware structure at `phys` (0: none) that starts with `signature`, whose
+/// length `len` reads from its first `head + 1` bytes (read whatever the structure's length);
+/// at most 4 KiB. Empty when there is none.
+fn copy_table<P: Platform>(
+    p: &P,
+    phys: u64,
+    signature: &[u8],
+    head: usize,
+    len: impl Fn(&[u8]) -> usize,
+) -> Vec<u8> {
+    if phys == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the firmware published a structure at least `head + 1` bytes long there.
+    let first = unsafe { phys_slice(p, phys, head as u64 + 1) };
+    if !first.starts_with(signature) {
+        return Vec::new();
+    }
+    let n = len(first).clamp(1, 4096);
+    // SAFETY: as above, of the length the structure gives.
+    unsafe { phys_slice(p, phys, n as u64) }.to_vec()
+}
+
+/// The flow for hvboot's protocol after the inputs.
+fn run_inputs<P: Platform, C: Cpu, H: Protocol>(
+    p: &mut P,
+    cpu: &C,
+    protocol: &mut H,
+    inputs: inputs::Inputs,
+    tsc_start: u64,
+) -> Result<Handoff, Error> {
+    let mut stamps = stamps_from(tsc_start);
     let mut placed = place::place(p, &inputs)?;
     stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
     let firmware = firmware::survey(p, &inputs.wants)?;

@@ -162,8 +162,14 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
         })?;
         Placement::At(base)
     };
+    let relocatable = k.multiboot2().and_then(|m| m.header.relocatable);
     let phys = p
         .allocate(MemoryKind::KERNEL.0, size, placement)
+        .or_else(|why| match relocatable {
+            // A Multiboot2 kernel whose address is taken may move within its tag's bounds.
+            Some(r) => relocate(p, size, r).ok_or(why),
+            None => Err(why),
+        })
         .map_err(|why| Error::KernelPlacement {
             kernel: k.path.clone(),
             size,
@@ -198,6 +204,19 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
         placed.extents.push(e);
     }
     Ok(())
+}
+
+/// A relocatable Multiboot2 image's block (specification 2.0 §3.1.12): aligned as it asks,
+/// ending at or below `max_addr` (the platform allocates top-down there), starting at or above
+/// `min_addr`; None when no such block is free.
+fn relocate<P: Platform>(p: &mut P, size: u64, r: crate::multiboot2::Relocatable) -> Option<u64> {
+    let align = u64::from(r.align).max(PAGE);
+    let at = Placement::AlignedBelow {
+        align,
+        max: u64::from(r.max_addr),
+    };
+    let phys = p.allocate(MemoryKind::KERNEL.0, size, at).ok()?;
+    (phys >= u64::from(r.min_addr)).then_some(phys)
 }
 
 /// Each module read straight into its own pages (4 KiB aligned), or read and copied to the

@@ -843,3 +843,118 @@ fn no_aps_started_unless_asked() {
     assert_eq!(starts.len(), 1);
     assert_eq!(starts[0].state, hvboot_api::CpuState::BSP);
 }
+
+/// The Multiboot2 information's tags as (type, body), from the block at `phys`.
+fn mb2_tags(p: &FakePlatform, phys: u64) -> Vec<(u32, Vec<u8>)> {
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let total = u32_at(p.bytes(phys, 8), 0) as usize;
+    let block = p.bytes(phys, total as u64);
+    let (mut at, mut tags) = (8, Vec::new());
+    while at < total {
+        let (kind, size) = (u32_at(block, at), u32_at(block, at + 4) as usize);
+        tags.push((kind, block[at + 8..at + size].to_vec()));
+        at += size.next_multiple_of(8);
+    }
+    tags
+}
+
+/// A Multiboot2 ELF32 through the whole flow: the image at its physical address, the 32-bit
+/// hand-off (EAX magic and EBX information are set by `handoff::jump`), the information's tags
+/// as the config, the modules and the fake firmware give them.
+#[test]
+fn multiboot2_kernel_hand_off() {
+    use crate::handoff::EntryMode;
+    use crate::testing::multiboot2::{elf32, header, tag};
+    let hdr = header(&[tag(1, 0, &[1, 2, 3, 4, 6, 14, 21]), tag(6, 0, &[])]);
+    let kernel = elf32(&hdr, 0x20_0000, b"\xfa\xf4kernel");
+    let cfg = config("x=1 y", &[("/hvboot/modules/a", "a", "arg")]);
+    let mut p = machine(kernel, &cfg);
+    p.file("/hvboot/modules/a", &b"module bytes"[..])
+        .with_madt(1);
+    let h = super::boot(&mut p, &FakeCpu::new(true), 42).unwrap();
+    assert!(p.exited);
+    assert_eq!(
+        (h.mode, h.entry, h.cr3),
+        (EntryMode::Multiboot2, 0x20_0000, 0)
+    );
+    assert!(h.boot_info + 4096 <= 1 << 32);
+    assert_eq!(p.bytes(0x20_0000, 8), b"\xfa\xf4kernel");
+    let tags = mb2_tags(&p, h.boot_info);
+    let kinds: Vec<u32> = tags.iter().map(|t| t.0).collect();
+    assert_eq!(kinds, [1, 2, 3, 4, 6, 14, 21, 0]);
+    let body = |k: u32| &tags.iter().find(|t| t.0 == k).unwrap().1;
+    assert_eq!(body(1).as_slice(), b"/hvboot/kernel.elf x=1 y\0");
+    assert!(body(2).starts_with(b"hvboot "));
+    let m = body(3);
+    let (start, end) = (
+        u32::from_le_bytes(m[..4].try_into().unwrap()),
+        u32::from_le_bytes(m[4..8].try_into().unwrap()),
+    );
+    assert_eq!(
+        p.bytes(u64::from(start), u64::from(end - start)),
+        b"module bytes"
+    );
+    assert_eq!(&m[8..], b"a arg\0");
+    // The map: 24-byte entries, sorted, the RAM up to the fake's end available.
+    let map = body(6);
+    assert_eq!(&map[..8], &[24, 0, 0, 0, 0, 0, 0, 0]);
+    let entries: Vec<(u64, u64, u32)> = map[8..]
+        .chunks(24)
+        .map(|e| {
+            let q = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().unwrap());
+            (
+                q(0),
+                q(8),
+                u32::from_le_bytes(e[16..20].try_into().unwrap()),
+            )
+        })
+        .collect();
+    assert!(entries.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0));
+    let top = entries.iter().filter(|e| e.2 == 1).map(|e| e.0 + e.1).max();
+    assert_eq!(top, Some(RAM_END), "{entries:x?}");
+    // The RSDP copied (ACPI 1.0: the old tag only), the load base the ELF's address.
+    assert_eq!(&body(14)[..8], b"RSD PTR ");
+    assert_eq!(body(21).as_slice(), 0x20_0000u32.to_le_bytes());
+}
+
+/// A Multiboot2 kernel whose information request needs what hvboot does not give is refused
+/// before the firmware is left, with the field and the tag's number.
+#[test]
+fn multiboot2_refusal_names_the_tag() {
+    use crate::testing::multiboot2::{elf32, header, tag};
+    let kernel = elf32(&header(&[tag(1, 0, &[9])]), 0x20_0000, b"k");
+    let e = super::boot(
+        &mut machine(kernel, &config("", &[])),
+        &FakeCpu::new(true),
+        1,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "/hvboot/kernel.elf: multiboot2 tag 0 (information request, type 1): requires \
+         information tag type 9 (ELF-symbols), which hvboot does not give; hvboot gives types \
+         [1, 2, 3, 4, 6, 8, 13, 14, 15, 21]"
+    );
+}
+
+/// A relocatable Multiboot2 kernel linked where there is no RAM moves within its tag's bounds,
+/// at its alignment; entry and load base follow it.
+#[test]
+fn multiboot2_relocatable_kernel_moves() {
+    use crate::testing::multiboot2::{elf32, header, tag};
+    let linked = 0x8000_0000u32;
+    let reloc = tag(10, 0, &[0x10_0000, 0xffff_ffff, 0x20_0000, 2]);
+    let kernel = elf32(&header(&[reloc]), linked, b"\xfa\xf4moved");
+    let mut p = machine(kernel, &config("", &[]));
+    let h = super::boot(&mut p, &FakeCpu::new(true), 1).unwrap();
+    let base = h.entry;
+    assert!(
+        base < RAM_END && base.is_multiple_of(0x20_0000),
+        "{base:#x}"
+    );
+    assert_eq!(p.bytes(base, 7), b"\xfa\xf4moved");
+    let tags = mb2_tags(&p, h.boot_info);
+    let load_base = &tags.iter().find(|t| t.0 == 21).unwrap().1;
+    assert_eq!(load_base.as_slice(), (base as u32).to_le_bytes());
+}

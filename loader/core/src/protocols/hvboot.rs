@@ -12,7 +12,7 @@ use hvboot_api::{
 
 use super::{Info, Protocol};
 use crate::flow::{Boot, Error};
-use crate::handoff::Handoff;
+use crate::handoff::{EntryMode, Handoff};
 use crate::memmap;
 
 /// The hvboot protocol, with the buffers it fills after the firmware is gone.
@@ -26,13 +26,7 @@ impl Protocol for Hvboot {
     fn prepare(&mut self, boot: &Boot) -> u64 {
         let cfg = &boot.inputs.config;
         let entries = boot.firmware.map_entries;
-        let strings: usize = cfg.cmdline.len()
-            + cfg
-                .modules
-                .iter()
-                .map(|m| m.name.len() + m.cmdline.len() + 2)
-                .sum::<usize>()
-            + 256;
+        let strings = super::config_string_bytes(cfg) + 256;
         // The BOOT_INFO extent itself is added after sizing.
         let extents = boot.placed.extents.len() + 1;
         self.modules = Vec::with_capacity(cfg.modules.len());
@@ -61,6 +55,7 @@ impl Protocol for Hvboot {
         self.build(boot, phys, bytes, (map, firmware_map))
             .map_err(|e| Error::BootInfo(format!("{e:?}")))?;
         Ok(Handoff {
+            mode: EntryMode::Hvboot,
             cr3: space.cr3,
             stack_top: space.stack_top(),
             entry: boot.inputs.kernel.plan().entry,

@@ -4,15 +4,17 @@
 //! state the kernel is entered.
 //!
 //! - [`hvboot`]: hvboot's own `BootInfo` (docs/protocol.md), RDI = the block.
+//! - [`multiboot2`]: the Multiboot2 information (docs/multiboot2.md), 32-bit entry, EBX = it.
 //!
-//! Multiboot2, Linux (boot_params), Limine and bootloader_api hand-offs would be sibling
-//! modules; each brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
+//! Linux (boot_params), Limine and bootloader_api hand-offs would be sibling modules; each
+//! brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
 
 pub mod hvboot;
+pub mod multiboot2;
 
 use hvboot_api::FirmwareMemoryEntry;
 
-use crate::flow::{Boot, Error};
+use crate::flow::{Boot, Error, Placement};
 use crate::handoff::Handoff;
 use crate::memmap;
 
@@ -28,12 +30,28 @@ pub struct Info<'a> {
     pub firmware_map: &'a [FirmwareMemoryEntry],
 }
 
+/// Bytes of the config's strings as a protocol stores them: the command line and each
+/// module's name and command line, each with room for a terminator or separator.
+pub fn config_string_bytes(cfg: &crate::config::LoaderConfig) -> usize {
+    cfg.cmdline.len()
+        + cfg
+            .modules
+            .iter()
+            .map(|m| m.name.len() + m.cmdline.len() + 2)
+            .sum::<usize>()
+}
+
 /// One boot protocol's hand-off.
 pub trait Protocol {
     /// Before leaving the firmware: the bytes the information block needs for `boot`, with
     /// room for a final map of `boot.firmware.map_entries` entries. Reserves every buffer
     /// [`Protocol::write`] needs: nothing may allocate once the firmware is gone.
     fn prepare(&mut self, boot: &Boot) -> u64;
+
+    /// Where the information block may go (a 32-bit protocol needs it below 4 GiB).
+    fn placement(&self) -> Placement {
+        Placement::Anywhere
+    }
 
     /// After leaving the firmware: writes the information into `info` and returns the hand-off
     /// (CR3, stack, entry, the register that points at the information, GDT).

@@ -3,3 +3,4 @@
 #![allow(missing_docs)]
 
 pub mod elf;
+pub mod multiboot2;
