@@ -396,9 +396,11 @@ def machine_toml(verb: str = "test") -> str:
             continue
         first_sentence = s.help.split(". ")[0].rstrip(".") + "."
         line = f"{s.key} = {_toml_value(value)}"
-        # A default that differs between verbs (the timeout: `test` has one, `run` none) would
-        # change the other verbs if written down: shown, commented out.
-        lines += [f"# {first_sentence}", f"# {line}" if s.verb_defaults else line]
+        # A default that differs between the verbs that read the file (the timeout: `test` has
+        # one, `run` none) would change the other verbs if written down: shown, commented out.
+        # `demo` reads no file, so its own defaults (4 CPUs) do not count.
+        differs = any(verb in BOOT_VERBS for verb in s.verb_defaults)
+        lines += [f"# {first_sentence}", f"# {line}" if differs else line]
     return "\n".join(lines) + "\n"
 
 

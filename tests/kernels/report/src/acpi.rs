@@ -133,9 +133,25 @@ pub fn report_tables(info: &BootInfo) {
 /// The PM timer's rate (ACPI 6.5 §4.8.3.3).
 const PM_TIMER_HZ: u64 = 3_579_545;
 
+/// The PM timer's value and the TSC when it was read: the midpoint of the tightest of 8 RDTSC
+/// brackets around a read (a bracket the host stalled in is thrown away).
+fn pm_sample(read: &impl Fn() -> u32) -> (u32, u64) {
+    let mut best = (0, 0, u64::MAX);
+    for _ in 0..8 {
+        let before = hvboot_api::cpu::rdtsc();
+        let pm = read();
+        let width = hvboot_api::cpu::rdtsc() - before;
+        if width < best.2 {
+            best = (pm, before + width / 2, width);
+        }
+    }
+    (best.0, best.1)
+}
+
 /// Prints `HVB tsc_freq loader_hz=.. source=.. here_hz=..`: the loader's TSC frequency and
-/// the one measured here over 100 ms of the PM timer of the FADT found above (PM_TMR_BLK at
-/// 76, TMR_VAL_EXT = bit 8 of the flags at 112; ACPI 6.5 §5.2.9); here_hz=0 without one.
+/// the one measured here against the PM timer of the FADT found above (PM_TMR_BLK at 76,
+/// TMR_VAL_EXT = bit 8 of the flags at 112; ACPI 6.5 §5.2.9): the median of 3 windows of
+/// 30 ms; here_hz=0 without a FADT.
 fn report_tsc(info: &BootInfo, fadt: Option<&[u8]>) {
     let (loader_hz, source) = info.tsc_frequency().map_or((0, 0), |(hz, s)| (hz, s.0));
     let here_hz = fadt.map_or(0, |f| {
@@ -150,19 +166,16 @@ fn report_tsc(info: &BootInfo, fadt: Option<&[u8]>) {
             };
             v & mask
         };
-        let first = read();
-        let mut start = read();
-        while start == first {
-            start = read();
+        let window = PM_TIMER_HZ * 3 / 100;
+        let mut hz = [0u64; 3];
+        for h in &mut hz {
+            let (start, tsc0) = pm_sample(&read);
+            while u64::from(read().wrapping_sub(start) & mask) < window {}
+            let (end, tsc1) = pm_sample(&read);
+            *h = (tsc1 - tsc0) * PM_TIMER_HZ / u64::from(end.wrapping_sub(start) & mask);
         }
-        let tsc0 = hvboot_api::cpu::rdtsc();
-        let window = PM_TIMER_HZ / 10;
-        loop {
-            let elapsed = u64::from(read().wrapping_sub(start) & mask);
-            if elapsed >= window {
-                return (hvboot_api::cpu::rdtsc() - tsc0) * PM_TIMER_HZ / elapsed;
-            }
-        }
+        hz.sort_unstable();
+        hz[1]
     });
     serial_println!("HVB tsc_freq loader_hz={loader_hz} source={source} here_hz={here_hz}");
 }
