@@ -172,7 +172,13 @@ pub fn bsp_msrs(cpu: &impl Cpu) -> Vec<(u32, u64)> {
         if cap & (1 << 8) != 0 {
             msrs.extend(FIXED_MTRRS.iter().map(|&m| (m, cpu.rdmsr(m))));
         }
-        let vcnt = (cap & 0xFF).min(16) as u32;
+        let vcnt = (cap & 0xFF) as u32;
+        if vcnt > 16 {
+            // The trampoline's MSR list has room for 16 pairs (trampoline::MAX_MSRS); say so
+            // rather than leave the APs' caching different from the BSP's without a word.
+            log::warn!("the BSP has {vcnt} variable MTRRs: the APs get the first 16 only");
+        }
+        let vcnt = vcnt.min(16);
         for i in 0..2 * vcnt {
             msrs.push((0x200 + i, cpu.rdmsr(0x200 + i)));
         }
