@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 
 from hvboot.config.settings import CONFIG_NAME, machine_toml
 from hvboot.errors import HvbootError
-from hvboot.loader import artifacts
+from hvboot.loader import artifacts, bundle
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _RESERVED = {"test", "core", "std", "alloc", "proc_macro", "self", "crate", "super"}
@@ -49,9 +50,11 @@ bench = false
 name = "basic_boot"
 harness = false
 
+# hvboot's kernel-side crates, vendored from the hvboot that wrote this crate (version {api}):
+# the crate builds without an hvboot checkout or a registry. Replace vendor/ to update them.
 [dependencies]
-hvboot-api = {{ path = {api} }}
-hvboot-rt = {{ path = {rt} }}
+hvboot-api = {{ path = "vendor/hvboot-api", version = "={api}" }}
+hvboot-rt = {{ path = "vendor/hvboot-rt", version = "={rt}" }}
 
 # Not part of any other workspace.
 [workspace]
@@ -162,6 +165,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 """
 
 GITIGNORE = "/target\n"
+VENDOR = "vendor"
 
 # The crate's hvboot.toml: `hvboot run`/`hvboot test` (the cargo runner) find it from the crate's
 # directory and take the machine from it (docs/config.md, "Which file is used").
@@ -181,17 +185,17 @@ def hvboot_command() -> str:
     return str(Path(found).absolute()) if found else "hvboot"
 
 
-def _toml_str(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _crate_version(crate: Path) -> str:
+    manifest = tomllib.loads((crate / "Cargo.toml").read_text())
+    return str(manifest["package"]["version"])
 
 
 def files(name: str, hvboot: str | None = None) -> dict[str, str]:
     """The crate's files: relative path -> text."""
-    api = artifacts.REPO / "crates" / "hvboot-api"
-    rt = artifacts.REPO / "crates" / "hvboot-rt"
+    api, rt = (_crate_version(artifacts.kernel_crate(c)) for c in bundle.KERNEL_CRATES)
     runner = (hvboot or hvboot_command()).replace("\\", "\\\\").replace('"', '\\"')
     return {
-        "Cargo.toml": CARGO_TOML.format(name=name, api=_toml_str(str(api)), rt=_toml_str(str(rt))),
+        "Cargo.toml": CARGO_TOML.format(name=name, api=api, rt=rt),
         "build.rs": BUILD_RS,
         ".cargo/config.toml": CARGO_CONFIG.replace("{hvboot}", runner),
         "src/main.rs": MAIN_RS.replace("{name}", name),
@@ -216,4 +220,6 @@ def create(name: str, path: Path | None = None) -> Path:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
+    for crate in bundle.KERNEL_CRATES:
+        bundle.copy_crate(artifacts.kernel_crate(crate), dest / VENDOR / crate)
     return dest

@@ -26,7 +26,6 @@ from hvboot.kernel.elf import LoadPlan, load_plan_bytes
 from hvboot.loader import artifacts
 from hvboot.loader import bios_stages as bios_boot
 from hvboot.loader import config_file as loader_config
-from hvboot.loader.pe import elf_to_pe
 from hvboot.units import SECTOR_SIZE
 
 EFI_BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"
@@ -109,9 +108,7 @@ def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
     for m in cfg.modules:
         what = f"module {m.name!r}"
         modules.append((m, gunzip(_read(m.path, what), m.path, what)))
-    loader_elf = artifacts.uefi_loader_elf()
-    loader_pe = elf_to_pe(loader_elf.read_bytes(), source=str(loader_elf))
-    files = esp_files(kernel, cfg.cmdline, modules, loader_pe)
+    files = esp_files(kernel, cfg.cmdline, modules, artifacts.uefi_loader_pe())
     seed = hashlib.sha256()
     for f in files:
         seed.update(f.path.encode() + b"\0" + hashlib.sha256(f.data).digest())

@@ -135,7 +135,7 @@ def _ignore_sigint() -> Iterator[None]:
 def _script(req: DebugRequest, kernel: Path | None, port: int, tmp: Path) -> tuple[str, str]:
     """(the GDB script, what it breaks at) for the kernel or the loader."""
     if req.loader and req.machine.firmware == "bios":
-        elf = _bios_loader_elf()
+        elf = artifacts.bios_loader_elf()
         breaks = list(req.breaks) or list(BIOS_LOADER_BREAKS)
         check_breaks(elf, [b for b in breaks if b != "0x7c00"])
         return gdb.bios_loader_script(elf, port, breaks), ", ".join(breaks)
@@ -156,19 +156,6 @@ def _script(req: DebugRequest, kernel: Path | None, port: int, tmp: Path) -> tup
     breaks = list(req.breaks) or [default_kernel_break(kernel)]
     check_breaks(kernel, breaks)
     return gdb.kernel_script(kernel, port, breaks), ", ".join(breaks)
-
-
-def _bios_loader_elf() -> Path:
-    """The BIOS loader ELF (stage 2 + the BIOS loader, linked where stage 1 loads it)."""
-    path = Path(
-        os.environ.get(
-            "HVBOOT_BIOS_LOADER",
-            artifacts.RUST_RELEASE / "hvboot-bios",
-        )
-    )
-    if not path.is_file():
-        raise HvbootError(path, "the BIOS loader is not built; run scripts/setup.sh")
-    return path
 
 
 def _spec(req: DebugRequest, port: int | None) -> qemu.QemuSpec:
