@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvboot import __version__
 from hvboot.cli import doctor
 from hvboot.config import settings
 from hvboot.config.build import BuildConfig
@@ -69,11 +68,28 @@ def _add_target(p: argparse.ArgumentParser, verb: str) -> None:
     settings.add_flags(p, verb)
 
 
+class _Version(argparse.Action):
+    """--version: the package, the loader build and the protocol, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **_: object) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="the package version, the loader build and the boot protocol version",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(artifacts.build_info().line())
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="hvboot", description="Build, boot and test x86_64 hypervisor kernels."
     )
-    ap.add_argument("--version", action="version", version=f"hvboot {__version__}")
+    ap.add_argument("--version", action=_Version)
     sub = ap.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="write a bootable disk image for a kernel")
@@ -131,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build the sample hypervisor and boot it (BIOS, then UEFI)")
     settings.add_flags(d, "demo")
 
+    w = sub.add_parser("write", help="write an image or ISO to a whole disk (USB stick), verified")
+    w.add_argument("image", type=Path, help="the disk image or ISO (hvboot build -o ...)")
+    w.add_argument("device", type=Path, help="the whole disk, e.g. /dev/sdb (not /dev/sdb1)")
+    w.add_argument("--yes", action="store_true", help="do not ask before overwriting DEVICE")
     sub.add_parser("doctor", help="what is installed, what is missing and how to get it")
 
     g = sub.add_parser("gen-protocol", help="regenerate the protocol's Rust, C and doc files")
@@ -331,10 +351,11 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _say(f"building the sample hypervisor ({artifacts.HYPERVISOR_CRATE})")
-    artifacts.cargo_build(artifacts.HYPERVISOR_CRATE)
+    if not artifacts.INSTALLED:
+        _say(f"building the sample hypervisor ({artifacts.HYPERVISOR_CRATE})")
+    kernel = artifacts.sample_hypervisor()
     s = settings.resolve("demo", args, None)
-    cfg = dataclasses.replace(s.build_config(artifacts.HYPERVISOR_ELF), cmdline="demo=1")
+    cfg = dataclasses.replace(s.build_config(kernel), cmdline="demo=1")
     status = 0
     with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
         image = Path(tmp) / "disk.img"
@@ -349,23 +370,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_gen_protocol(args: argparse.Namespace) -> int:
     from hvboot.protocol import codegen
 
+    repo = artifacts.checkout()
     if args.check:
         stale = [
             str(rel)
             for rel, text in codegen.outputs().items()
-            if not (artifacts.REPO / rel).is_file() or (artifacts.REPO / rel).read_text() != text
+            if not (repo / rel).is_file() or (repo / rel).read_text() != text
         ]
         if stale:
             raise HvbootError(", ".join(stale), "stale: run `hvboot gen-protocol`")
         _say("generated protocol files are up to date")
         return 0
-    for path in codegen.write_all(artifacts.REPO):
+    for path in codegen.write_all(repo):
         _say(f"wrote {path}")
     return 0
 
 
 def cmd_gen_docs(args: argparse.Namespace) -> int:
-    path = artifacts.REPO / settings.DOC_PATH
+    path = artifacts.checkout() / settings.DOC_PATH
     text = path.read_text()
     fresh = settings.render_doc(text)
     if args.check:
@@ -378,6 +400,30 @@ def cmd_gen_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_write(args: argparse.Namespace) -> int:
+    from hvboot.image import write
+
+    def confirm(question: str) -> bool:
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise HvbootError(args.device, "not written: no terminal to ask on; pass --yes")
+        return input(f"hvboot: {question} Type yes: ").strip() == "yes"
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rhvboot: written {done >> 20} of {total >> 20} MiB", end="", file=sys.stderr)
+
+    live = sys.stderr.isatty()
+    result = write.write(
+        args.image, args.device, confirm=confirm, progress=progress if live else lambda *_: None
+    )
+    if live:
+        print(file=sys.stderr)
+    mib_s = result.bytes / 2**20 / max(result.seconds, 1e-6)
+    _say(f"wrote and verified {result.bytes} bytes on {args.device} ({mib_s:.1f} MiB/s)")
+    return 0
+
+
 COMMANDS = {
     "build": cmd_build,
     "run": cmd_run,
@@ -386,6 +432,7 @@ COMMANDS = {
     "inspect": cmd_inspect,
     "new": cmd_new,
     "demo": cmd_demo,
+    "write": cmd_write,
     "doctor": lambda _args: doctor.main(),
     "gen-protocol": cmd_gen_protocol,
     "gen-docs": cmd_gen_docs,

@@ -86,6 +86,9 @@ def uefi_loader_pe() -> bytes:
         partial = cached.with_name(f"{cached.name}.{os.getpid()}")
         partial.write_bytes(pe)
         os.replace(partial, cached)  # atomic: parallel builds never read half a file
+        for stale in elf_path.parent.glob(f"{elf_path.name}.*.efi"):
+            if stale != cached:
+                stale.unlink(missing_ok=True)  # conversions of earlier builds of the loader
     except OSError:
         pass  # a read-only location: convert every time
     return pe
