@@ -149,6 +149,13 @@ def test_version_names_package_loader_build_and_protocol(installed: Installed) -
     assert "checkout" not in r.stdout
 
 
+@pytest.mark.parametrize("verb", ["gen-docs", "gen-protocol"])
+def test_checkout_commands_say_so(installed: Installed, verb: str) -> None:
+    r = installed.hvboot(verb, "--check")
+    assert r.returncode == 2
+    assert f"hvboot {verb}: changes the files of a source checkout of hvboot" in r.stderr
+
+
 def test_wheel_carries_the_loader_converted_at_build_time(
     installed: Installed, kernel: Path
 ) -> None:
@@ -174,6 +181,14 @@ def test_installed_hvboot_test_boots(installed: Installed, kernel: Path, firmwar
     assert report.one("begin")["firmware"] == firmware.upper()
     assert report.one("begin")["loader_version"] == __version__
     assert report.one("cmdline")["text"] == cmdline
+
+
+def test_installed_run_boots_an_image(installed: Installed, kernel: Path) -> None:
+    image = kernel.parent / "run.img"
+    assert installed.hvboot("build", str(kernel), "-o", str(image)).returncode == 0
+    r = installed.hvboot("run", str(image), "--firmware", "bios")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "HVB end" in r.stdout
 
 
 def test_installed_debug_loader_has_symbols(
@@ -203,6 +218,9 @@ def test_new_crate_runs_and_vendored_crates_package(installed: Installed) -> Non
     assert r.returncode == 0, r.stderr
     for text in (p.read_text() for p in crate.rglob("*.toml")):
         assert str(REPO) not in text
+    # The crate's own machine file picks SeaBIOS: the faster boot (UEFI is booted above).
+    config = crate / "hvboot.toml"
+    config.write_text(config.read_text().replace('firmware = "uefi"', 'firmware = "bios"'))
     env = dict(installed.env, CARGO_TARGET_DIR=str(installed.work / "cargo-target"))
     run = subprocess.run(
         ["cargo", "run", "--quiet"],
@@ -214,6 +232,7 @@ def test_new_crate_runs_and_vendored_crates_package(installed: Installed) -> Non
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "hello from wheel-kernel, loaded by hvboot" in run.stdout
+    assert f"hvboot {__version__} (BIOS) starting" in run.stdout  # the loader's own first line
     for name in bundle.KERNEL_CRATES:
         manifest = crate / "vendor" / name / "Cargo.toml"
         pack = subprocess.run(

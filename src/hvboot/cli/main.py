@@ -370,7 +370,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_gen_protocol(args: argparse.Namespace) -> int:
     from hvboot.protocol import codegen
 
-    repo = artifacts.checkout()
+    repo = artifacts.checkout("gen-protocol")
     if args.check:
         stale = [
             str(rel)
@@ -387,7 +387,7 @@ def cmd_gen_protocol(args: argparse.Namespace) -> int:
 
 
 def cmd_gen_docs(args: argparse.Namespace) -> int:
-    path = artifacts.checkout() / settings.DOC_PATH
+    path = artifacts.checkout("gen-docs") / settings.DOC_PATH
     text = path.read_text()
     fresh = settings.render_doc(text)
     if args.check:

@@ -32,11 +32,13 @@ HYPERVISOR_ELF = HYPERVISOR_CRATE / "target" / "release" / bundle.HYPERVISOR
 TEST_KERNELS = REPO / "tests" / "kernels"
 
 
-def checkout() -> Path:
+def checkout(verb: str) -> Path:
     """The source checkout, for the commands that change it (gen-protocol, gen-docs)."""
     if INSTALLED or not (REPO / "Cargo.toml").is_file():
         raise HvbootError(
-            REPO, "this command works in a source checkout of hvboot, not an installed package"
+            f"hvboot {verb}",
+            "changes the files of a source checkout of hvboot; this hvboot is a package "
+            f"installed in {BUNDLE.parent.parent}",
         )
     return REPO
 
