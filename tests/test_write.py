@@ -273,3 +273,21 @@ def test_image_larger_than_the_disk_refused(tmp_path: Path, loop: Path) -> None:
     r = hvboot("write", str(big), str(loop), "--yes")
     assert r.returncode == 2
     assert f"{loop}: holds {8 << 20} bytes; the image {big} has {(8 << 20) + 512} bytes" in r.stderr
+
+
+def test_mounted_loop_device_refused(loop: Path, tmp_path: Path, image: Path) -> None:
+    """A filesystem really mounted from the device (ext2: the kernel here may lack vfat)."""
+    if shutil.which("mkfs.ext2") is None:
+        pytest.skip("mkfs.ext2 (e2fsprogs) is not installed")
+    subprocess.run(["mkfs.ext2", "-q", str(loop)], check=True)
+    point = tmp_path / "mnt"
+    point.mkdir()
+    r = subprocess.run(["mount", str(loop), str(point)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"this machine does not let us mount: {r.stderr.strip()}")
+    try:
+        r = hvboot("write", str(image), str(loop), "--yes")
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+    assert r.returncode == 2
+    assert f"{loop}: is mounted on {point}; unmount it first" in r.stderr

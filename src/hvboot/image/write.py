@@ -149,7 +149,8 @@ def check_disk(device: str, devnum: str, view: HostView = HostView()) -> Target:
     names = {n.name for n in stack}
     for m in all_mounts:
         if m.devnum in devnums or Path(m.source).name in names:
-            raise HvbootError(device, f"{m.source} on it is mounted on {m.point}; unmount it first")
+            which = "is" if m.devnum == devnum else f"{m.source} on it is"
+            raise HvbootError(device, f"{which} mounted on {m.point}; unmount it first")
     for swap in _swaps(view):
         if Path(swap).name in names:
             raise HvbootError(device, f"{swap} on it is in use as swap; swapoff it first")
