@@ -5,6 +5,7 @@ allows it, on a loop device."""
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -209,6 +210,29 @@ def test_asks_unless_yes(image: Path, tmp_path: Path) -> None:
         write.write(image, target, confirm=no)
     assert target.read_bytes() == b"keep"
     assert questions == [f"write {image} (4.0 MiB) to the file {target}, overwriting it?"]
+
+
+@pytest.mark.parametrize(("answer", "written"), [("no", False), ("yes", True)])
+def test_asks_on_a_terminal(image: Path, tmp_path: Path, answer: str, written: bool) -> None:
+    """Without --yes, on a terminal: only the answer "yes" writes."""
+    target = tmp_path / "stick.bin"
+    target.write_bytes(b"keep")
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "hvboot", "write", str(image), str(target)],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        os.close(secondary)
+        os.write(primary, f"{answer}\n".encode())
+        _, err = proc.communicate(timeout=120)
+    os.close(primary)
+    assert proc.returncode == (0 if written else 2), err
+    assert (target.read_bytes() == image.read_bytes()) is written
+    if not written:
+        assert f"{target}: not written: not confirmed" in err
 
 
 @pytest.mark.parametrize(
