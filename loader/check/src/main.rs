@@ -19,6 +19,7 @@
 //! JSON), 2 the file could not be read or the command line is wrong (a message on stderr).
 
 mod json;
+mod linux;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -43,7 +44,7 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{path}: cannot read it: {e}"))
 }
 
-fn problem(field: String, message: String) -> Json {
+pub(crate) fn problem(field: String, message: String) -> Json {
     Json::object([
         ("field", Json::from(field)),
         ("message", Json::from(message)),
@@ -219,6 +220,9 @@ fn check_multiboot2(data: &[u8]) -> (bool, Json) {
 fn check_kernel(data: &[u8]) -> (bool, Json) {
     if elf::kind(data) == Some(elf::KernelKind::Multiboot2) {
         return check_multiboot2(data);
+    }
+    if elf::kind(data) == Some(elf::KernelKind::Linux) {
+        return linux::check(data);
     }
     let mut problems = Vec::new();
     let plan = match elf::check(data) {

@@ -68,6 +68,8 @@ pub enum KernelKind {
     HvbootElf,
     /// A Multiboot2 header in the first 32 KiB: the rules of `crate::multiboot2`.
     Multiboot2,
+    /// A Linux bzImage ("HdrS" at 0x202): the rules of `crate::linux`.
+    Linux,
 }
 
 impl KernelKind {
@@ -76,6 +78,7 @@ impl KernelKind {
         match self {
             KernelKind::HvbootElf => "hvboot-elf",
             KernelKind::Multiboot2 => "multiboot2",
+            KernelKind::Linux => "linux",
         }
     }
 }
@@ -86,6 +89,9 @@ impl KernelKind {
 pub fn kind(image: &[u8]) -> Option<KernelKind> {
     if crate::multiboot2::is_multiboot2(image) {
         return Some(KernelKind::Multiboot2);
+    }
+    if crate::linux::is_bzimage(image) {
+        return Some(KernelKind::Linux);
     }
     check_header(image).ok().map(|_| KernelKind::HvbootElf)
 }

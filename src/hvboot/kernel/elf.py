@@ -111,11 +111,12 @@ class KernelCheck:
     """The core's whole verdict on a kernel: every problem, not only the first."""
 
     source: str
-    kind: str | None  # "hvboot-elf", "multiboot2"; None when the loader knows no kind for it
+    kind: str | None  # "hvboot-elf", "multiboot2", "linux"; None: a kind the loader does not know
     plan: LoadPlan | None  # None when the ELF is refused
     request: Request | None  # None without a .hvboot_request section, or with a refused one
     problems: tuple[HvbootError, ...]  # in the core's order: the loader reports the first
     multiboot2: dict[str, Any] | None = None  # the decoded Multiboot2 header (kind multiboot2)
+    linux: dict[str, Any] | None = None  # the decoded bzImage setup header (kind linux)
 
     @property
     def ok(self) -> bool:
@@ -140,7 +141,9 @@ def check_kernel(data: bytes, source: str) -> KernelCheck:
             phys_base=p["phys_base"],
         )
     problems = tuple(pr.error(source) for pr in checker.problems(doc))
-    return KernelCheck(source, doc["kind"], plan, request, problems, doc.get("multiboot2"))
+    return KernelCheck(
+        source, doc["kind"], plan, request, problems, doc.get("multiboot2"), doc.get("linux")
+    )
 
 
 def load_plan_bytes(data: bytes, source: str) -> LoadPlan:
