@@ -6,16 +6,23 @@ headers; gzip), and Debian's Linux booted under both firmwares to an initramfs o
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image
+from conftest import FIRMWARES, boot, make_image
+from linux_initramfs import BUSYBOX, initramfs_parts, report
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
+from hvboot.config.build import ModuleSpec
 from hvboot.errors import HvbootError
-from hvboot.kernel.elf import check_kernel, load_plan
+from hvboot.kernel.elf import check_kernel, load_plan, load_plan_bytes
 from hvboot.loader.config_file import KERNEL_PATH
+from hvboot.vm import qemu
+from hvboot.vm.machine import Machine
 
 VMLINUZ = Path(__file__).parent / ".cache" / "debian" / "linux" / "vmlinuz"
 
@@ -88,3 +95,61 @@ def test_gzip_kernels(tmp_path: Path) -> None:
         make_image(tmp_path, bad)
     assert err.value.where == str(bad)
     assert "kernel: gzip data that does not decompress" in err.value.what
+
+
+#: Linux under TCG takes 15-60 s to its init on an idle machine; several times that on a busy one.
+LINUX_TIMEOUT = 900.0
+MEMORY_MIB = 512
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_debian_linux_boots_to_our_init(tmp_path: Path, vmlinuz: Path, firmware: str) -> None:
+    """Debian's Linux with a two-part initrd (busybox, then /init) reaches /init, which sees the
+    command line the host set, the memory of -m, the firmware's ACPI tables (through
+    acpi_rsdp_addr), the second part's /etc/order (the parts concatenated in order) and EFI
+    under UEFI only (efi_info)."""
+    if not BUSYBOX.is_file():
+        pytest.fail(f"{BUSYBOX}: missing; tests/fetch_debian.sh (scripts/setup.sh) fetches it")
+    parts = []
+    for name, data in zip(("busybox.cpio", "init.cpio"), initramfs_parts(), strict=True):
+        (tmp_path / name).write_bytes(data)
+        parts.append(ModuleSpec(path=tmp_path / name, name=name, cmdline=""))
+    cmdline = f"console=ttyS0 quiet panic=-1 hvboot.test={firmware}"
+    image = make_image(tmp_path, vmlinuz, cmdline=cmdline, modules=tuple(parts)).output
+    machine = Machine(firmware=firmware, memory=f"{MEMORY_MIB}M")
+    start = time.monotonic()
+    run = qemu.run(
+        qemu.QemuSpec(image=image, machine=machine, snapshot=True), timeout=LINUX_TIMEOUT
+    )
+    took = time.monotonic() - start
+    print(f"Linux under {firmware}: QEMU start to power-off {took:.1f} s")
+    seen = report(run.serial)
+    assert "done" in seen, f"{run.outcome}\n--- serial ---\n{run.serial[-4000:]}"
+    assert seen["cmdline"] == cmdline
+    mem_kib = int(seen["MemTotal"].split()[0])
+    # MemTotal is RAM less the firmware's, the kernel's image and its reservations.
+    assert (MEMORY_MIB - 96) << 10 < mem_kib <= MEMORY_MIB << 10, seen["MemTotal"]
+    assert {"APIC", "FACP", "DSDT", "MCFG"} <= set(seen["acpi"].split()), seen["acpi"]
+    assert seen["order"] == "second"
+    assert seen["efi"] == ("yes" if firmware == "uefi" else "no")
+    assert "hvboot: error" not in run.serial
+
+
+@pytest.mark.boot
+def test_the_loader_refuses_an_old_protocol_in_the_toolkits_words(tmp_path: Path) -> None:
+    """A good image whose bzImage is swapped on the ESP (mtools) for one of protocol 2.11: the
+    BIOS loader stops with the toolkit's words."""
+    good = tmp_path / "bzImage"
+    good.write_bytes(crafted_bzimage())
+    result = make_image(tmp_path, good)
+    bad = tmp_path / "old-bzImage"
+    bad.write_bytes(crafted_bzimage(0x020B))
+    esp = f"{result.output}@@{result.layout.esp_first_lba * 512}"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run(["mcopy", "-o", "-i", esp, str(bad), f"::/{KERNEL_PATH}"], check=True, env=env)
+    run = boot(result.output, "bios")
+    with pytest.raises(HvbootError) as host:
+        load_plan_bytes(bad.read_bytes(), f"/{KERNEL_PATH}")
+    assert not run.ok and run.loader_error == str(host.value)
+    assert "setup header version: boot protocol 2.11" in str(host.value)

@@ -64,3 +64,97 @@ pub fn run<P: Platform, C: Cpu>(
     };
     hand_off::hand_off(p, cpu, &mut Linux::new(header), boot)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{FakeCpu, FakePlatform, RAM_END};
+    use super::super::{boot, Platform, CONFIG_PATH};
+    use crate::handoff::EntryMode;
+    use crate::paging;
+    use crate::testing::linux::bzimage;
+
+    const KERNEL: &str = "/hvboot/kernel.elf";
+
+    fn machine(kernel: alloc::vec::Vec<u8>, cmdline: &str) -> FakePlatform {
+        let cfg = alloc::format!(
+            "hvboot-config 1\nkernel {KERNEL}\ncmdline {cmdline}\nmodule /m/a\nmodule-name a\n\
+             module /m/b\nmodule-name b\n"
+        );
+        let mut p = FakePlatform::new();
+        p.file(CONFIG_PATH, cfg)
+            .file(KERNEL, kernel)
+            .file("/m/a", &b"first part "[..])
+            .file("/m/b", &b"second part"[..]);
+        p
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u64 {
+        u64::from(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()))
+    }
+
+    /// A crafted bzImage through the whole flow: boot_params as boot.rst says, the initrd the
+    /// modules in order, the entry at + 0x200 on tables that identity-map what Linux reads.
+    #[test]
+    fn linux_kernel_hand_off() {
+        let mut kernel = bzimage();
+        kernel[0x1000 + 0x200..0x1000 + 0x204].copy_from_slice(b"\xfa\xf4go");
+        let mut p = machine(kernel, "console=ttyS0 x=1");
+        let h = boot(&mut p, &FakeCpu::new(true), 1).unwrap();
+        assert!(p.exited);
+        assert_eq!(h.mode, EntryMode::Linux);
+        let load = h.entry - 0x200;
+        assert!(load.is_multiple_of(2 << 20), "{load:#x}");
+        assert_eq!(p.bytes(h.entry, 4), b"\xfa\xf4go");
+        let bp = p.bytes(h.boot_info, 4096).to_vec();
+        assert_eq!(&bp[0x202..0x206], b"HdrS", "the setup header copied");
+        assert_eq!(bp[0x210], 0xff, "type_of_loader");
+        let cmd = u32_at(&bp, 0x228) | u32_at(&bp, 0xc8) << 32;
+        assert_eq!(p.bytes(cmd, 18), b"console=ttyS0 x=1\0");
+        let (rd, rd_len) = (u32_at(&bp, 0x218), u32_at(&bp, 0x21c));
+        assert_eq!(p.bytes(rd, rd_len), b"first part second part");
+        assert!(rd + rd_len <= 0x7fff_ffff + 1);
+        assert_ne!(
+            u64::from_le_bytes(bp[0x70..0x78].try_into().unwrap()),
+            0,
+            "RSDP"
+        );
+        let n = usize::from(bp[0x1e8]);
+        let e820: alloc::vec::Vec<(u64, u64, u32)> = (0..n)
+            .map(|i| {
+                let e = &bp[0x2d0 + i * 20..0x2d0 + (i + 1) * 20];
+                let q = |at: usize| u64::from_le_bytes(e[at..at + 8].try_into().unwrap());
+                (
+                    q(0),
+                    q(8),
+                    u32::from_le_bytes(e[16..20].try_into().unwrap()),
+                )
+            })
+            .collect();
+        assert!(e820.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0));
+        let top = e820.iter().filter(|e| e.2 == 1).map(|e| e.0 + e.1).max();
+        assert_eq!(top, Some(RAM_END), "{e820:x?}");
+        for addr in [h.entry, h.boot_info, cmd, rd, h.stack_top - 8, 0xffff_f000] {
+            // SAFETY: the tables live in the arena, reached at the platform's offset.
+            let t = unsafe { paging::translate(p.phys_offset(), h.cr3, addr) };
+            assert_eq!(t.map(|t| t.phys), Some(addr), "{addr:#x} identity-mapped");
+        }
+    }
+
+    /// A command line longer than the kernel's cmdline_size is refused before the firmware is
+    /// left, naming the field.
+    #[test]
+    fn a_command_line_past_cmdline_size_is_refused() {
+        let mut kernel = bzimage();
+        kernel[0x238..0x23c].copy_from_slice(&4u32.to_le_bytes());
+        let mut p = machine(kernel, "console=ttyS0");
+        let e = boot(&mut p, &FakeCpu::new(true), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(!p.exited);
+        assert_eq!(
+            e,
+            "/hvboot/kernel.elf: setup header cmdline_size: the command line is 13 bytes, the \
+             kernel takes at most 4"
+        );
+    }
+}
