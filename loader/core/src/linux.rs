@@ -94,20 +94,8 @@ pub struct Plan {
     pub align: Option<u64>,
 }
 
-/// One refused field of a bzImage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// `setup header version`, `setup header xloadflags`...
-    pub field: String,
-    /// What is wrong and what was expected.
-    pub message: String,
-}
-
-impl core::fmt::Display for Problem {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
+/// One refused field of a bzImage: a field and a message, the shape every kernel rule set reports.
+pub use crate::multiboot2::Problem;
 
 fn problem(field: &str, message: String) -> Problem {
     Problem {

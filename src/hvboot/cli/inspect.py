@@ -169,8 +169,16 @@ PROTOCOL_NAMES = {
 
 #: The setup header fields `hvboot inspect` shows in hex (the rest are counts, flags, strings).
 _LINUX_HEX = frozenset(
-    "boot_flag loadflags xloadflags code32_start initrd_addr_max kernel_alignment pref_address "
-    "init_size".split()
+    [
+        "boot_flag",
+        "loadflags",
+        "xloadflags",
+        "code32_start",
+        "initrd_addr_max",
+        "kernel_alignment",
+        "pref_address",
+        "init_size",
+    ]
 )
 
 
