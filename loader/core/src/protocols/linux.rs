@@ -116,6 +116,29 @@ fn e820_entry(buf: &mut [u8], at: usize, &(base, len, t): &(u64, u64, u32)) {
     put(buf, at + 16, &t.to_le_bytes());
 }
 
+/// The e820 map into boot_params (`buf` at `phys`): the first 128 entries in the zero page, the
+/// rest in a SETUP_E820_EXT setup_data at `setup_at` chained from the header's `setup_data`.
+fn write_e820(buf: &mut [u8], phys: u64, setup_at: usize, e820: &[(u64, u64, u32)]) {
+    let (zero_page, rest) = e820.split_at(e820.len().min(E820_IN_ZERO_PAGE));
+    for (i, e) in zero_page.iter().enumerate() {
+        e820_entry(buf, E820_TABLE + i * E820_ENTRY, e);
+    }
+    buf[E820_ENTRIES] = zero_page.len() as u8;
+    if !rest.is_empty() {
+        // struct setup_data: next (0, the last), type, len, then the entries.
+        put(buf, setup_at + 8, &SETUP_E820_EXT.to_le_bytes());
+        put(
+            buf,
+            setup_at + 12,
+            &((rest.len() * E820_ENTRY) as u32).to_le_bytes(),
+        );
+        for (i, e) in rest.iter().enumerate() {
+            e820_entry(buf, setup_at + 16 + i * E820_ENTRY, e);
+        }
+        put(buf, SETUP_DATA, &(phys + setup_at as u64).to_le_bytes());
+    }
+}
+
 /// screen_info (include/uapi/linux/screen_info.h) for `fb`; VGA text mode 3 under BIOS without
 /// one (what the BIOS left on screen).
 fn screen_info(si: &mut [u8], fb: Option<&Framebuffer>, firmware: FirmwareKind) {
@@ -272,25 +295,7 @@ impl Protocol for Linux {
 
         self.e820.clear();
         e820_map(info.map, &mut self.e820);
-        let (zero_page, rest) = self.e820.split_at(self.e820.len().min(E820_IN_ZERO_PAGE));
-        for (i, e) in zero_page.iter().enumerate() {
-            e820_entry(buf, E820_TABLE + i * E820_ENTRY, e);
-        }
-        buf[E820_ENTRIES] = zero_page.len() as u8;
-        if !rest.is_empty() {
-            // struct setup_data: next, type, len, then the entries.
-            let at = l.setup_data;
-            put(buf, at + 8, &SETUP_E820_EXT.to_le_bytes());
-            put(
-                buf,
-                at + 12,
-                &((rest.len() * E820_ENTRY) as u32).to_le_bytes(),
-            );
-            for (i, e) in rest.iter().enumerate() {
-                e820_entry(buf, at + 16 + i * E820_ENTRY, e);
-            }
-            put(buf, SETUP_DATA, &(phys + at as u64).to_le_bytes());
-        }
+        write_e820(buf, phys, l.setup_data, &self.e820);
 
         put(
             buf,
@@ -406,6 +411,34 @@ mod tests {
         assert_eq!(q(0x1000 + 4 * 8), 0x10_0000 + 6 * 0x1000 | 3);
         // The last 2 MiB page of the fifth GiB maps itself.
         assert_eq!(q(6 * 0x1000 + 511 * 8), (5 * GIB - (2 << 20)) | 0x83);
+    }
+
+    /// 200 entries: 128 in the zero page, 72 in one SETUP_E820_EXT setup_data it points at.
+    #[test]
+    fn e820_entries_past_128_go_to_setup_data() {
+        let e820: Vec<_> = (0..200u64)
+            .map(|i| (i << 20, 0x8_0000, 1 + (i % 2) as u32))
+            .collect();
+        let (phys, setup_at) = (0x7_0000u64, 0x3000usize);
+        let mut buf = alloc::vec![0u8; 0x4000];
+        write_e820(&mut buf, phys, setup_at, &e820);
+        let q = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().unwrap());
+        let d = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().unwrap());
+        assert_eq!(buf[E820_ENTRIES], 128);
+        assert_eq!(
+            (q(E820_TABLE + 127 * 20), d(E820_TABLE + 127 * 20 + 16)),
+            (127 << 20, 2)
+        );
+        assert_eq!(q(SETUP_DATA), phys + setup_at as u64);
+        assert_eq!(
+            (q(setup_at), d(setup_at + 8), d(setup_at + 12)),
+            (0, 1, 72 * 20)
+        );
+        let last = setup_at + 16 + 71 * 20;
+        assert_eq!(
+            (q(last), q(last + 8), d(last + 16)),
+            (199 << 20, 0x8_0000, 2)
+        );
     }
 
     #[test]
