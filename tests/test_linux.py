@@ -45,6 +45,7 @@ def crafted_bzimage(version: int = 0x020F) -> bytes:
     struct.pack_into("<H", b, 0x206, version)
     b[0x211] = 1  # LOADED_HIGH
     struct.pack_into("<IIBxH", b, 0x22C, 0x7FFF_FFFF, 2 << 20, 1, 3)
+    struct.pack_into("<I", b, 0x238, 2047)  # cmdline_size
     struct.pack_into("<Q", b, 0x258, 0x100_0000)
     struct.pack_into("<I", b, 0x260, 0x40_0000)
     return bytes(b)
@@ -82,6 +83,18 @@ def test_a_protocol_older_than_2_12_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(HvbootError) as err:
         make_image(tmp_path, path)
     assert err.value.where == f"{path}: setup header version"
+
+
+def test_a_command_line_past_cmdline_size_is_refused_by_name(tmp_path: Path) -> None:
+    """The kernel's cmdline_size is a limit a user can meet: the host refuses past it as the
+    loader would (flow/linux.rs's host test has the loader's words)."""
+    path = tmp_path / "bzImage"
+    path.write_bytes(crafted_bzimage())
+    make_image(tmp_path, path, cmdline="x" * 2047)
+    with pytest.raises(HvbootError) as err:
+        make_image(tmp_path, path, cmdline="x" * 2048)
+    assert err.value.where == f"{path}: setup header cmdline_size"
+    assert err.value.what == "the command line is 2048 bytes, the kernel takes at most 2047"
 
 
 def test_gzip_kernels(tmp_path: Path) -> None:

@@ -51,10 +51,13 @@ fn plan(p: &linux::Plan) -> Json {
     ])
 }
 
-/// The verdict on a bzImage.
-pub fn check(data: &[u8]) -> (bool, Json) {
+/// The verdict on a bzImage, and on the command line it is to be given when there is one.
+pub fn check(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
     let (plan, problems) = match linux::check(data) {
-        Ok(p) => (plan(&p), vec![]),
+        Ok(p) => match cmdline.map(|c| linux::check_cmdline(&p.header, c)) {
+            Some(Err(e)) => (plan(&p), vec![problem(e.field, e.message)]),
+            _ => (plan(&p), vec![]),
+        },
         Err(all) => (
             Json::Null,
             all.into_iter()

@@ -250,6 +250,20 @@ pub fn check(image: &[u8]) -> Result<Plan, Vec<Problem>> {
     })
 }
 
+/// The command line's rule (boot.rst, field `cmdline_size`): at most `cmdline_size` bytes, the
+/// terminator not counted; the kernel would cut a longer one.
+pub fn check_cmdline(h: &SetupHeader, cmdline: &str) -> Result<(), Problem> {
+    let len = cmdline.len();
+    if len <= h.cmdline_size as usize {
+        return Ok(());
+    }
+    let message = format!(
+        "the command line is {len} bytes, the kernel takes at most {}",
+        h.cmdline_size
+    );
+    Err(problem("cmdline_size", message))
+}
+
 /// The first problem [`check`] finds: what the loader refuses the kernel for.
 pub fn plan(image: &[u8]) -> Result<Plan, Problem> {
     check(image).map_err(|mut all| all.remove(0))

@@ -123,9 +123,10 @@ class KernelCheck:
         return not self.problems
 
 
-def check_kernel(data: bytes, source: str) -> KernelCheck:
-    """The loader core's verdict on kernel ELF `data` (`source` names it in errors)."""
-    doc = checker.check_kernel(data)
+def check_kernel(data: bytes, source: str, cmdline: str | None = None) -> KernelCheck:
+    """The loader core's verdict on kernel ELF `data` (`source` names it in errors), and on the
+    command line it is to get, if given."""
+    doc = checker.check_kernel(data, cmdline)
     request: Request | None = doc["request"]
     plan = None
     if doc["plan"] is not None:
@@ -146,10 +147,10 @@ def check_kernel(data: bytes, source: str) -> KernelCheck:
     )
 
 
-def load_plan_bytes(data: bytes, source: str) -> LoadPlan:
+def load_plan_bytes(data: bytes, source: str, cmdline: str | None = None) -> LoadPlan:
     """The load plan of kernel ELF `data`; `HvbootError` with the first problem the loader
-    would refuse it for (``<source>: <field>``, the core's message)."""
-    verdict = check_kernel(data, source)
+    would refuse it for (``<source>: <field>``, the core's message), `cmdline` included."""
+    verdict = check_kernel(data, source, cmdline)
     if verdict.problems:
         raise verdict.problems[0]
     assert verdict.plan is not None

@@ -10,7 +10,7 @@ use hvboot_api::{AcpiTables, TscSource, TscStage, VirtReport};
 use super::{address_space, firmware, hand_off, inputs, phys_slice, place, stamps_from};
 use super::{Boot, Cpu, Error, Platform};
 use crate::handoff::Handoff;
-use crate::linux::{Problem, HEADER_START};
+use crate::linux::{check_cmdline, HEADER_START};
 use crate::protocols::linux::Linux;
 
 /// Boots the Linux kernel of `inputs` (its kind is `KernelKind::Linux`).
@@ -24,21 +24,10 @@ pub fn run<P: Platform, C: Cpu>(
         unreachable!("linux::run is called for Linux kernels only")
     };
     let h = plan.header;
-    let refuse = |field: &str, message| Error::Linux {
+    check_cmdline(&h, &inputs.config.cmdline).map_err(|why| Error::Linux {
         kernel: inputs.kernel.path.clone(),
-        why: Problem {
-            field: alloc::format!("setup header {field}"),
-            message,
-        },
-    };
-    let len = inputs.config.cmdline.len();
-    if len > h.cmdline_size as usize {
-        let message = alloc::format!(
-            "the command line is {len} bytes, the kernel takes at most {}",
-            h.cmdline_size
-        );
-        return Err(refuse("cmdline_size", message));
-    }
+        why,
+    })?;
     // SAFETY: read_file filled the kernel's pages; `linux::check` saw the header within them.
     let file = unsafe { phys_slice(p, inputs.kernel.file_phys, inputs.kernel.file_len) };
     let header = file[HEADER_START..HEADER_START + h.header_len].to_vec();
