@@ -279,13 +279,20 @@ def grub_image(w: Workdir, module: Path | None = None) -> Path:
     obj, kernel = w.path / "mb2.o", w.path / "mb2.elf"
     run(["nasm", "-f", "elf32", "-o", str(obj), str(src)])
     run(["ld", "-m", "elf_i386", "-Ttext=0x200000", "-e", "_start", "-o", str(kernel), str(obj)])
-    lines = ["set timeout=0", "set root=(hd0,gpt2)", "multiboot2 /kernel.mb2"]
+    lines = ["multiboot2 /kernel.mb2"]
+    files = [FatFile("kernel.mb2", kernel.read_bytes())]
     if module:
         lines.append("module2 /big.bin")
-    lines.append("boot")
+        files.append(FatFile("big.bin", module.read_bytes()))
+    return grub_disk(w, lines, files, "multiboot2", "grub-mod.img" if module else "grub.img")
+
+
+def grub_disk(w: Workdir, lines: list[str], files: list[FatFile], loader: str, name: str) -> Path:
+    """A GPT image whose GRUB (i386-pc core.img + x86_64-efi BOOTX64.EFI, module `loader`
+    built in) runs `lines` from its embedded config, with `files` on the ESP."""
     cfg = w.path / "early.cfg"
-    cfg.write_text("\n".join(lines) + "\n")
-    mods = ["part_gpt", "fat", "multiboot2", "boot", "configfile", "echo", "test"]
+    cfg.write_text("\n".join(["set timeout=0", "set root=(hd0,gpt2)", *lines, "boot"]) + "\n")
+    mods = ["part_gpt", "fat", loader, "boot", "configfile", "echo", "test"]
     core = w.path / "core.img"
     run(["grub-mkimage", "-O", "i386-pc", "-o", str(core), "-p", "(hd0,gpt2)/boot/grub",
          "-c", str(cfg), "biosdisk", *mods])  # fmt: skip
@@ -302,11 +309,8 @@ def grub_image(w: Workdir, module: Path | None = None) -> Path:
     boot = bytearray((GRUB_PC / "boot.img").read_bytes())
     struct.pack_into("<Q", boot, 0x5C, lba)
     struct.pack_into("<QH", core_bytes, 0x1F4, lba + 1, n - 1)
-    files = [FatFile("EFI/BOOT/BOOTX64.EFI", efi.read_bytes()),
-             FatFile("kernel.mb2", kernel.read_bytes())]  # fmt: skip
-    if module:
-        files.append(FatFile("big.bin", module.read_bytes()))
-    img = w.path / ("grub-mod.img" if module else "grub.img")
+    files = [FatFile("EFI/BOOT/BOOTX64.EFI", efi.read_bytes()), *files]
+    img = w.path / name
     write_disk_image(img, files, bios_stage2=bytes(core_bytes), mbr_boot_code=bytes(boot[:440]))
     return img
 
@@ -335,14 +339,21 @@ class Boot:
 
 
 def time_boot(
-    image: Path, firmware: str, machine: str, marker: bytes, timeout: float = 120.0
+    image: Path,
+    firmware: str,
+    machine: str,
+    marker: bytes,
+    timeout: float = 120.0,
+    qemu_args: tuple[str, ...] = (),
+    from_qemu_start: bool = False,
 ) -> Boot | None:
-    """Boot `image` and time `marker` on serial (under UEFI, the StartImage line too, and the
-    marker only after it); None if either never came within `timeout` seconds."""
-    spec = qemu.QemuSpec(
-        image=image, machine=Machine(firmware=firmware, type=machine, memory="512M"), snapshot=True
-    )
+    """Boot `image` (with `qemu_args`) and time `marker` on serial (under UEFI, unless
+    `from_qemu_start`, the StartImage line too, and the marker only after it); None if either
+    never came within `timeout` seconds."""
+    m = Machine(firmware=firmware, type=machine, memory="512M", qemu_args=qemu_args)
+    spec = qemu.QemuSpec(image=image, machine=m, snapshot=True)
     uefi = firmware == "uefi"
+    wait_start = uefi and not from_qemu_start
     with tempfile.TemporaryDirectory(prefix="hvboot-bench-q-") as tmp:
         vars_copy = None
         if uefi:
@@ -364,10 +375,10 @@ def time_boot(
                     break
                 now = time.monotonic() - start
                 seen = (seen + data)[-4096:]
-                if uefi and start_image is None and OVMF_STARTING in seen:
+                if wait_start and start_image is None and OVMF_STARTING in seen:
                     start_image = now
                     seen = seen[seen.index(OVMF_STARTING) + len(OVMF_STARTING) :]
-                if (start_image is not None or not uefi) and marker in seen:
+                if (start_image is not None or not wait_start) and marker in seen:
                     return Boot(marker=now, start_image=start_image)
                 if now > timeout:
                     break
@@ -386,6 +397,8 @@ class Trial:
     firmware: str
     machine: str
     marker: bytes
+    qemu_args: tuple[str, ...] = ()
+    from_qemu_start: bool = False
 
 
 def run_rounds(
@@ -396,7 +409,9 @@ def run_rounds(
     boots: dict[Hashable, list[Boot]] = {t.key: [] for t in trials}
     for r in range(rounds):
         for t in trials:
-            b = time_boot(t.image, t.firmware, t.machine, t.marker, timeout=timeout)
+            b = time_boot(
+                t.image, t.firmware, t.machine, t.marker, timeout, t.qemu_args, t.from_qemu_start
+            )
             if b is not None:
                 boots[t.key].append(b)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr)

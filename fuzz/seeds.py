@@ -165,6 +165,12 @@ def main() -> None:
         stripped = Path(t) / "mb2"
         run("strip", "-o", stripped, ROOT / "tests/kernels/build/hvboot-mb2-kernel.elf")
         write("multiboot2", "test-kernel", stripped.read_bytes())
+    # Debian 12's bzImage (tests/fetch_debian.sh): its real-mode setup and the protected-mode
+    # kernel's first 4 KiB (the whole file is 8 MiB; the rules read only the setup header).
+    vmlinuz = ROOT / "tests/.cache/debian/linux/vmlinuz"
+    if vmlinuz.exists():
+        data = vmlinuz.read_bytes()
+        write("bzimage", "debian-12-setup", data[: (data[0x1F1] + 1) * 512 + 4096])
     for k in ("report", "request"):
         elf = small_elf((KERNELS / f"hvboot-{k}-kernel").read_bytes())
         write("elf", f"{k}-kernel-headers", elf)

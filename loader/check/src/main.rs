@@ -6,7 +6,9 @@
 //! loader refuses, with the loader's words.
 //!
 //! ```text
-//! hvboot-check kernel FILE   the kernel's kind, load plan, request and every problem (JSON)
+//! hvboot-check kernel FILE [CMDLINE]  the kernel's kind, load plan, request and every problem
+//!                             (JSON); with CMDLINE, also the rules on the command line it gets
+//!                             (a Linux kernel's cmdline_size)
 //! hvboot-check config FILE   the loader config (/hvboot/hvboot.cfg) parsed, or its problem
 //! hvboot-check esp IMAGE [DIR]  the files of a disk image's EFI system partition, read through
 //!                               the core's GPT and FAT reader (the loader's), each written
@@ -19,6 +21,7 @@
 //! JSON), 2 the file could not be read or the command line is wrong (a message on stderr).
 
 mod json;
+mod linux;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -30,7 +33,7 @@ use hvboot_loader_core::{config, elf, gpt, multiboot2, request};
 use json::Json;
 
 const USAGE: &str =
-    "usage: hvboot-check kernel FILE | config FILE | esp IMAGE [DIR]   (FILE may be - for stdin)";
+    "usage: hvboot-check kernel FILE [CMDLINE] | config FILE | esp IMAGE [DIR]   (FILE may be - for stdin)";
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     if path == "-" {
@@ -43,7 +46,7 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{path}: cannot read it: {e}"))
 }
 
-fn problem(field: String, message: String) -> Json {
+pub(crate) fn problem(field: String, message: String) -> Json {
     Json::object([
         ("field", Json::from(field)),
         ("message", Json::from(message)),
@@ -216,9 +219,12 @@ fn check_multiboot2(data: &[u8]) -> (bool, Json) {
 }
 
 /// The verdict on a kernel: its kind, plan, request and problems (ELF first, then the request).
-fn check_kernel(data: &[u8]) -> (bool, Json) {
+fn check_kernel(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
     if elf::kind(data) == Some(elf::KernelKind::Multiboot2) {
         return check_multiboot2(data);
+    }
+    if elf::kind(data) == Some(elf::KernelKind::Linux) {
+        return linux::check(data, cmdline);
     }
     let mut problems = Vec::new();
     let plan = match elf::check(data) {
@@ -380,9 +386,9 @@ fn check_esp(disk: &[u8], dir: Option<&std::path::Path>) -> (bool, Json) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, path, dir) = match &args[..] {
+    let (command, path, extra) = match &args[..] {
         [c, p] => (c.as_str(), p, None),
-        [c, p, d] if c == "esp" => (c.as_str(), p, Some(std::path::Path::new(d))),
+        [c, p, d] if c == "esp" || c == "kernel" => (c.as_str(), p, Some(d.as_str())),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -390,9 +396,9 @@ fn main() -> ExitCode {
     };
     type Check<'a> = Box<dyn Fn(&[u8]) -> (bool, Json) + 'a>;
     let check: Check = match command {
-        "kernel" => Box::new(check_kernel),
+        "kernel" => Box::new(move |d| check_kernel(d, extra)),
         "config" => Box::new(check_config),
-        "esp" => Box::new(move |d| check_esp(d, dir)),
+        "esp" => Box::new(move |d| check_esp(d, extra.map(std::path::Path::new))),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -58,9 +58,9 @@ const PHDR64_SIZE: u16 = 56;
 const PN_XNUM: u16 = 0xffff;
 
 /// The kinds of kernel the loader boots: hvboot's own (an x86_64 ELF executable entered in
-/// long mode with hvboot's boot information and an optional `.hvboot_request`) and Multiboot2
-/// (`crate::multiboot2`). Other boot protocols (Linux bzImage, Limine, rust-osdev's
-/// `bootloader_api`) would be further variants, each recognised by [`kind`] and checked by its
+/// long mode with hvboot's boot information and an optional `.hvboot_request`), Multiboot2
+/// (`crate::multiboot2`) and Linux bzImages (`crate::linux`). Other boot protocols (Limine,
+/// rust-osdev's `bootloader_api`) would be further variants, each recognised by [`kind`] and checked by its
 /// own rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
@@ -68,6 +68,8 @@ pub enum KernelKind {
     HvbootElf,
     /// A Multiboot2 header in the first 32 KiB: the rules of `crate::multiboot2`.
     Multiboot2,
+    /// A Linux bzImage ("HdrS" at 0x202): the rules of `crate::linux`.
+    Linux,
 }
 
 impl KernelKind {
@@ -76,6 +78,7 @@ impl KernelKind {
         match self {
             KernelKind::HvbootElf => "hvboot-elf",
             KernelKind::Multiboot2 => "multiboot2",
+            KernelKind::Linux => "linux",
         }
     }
 }
@@ -86,6 +89,9 @@ impl KernelKind {
 pub fn kind(image: &[u8]) -> Option<KernelKind> {
     if crate::multiboot2::is_multiboot2(image) {
         return Some(KernelKind::Multiboot2);
+    }
+    if crate::linux::is_bzimage(image) {
+        return Some(KernelKind::Linux);
     }
     check_header(image).ok().map(|_| KernelKind::HvbootElf)
 }

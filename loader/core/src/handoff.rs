@@ -171,6 +171,9 @@ pub enum EntryMode {
     /// Multiboot2: 32-bit protected mode, paging off, EAX = 0x36d76289, EBX = the information
     /// (physical); `cr3`, `stack_top` and `gdt_virt` are unused.
     Multiboot2,
+    /// Linux's 64-bit boot protocol: `cr3` an identity map, RSI = boot_params (`boot_info`),
+    /// `gdt_virt` the GDT's descriptor (`crate::protocols::linux::enter`).
+    Linux,
 }
 
 /// Everything the hand-off needs, already valid in the kernel's address space.
@@ -200,6 +203,9 @@ pub struct Handoff {
 pub unsafe fn jump(h: &Handoff) -> ! {
     if h.mode == EntryMode::Multiboot2 {
         hvboot_multiboot2(h.entry, h.boot_info)
+    }
+    if h.mode == EntryMode::Linux {
+        crate::protocols::linux::enter(h)
     }
     const IA32_EFER: u32 = 0xC000_0080;
     const EFER_NXE: u64 = 1 << 11;

@@ -164,7 +164,35 @@ def _raw_segments(data: bytes) -> list[Json]:
 PROTOCOL_NAMES = {
     "hvboot-elf": "hvboot (64-bit entry, RDI = BootInfo)",
     "multiboot2": "Multiboot2 (32-bit protected-mode entry, EAX = 0x36d76289, EBX = information)",
+    "linux": "Linux x86 boot protocol (64-bit entry at load address + 0x200, RSI = boot_params)",
 }
+
+#: The setup header fields `hvboot inspect` shows in hex (the rest are counts, flags, strings).
+_LINUX_HEX = frozenset(
+    [
+        "boot_flag",
+        "loadflags",
+        "xloadflags",
+        "code32_start",
+        "initrd_addr_max",
+        "kernel_alignment",
+        "pref_address",
+        "init_size",
+    ]
+)
+
+
+def _linux_header(h: Json | None) -> Json | None:
+    """The core's decoded bzImage setup header with addresses and flags as hex strings."""
+    if h is None:
+        return None
+    return {k: _hex(v) if k in _LINUX_HEX else v for k, v in h.items()}
+
+
+def _linux_text(h: Json) -> list[str]:
+    return [f"setup header: boot protocol {h['version']}"] + [
+        f"  {k}: {v}" for k, v in h.items() if k != "version"
+    ]
 
 
 def _multiboot2_header(h: Json | None) -> Json | None:
@@ -222,6 +250,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         "kernel_kind": None,
         "protocol": None,
         "multiboot2": None,
+        "linux": None,
         "ok": False,
         "entry": None,
         "entry_symbol": None,
@@ -235,6 +264,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
     report["kernel_kind"] = verdict.kind
     report["protocol"] = PROTOCOL_NAMES.get(verdict.kind or "")
     report["multiboot2"] = _multiboot2_header(verdict.multiboot2)
+    report["linux"] = _linux_header(verdict.linux)
     report["problems"] = [Problem.of(e).json() for e in verdict.problems]
     report["request_header"] = request_header(data, verdict)
     plan = verdict.plan
@@ -280,6 +310,8 @@ def _kernel_text(r: Json, indent: str = "") -> list[str]:
         lines.append(f"protocol: {r['protocol']}")
     if r.get("multiboot2"):
         lines += _multiboot2_text(r["multiboot2"])
+    if r.get("linux"):
+        lines += _linux_text(r["linux"])
     if r.get("describe"):
         lines += r["describe"].splitlines()
         if r["entry_symbol"]:

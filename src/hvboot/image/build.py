@@ -103,7 +103,7 @@ def _check_stage2_fits(layout: DiskLayout, lba: int, size: int, source: str, out
 def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
     """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
     kernel = gunzip(_read(cfg.kernel, "kernel"), cfg.kernel, "kernel")
-    plan = load_plan_bytes(kernel, str(cfg.kernel))
+    plan = load_plan_bytes(kernel, str(cfg.kernel), cfg.cmdline)
     modules = []
     for m in cfg.modules:
         what = f"module {m.name!r}"

@@ -111,20 +111,22 @@ class KernelCheck:
     """The core's whole verdict on a kernel: every problem, not only the first."""
 
     source: str
-    kind: str | None  # "hvboot-elf", "multiboot2"; None when the loader knows no kind for it
+    kind: str | None  # "hvboot-elf", "multiboot2", "linux"; None: a kind the loader does not know
     plan: LoadPlan | None  # None when the ELF is refused
     request: Request | None  # None without a .hvboot_request section, or with a refused one
     problems: tuple[HvbootError, ...]  # in the core's order: the loader reports the first
     multiboot2: dict[str, Any] | None = None  # the decoded Multiboot2 header (kind multiboot2)
+    linux: dict[str, Any] | None = None  # the decoded bzImage setup header (kind linux)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def check_kernel(data: bytes, source: str) -> KernelCheck:
-    """The loader core's verdict on kernel ELF `data` (`source` names it in errors)."""
-    doc = checker.check_kernel(data)
+def check_kernel(data: bytes, source: str, cmdline: str | None = None) -> KernelCheck:
+    """The loader core's verdict on kernel ELF `data` (`source` names it in errors), and on the
+    command line it is to get, if given."""
+    doc = checker.check_kernel(data, cmdline)
     request: Request | None = doc["request"]
     plan = None
     if doc["plan"] is not None:
@@ -140,13 +142,15 @@ def check_kernel(data: bytes, source: str) -> KernelCheck:
             phys_base=p["phys_base"],
         )
     problems = tuple(pr.error(source) for pr in checker.problems(doc))
-    return KernelCheck(source, doc["kind"], plan, request, problems, doc.get("multiboot2"))
+    return KernelCheck(
+        source, doc["kind"], plan, request, problems, doc.get("multiboot2"), doc.get("linux")
+    )
 
 
-def load_plan_bytes(data: bytes, source: str) -> LoadPlan:
+def load_plan_bytes(data: bytes, source: str, cmdline: str | None = None) -> LoadPlan:
     """The load plan of kernel ELF `data`; `HvbootError` with the first problem the loader
-    would refuse it for (``<source>: <field>``, the core's message)."""
-    verdict = check_kernel(data, source)
+    would refuse it for (``<source>: <field>``, the core's message), `cmdline` included."""
+    verdict = check_kernel(data, source, cmdline)
     if verdict.problems:
         raise verdict.problems[0]
     assert verdict.plan is not None

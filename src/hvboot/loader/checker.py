@@ -55,9 +55,10 @@ def problems(doc: Json) -> list[Problem]:
     return [Problem(p["field"], p["message"]) for p in doc["problems"]]
 
 
-def check_kernel(data: bytes) -> Json:
-    """The core's verdict on kernel `data`: ``kind``, ``plan``, ``request``, ``problems``."""
-    return run("kernel", data)
+def check_kernel(data: bytes, cmdline: str | None = None) -> Json:
+    """The core's verdict on kernel `data`: ``kind``, ``plan``, ``request``, ``problems``; with
+    `cmdline`, also the kernel's rules on the command line it is to get."""
+    return run("kernel", data, *(() if cmdline is None else (cmdline,)))
 
 
 def check_config(text: str) -> Json:

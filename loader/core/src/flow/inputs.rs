@@ -10,7 +10,7 @@ use hvboot_api::{
 
 use super::{phys_slice, Error, Platform, CONFIG_PATH};
 use crate::config::{self, LoaderConfig};
-use crate::{elf, multiboot2, request, PAGE_SIZE as PAGE};
+use crate::{elf, linux, multiboot2, request, PAGE_SIZE as PAGE};
 
 /// Everything the later phases read.
 pub struct Inputs {
@@ -36,7 +36,7 @@ pub struct Kernel {
 
 /// A recognised kernel with what loading it needs, one variant per [`elf::KernelKind`] (the
 /// kinds `hvboot-check` names to the toolkit); each comes with its protocol
-/// (`crate::protocols`). A Linux bzImage kind would be a further one.
+/// (`crate::protocols`).
 pub enum KernelImage {
     /// An ELF64 executable checked by `elf::plan` (docs/protocol.md, "The kernel").
     HvbootElf(elf::LoadPlan),
@@ -44,6 +44,9 @@ pub enum KernelImage {
     /// `elf::LoadPlan` view of its image the shared phases read (one block at its physical
     /// address, identity "virtual" addresses).
     Multiboot2(multiboot2::Plan, elf::LoadPlan),
+    /// A Linux bzImage checked by `linux::plan` (docs/linux.md), with the `elf::LoadPlan` view
+    /// of its protected-mode kernel (one block at `pref_address`, `init_size` long).
+    Linux(linux::Plan, elf::LoadPlan),
 }
 
 impl KernelImage {
@@ -52,6 +55,7 @@ impl KernelImage {
         match self {
             Self::HvbootElf(_) => elf::KernelKind::HvbootElf,
             Self::Multiboot2(..) => elf::KernelKind::Multiboot2,
+            Self::Linux(..) => elf::KernelKind::Linux,
         }
     }
 }
@@ -60,7 +64,9 @@ impl Kernel {
     /// The load plan (segments, entry, virtual extent).
     pub fn plan(&self) -> &elf::LoadPlan {
         match &self.image {
-            KernelImage::HvbootElf(plan) | KernelImage::Multiboot2(_, plan) => plan,
+            KernelImage::HvbootElf(plan)
+            | KernelImage::Multiboot2(_, plan)
+            | KernelImage::Linux(_, plan) => plan,
         }
     }
 
@@ -68,7 +74,15 @@ impl Kernel {
     pub fn multiboot2(&self) -> Option<&multiboot2::Plan> {
         match &self.image {
             KernelImage::Multiboot2(plan, _) => Some(plan),
-            KernelImage::HvbootElf(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The bzImage plan, for a Linux kernel.
+    pub fn linux(&self) -> Option<&linux::Plan> {
+        match &self.image {
+            KernelImage::Linux(plan, _) => Some(plan),
+            _ => None,
         }
     }
 }
@@ -162,6 +176,26 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
             wants,
         });
     }
+    if elf::kind(file) == Some(elf::KernelKind::Linux) {
+        let plan = linux::plan(file).map_err(|why| Error::Linux {
+            kernel: path.clone(),
+            why,
+        })?;
+        let view = linux_view(&plan);
+        let kernel = Kernel {
+            path,
+            file_phys,
+            file_len,
+            image: KernelImage::Linux(plan, view),
+        };
+        // The firmware's framebuffer (VBE under BIOS, GOP under UEFI), described in screen_info.
+        let wants = Wants::of(None);
+        return Ok(Inputs {
+            config,
+            kernel,
+            wants,
+        });
+    }
     let plan = match elf::plan(file) {
         Ok(plan) => plan,
         Err(why) => return Err(Error::Elf { kernel: path, why }),
@@ -206,5 +240,28 @@ fn elf_view(p: &multiboot2::Plan) -> elf::LoadPlan {
         segments,
         virt_start: p.start,
         virt_end: p.end,
+    }
+}
+
+/// A bzImage's protected-mode kernel as the shared phases see a lower-half kernel: one block of
+/// `init_size` bytes at `pref_address` (the file after the setup, the rest zeroed), entered at
+/// the 64-bit entry (boot.rst "64-bit BOOT PROTOCOL").
+fn linux_view(p: &linux::Plan) -> elf::LoadPlan {
+    let segment = elf::Segment {
+        index: 0,
+        vaddr: p.load,
+        paddr: p.load,
+        memsz: p.memsz,
+        filesz: p.filesz,
+        offset: p.offset,
+        writable: true,
+        executable: true,
+    };
+    elf::LoadPlan {
+        entry: p.load + linux::ENTRY_64,
+        higher_half: false,
+        segments: alloc::vec![segment],
+        virt_start: p.load,
+        virt_end: p.load + p.memsz,
     }
 }

@@ -22,6 +22,7 @@ mod error;
 pub mod firmware;
 pub mod hand_off;
 pub mod inputs;
+mod linux;
 pub mod place;
 mod platform;
 pub mod tsc;
@@ -86,6 +87,9 @@ pub fn boot<P: Platform, C: Cpu>(p: &mut P, cpu: &C, tsc_start: u64) -> Result<H
     let inputs = inputs::read(p)?;
     if inputs.kernel.multiboot2().is_some() {
         return run_multiboot2(p, cpu, inputs, tsc_start);
+    }
+    if inputs.kernel.linux().is_some() {
+        return linux::run(p, cpu, inputs, tsc_start);
     }
     run_inputs(p, cpu, &mut Hvboot::default(), inputs, tsc_start)
 }

@@ -165,10 +165,15 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
     let relocatable = k.multiboot2().and_then(|m| m.header.relocatable);
     let phys = p
         .allocate(MemoryKind::KERNEL.0, size, placement)
-        .or_else(|why| match relocatable {
+        .or_else(|why| match (relocatable, k.linux().and_then(|l| l.align)) {
             // A Multiboot2 kernel whose address is taken may move within its tag's bounds.
-            Some(r) => relocate(p, size, r).ok_or(why),
-            None => Err(why),
+            (Some(r), _) => relocate(p, size, r).ok_or(why),
+            // A relocatable bzImage goes anywhere at its kernel_alignment (boot.rst, field
+            // relocatable_kernel): the 64-bit entry runs on an identity map of all memory.
+            (None, Some(align)) => {
+                p.allocate(MemoryKind::KERNEL.0, size, Placement::Aligned(align))
+            }
+            (None, None) => Err(why),
         })
         .map_err(|why| Error::KernelPlacement {
             kernel: k.path.clone(),
@@ -222,6 +227,9 @@ fn relocate<P: Platform>(p: &mut P, size: u64, r: crate::multiboot2::Relocatable
 /// Each module read straight into its own pages (4 KiB aligned), or read and copied to the
 /// boundary the kernel asked for (2 MiB).
 fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Result<(), Error> {
+    if let Some(linux) = inputs.kernel.linux() {
+        return initrd(p, inputs, linux, placed);
+    }
     let align = inputs.wants.module_alignment;
     for (index, m) in inputs.config.modules.iter().enumerate() {
         let (phys, size) = if align > PAGE {
@@ -247,6 +255,56 @@ fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resu
         placed.modules.push((phys, size));
         let e = extent(ExtentKind::MODULE, index as u32, phys, 0, size.max(1));
         placed.extents.push(e);
+    }
+    Ok(())
+}
+
+/// A Linux kernel's modules are its initrd: read in config order and concatenated into one
+/// block (as GRUB's `initrd a b`), each module's extent inside it. The block ends at or below
+/// `initrd_addr_max` unless the kernel sets XLF_CAN_BE_LOADED_ABOVE_4G (boot.rst, fields
+/// initrd_addr_max and xloadflags).
+fn initrd<P: Platform>(
+    p: &mut P,
+    inputs: &Inputs,
+    linux: &crate::linux::Plan,
+    placed: &mut Placed,
+) -> Result<(), Error> {
+    let mut files = Vec::with_capacity(inputs.config.modules.len());
+    for m in &inputs.config.modules {
+        files.push(p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?);
+    }
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let h = &linux.header;
+    let max = if h.xloadflags & crate::linux::XLF_CAN_BE_LOADED_ABOVE_4G != 0 {
+        u64::MAX
+    } else {
+        u64::from(h.initrd_addr_max)
+    };
+    let base = p
+        .allocate(MemoryKind::MODULES.0, total, Placement::Below(max))
+        .map_err(Error::no_memory(format!(
+            "the initrd ({total} bytes, ending at or below {max:#x})"
+        )))?;
+    let mut at = base;
+    for (index, (tmp, size)) in files.into_iter().enumerate() {
+        // SAFETY: both ranges are ours, distinct, and `size` bytes long.
+        let (from, to) = unsafe { (phys_slice(p, tmp, size), phys_slice(p, at, size)) };
+        to.copy_from_slice(from);
+        log::info!("initrd part {index}: {size} bytes at {at:#x}");
+        placed.modules.push((at, size));
+        // Extents are page-rounded; the parts are byte-contiguous, so each names where it starts.
+        let e = extent(
+            ExtentKind::MODULE,
+            index as u32,
+            at & !(PAGE - 1),
+            0,
+            size.max(1),
+        );
+        placed.extents.push(e);
+        at += size;
     }
     Ok(())
 }

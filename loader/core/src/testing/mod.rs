@@ -3,4 +3,5 @@
 #![allow(missing_docs)]
 
 pub mod elf;
+pub mod linux;
 pub mod multiboot2;
