@@ -46,6 +46,8 @@ class QemuSpec:
     # A blkdebug rules file: the disk goes through QEMU's blkdebug driver, which injects the
     # I/O errors the file describes (tests of the loader's read-error handling).
     blkdebug: Path | None = None
+    # "disk" (IDE hard disk) or "cdrom" (IDE CD-ROM: an ISO, booted through El Torito).
+    media: str = "disk"
 
 
 @dataclass
@@ -109,7 +111,7 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
             "-drive",
             f"if=pflash,format=raw,unit=1,file={vars_copy}",
         ]
-    drive = f"file={spec.image},format=raw,if=ide,index=0,media=disk"
+    drive = f"file={spec.image},format=raw,if=ide,index=0,media={spec.media}"
     if spec.blkdebug is not None:
         # raw on top of blkdebug: the raw driver emits the read_aio events the rules match.
         drive = (
