@@ -15,6 +15,10 @@
 //! The Simple File System protocol (§13.4, §13.5) remains as a fallback for a boot device the FAT
 //! reader cannot use: no Block I/O on it, blocks other than 512 bytes (a 4Kn disk, a CD's El
 //! Torito image), or a volume the reader refuses to mount (FAT12).
+//!
+//! A loader booted from the network (its device has the PXE Base Code protocol, checked before
+//! the file-system fallback: iPXE also gives it a file system, holding only the boot file)
+//! reads its files over TFTP (net.rs).
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -29,6 +33,7 @@ use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMod
 use uefi::{CString16, Status};
 
 use crate::memory::{self, PAGE};
+use crate::net::Tftp;
 
 /// The bounce buffer's size, for reads into buffers that miss the medium's IoAlign (only the FAT
 /// reader's own small metadata buffers can: file data goes into page-aligned memory).
@@ -157,6 +162,8 @@ pub enum Volume {
     Fat(fat::Volume<BlockDev>),
     /// The firmware's file system driver (fallback).
     Firmware(Directory),
+    /// TFTP through PXE Base Code, when the loader was booted from the network (net.rs).
+    Net(Tftp),
 }
 
 impl Volume {
@@ -180,9 +187,19 @@ impl Volume {
             },
             Err(e) => e,
         };
+        // Booted from the network: the device is the interface, with PXE Base Code (and, under
+        // iPXE, a file system holding only the boot file itself).
+        let net = match Tftp::open() {
+            Ok(net) => {
+                let line = format!("files: over the network from {}", net.describe());
+                return Ok((Self::Net(net), line));
+            }
+            Err(e) => e,
+        };
         let mut fs = boot::get_image_file_system(boot::image_handle()).map_err(|e| {
             format!(
-                "cannot open the boot volume: Block I/O: {why}; Simple File System: {:?}",
+                "cannot open the boot volume: Block I/O: {why}; Simple File System: {:?}; \
+                 network: {net}",
                 e.status()
             )
         })?;
@@ -207,11 +224,12 @@ impl Volume {
         match self {
             Self::Fat(v) => read_fat(v, path, kind, limit),
             Self::Firmware(root) => read_firmware(root, path, kind, limit),
+            Self::Net(net) => net.read_to_pages(path, kind, limit),
         }
     }
 }
 
-fn too_large(path: &str, size: u64, limit: u64) -> Result<(), String> {
+pub(crate) fn too_large(path: &str, size: u64, limit: u64) -> Result<(), String> {
     if size > limit {
         return Err(format!(
             "{path}: {size} bytes, more than the {limit} allowed"

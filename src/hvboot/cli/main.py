@@ -33,6 +33,7 @@ from hvboot.config.build import BuildConfig
 from hvboot.errors import HvbootError
 from hvboot.image.build import BuildResult, build_image
 from hvboot.image.iso import build_iso, is_iso
+from hvboot.image.netboot import BOOT_FILE, build_netboot
 from hvboot.kernel.elf import ELF_MAGIC
 from hvboot.loader import artifacts
 from hvboot.vm import qemu
@@ -148,6 +149,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         if args.config:
             settings.require_kernel({}, args.config)
         raise HvbootError("hvboot build", "give a kernel ELF, or --config FILE")
+    if s.netboot is not None:
+        if s.iso:
+            raise HvbootError("--netboot", "writes a TFTP tree; it does not go with --iso")
+        tree = build_netboot(s.build_config(), s.netboot)
+        _say(f"wrote {len(tree.files)} files under {tree.root} (TFTP boot file {BOOT_FILE})")
+        return 0
     output = s.output
     if output is None:
         if args.config:

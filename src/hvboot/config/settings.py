@@ -271,6 +271,19 @@ SETTINGS: tuple[Setting, ...] = (
         "USB stick (xorriso; docs/image-format.md).",
     ),
     Setting(
+        name="netboot",
+        table="",
+        key="netboot",
+        flags=("--netboot",),
+        kind="path",
+        check=_path,
+        default=None,
+        verbs=("build",),
+        help="Write a TFTP tree laid out like the ESP (EFI/BOOT/BOOTX64.EFI, hvboot/...) into "
+        "this directory instead of an image, for UEFI network boot (docs/netboot.md).",
+        metavar="DIR",
+    ),
+    Setting(
         name="modules",
         table="",
         key="modules",
@@ -562,6 +575,7 @@ class Settings:
     machine: Machine
     config: Path | None  # the file the settings came from, if any
     iso: bool = False
+    netboot: Path | None = None
 
     def build_config(self, kernel: Path | None = None) -> BuildConfig:
         """The build configuration for `kernel` (default: the settings' own kernel)."""
@@ -593,6 +607,7 @@ def resolve(verb: str, args: argparse.Namespace | None, config: Path | None) -> 
         machine=machine,
         config=config,
         iso=values["iso"],
+        netboot=values["netboot"],
     )
 
 
