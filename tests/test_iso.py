@@ -9,11 +9,10 @@ import re
 import shutil
 import struct
 import subprocess
-import zlib
 from pathlib import Path
 
 import pytest
-from conftest import BOOT_TIMEOUT
+from conftest import BOOT_TIMEOUT, check_modules
 from report_kernel import parse_report
 
 from hvboot.config.build import BuildConfig, ModuleSpec
@@ -142,12 +141,5 @@ def test_iso_boots(
     report = parse_report(serial)
     assert report.one("begin")["firmware"] == firmware.upper()
     assert report.one("cmdline")["text"] == CMDLINE
-    got = report.all("module")
-    assert [m["name"] for m in got] == [s.name for s in modules]
-    for spec_, m in zip(modules, got, strict=True):
-        data = spec_.path.read_bytes()
-        assert m["cmdline"] == spec_.cmdline
-        assert int(m["size"]) == len(data)
-        assert int(m["crc32"], 16) == zlib.crc32(data)
-        assert bytes.fromhex(m["head_hex"]) == data[:16]
+    check_modules(report, modules)
     assert int(report.one("kernel")["main"], 0) == symbol_address(report_kernel, "kernel_main")

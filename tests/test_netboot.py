@@ -9,11 +9,10 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
-from conftest import BOOT_TIMEOUT
+from conftest import BOOT_TIMEOUT, check_modules
 from report_kernel import parse_report
 
 from hvboot.config.build import BuildConfig, ModuleSpec
@@ -98,10 +97,7 @@ def test_netboot_report_matches_host(
     report = parse_report(serial)
     assert report.one("begin")["firmware"] == "UEFI"
     assert report.one("cmdline")["text"] == CMDLINE
-    (m,) = report.all("module")
-    data = modules[0].path.read_bytes()
-    assert (m["name"], m["cmdline"], int(m["size"])) == ("guest.bin", "mem=64M", len(data))
-    assert int(m["crc32"], 16) == zlib.crc32(data)
+    check_modules(report, modules)
     assert int(report.one("kernel")["main"], 0) == symbol_address(report_kernel, "kernel_main")
 
 

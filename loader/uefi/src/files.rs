@@ -29,6 +29,7 @@ use hvboot_loader_core::fat::{self, BlockDevice, FatType, SECTOR};
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams, ScopedProtocol};
 use uefi::proto::loaded_image::LoadedImage;
 use uefi::proto::media::block::BlockIO;
+use uefi::proto::ProtocolPointer;
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode, RegularFile};
 use uefi::{CString16, Status};
 
@@ -52,23 +53,30 @@ pub struct BlockDev {
     bounce: u64,
 }
 
+/// Protocol `P` (`name` in messages) on the device this application was loaded from, opened
+/// without exclusivity: the loader only reads through it, and the firmware neither uninstalls
+/// nor reinstalls a boot device's protocols while its boot application runs.
+pub(crate) fn open_on_boot_device<P: ProtocolPointer + ?Sized>(
+    name: &str,
+) -> Result<ScopedProtocol<P>, String> {
+    let device = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
+        .map_err(|e| format!("no loaded-image protocol: {:?}", e.status()))?
+        .device()
+        .ok_or("the loaded image names no device")?;
+    let params = OpenProtocolParams {
+        handle: device,
+        agent: boot::image_handle(),
+        controller: None,
+    };
+    // SAFETY: see above; nothing else of ours opens the protocol exclusively.
+    unsafe { boot::open_protocol::<P>(params, OpenProtocolAttributes::GetProtocol) }
+        .map_err(|e| format!("no {name} protocol: {:?}", e.status()))
+}
+
 impl BlockDev {
     /// Block I/O on the partition this application was loaded from, or why not.
     fn open() -> Result<Self, String> {
-        let device = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
-            .map_err(|e| format!("no loaded-image protocol: {:?}", e.status()))?
-            .device()
-            .ok_or("the loaded image names no device")?;
-        let params = OpenProtocolParams {
-            handle: device,
-            agent: boot::image_handle(),
-            controller: None,
-        };
-        // SAFETY: the loader only reads through the protocol; the firmware neither uninstalls nor
-        // reinstalls a boot partition's Block I/O while its boot application runs.
-        let io =
-            unsafe { boot::open_protocol::<BlockIO>(params, OpenProtocolAttributes::GetProtocol) }
-                .map_err(|e| format!("no Block I/O protocol: {:?}", e.status()))?;
+        let io = open_on_boot_device::<BlockIO>("Block I/O")?;
         let media = io.media();
         if !media.is_media_present() {
             return Err("no medium present".into());

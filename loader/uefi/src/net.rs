@@ -16,12 +16,17 @@ use core::ptr::NonNull;
 
 use hvboot_api::MemoryKind;
 
-use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams, ScopedProtocol};
-use uefi::proto::loaded_image::LoadedImage;
+use uefi::boot::{self, ScopedProtocol};
 use uefi::proto::network::pxe::{BaseCode, DhcpV4Packet};
 use uefi::{CStr8, Status};
+use uefi_raw::protocol::network::pxe::{PxeBaseCodeProtocol, PxeBaseCodeTftpOpcode};
+use uefi_raw::Boolean;
 
 use crate::memory;
+
+/// The TFTP block size asked for: an Ethernet frame's worth (1500 - IP 20 - UDP 8 - TFTP 4,
+/// RFC 2348); the server may answer with less.
+const BLOCK_SIZE: usize = 1468;
 
 /// The PXE Base Code protocol of the interface the loader was booted from, and its server.
 pub struct Tftp {
@@ -32,20 +37,7 @@ pub struct Tftp {
 impl Tftp {
     /// PXE Base Code on the loaded image's device, or why not.
     pub fn open() -> Result<Self, String> {
-        let device = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
-            .map_err(|e| format!("no loaded-image protocol: {:?}", e.status()))?
-            .device()
-            .ok_or("the loaded image names no device")?;
-        let params = OpenProtocolParams {
-            handle: device,
-            agent: boot::image_handle(),
-            controller: None,
-        };
-        // SAFETY: the firmware's PXE driver keeps the protocol installed while its boot
-        // application runs; the loader only reads files through it.
-        let pxe =
-            unsafe { boot::open_protocol::<BaseCode>(params, OpenProtocolAttributes::GetProtocol) }
-                .map_err(|e| format!("no PXE Base Code protocol: {:?}", e.status()))?;
+        let pxe = crate::files::open_on_boot_device::<BaseCode>("PXE Base Code")?;
         let mode = pxe.mode();
         if !mode.started() || !mode.dhcp_ack_received() {
             return Err("PXE Base Code is not started or has no DHCP answer".into());
@@ -108,12 +100,42 @@ impl Tftp {
         Ok((phys, size))
     }
 
-    /// One TFTP read into `dest`; the byte count the protocol reports.
+    /// One TFTP read into `dest`, asking for BLOCK_SIZE-byte blocks (RFC 2348); the byte count
+    /// the protocol reports. The uefi crate's `tftp_read_file` passes no block size, and 512-byte
+    /// lock-step TFTP is the slowest part of a network boot, so this calls the protocol's Mtftp
+    /// itself (UEFI 2.10 §24.3, EFI_PXE_BASE_CODE_PROTOCOL.Mtftp()).
     fn read_into(&mut self, url: &str, name: &CStr8, dest: &mut [u8]) -> Result<u64, String> {
-        let server = IpAddr::V4(self.server);
-        self.pxe
-            .tftp_read_file(&server, name, Some(dest))
-            .map_err(|e| format!("{url}: {}", self.why(e.status())))
+        self.mtftp_read(name, dest)
+            .map_err(|status| format!("{url}: {}", self.why(status)))
+    }
+
+    /// Mtftp(TFTP_READ_FILE) into `dest`: the byte count, or the failing status.
+    fn mtftp_read(&mut self, name: &CStr8, dest: &mut [u8]) -> Result<u64, Status> {
+        let raw = (&mut *self.pxe as *mut BaseCode).cast::<PxeBaseCodeProtocol>();
+        let mut size = dest.len() as u64;
+        let block = BLOCK_SIZE;
+        let server = uefi_raw::IpAddress::new_v4(self.server.octets());
+        // SAFETY: BaseCode is a repr(transparent) wrapper of the raw protocol; every pointer
+        // lives across the call; `dest` is `size` bytes.
+        let status = unsafe {
+            ((*raw).mtftp)(
+                raw,
+                PxeBaseCodeTftpOpcode::TFTP_READ_FILE,
+                dest.as_mut_ptr().cast(),
+                Boolean::FALSE,
+                &mut size,
+                &block,
+                &server,
+                name.as_ptr().cast(),
+                core::ptr::null(),
+                Boolean::FALSE,
+            )
+        };
+        if status.is_success() {
+            Ok(size)
+        } else {
+            Err(status)
+        }
     }
 
     /// For a PXE Base Code that only reads (iPXE's: no GET_FILE_SIZE, and READ_FILE reports
@@ -133,13 +155,13 @@ impl Tftp {
         let mut cap: u64 = 1 << 20;
         let zeros = loop {
             let buf = Scratch::new(path, cap, 0x00)?;
-            match self.pxe.tftp_read_file(&IpAddr::V4(self.server), name, Some(buf.bytes())) {
+            match self.mtftp_read(name, buf.bytes()) {
                 Ok(_) => break buf,
-                Err(e) if e.status() == Status::BUFFER_TOO_SMALL && cap <= limit => cap *= 4,
-                Err(e) if e.status() == Status::BUFFER_TOO_SMALL => {
+                Err(Status::BUFFER_TOO_SMALL) if cap <= limit => cap *= 4,
+                Err(Status::BUFFER_TOO_SMALL) => {
                     return Err(format!("{path}: more than the {limit} bytes allowed"));
                 }
-                Err(e) => return Err(format!("{url}: {}", self.why(e.status()))),
+                Err(status) => return Err(format!("{url}: {}", self.why(status))),
             }
         };
         let ones = Scratch::new(path, cap, 0xFF)?;
