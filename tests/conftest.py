@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,18 @@ def boot_report(image: Path, firmware: str, **kw: str) -> tuple[qemu.RunResult, 
     result = boot(image, firmware, **kw)  # type: ignore[arg-type]
     assert result.ok, f"{result.outcome}\n--- serial ---\n{result.serial[-4000:]}\n{result.stderr}"
     return result, parse_report(result.serial)
+
+
+def check_modules(report: BootReport, modules: tuple[ModuleSpec, ...]) -> None:
+    """The kernel got `modules` in order: names, command lines, sizes, CRC-32 and first bytes
+    as the kernel read them through the direct map."""
+    got = report.all("module")
+    assert [m["name"] for m in got] == [s.name for s in modules]
+    for spec, m in zip(modules, got, strict=True):
+        data = spec.path.read_bytes()
+        assert (m["cmdline"], int(m["size"])) == (spec.cmdline, len(data))
+        assert int(m["crc32"], 16) == zlib.crc32(data)
+        assert bytes.fromhex(m["head_hex"]) == data[:16]
 
 
 def make_image(

@@ -5,6 +5,13 @@
 ; extended reads (AH=42h) to 0x8000, checks stage 2's signature and jumps to it with DL = drive.
 ; Failures print a short reason on the screen (INT 10h) and COM1, then halt.
 ;
+; The same code is the first 2048 bytes of an ISO's El Torito no-emulation boot image, which the
+; BIOS loads at 0x7C00 too (El Torito 1.0 §2.0, "no emulation"): there the drive has 2048-byte
+; sectors (EDD AH=48h says so) and stage 2 is the rest of that image, whose LBA xorriso's
+; -boot-info-table writes at byte 12 (hence bytes 8..63 are left free). On the same ISO written
+; to a disk, xorriso's --grub2-mbr fills the patch block's LBA with the image's LBA + 4 (512-byte
+; blocks), which is stage 2 there (docs/bios.md, "From a CD").
+;
 ; The image builder (src/hvboot/build.py) patches the patch block at PATCH_OFFSET:
 ;   +0  4 bytes  "HVS1"              (checked, not changed: proves the block is where it says)
 ;   +4  u16      stage 2 sectors     (0 in the unpatched binary: stage 1 refuses to boot)
@@ -20,8 +27,17 @@ STAGE2_MAX_SEG  equ 0x6000          ; stage 2 must end below 0x60000
 CHUNK           equ 64              ; sectors per read: 32 KiB, never crosses a 64 KiB boundary
 PATCH_OFFSET    equ 0x1A8
 COM1            equ 0x3F8
+EDD_BUF         equ 0x0600          ; AH=48h result buffer (free conventional memory)
 
 start:
+    jmp short go
+    times 8 - ($ - $$) db 0
+boot_info:                          ; El Torito boot-info table (mkisofs -boot-info-table)
+    dd 0                            ; +8  the primary volume descriptor's LBA
+bi_file:
+    dd 0                            ; +12 this boot image's LBA (2048-byte sectors)
+    times 64 - ($ - $$) db 0        ; +16 length, +20 checksum, +24 reserved
+go:
     cli
     xor ax, ax
     mov ds, ax
@@ -45,10 +61,10 @@ start:
     test cl, 1
     jz fail
 
-    mov eax, [patch_lba]
-    mov [dap_lba], eax
-    mov eax, [patch_lba + 4]
-    mov [dap_lba + 4], eax
+    mov si, patch_lba
+    mov di, dap_lba
+    movsd
+    movsd
     mov si, msg_patch
     mov cx, [patch_sectors]
     test cx, cx
@@ -56,8 +72,25 @@ start:
     cmp cx, (STAGE2_MAX_SEG - STAGE2_SEG) / 32
     ja fail
 
+    ; The sector size (EDD 3.0 AH=48h, bytes per sector at +18h): 2048 on a CD. No answer: a
+    ; disk, as before. (AH=48h leaves CX as it was.)
+    mov si, EDD_BUF
+    mov word [si], 0x1A
+    mov ah, 0x48
+    mov dl, [drive]
+    int 0x13
+    jc .read
+    cmp word [si + 0x18], 2048
+    jne .read
+    mov eax, [bi_file]              ; stage 2: the boot image's second CD sector on
+    inc eax
+    mov [dap_lba], eax
+    add cx, 3                       ; 512-byte sectors -> CD sectors, rounded up
+    shr cx, 2
+    mov word [chunk], (2048 / 16) << 8 | CHUNK / 4   ; and seg_step
+
 .read:
-    mov ax, CHUNK
+    movzx ax, byte [chunk]
     cmp cx, ax
     jae .n
     mov ax, cx
@@ -73,9 +106,9 @@ start:
     pop cx
     mov si, msg_read
     jc fail
-    ; advance: buffer segment += n * 512 / 16, LBA += n
-    mov bx, ax
-    shl bx, 5
+    ; advance: buffer segment += n * sector size / 16, LBA += n
+    movzx bx, byte [seg_step]
+    imul bx, ax
     add [dap_seg], bx
     movzx eax, ax
     add [dap_lba], eax
@@ -119,10 +152,12 @@ puts:
 msg_prefix: db "hvboot stage 1: ", 0
 msg_noext:  db "no INT 13h extensions", 13, 10, 0
 msg_patch:  db "not patched", 13, 10, 0
-msg_read:   db "disk read error", 13, 10, 0
+msg_read:   db "read error", 13, 10, 0
 msg_sig:    db "bad stage 2", 13, 10, 0
 
 drive: db 0
+chunk: db CHUNK                     ; sectors per read (32 KiB)
+seg_step: db 512 / 16               ; paragraphs per sector
 
 align 4
 dap:

@@ -352,9 +352,9 @@ int_insn:
 
 ; A whole disk read in real mode (Phoenix EDD 3.0, INT 13h AH=42h), copied up as it goes.
 ; In:  EAX = sectors (> 0), EBX = destination (linear, below 4 GiB, the whole range identity-
-;      reachable), ECX = LBA bits 0-31, EBP = LBA bits 32-63, DL = drive, ESI = the bounce
-;      buffer (linear, 16-byte aligned, below 1 MiB), EDI = sectors per transfer (1..127, the
-;      bounce buffer's size / 512).
+;      reachable), ECX = LBA bits 0-31, EBP = LBA bits 32-63, DL = drive, DH = log2 of the
+;      sector size (9, or 11 on a CD), ESI = the bounce buffer (linear, 16-byte aligned, below
+;      1 MiB), EDI = sectors per transfer (1..127, the bounce buffer's size / the sector size).
 ; Out: CF clear and AH = 0 when every sector was read and copied. Else CF set, AH = the INT 13h
 ;      status of the failing transfer, ECX:EBP = its first LBA and EDI its sector count; the
 ;      transfers before it are in place.
@@ -369,6 +369,7 @@ rm_read_batch:
     mov [cs:rb_lba], ecx
     mov [cs:rb_lba + 4], ebp
     mov [cs:rb_drive], dl
+    mov [cs:rb_shift], dh
     mov [cs:rb_bounce], esi
     mov [cs:rb_max], edi
     xor ax, ax
@@ -416,7 +417,10 @@ bits 32
     mov esi, [rb_bounce]
     mov edi, [rb_dest]
     mov ecx, [rb_count]
-    shl ecx, 9                      ; bytes: a multiple of 512, so of 128
+    mov ebx, ecx
+    mov cl, [rb_shift]
+    shl ebx, cl                     ; bytes: a multiple of 512, so of 128
+    mov ecx, ebx
 .copy:
     movdqa xmm0, [esi]
     movdqa xmm1, [esi + 16]
@@ -509,6 +513,7 @@ rb_count:   dd 0
 rb_bounce:  dd 0
 rb_max:     dd 0
 rb_drive:   db 0
+rb_shift:   db 0
 align 4
 rb_dap:     times 16 db 0           ; its INT 13h disk address packet
 rm_regs:    times 36 db 0

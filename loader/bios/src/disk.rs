@@ -3,9 +3,16 @@
 //! one trip to real mode (stage 2's `rm_read_batch`). A read that fails is retried from the
 //! failing transfer, after a drive reset (INT 13h AH=00h), up to RETRIES times before it is
 //! reported.
+//!
+//! The loader reads 512-byte sectors (GPT, FAT). A CD booted through El Torito has 2048-byte
+//! sectors (EDD AH=48h says so); there a read is turned into reads of whole CD sectors, with
+//! a partial first or last CD sector going through a one-sector scratch buffer (docs/bios.md,
+//! "From a CD").
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 
 use hvboot_loader_core::fat::{BlockDevice, SECTOR};
 
@@ -15,26 +22,85 @@ use crate::thunk::{self, Regs};
 /// How many times a failed transfer is tried again before the error is reported.
 pub const RETRIES: u32 = 3;
 
+/// The largest device sector the loader reads through (a CD's).
+const MAX_SECTOR: usize = 2048;
+
 pub struct Disk {
     drive: u8,
+    /// log2 of the drive's sector size: 9, or 11 on a CD.
+    shift: u32,
+    /// One device sector, for the partial ends of a read on a CD.
+    scratch: Vec<u8>,
 }
 
 impl Disk {
+    /// The drive, with its sector size from EDD AH=48h (512 when the BIOS does not say, or
+    /// says a size the loader does not read through).
     pub fn new(drive: u8) -> Self {
-        Self { drive }
+        let mut d = Self {
+            drive,
+            shift: 9,
+            scratch: Vec::new(),
+        };
+        if let Some((_, bytes)) = d.parameters() {
+            if bytes == MAX_SECTOR as u16 {
+                d.shift = bytes.trailing_zeros();
+                d.scratch = vec![0; MAX_SECTOR];
+            }
+        }
+        d
     }
-}
 
-impl BlockDevice for Disk {
-    /// One trip to real mode for the whole read: stage 2's `rm_read_batch` issues the 127-sector
-    /// transfers into the bounce buffer and copies each up to `buf` (docs/bios.md, "Disk").
-    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
-        let sectors = (buf.len() / SECTOR) as u64;
+    /// The sector size in bytes.
+    pub fn sector_bytes(&self) -> usize {
+        1 << self.shift
+    }
+
+    /// 512-byte sectors per device sector.
+    fn ratio(&self) -> u64 {
+        1 << (self.shift - 9)
+    }
+
+    /// INT 13h AH=48h (EDD 3.0 "get drive parameters"): total sectors and bytes per sector.
+    fn parameters(&mut self) -> Option<(u64, u16)> {
+        let (seg, off) = thunk::seg_off(BOUNCE);
+        // SAFETY: the bounce buffer is the loader's and nothing else uses it now; 0x1A is the
+        // size of the EDD 1.x result buffer, which the BIOS fills.
+        unsafe {
+            lowmem::write::<[u8; 0x1A]>(BOUNCE, [0; 0x1A]);
+            lowmem::write::<u16>(BOUNCE, 0x1A);
+        }
+        let mut r = Regs {
+            eax: 0x4800,
+            edx: self.drive as u32,
+            esi: off as u32,
+            ds: seg,
+            ..Regs::default()
+        };
+        thunk::int(0x13, &mut r);
+        if r.carry() || r.ah() != 0 {
+            return None;
+        }
+        // SAFETY: the BIOS filled the result buffer: total sectors at +16, bytes per sector at
+        // +24.
+        unsafe {
+            Some((
+                lowmem::read::<u64>(BOUNCE + 16),
+                lowmem::read::<u16>(BOUNCE + 24),
+            ))
+        }
+    }
+
+    /// Whole device sectors from device LBA `lba` into `buf` (a multiple of the sector size).
+    /// One trip to real mode for the whole read: stage 2's `rm_read_batch` issues the transfers
+    /// into the bounce buffer and copies each up to `buf` (docs/bios.md, "Disk").
+    fn read_device(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
+        let sectors = (buf.len() >> self.shift) as u64;
         if sectors == 0 {
             return Ok(());
         }
         let dest = buf.as_mut_ptr() as u64;
-        let end = dest + sectors * SECTOR as u64;
+        let end = dest + (sectors << self.shift);
         if end > 1 << 32 {
             return Err(format!(
                 "read of {sectors} sectors into {dest:#x}: not below 4 GiB"
@@ -50,9 +116,9 @@ impl BlockDevice for Disk {
                 ebx: dest as u32,
                 ecx: lba as u32,
                 ebp: (lba >> 32) as u32,
-                edx: self.drive as u32,
+                edx: self.drive as u32 | self.shift << 8,
                 esi: BOUNCE as u32,
-                edi: BOUNCE_SECTORS as u32,
+                edi: ((BOUNCE_SECTORS * SECTOR as u64) >> self.shift) as u32,
                 ..Regs::default()
             };
             // SAFETY: `buf` lies below 4 GiB (checked) and is ours; the bounce buffer is the
@@ -64,9 +130,14 @@ impl BlockDevice for Disk {
             let at = r.ecx as u64 | (r.ebp as u64) << 32;
             if tries == RETRIES || !(lba..lba + sectors).contains(&at) {
                 return Err(format!(
-                    "disk read error at LBA {at} ({} sectors, drive {:#04x}): INT 13h status \
+                    "disk read error at LBA {at} ({} sectors{}, drive {:#04x}): INT 13h status \
                      {:#04x}{}",
                     r.edi,
+                    if self.shift == 9 {
+                        String::new()
+                    } else {
+                        format!(" of {} bytes", self.sector_bytes())
+                    },
                     self.drive,
                     r.ah(),
                     if tries > 0 {
@@ -87,7 +158,7 @@ impl BlockDevice for Disk {
                 tries + 1
             );
             let done = at - lba;
-            dest += done * SECTOR as u64;
+            dest += done << self.shift;
             sectors -= done;
             lba = at;
             let mut reset = Regs {
@@ -97,29 +168,45 @@ impl BlockDevice for Disk {
             thunk::int(0x13, &mut reset);
         }
     }
+}
 
-    /// INT 13h AH=48h (EDD 3.0 "get drive parameters"): the total number of sectors.
+impl BlockDevice for Disk {
+    /// 512-byte sectors: straight through on a disk; on a CD, the whole CD sectors in the
+    /// middle straight into `buf`, a partial first or last one through the scratch sector.
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
+        let r = self.ratio();
+        if r == 1 {
+            return self.read_device(lba, buf);
+        }
+        let mut lba = lba;
+        let mut buf = buf;
+        while !buf.is_empty() {
+            let skip = (lba % r) as usize * SECTOR;
+            let whole = buf.len() / self.sector_bytes() * self.sector_bytes();
+            if skip == 0 && whole > 0 {
+                let (head, rest) = core::mem::take(&mut buf).split_at_mut(whole);
+                self.read_device(lba / r, head)?;
+                lba += (whole / SECTOR) as u64;
+                buf = rest;
+                continue;
+            }
+            let mut scratch = core::mem::take(&mut self.scratch);
+            let read = self.read_device(lba / r, &mut scratch);
+            let n = (scratch.len() - skip).min(buf.len());
+            if read.is_ok() {
+                buf[..n].copy_from_slice(&scratch[skip..skip + n]);
+            }
+            self.scratch = scratch;
+            read?;
+            lba += (n / SECTOR) as u64;
+            buf = &mut core::mem::take(&mut buf)[n..];
+        }
+        Ok(())
+    }
+
+    /// The total number of 512-byte sectors (EDD AH=48h).
     fn sectors(&mut self) -> Option<u64> {
-        let (seg, off) = thunk::seg_off(BOUNCE);
-        // SAFETY: the bounce buffer is the loader's and nothing else uses it now; 0x1A is the
-        // size of the EDD 1.x result buffer, which the BIOS fills.
-        unsafe {
-            lowmem::write::<[u8; 0x1A]>(BOUNCE, [0; 0x1A]);
-            lowmem::write::<u16>(BOUNCE, 0x1A);
-        }
-        let mut r = Regs {
-            eax: 0x4800,
-            edx: self.drive as u32,
-            esi: off as u32,
-            ds: seg,
-            ..Regs::default()
-        };
-        thunk::int(0x13, &mut r);
-        if r.carry() || r.ah() != 0 {
-            return None;
-        }
-        // SAFETY: the BIOS filled the result buffer; the total sector count is at offset 16.
-        let total = unsafe { lowmem::read::<u64>(BOUNCE + 16) };
-        (total != 0 && total != u64::MAX).then_some(total)
+        let (total, _) = self.parameters()?;
+        (total != 0 && total != u64::MAX).then(|| total * self.ratio())
     }
 }

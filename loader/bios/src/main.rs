@@ -91,6 +91,12 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
 
 fn open_volume(drive: u8) -> Result<Bios, String> {
     let mut d = disk::Disk::new(drive);
+    if d.sector_bytes() != hvboot_loader_core::fat::SECTOR {
+        log::info!(
+            "boot drive {drive:#04x}: {}-byte sectors (a CD), read as 512-byte ones",
+            d.sector_bytes()
+        );
+    }
     let gpt::Esp {
         first_lba: esp,
         primary_bad,

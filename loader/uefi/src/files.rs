@@ -15,6 +15,10 @@
 //! The Simple File System protocol (§13.4, §13.5) remains as a fallback for a boot device the FAT
 //! reader cannot use: no Block I/O on it, blocks other than 512 bytes (a 4Kn disk, a CD's El
 //! Torito image), or a volume the reader refuses to mount (FAT12).
+//!
+//! A loader booted from the network (its device has the PXE Base Code protocol, checked before
+//! the file-system fallback: iPXE also gives it a file system, holding only the boot file)
+//! reads its files over TFTP (net.rs).
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -25,10 +29,12 @@ use hvboot_loader_core::fat::{self, BlockDevice, FatType, SECTOR};
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams, ScopedProtocol};
 use uefi::proto::loaded_image::LoadedImage;
 use uefi::proto::media::block::BlockIO;
+use uefi::proto::ProtocolPointer;
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode, RegularFile};
 use uefi::{CString16, Status};
 
 use crate::memory::{self, PAGE};
+use crate::net::Tftp;
 
 /// The bounce buffer's size, for reads into buffers that miss the medium's IoAlign (only the FAT
 /// reader's own small metadata buffers can: file data goes into page-aligned memory).
@@ -47,23 +53,30 @@ pub struct BlockDev {
     bounce: u64,
 }
 
+/// Protocol `P` (`name` in messages) on the device this application was loaded from, opened
+/// without exclusivity: the loader only reads through it, and the firmware neither uninstalls
+/// nor reinstalls a boot device's protocols while its boot application runs.
+pub(crate) fn open_on_boot_device<P: ProtocolPointer + ?Sized>(
+    name: &str,
+) -> Result<ScopedProtocol<P>, String> {
+    let device = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
+        .map_err(|e| format!("no loaded-image protocol: {:?}", e.status()))?
+        .device()
+        .ok_or("the loaded image names no device")?;
+    let params = OpenProtocolParams {
+        handle: device,
+        agent: boot::image_handle(),
+        controller: None,
+    };
+    // SAFETY: see above; nothing else of ours opens the protocol exclusively.
+    unsafe { boot::open_protocol::<P>(params, OpenProtocolAttributes::GetProtocol) }
+        .map_err(|e| format!("no {name} protocol: {:?}", e.status()))
+}
+
 impl BlockDev {
     /// Block I/O on the partition this application was loaded from, or why not.
     fn open() -> Result<Self, String> {
-        let device = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
-            .map_err(|e| format!("no loaded-image protocol: {:?}", e.status()))?
-            .device()
-            .ok_or("the loaded image names no device")?;
-        let params = OpenProtocolParams {
-            handle: device,
-            agent: boot::image_handle(),
-            controller: None,
-        };
-        // SAFETY: the loader only reads through the protocol; the firmware neither uninstalls nor
-        // reinstalls a boot partition's Block I/O while its boot application runs.
-        let io =
-            unsafe { boot::open_protocol::<BlockIO>(params, OpenProtocolAttributes::GetProtocol) }
-                .map_err(|e| format!("no Block I/O protocol: {:?}", e.status()))?;
+        let io = open_on_boot_device::<BlockIO>("Block I/O")?;
         let media = io.media();
         if !media.is_media_present() {
             return Err("no medium present".into());
@@ -157,6 +170,8 @@ pub enum Volume {
     Fat(fat::Volume<BlockDev>),
     /// The firmware's file system driver (fallback).
     Firmware(Directory),
+    /// TFTP through PXE Base Code, when the loader was booted from the network (net.rs).
+    Net(Tftp),
 }
 
 impl Volume {
@@ -180,9 +195,19 @@ impl Volume {
             },
             Err(e) => e,
         };
+        // Booted from the network: the device is the interface, with PXE Base Code (and, under
+        // iPXE, a file system holding only the boot file itself).
+        let net = match Tftp::open() {
+            Ok(net) => {
+                let line = format!("files: over the network from {}", net.describe());
+                return Ok((Self::Net(net), line));
+            }
+            Err(e) => e,
+        };
         let mut fs = boot::get_image_file_system(boot::image_handle()).map_err(|e| {
             format!(
-                "cannot open the boot volume: Block I/O: {why}; Simple File System: {:?}",
+                "cannot open the boot volume: Block I/O: {why}; Simple File System: {:?}; \
+                 network: {net}",
                 e.status()
             )
         })?;
@@ -207,11 +232,12 @@ impl Volume {
         match self {
             Self::Fat(v) => read_fat(v, path, kind, limit),
             Self::Firmware(root) => read_firmware(root, path, kind, limit),
+            Self::Net(net) => net.read_to_pages(path, kind, limit),
         }
     }
 }
 
-fn too_large(path: &str, size: u64, limit: u64) -> Result<(), String> {
+pub(crate) fn too_large(path: &str, size: u64, limit: u64) -> Result<(), String> {
     if size > limit {
         return Err(format!(
             "{path}: {size} bytes, more than the {limit} allowed"

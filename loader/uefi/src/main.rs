@@ -2,7 +2,8 @@
 //!
 //! The boot flow itself is shared with the BIOS loader (`hvboot_loader_core::flow`); this crate
 //! is the UEFI platform layer under it: files through the core's FAT reader over Block I/O (the
-//! Simple File System protocol as a fallback, `files.rs`), pages from AllocatePages, GOP, the
+//! Simple File System protocol as a fallback, `files.rs`; TFTP when booted from the network,
+//! `net.rs`), pages from AllocatePages, GOP, the
 //! configuration tables, GetMemoryMap and ExitBootServices.
 //! Any failure prints its reason on serial and screen and halts: the loader never jumps into a
 //! kernel it could not fully load.
@@ -17,6 +18,7 @@ mod console;
 mod files;
 mod firmware;
 mod memory;
+mod net;
 
 use alloc::format;
 use alloc::string::String;

@@ -42,6 +42,7 @@ def checks() -> list[Check]:
         _tool("sgdisk", "--version", f"{apt} gdisk", "checks images in tests"),
         _tool("fsck.fat", "--help", f"{apt} dosfstools", "checks images in tests"),
         _tool("mdir", "--version", f"{apt} mtools", "checks images in tests"),
+        _tool("xorriso", "-version", f"{apt} xorriso", "hvboot build --iso"),
     ]
     try:
         ovmf = find_ovmf()

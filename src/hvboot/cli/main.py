@@ -31,6 +31,8 @@ from hvboot.config import settings
 from hvboot.config.build import BuildConfig
 from hvboot.errors import HvbootError
 from hvboot.image.build import BuildResult, build_image
+from hvboot.image.iso import build_iso, is_iso
+from hvboot.image.netboot import BOOT_FILE, build_netboot
 from hvboot.kernel.elf import ELF_MAGIC
 from hvboot.loader import artifacts
 from hvboot.vm import qemu
@@ -167,12 +169,25 @@ def cmd_build(args: argparse.Namespace) -> int:
         if args.config:
             settings.require_kernel({}, args.config)
         raise HvbootError("hvboot build", "give a kernel ELF, or --config FILE")
+    if s.netboot is not None:
+        if s.iso:
+            raise HvbootError("--netboot", "writes a TFTP tree; it does not go with --iso")
+        tree = build_netboot(s.build_config(), s.netboot)
+        _say(f"wrote {len(tree.files)} files under {tree.root} (TFTP boot file {BOOT_FILE})")
+        return 0
     output = s.output
     if output is None:
         if args.config:
             raise HvbootError(args.config, "output: no output image given (set it or use -o)")
         raise HvbootError("hvboot build", "give the image to write with -o IMAGE")
     cfg = s.build_config()
+    if s.iso:
+        iso = build_iso(cfg, output)
+        _say(
+            f"wrote {output} ({iso.size // (1 << 20)} MiB hybrid ISO, {iso.fat_type} ESP image, "
+            f"{len(cfg.modules)} module(s))"
+        )
+        return 0
     result = build_image(cfg, output)
     _say(
         f"wrote {output} ({result.layout.total_sectors * 512 // (1 << 20)} MiB, "
@@ -239,9 +254,11 @@ def _prepare(verb: str, args: argparse.Namespace, tmp: Path) -> _Target:
 
 
 def _boot(target: Path, image: Path, machine: Machine, *, interactive: bool) -> qemu.RunResult:
-    spec = qemu.QemuSpec(image=image, machine=machine, snapshot=not interactive)
+    media = "cdrom" if is_iso(image) else "disk"
+    spec = qemu.QemuSpec(image=image, machine=machine, snapshot=not interactive, media=media)
     timeout = f", timeout {machine.timeout:g} s" if machine.timeout else ""
-    _say(f"booting {target} under {machine.firmware.upper()} (QEMU, TCG{timeout})")
+    as_cd = " as a CD" if media == "cdrom" else ""
+    _say(f"booting {target}{as_cd} under {machine.firmware.upper()} (QEMU, TCG{timeout})")
     if machine.serial_log:
         _say(f"serial output also goes to {machine.serial_log}")
 

@@ -88,6 +88,7 @@ class Setting:
     repeat_verbs: tuple[str, ...] = ()  # verbs where a single-value flag is repeatable
     flag_check: Check | None = None  # when flags are checked differently from the file
     verb_defaults: Mapping[str, Any] = field(default_factory=dict)
+    switch: bool = False  # a flag without a value (`--iso`); `key = true` in the file
 
     @property
     def path(self) -> str:
@@ -145,6 +146,12 @@ def _flag_modules(value: Sequence[str], where: str, base: Path) -> tuple[ModuleS
         if names.count(name) > 1:
             raise HvbootError(where, f"two modules are named {name!r}; names must differ")
     return modules
+
+
+def _boolean(value: object, where: str, base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise HvbootError(where, f"expected true or false, got {_describe(value)}")
+    return value
 
 
 def _firmware(value: object, where: str, base: Path) -> str:
@@ -248,6 +255,33 @@ SETTINGS: tuple[Setting, ...] = (
         help="Total image size, e.g. `64M`: bytes or a number with a K, M, G or T suffix, a "
         "multiple of 512 (default: just enough).",
         metavar="SIZE",
+    ),
+    Setting(
+        name="iso",
+        table="",
+        key="iso",
+        flags=("--iso",),
+        kind="boolean",
+        check=_boolean,
+        default=False,
+        verbs=("build",),
+        switch=True,
+        help="Write a hybrid ISO 9660 image instead of a disk image: El Torito entries for BIOS "
+        "and UEFI, and an MBR and GPT, so the same file boots as a CD and written to a disk or "
+        "USB stick (xorriso; docs/image-format.md).",
+    ),
+    Setting(
+        name="netboot",
+        table="",
+        key="netboot",
+        flags=("--netboot",),
+        kind="path",
+        check=_path,
+        default=None,
+        verbs=("build",),
+        help="Write a TFTP tree laid out like the ESP (EFI/BOOT/BOOTX64.EFI, hvboot/...) into "
+        "this directory instead of an image, for UEFI network boot (docs/netboot.md).",
+        metavar="DIR",
     ),
     Setting(
         name="modules",
@@ -370,7 +404,7 @@ _TABLES = {t: tuple(s for s in SETTINGS if s.table == t) for t in (MACHINE_TABLE
 
 
 def _shown(value: Any) -> str:
-    if value is None or value == ():
+    if value is None or value == () or value is False:
         return ""
     if isinstance(value, float):
         return f"{value:g}"
@@ -420,6 +454,9 @@ def add_flags(parser: argparse.ArgumentParser, verb: str) -> None:
             continue
         if not s.flags:
             continue  # the kernel: each command names its positional argument itself
+        if s.switch:
+            parser.add_argument(*s.flags, dest=s.name, action="store_true", default=None, help=text)
+            continue
         if verb in s.repeat_verbs:
             parser.add_argument(
                 *s.flags, dest=f"{s.name}s", action="append", choices=s.choices, help=s.help
@@ -537,6 +574,8 @@ class Settings:
     image_size: int | None
     machine: Machine
     config: Path | None  # the file the settings came from, if any
+    iso: bool = False
+    netboot: Path | None = None
 
     def build_config(self, kernel: Path | None = None) -> BuildConfig:
         """The build configuration for `kernel` (default: the settings' own kernel)."""
@@ -567,6 +606,8 @@ def resolve(verb: str, args: argparse.Namespace | None, config: Path | None) -> 
         image_size=values["image_size"],
         machine=machine,
         config=config,
+        iso=values["iso"],
+        netboot=values["netboot"],
     )
 
 

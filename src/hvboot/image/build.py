@@ -100,8 +100,17 @@ def _check_stage2_fits(layout: DiskLayout, lba: int, size: int, source: str, out
         )
 
 
-def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
-    """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
+@dataclass(frozen=True)
+class BootFiles:
+    """What every medium carries: the kernel's plan, the ESP's files and a digest of them."""
+
+    plan: LoadPlan
+    files: list[FatFile]
+    digest: bytes
+
+
+def boot_files(cfg: BuildConfig) -> BootFiles:
+    """The checked kernel, the modules, the loader config and the UEFI loader, as ESP files."""
     kernel = gunzip(_read(cfg.kernel, "kernel"), cfg.kernel, "kernel")
     plan = load_plan_bytes(kernel, str(cfg.kernel), cfg.cmdline)
     modules = []
@@ -112,10 +121,22 @@ def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
     seed = hashlib.sha256()
     for f in files:
         seed.update(f.path.encode() + b"\0" + hashlib.sha256(f.data).digest())
+    return BootFiles(plan, files, seed.digest())
+
+
+def check_output(output: Path) -> None:
+    """Refuse an output path that cannot become an image file."""
     if output.is_dir():
         raise HvbootError(output, "output: is a directory, expected an image file path")
     if not output.parent.is_dir():
         raise HvbootError(output, f"output: the directory {output.parent} does not exist")
+
+
+def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
+    """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
+    boot = boot_files(cfg)
+    plan, files = boot.plan, boot.files
+    check_output(output)
     bios = bios_boot.load(artifacts.bios_loader_elf())
     sectors = bios_boot.stage2_sectors(bios.stage2)
     # write_disk_image puts the BIOS boot partition first, at the first 1 MiB boundary.
@@ -129,7 +150,7 @@ def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
         size_bytes=cfg.image_size,
         bios_stage2=bios.stage2,
         mbr_boot_code=mbr_code,
-        seed=seed.digest(),
+        seed=boot.digest,
     )
     _check_stage2_fits(layout, stage2_lba, len(bios.stage2), bios.source, output)
     return BuildResult(output, layout, plan, tuple(files))

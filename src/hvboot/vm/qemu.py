@@ -46,6 +46,12 @@ class QemuSpec:
     # A blkdebug rules file: the disk goes through QEMU's blkdebug driver, which injects the
     # I/O errors the file describes (tests of the loader's read-error handling).
     blkdebug: Path | None = None
+    # "disk" (IDE hard disk) or "cdrom" (IDE CD-ROM: an ISO, booted through El Torito).
+    media: str = "disk"
+    # Network boot instead of a disk: QEMU's user-mode network serves this directory over TFTP
+    # and names `image` (a path inside it) as the DHCP boot file; the NIC is `nic`.
+    tftp: Path | None = None
+    nic: str = "virtio-net-pci"
 
 
 @dataclass
@@ -93,8 +99,6 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
         "-monitor",
         "none",
         "-no-reboot",
-        "-net",
-        "none",
         "-device",
         f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
     ]
@@ -109,7 +113,13 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
             "-drive",
             f"if=pflash,format=raw,unit=1,file={vars_copy}",
         ]
-    drive = f"file={spec.image},format=raw,if=ide,index=0,media=disk"
+    if spec.tftp is not None:
+        boot_file = spec.image.relative_to(spec.tftp).as_posix()
+        cmd += ["-netdev", f"user,id=n0,tftp={spec.tftp},bootfile={boot_file}"]
+        cmd += ["-device", f"{spec.nic},netdev=n0"]
+        return _tail(cmd, spec)
+    cmd += ["-net", "none"]
+    drive = f"file={spec.image},format=raw,if=ide,index=0,media={spec.media}"
     if spec.blkdebug is not None:
         # raw on top of blkdebug: the raw driver emits the read_aio events the rules match.
         drive = (
@@ -117,6 +127,12 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
             f"file.image.filename={spec.image},if=ide,index=0,media=disk"
         )
     cmd += ["-drive", drive + (",snapshot=on" if spec.snapshot else "")]
+    return _tail(cmd, spec)
+
+
+def _tail(cmd: list[str], spec: QemuSpec) -> list[str]:
+    """GDB, -S and the user's own arguments, last."""
+    m = spec.machine
     if spec.gdb_port is not None:
         cmd += ["-gdb", f"tcp:127.0.0.1:{spec.gdb_port}"]
     if spec.stopped:
