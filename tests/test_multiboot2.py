@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, MB2_KERNEL, boot, make_image
+from conftest import FIRMWARES, MB2_EFI64_KERNEL, MB2_KERNEL, boot, make_image
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
 from hvboot.config.build import ModuleSpec
@@ -244,3 +244,58 @@ def test_the_loader_refuses_a_bad_header_in_the_toolkits_words(
         load_plan_bytes(bytes(data), f"/{KERNEL_PATH}")
     assert run.loader_error == str(host.value)
     assert "multiboot2 header checksum" in str(host.value)
+
+
+@pytest.mark.boot
+def test_efi_boot_services_path(tmp_path: Path, built: None) -> None:
+    """Under UEFI a kernel with the EFI boot services and EFI amd64 entry tags (the 64-bit
+    variant of the test kernel) is entered there with boot services running (specification
+    2.0 §3.3, "EFI amd64 machine state with boot services enabled"): 64-bit on the firmware's
+    state, the image 2 MiB aligned below 4 GiB as its relocatable tag asks, tags 18 and 20
+    given; the kernel calls the boot services with the handle and table it got, and its own
+    ExitBootServices succeeds."""
+    spec = ModuleSpec(path=tmp_path / "m.bin", name="m.bin", cmdline="x")
+    spec.path.write_bytes(random.Random(3).randbytes(5000))
+    image = make_image(tmp_path, MB2_EFI64_KERNEL, cmdline="a=1", modules=(spec,)).output
+    result = boot(image, "uefi", memory="512M")
+    serial = result.serial
+    assert result.ok, f"{result.outcome}\n{serial[-3000:]}"
+    assert "hvboot: keeping the boot services" in serial and "hvboot: error" not in serial
+
+    ((magic, _, info),) = [ln[:3] for ln in _lines(serial, "magic")]
+    assert int(magic, 16) == 0x36D76289 and int(info, 16) < 1 << 32
+    ((cr0, _, eflags, *_),) = _lines(serial, "cr0")
+    assert int(cr0, 16) & (1 << 31), "paging on: the firmware's identity map"
+    assert int(eflags, 16) & (1 << 9), "interrupts on, as UEFI runs boot services"
+    ((efer, _, header_at),) = _lines(serial, "efer")
+    assert int(efer, 16) & (1 << 10), "EFER.LMA: 64-bit mode"
+    # Where the image went: 2 MiB aligned below 4 GiB, entered at its EFI entry plus the slide
+    # (the code runs and finds its header at the load base).
+    ((base,),) = _lines(serial, "loadbase")
+    assert int(base, 16) % (2 * MIB) == 0 and int(base, 16) < 1 << 32
+    assert int(header_at, 16) == int(base, 16)
+
+    # Tags: boot services not terminated (18), the image handle (20), the system table (12),
+    # the EFI memory map (17); the strings and the module as under BIOS.
+    assert "mb2: efi-bs" in serial
+    ((handle,),) = _lines(serial, "efi-ih")
+    ((table,),) = _lines(serial, "efi-st")
+    assert int(handle, 16) != 0 and int(table, 16) != 0
+    assert _lines(serial, "tag 17")
+    assert _lines(serial, "cmdline") == [["/hvboot/kernel.elf", "a=1"]]
+    ((start, end, _, crc, *string),) = _lines(serial, "module")
+    assert int(end, 16) - int(start, 16) == 5000 and int(crc, 16) == zlib.crc32(
+        spec.path.read_bytes()
+    )
+    assert string == ["m.bin", "x"]
+    mmap = [(int(b, 16), int(n, 16), int(t)) for b, n, t in _lines(serial, "mmap")]
+    assert 512 * MIB - 16 * MIB <= sum(n for b, n, t in mmap if t == 1 and b < 4 << 30) <= 512 * MIB
+
+    # The boot services run: "IBI SYST" and "BOOTSERV" signatures, the handle is a loaded image
+    # of that system table, and ExitBootServices(handle, key) returns EFI_SUCCESS.
+    ((st_sig, bs_sig),) = _lines(serial, "efi-sigs")
+    assert int(st_sig, 16) == int.from_bytes(b"IBI SYST", "little")
+    assert int(bs_sig, 16) == int.from_bytes(b"BOOTSERV", "little")
+    ((status, li_table),) = _lines(serial, "efi-image")
+    assert int(status, 16) == 0 and int(li_table, 16) == int(table, 16)
+    assert _lines(serial, "efi-exit") == [["0x0000000000000000", "0x0000000000000000"]]

@@ -47,3 +47,16 @@ def test_debian_xen_prints_its_banner_under_bios(
     result = qemu.run(spec, timeout=BOOT_TIMEOUT, until=BANNER)
     assert BANNER.search(result.serial), result.serial[-4000:]
     assert "hvboot: error" not in result.serial
+
+
+def test_debian_xen_prints_its_banner_under_uefi(tmp_path: Path, xen: Path) -> None:
+    """Under UEFI Xen takes its EFI path: its header's EFI boot services and EFI amd64 entry
+    tags make hvboot keep the boot services and jump to that entry in 64-bit mode with the
+    image handle and system table; Xen exits the boot services itself."""
+    cmdline = "console=com1 com1=115200,8n1 loglvl=all"
+    image = make_image(tmp_path, xen, cmdline=cmdline).output
+    spec = qemu.QemuSpec(image=image, machine=Machine(firmware="uefi", memory="1G"), snapshot=True)
+    result = qemu.run(spec, timeout=BOOT_TIMEOUT, until=BANNER)
+    assert BANNER.search(result.serial), result.serial[-4000:]
+    assert "hvboot: keeping the boot services" in result.serial
+    assert "hvboot: error" not in result.serial

@@ -459,6 +459,7 @@ pub fn check(image: &[u8]) -> Result<Plan, Vec<Problem>> {
     };
     pieces.sort_by_key(|p| p.phys);
     let entry = entry(&header, elf_entry, &pieces, &mut problems);
+    efi64_entry(&header, &pieces, &mut problems);
     for w in pieces.windows(2) {
         if w[0].phys + w[0].memsz > w[1].phys {
             let m = format!("{:#x} and {:#x} overlap in memory", w[0].phys, w[1].phys);
@@ -720,6 +721,18 @@ fn entry(
     }
 }
 
+/// The EFI amd64 entry (§3.1.9, physical like the entry address tag) lies in a loaded range:
+/// the loader jumps there on the EFI boot-services path.
+fn efi64_entry(h: &Header, pieces: &[Piece], problems: &mut Vec<Problem>) {
+    let Some(e) = h.efi64_entry.map(u64::from) else {
+        return;
+    };
+    if !pieces.is_empty() && !pieces.iter().any(|s| e >= s.phys && e - s.phys < s.memsz) {
+        let m = format!("{e:#x}: the EFI amd64 entry must lie in a loaded range");
+        problems.push(problem("multiboot2 tag (EFI amd64 entry address)", m));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,6 +791,18 @@ mod tests {
             crate::elf::kind(&img),
             Some(crate::elf::KernelKind::Multiboot2)
         );
+    }
+
+    #[test]
+    fn efi64_entry_outside_the_image_is_refused() {
+        let img = elf32(
+            &header(&[tag(9, 0, &[LOAD + 0x10_0000])]),
+            LOAD,
+            &[0x90; 100],
+        );
+        let e = check(&img).unwrap_err();
+        assert_eq!(e[0].field, "multiboot2 tag (EFI amd64 entry address)");
+        assert!(e[0].message.starts_with("0x300000: "), "{}", e[0].message);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use platform::{
 use crate::handoff::Handoff;
 use crate::hv;
 use crate::protocols::hvboot::Hvboot;
-use crate::protocols::multiboot2::Multiboot2;
+use crate::protocols::multiboot2::{keeps_boot_services, Multiboot2};
 use crate::protocols::Protocol;
 
 /// Where the loader's config lives on the ESP.
@@ -112,17 +112,25 @@ fn stamps_from(tsc_start: u64) -> [u64; 5] {
 /// A Multiboot2 kernel: placed at its physical addresses (or relocated within its relocatable
 /// tag's bounds), the firmware surveyed, the RSDP and SMBIOS entry points copied for the
 /// information; no address space of hvboot's and no CPU start-up (the kernel runs with paging
-/// off and starts its own processors). Under UEFI the boot services are exited and the kernel
-/// is entered as under BIOS (the EFI boot-services path is not there yet: docs/multiboot2.md).
+/// off and starts its own processors). Under UEFI a kernel with the EFI boot services and EFI
+/// amd64 entry tags keeps the boot services and is entered at that entry in 64-bit mode;
+/// any other is entered as under BIOS after ExitBootServices (docs/multiboot2.md).
 pub fn run_multiboot2<P: Platform, C: Cpu>(
     p: &mut P,
     cpu: &C,
     inputs: inputs::Inputs,
     tsc_start: u64,
 ) -> Result<Handoff, Error> {
-    // Under BIOS the loader is linked at 0x8000; OVMF loads it where it likes.
+    let mut stamps = stamps_from(tsc_start);
+    let placed = place::place(p, &inputs)?;
+    stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
+    let firmware = firmware::survey(p, &inputs.wants)?;
+    let plan = inputs.kernel.multiboot2().expect("a Multiboot2 kernel");
+    let keep = keeps_boot_services(plan, firmware.tables.system_table);
+    // Under BIOS the loader is linked at 0x8000; OVMF loads it where it likes. The EFI
+    // boot-services path stays in 64-bit mode and does not need the 32-bit code.
     let code = crate::handoff::multiboot2_code();
-    if P::FIRMWARE == FirmwareKind::UEFI && code >= 1 << 32 {
+    if P::FIRMWARE == FirmwareKind::UEFI && !keep && code >= 1 << 32 {
         return Err(Error::Multiboot2 {
             kernel: inputs.kernel.path.clone(),
             why: crate::multiboot2::Problem {
@@ -134,10 +142,6 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
             },
         });
     }
-    let mut stamps = stamps_from(tsc_start);
-    let placed = place::place(p, &inputs)?;
-    stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
-    let firmware = firmware::survey(p, &inputs.wants)?;
     let rsdp = copy_table(p, firmware.tables.rsdp, b"RSD PTR ", 23, |t| {
         if t[15] >= 2 {
             u32::from_le_bytes([t[20], t[21], t[22], t[23]]) as usize
@@ -152,6 +156,9 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
         });
     }
     let mut protocol = Multiboot2::new(rsdp, smbios);
+    if keep {
+        protocol = protocol.keeping_boot_services(p.image_handle());
+    }
     let boot = Boot {
         firmware_kind: P::FIRMWARE,
         inputs,

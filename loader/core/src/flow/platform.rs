@@ -106,6 +106,24 @@ pub trait Platform {
         self.framebuffer()
     }
 
+    /// Instead of [`Platform::exit_firmware`], for a kernel that calls the firmware itself
+    /// (Multiboot2's EFI boot-services path): appends the firmware's current memory map to
+    /// `regions` as [`Platform::exit_firmware`] would, and keeps the firmware running; its
+    /// untranslated entries are then what [`Platform::firmware_map`] gives. The default refuses
+    /// (only UEFI has boot services to keep).
+    fn keep_firmware(&mut self, regions: &mut Vec<memmap::Region>) -> Result<(), PlatformError> {
+        let _ = regions;
+        Err(PlatformError::Unsupported(
+            "this platform has no boot services to keep",
+        ))
+    }
+
+    /// The firmware's handle of the loader itself (UEFI: the image handle the loader was
+    /// started with), 0 when there is none.
+    fn image_handle(&self) -> u64 {
+        0
+    }
+
     /// After [`Platform::exit_firmware`]: appends the firmware's own final memory map,
     /// untranslated (EFI descriptors / E820 entries), to `out`, whose capacity the caller
     /// reserved (room for the entry count of [`Platform::memory_extent`] plus 64). The default

@@ -958,3 +958,60 @@ fn multiboot2_relocatable_kernel_moves() {
     let load_base = &tags.iter().find(|t| t.0 == 21).unwrap().1;
     assert_eq!(load_base.as_slice(), (base as u32).to_le_bytes());
 }
+
+/// Under UEFI (a system table) a relocatable Multiboot2 kernel with the EFI boot services and
+/// EFI amd64 entry tags keeps the firmware: entered at the EFI entry plus the slide in 64-bit
+/// mode, placed at its alignment, with tags 18, 20 (the image handle), 12 and 17. Under BIOS
+/// the same kernel is entered at its 32-bit entry after the firmware is left, with no EFI tag.
+#[test]
+fn multiboot2_efi_boot_services_path() {
+    use crate::handoff::EntryMode;
+    use crate::testing::multiboot2::{elf32, header, tag};
+    let linked = 0x8000_0000u32;
+    let hdr = header(&[
+        tag(7, 0, &[]),
+        tag(9, 0, &[linked + 0x40]),
+        tag(10, 0, &[0x10_0000, 0xffff_ffff, 0x20_0000, 2]),
+    ]);
+    let kernel = elf32(&hdr, linked, b"\xfa\xf4efi");
+    for uefi in [true, false] {
+        let mut p = machine(kernel.clone(), &config("", &[]));
+        p.system_table = if uefi { 0x7_0000 } else { 0 };
+        let h = super::boot(&mut p, &FakeCpu::new(true), 1).unwrap();
+        let base = u64::from(u32::from_le_bytes(
+            mb2_tags(&p, h.boot_info)
+                .iter()
+                .find(|t| t.0 == 21)
+                .unwrap()
+                .1[..4]
+                .try_into()
+                .unwrap(),
+        ));
+        assert!(
+            base.is_multiple_of(0x20_0000) && base < RAM_END,
+            "{base:#x}"
+        );
+        assert_eq!(p.bytes(base, 5), b"\xfa\xf4efi");
+        let tags = mb2_tags(&p, h.boot_info);
+        let kinds: Vec<u32> = tags.iter().map(|t| t.0).collect();
+        let body = |k: u32| tags.iter().find(|t| t.0 == k).map(|t| t.1.clone());
+        if uefi {
+            assert_eq!((h.mode, h.entry), (EntryMode::Multiboot2Efi64, base + 0x40));
+            assert!(p.kept && !p.exited);
+            assert_eq!(body(18), Some(Vec::new()));
+            assert_eq!(
+                body(20),
+                Some(super::fake::IMAGE_HANDLE.to_le_bytes().to_vec())
+            );
+            assert_eq!(body(12), Some(0x7_0000u64.to_le_bytes().to_vec()));
+            assert!(kinds.contains(&17), "{kinds:?}");
+        } else {
+            assert_eq!((h.mode, h.entry), (EntryMode::Multiboot2, base));
+            assert!(p.exited && !p.kept);
+            assert!(
+                !kinds.iter().any(|k| [12, 17, 18, 20].contains(k)),
+                "{kinds:?}"
+            );
+        }
+    }
+}
