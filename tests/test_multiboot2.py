@@ -273,6 +273,9 @@ def test_efi_boot_services_path(tmp_path: Path, built: None) -> None:
     # (the code runs and finds its header at the load base).
     ((base,),) = _lines(serial, "loadbase")
     assert int(base, 16) % (2 * MIB) == 0 and int(base, 16) < 1 << 32
+    # Its relocatable tag prefers high addresses (preference 2): placed in the upper half of
+    # the 512 MiB, not at its free link address (2 MiB).
+    assert int(base, 16) >= 256 * MIB
     assert int(header_at, 16) == int(base, 16)
 
     # Tags: boot services not terminated (18), the image handle (20), the system table (12),

@@ -1015,3 +1015,26 @@ fn multiboot2_efi_boot_services_path() {
         }
     }
 }
+
+/// The relocatable tag's preference (§3.1.12): 1 takes the lowest aligned block from min_addr
+/// up, 2 the highest below max_addr even when the link address is free, 0 the link address.
+#[test]
+fn multiboot2_relocatable_preference() {
+    use crate::testing::multiboot2::{elf32, header, tag};
+    for (preference, linked, expect) in [
+        (1, 0x8000_0000u32, Some(0x30_0000u64)),
+        (2, 0x20_0000, None),
+        (0, 0x20_0000, Some(0x20_0000)),
+    ] {
+        let reloc = tag(10, 0, &[0x30_0000, 0xffff_ffff, 0x10_0000, preference]);
+        let kernel = elf32(&header(&[reloc]), linked, b"\xfa\xf4pref");
+        let mut p = machine(kernel, &config("", &[]));
+        let base = super::boot(&mut p, &FakeCpu::new(true), 1).unwrap().entry;
+        assert_eq!(p.bytes(base, 6), b"\xfa\xf4pref");
+        match expect {
+            Some(at) => assert_eq!(base, at, "preference {preference}"),
+            // High: the top of the fake's RAM, less the loader's own top-down allocations.
+            None => assert!(base > RAM_END / 2, "preference 2: {base:#x}"),
+        }
+    }
+}
