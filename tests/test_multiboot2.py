@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIRMWARES, MB2_EFI64_KERNEL, MB2_KERNEL, boot, make_image
+from elftools.elf.elffile import ELFFile
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
 from hvboot.config.build import ModuleSpec
@@ -60,7 +61,7 @@ def test_the_core_names_the_kind_and_decodes_the_header(mb2_kernel: Path) -> Non
     assert h is not None and h["architecture"] == 0
     required = [r["type"] for r in h["information_request"] if not r["optional"]]
     optional = [r["type"] for r in h["information_request"] if r["optional"]]
-    assert (required, optional) == ([1, 2, 3, 4, 6, 21], [8, 13, 14, 15])
+    assert (required, optional) == ([1, 2, 3, 4, 6, 21], [8, 9, 13, 14, 15])
     assert h["module_alignment"] and h["console_flags"] == 2
     assert verdict.plan is not None and verdict.plan.phys_base == LOAD
     assert LOAD <= verdict.plan.entry < verdict.plan.virt_end
@@ -142,6 +143,37 @@ def _lines(serial: str, item: str) -> list[list[str]]:
     return [line.split()[2:] for line in serial.splitlines() if line.startswith(f"mb2: {item} ")]
 
 
+def _check_elf_sections(serial: str, kernel: Path) -> None:
+    """The ELF-symbols tag (the kernel asks for it, optionally) against the file: the table's
+    count, entry size and name-table index, and each section outside the loaded segments
+    (.symtab, .strtab, .shstrtab) loaded by hvboot below 4 GiB with the file's bytes."""
+    shf_alloc = 2
+    with kernel.open("rb") as f:
+        elf = ELFFile(f)
+        ((num, ent, shndx),) = _lines(serial, "elf-sections")
+        assert (int(num), int(ent), int(shndx)) == (
+            elf.num_sections(),
+            elf["e_shentsize"],
+            elf["e_shstrndx"],
+        )
+        got = {
+            name: (int(a, 16), int(n, 16), int(c, 16))
+            for name, a, n, _, _, c in _lines(serial, "section")
+        }
+        loaded = [
+            sec
+            for sec in elf.iter_sections()
+            if not sec["sh_flags"] & shf_alloc
+            and sec["sh_type"] not in ("SHT_NULL", "SHT_NOBITS")
+            and sec["sh_size"]
+        ]
+        assert {sec.name for sec in loaded} >= {".symtab", ".strtab", ".shstrtab"}
+        for sec in loaded:
+            addr, size, crc = got[sec.name]
+            assert 0 < addr < 1 << 32 and size == sec["sh_size"], sec.name
+            assert crc == zlib.crc32(sec.data()), sec.name
+
+
 @pytest.mark.boot
 @pytest.mark.parametrize("firmware", FIRMWARES)
 def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
@@ -196,6 +228,7 @@ def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
     lower, upper = (int(v) for v in _lines(serial, "basic")[0])
     high = next(b + n for b, n, t in mmap if b <= MIB < b + n and t == 1)
     assert upper == (high - MIB) >> 10
+    _check_elf_sections(serial, mb2_kernel)
     if not bios:
         # The EFI system table (12, 8 bytes) and the EFI memory map (17) after ExitBootServices.
         assert _lines(serial, "tag 12") == [["12", "size", "16"]]
@@ -286,6 +319,7 @@ def test_efi_boot_services_path(tmp_path: Path, built: None) -> None:
     assert int(handle, 16) != 0 and int(table, 16) != 0
     assert _lines(serial, "tag 17")
     assert _lines(serial, "cmdline") == [["/hvboot/kernel.elf", "a=1"]]
+    _check_elf_sections(serial, MB2_EFI64_KERNEL)
     ((start, end, _, crc, *string),) = _lines(serial, "module")
     assert int(end, 16) - int(start, 16) == 5000 and int(crc, 16) == zlib.crc32(
         spec.path.read_bytes()

@@ -17,7 +17,8 @@ typedef unsigned long uptr; /* a register: 32 or 64 bits */
 #define AT(a) ((const u8 *)(uptr)(a))
 
 /* The header: information request (required: command line, loader name, modules, basic
- * memory, memory map, load base; optional: framebuffer, SMBIOS, ACPI old and new), module
+ * memory, memory map, load base; optional: framebuffer, ELF-symbols, SMBIOS, ACPI old and
+ * new), module
  * alignment, console flags (optional), end. */
 __asm__(
     ".section .multiboot2, \"a\"\n"
@@ -26,7 +27,7 @@ __asm__(
     ".long 0xe85250d6, 0, mb2_header_end - mb2_header\n"
     ".long -(0xe85250d6 + (mb2_header_end - mb2_header))\n"
     ".short 1, 0\n .long 8 + 6 * 4\n .long 1, 2, 3, 4, 6, 21\n .balign 8\n"
-    ".short 1, 1\n .long 8 + 4 * 4\n .long 8, 13, 14, 15\n .balign 8\n"
+    ".short 1, 1\n .long 8 + 5 * 4\n .long 8, 9, 13, 14, 15\n .balign 8\n"
     ".short 6, 0\n .long 8\n"
     ".short 4, 1\n .long 12\n .long 2\n .balign 8\n"
 #ifdef EFI64
@@ -211,6 +212,25 @@ void kmain(u32 magic, u32 info) {
             dec(sum8((const u8 *)w, w[5])); puts(" length "); dec(w[5]); nl();
             break;
         case 21: puts("mb2: loadbase "); hex(w[0]); nl(); break;
+        case 9: {
+            /* ELF-symbols: num, entsize, shndx (u32 each, as GRUB writes them), the table;
+             * each section's name, address, size, flags and the CRC-32 of its bytes there. */
+            u32 num = w[0], ent = w[1];
+            const u8 *tab = tag + 20;
+            puts("mb2: elf-sections "); dec(num); sp(); dec(ent); sp(); dec(w[2]); nl();
+#define SH(i, o32, o64) (ent == 64 ? *(const u64 *)(tab + (i) * ent + (o64)) \
+                                   : *(const u32 *)(tab + (i) * ent + (o32)))
+            u64 names = SH(w[2], 12, 16);
+            for (u32 i = 0; i < num; i++) {
+                u64 addr = SH(i, 12, 16), len = SH(i, 20, 32);
+                u32 kind = *(const u32 *)(tab + i * ent + 4);
+                if (kind == 0 || kind == 8 || len == 0 || addr == 0) continue;
+                puts("mb2: section "); puts((const char *)AT(names + *(const u32 *)(tab + i * ent)));
+                sp(); hex(addr); sp(); hex(len); sp(); hex(SH(i, 8, 8)); puts(" crc ");
+                hex(crc32(AT(addr), (u32)len)); nl();
+            }
+            break;
+        }
 #ifdef EFI64
         case 12: efi_st = *(const u64 *)w; puts("mb2: efi-st "); hex(efi_st); nl(); break;
         case 18: puts("mb2: efi-bs\n"); break;

@@ -156,6 +156,9 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
         });
     }
     let mut protocol = Multiboot2::new(rsdp, smbios);
+    if let Some(sections) = load_sections(p, &inputs)? {
+        protocol = protocol.with_elf_sections(sections);
+    }
     if keep {
         protocol = protocol.keeping_boot_services(p.image_handle());
     }
@@ -176,6 +179,46 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
         stamps,
     };
     hand_off::hand_off(p, cpu, &mut protocol, boot)
+}
+
+/// The ELF-symbols tag's section headers (docs/multiboot2.md), when the kernel asks for them:
+/// the sections outside its loaded segments copied from the file into one block below 4 GiB,
+/// each at its alignment, and their `sh_addr` set to where.
+fn load_sections<P: Platform>(
+    p: &mut P,
+    inputs: &inputs::Inputs,
+) -> Result<Option<crate::multiboot2::sections::Sections>, Error> {
+    let k = &inputs.kernel;
+    let Some(mut s) = k.multiboot2().and_then(|m| m.sections.clone()) else {
+        return Ok(None);
+    };
+    let bytes = s.load_bytes();
+    if bytes == 0 {
+        return Ok(Some(s));
+    }
+    let block = p
+        .allocate(
+            hvboot_api::MemoryKind::KERNEL.0,
+            bytes,
+            Placement::Below((1 << 32) - 1),
+        )
+        .map_err(Error::no_memory("the kernel's ELF sections"))?;
+    // SAFETY: read_file filled the first range; the second was just allocated for the sections.
+    let (file, to) = unsafe {
+        (
+            phys_slice(p, k.file_phys, k.file_len),
+            phys_slice(p, block, bytes),
+        )
+    };
+    let mut at = 0u64;
+    for l in s.loads.clone() {
+        at = at.next_multiple_of(l.align);
+        let (from, len) = (l.offset as usize, l.size as usize);
+        to[at as usize..at as usize + len].copy_from_slice(&file[from..from + len]);
+        s.set_addr(l.index, block + at);
+        at += l.size;
+    }
+    Ok(Some(s))
 }
 
 /// The bytes of the firmware structure at `phys` (0: none) that starts with `signature`, whose

@@ -922,7 +922,7 @@ fn multiboot2_kernel_hand_off() {
 #[test]
 fn multiboot2_refusal_names_the_tag() {
     use crate::testing::multiboot2::{elf32, header, tag};
-    let kernel = elf32(&header(&[tag(1, 0, &[9])]), 0x20_0000, b"k");
+    let kernel = elf32(&header(&[tag(1, 0, &[5])]), 0x20_0000, b"k");
     let e = super::boot(
         &mut machine(kernel, &config("", &[])),
         &FakeCpu::new(true),
@@ -933,8 +933,8 @@ fn multiboot2_refusal_names_the_tag() {
     assert_eq!(
         e,
         "/hvboot/kernel.elf: multiboot2 tag 0 (information request, type 1): requires \
-         information tag type 9 (ELF-symbols), which hvboot does not give; hvboot gives types \
-         [1, 2, 3, 4, 6, 8, 13, 14, 15, 21]"
+         information tag type 5 (BIOS boot device), which hvboot does not give; hvboot gives \
+         types [1, 2, 3, 4, 6, 8, 9, 13, 14, 15, 21]"
     );
 }
 

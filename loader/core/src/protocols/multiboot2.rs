@@ -18,6 +18,7 @@ use crate::flow::hand_off::Leave;
 use crate::flow::{Boot, Error, Placement};
 use crate::handoff::{EntryMode, Handoff};
 use crate::memmap;
+use crate::multiboot2::sections::Sections;
 use crate::multiboot2::Plan;
 
 /// Memory map entry types (§3.6.8).
@@ -43,6 +44,8 @@ pub struct Multiboot2 {
     /// The loader's EFI image handle when the kernel is entered with boot services running
     /// (the EFI boot-services path), None otherwise.
     efi_image_handle: Option<u64>,
+    /// The ELF-symbols tag's section headers, their loaded sections' addresses set.
+    sections: Option<Sections>,
 }
 
 /// Whether a kernel takes the EFI boot-services path (§3.1.10, §3.1.9): under UEFI (there is
@@ -161,7 +164,15 @@ impl Multiboot2 {
             smbios,
             map: Vec::new(),
             efi_image_handle: None,
+            sections: None,
         }
+    }
+
+    /// The protocol with the ELF-symbols tag (type 9): `sections` as
+    /// `crate::flow::run_multiboot2` loaded them.
+    pub fn with_elf_sections(mut self, sections: Sections) -> Self {
+        self.sections = Some(sections);
+        self
     }
 
     /// The protocol for the EFI boot-services path ([`keeps_boot_services`]): the firmware
@@ -240,6 +251,17 @@ impl Multiboot2 {
             }
             Ok(())
         })?;
+        if let Some(s) = &self.sections {
+            // ELF-symbols (§3.6.7): num, entsize and shndx as u32 words, as GRUB writes them
+            // (its multiboot2.h) and the rust-osdev `multiboot2` crate reads them (the
+            // specification's text shows u16 fields), then the table.
+            t.tag(9, |t| {
+                t.u32(s.num)?;
+                t.u32(s.entsize)?;
+                t.u32(s.shndx)?;
+                t.put(&s.table)
+            })?;
+        }
         if let Some(fb) = boot.firmware.framebuffer {
             t.tag(8, |t| {
                 t.u64(fb.phys_addr)?;
@@ -339,6 +361,7 @@ impl Protocol for Multiboot2 {
             + 48
             + 16
             + 24
+            + self.sections.as_ref().map_or(0, |s| 24 + s.table.len())
             + self.smbios.len()
             + 2 * (8 + self.rsdp.len())
             + 16) as u64
