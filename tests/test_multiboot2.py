@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, MB2_EFI64_KERNEL, MB2_KERNEL, boot, make_image
+from conftest import FIRMWARES, MB2_EFI64_KERNEL, MB2_FB_KERNEL, MB2_KERNEL, boot, make_image
 from elftools.elf.elffile import ELFFile
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
@@ -61,7 +61,7 @@ def test_the_core_names_the_kind_and_decodes_the_header(mb2_kernel: Path) -> Non
     assert h is not None and h["architecture"] == 0
     required = [r["type"] for r in h["information_request"] if not r["optional"]]
     optional = [r["type"] for r in h["information_request"] if r["optional"]]
-    assert (required, optional) == ([1, 2, 3, 4, 6, 21], [8, 9, 13, 14, 15])
+    assert (required, optional) == ([1, 2, 3, 4, 6, 21], [7, 8, 9, 13, 14, 15])
     assert h["module_alignment"] and h["console_flags"] == 2
     assert verdict.plan is not None and verdict.plan.phys_base == LOAD
     assert LOAD <= verdict.plan.entry < verdict.plan.virt_end
@@ -254,6 +254,7 @@ def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
     assert _lines(serial, "smbios"), "SeaBIOS publishes SMBIOS and the header asks for it"
     assert [int(v, 16) for (v,) in _lines(serial, "loadbase")] == [LOAD]
     assert "mb2: framebuffer" not in serial, "no framebuffer tag in the header: text mode"
+    assert "mb2: vbe" not in serial, "no VBE mode set: no VBE info"
 
 
 @pytest.mark.boot
@@ -336,3 +337,17 @@ def test_efi_boot_services_path(tmp_path: Path, built: None) -> None:
     ((status, li_table),) = _lines(serial, "efi-image")
     assert int(status, 16) == 0 and int(li_table, 16) == int(table, 16)
     assert _lines(serial, "efi-exit") == [["0x0000000000000000", "0x0000000000000000"]]
+
+
+@pytest.mark.boot
+def test_vbe_info_under_bios(tmp_path: Path, built: None) -> None:
+    """The test kernel with a framebuffer tag that asks (optionally) for VBE info: under BIOS a
+    VBE mode is set and the VBE info tag (§3.6.9) carries the controller block ("VESA") and the
+    set mode's block, whose address, width and depth are the framebuffer tag's."""
+    image = make_image(tmp_path, MB2_FB_KERNEL).output
+    result = boot(image, "bios")
+    assert result.ok, f"{result.outcome}\n{result.serial[-3000:]}"
+    ((mode, sig, phys, width, bpp),) = _lines(result.serial, "vbe")
+    ((fb_phys, _, fb_width, fb_bpp),) = _lines(result.serial, "framebuffer")
+    assert sig == "VESA" and int(mode, 16) >= 0x100
+    assert (int(phys, 16), int(width), int(bpp)) == (int(fb_phys, 16), int(fb_width), int(fb_bpp))

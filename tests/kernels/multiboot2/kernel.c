@@ -17,8 +17,8 @@ typedef unsigned long uptr; /* a register: 32 or 64 bits */
 #define AT(a) ((const u8 *)(uptr)(a))
 
 /* The header: information request (required: command line, loader name, modules, basic
- * memory, memory map, load base; optional: framebuffer, ELF-symbols, SMBIOS, ACPI old and
- * new), module
+ * memory, memory map, load base; optional: VBE info, framebuffer, ELF-symbols, SMBIOS, ACPI
+ * old and new), module
  * alignment, console flags (optional), end. */
 __asm__(
     ".section .multiboot2, \"a\"\n"
@@ -27,9 +27,13 @@ __asm__(
     ".long 0xe85250d6, 0, mb2_header_end - mb2_header\n"
     ".long -(0xe85250d6 + (mb2_header_end - mb2_header))\n"
     ".short 1, 0\n .long 8 + 6 * 4\n .long 1, 2, 3, 4, 6, 21\n .balign 8\n"
-    ".short 1, 1\n .long 8 + 5 * 4\n .long 8, 9, 13, 14, 15\n .balign 8\n"
+    ".short 1, 1\n .long 8 + 6 * 4\n .long 7, 8, 9, 13, 14, 15\n .balign 8\n"
     ".short 6, 0\n .long 8\n"
     ".short 4, 1\n .long 12\n .long 2\n .balign 8\n"
+#ifdef FRAMEBUFFER
+    /* A framebuffer (type 5, optional), the firmware's choice of mode (0 x 0, 32 bpp). */
+    ".short 5, 1\n .long 20\n .long 0, 0, 32\n .balign 8\n"
+#endif
 #ifdef EFI64
     /* EFI boot services (type 7), EFI amd64 entry (type 9), relocatable (type 10): from 1 MiB
      * to 4 GiB, 2 MiB aligned, preferring high addresses, as Xen asks. */
@@ -212,6 +216,15 @@ void kmain(u32 magic, u32 info) {
             dec(sum8((const u8 *)w, w[5])); puts(" length "); dec(w[5]); nl();
             break;
         case 21: puts("mb2: loadbase "); hex(w[0]); nl(); break;
+        case 7: {
+            /* VBE info: the mode, then the controller block (16..528) and the mode's (528..). */
+            const u8 *mi = tag + 16 + 512;
+            puts("mb2: vbe "); hex(*(const u16 *)(tag + 8)); sp();
+            for (int i = 0; i < 4; i++) putc((char)tag[16 + i]);
+            sp(); hex(*(const u32 *)(mi + 0x28)); sp(); dec(*(const u16 *)(mi + 0x12)); sp();
+            dec(mi[0x19]); nl();
+            break;
+        }
         case 9: {
             /* ELF-symbols: num, entsize, shndx (u32 each, as GRUB writes them), the table;
              * each section's name, address, size, flags and the CRC-32 of its bytes there. */

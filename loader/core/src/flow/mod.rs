@@ -41,6 +41,7 @@ pub use cpu::{has_1g_pages, Cpu, Ipi, Machine};
 pub use error::{Error, PlatformError};
 pub use platform::{
     fail, framebuffer_32bpp, phys_slice, ConsoleLogger, FirmwareTables, Placement, Platform,
+    VbeInfo,
 };
 
 use crate::handoff::Handoff;
@@ -156,6 +157,11 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
         });
     }
     let mut protocol = Multiboot2::new(rsdp, smbios);
+    // VBE info (§3.6.9) when asked for and a VBE mode was set for the framebuffer tag.
+    let wants_vbe = plan.header.requests.iter().any(|&(t, _)| t == 7);
+    if let Some(vbe) = p.vbe_info().filter(|_| wants_vbe) {
+        protocol = protocol.with_vbe(vbe);
+    }
     if let Some(sections) = load_sections(p, &inputs)? {
         protocol = protocol.with_elf_sections(sections);
     }

@@ -43,6 +43,18 @@ pub struct FirmwareTables {
     pub system_table: u64,
 }
 
+/// What VBE said of the display mode the loader set (VBE 3.0 §4.3 VbeInfoBlock, §4.4
+/// ModeInfoBlock), as Multiboot2's VBE info tag carries it (specification 2.0 §3.6.9).
+#[derive(Debug, Clone, Copy)]
+pub struct VbeInfo {
+    /// The mode number set (4F02h).
+    pub mode: u16,
+    /// The controller information (4F00h), as the BIOS wrote it.
+    pub control_info: [u8; 512],
+    /// The set mode's information (4F01h).
+    pub mode_info: [u8; 256],
+}
+
 /// What a firmware interface provides to the shared boot flow.
 pub trait Platform {
     /// The firmware kind reported to the kernel.
@@ -116,6 +128,12 @@ pub trait Platform {
         Err(PlatformError::Unsupported(
             "this platform has no boot services to keep",
         ))
+    }
+
+    /// What VBE said of the mode [`Platform::framebuffer`] set, None when no VBE mode was set
+    /// (and always under UEFI).
+    fn vbe_info(&self) -> Option<VbeInfo> {
+        None
     }
 
     /// The firmware's handle of the loader itself (UEFI: the image handle the loader was

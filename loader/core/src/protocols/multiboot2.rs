@@ -15,7 +15,7 @@ use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, MemoryKind};
 
 use super::{Info, Protocol};
 use crate::flow::hand_off::Leave;
-use crate::flow::{Boot, Error, Placement};
+use crate::flow::{Boot, Error, Placement, VbeInfo};
 use crate::handoff::{EntryMode, Handoff};
 use crate::memmap;
 use crate::multiboot2::sections::Sections;
@@ -46,6 +46,8 @@ pub struct Multiboot2 {
     efi_image_handle: Option<u64>,
     /// The ELF-symbols tag's section headers, their loaded sections' addresses set.
     sections: Option<Sections>,
+    /// What VBE said of the mode set (BIOS), for the VBE info tag.
+    vbe: Option<VbeInfo>,
 }
 
 /// Whether a kernel takes the EFI boot-services path (§3.1.10, §3.1.9): under UEFI (there is
@@ -165,7 +167,14 @@ impl Multiboot2 {
             map: Vec::new(),
             efi_image_handle: None,
             sections: None,
+            vbe: None,
         }
+    }
+
+    /// The protocol with the VBE info tag (type 7).
+    pub fn with_vbe(mut self, vbe: VbeInfo) -> Self {
+        self.vbe = Some(vbe);
+        self
     }
 
     /// The protocol with the ELF-symbols tag (type 9): `sections` as
@@ -260,6 +269,16 @@ impl Multiboot2 {
                 t.u32(s.entsize)?;
                 t.u32(s.shndx)?;
                 t.put(&s.table)
+            })?;
+        }
+        if let Some(v) = &self.vbe {
+            // VBE info (§3.6.9): the mode, the protected-mode interface (not asked of the BIOS:
+            // zeros, which the specification allows), the two blocks.
+            t.tag(7, |t| {
+                t.put(&v.mode.to_le_bytes())?;
+                t.put(&[0; 6])?;
+                t.put(&v.control_info)?;
+                t.put(&v.mode_info)
             })?;
         }
         if let Some(fb) = boot.firmware.framebuffer {
@@ -362,6 +381,9 @@ impl Protocol for Multiboot2 {
             + 16
             + 24
             + self.sections.as_ref().map_or(0, |s| 24 + s.table.len())
+            + 8
+            + 8
+            + 768
             + self.smbios.len()
             + 2 * (8 + self.rsdp.len())
             + 16) as u64
