@@ -63,6 +63,8 @@ pub struct FakePlatform {
     pub system_table: u64,
     /// Set by `keep_firmware`: the boot services were kept for the kernel.
     pub kept: bool,
+    /// What "VBE" says of the mode set, as a BIOS platform keeps it.
+    pub vbe: Option<super::VbeInfo>,
 }
 
 /// The fake's image handle, given when it has a system table.
@@ -101,6 +103,7 @@ impl FakePlatform {
             exit_extra: 0,
             system_table: 0,
             kept: false,
+            vbe: None,
         }
     }
 
@@ -375,6 +378,10 @@ impl Platform for FakePlatform {
         self.exit_firmware(regions);
         (self.exited, self.kept) = (false, true);
         Ok(())
+    }
+
+    fn vbe_info(&self) -> Option<super::VbeInfo> {
+        self.vbe
     }
 
     fn image_handle(&self) -> u64 {

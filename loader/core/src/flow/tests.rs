@@ -1038,3 +1038,35 @@ fn multiboot2_relocatable_preference() {
         }
     }
 }
+
+/// The VBE info tag (7) follows the information request: given with the platform's blocks
+/// when the kernel names it, absent when it does not.
+#[test]
+fn multiboot2_vbe_info_where_asked() {
+    use crate::testing::multiboot2::{elf32, header, tag};
+    let vbe = super::VbeInfo {
+        mode: 0x118,
+        control_info: [b'V'; 512],
+        mode_info: [7; 256],
+    };
+    for asked in [true, false] {
+        let request = tag(1, 1, if asked { &[7, 8] } else { &[8] });
+        let kernel = elf32(&header(&[request, tag(5, 1, &[0, 0, 32])]), 0x20_0000, b"k");
+        let mut p = machine(kernel, &config("", &[]));
+        p.vbe = Some(vbe);
+        let h = super::boot(&mut p, &FakeCpu::new(true), 1).unwrap();
+        let tags = mb2_tags(&p, h.boot_info);
+        let body = tags.iter().find(|t| t.0 == 7).map(|t| t.1.clone());
+        if asked {
+            let body = body.expect("a VBE info tag");
+            assert_eq!(&body[..8], &[0x18, 0x01, 0, 0, 0, 0, 0, 0]);
+            assert_eq!(
+                (&body[8..520], &body[520..]),
+                (&[b'V'; 512][..], &[7; 256][..])
+            );
+        } else {
+            assert_eq!(body, None);
+        }
+        assert!(tags.iter().any(|t| t.0 == 8), "the framebuffer tag");
+    }
+}
