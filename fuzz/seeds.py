@@ -159,12 +159,14 @@ def main() -> None:
         cfg = cfg_path.read_bytes()
         write("config", "hvboot-image.cfg", cfg)
         write("fat", "fat16-hvboot-files", fat_volume(tmp, cfg))
-    # The Multiboot2 test kernel (tests/kernels/multiboot2, built by the set-up), stripped: a
-    # 32-bit ELF with its header and tags in the first page.
+    # The Multiboot2 test kernels (tests/kernels/multiboot2, built by the set-up), stripped: a
+    # 32-bit and a 64-bit ELF with their header and tags in the first page and a section header
+    # table (.shstrtab) for the ELF-symbols tag they request.
     with tempfile.TemporaryDirectory() as t:
-        stripped = Path(t) / "mb2"
-        run("strip", "-o", stripped, ROOT / "tests/kernels/build/hvboot-mb2-kernel.elf")
-        write("multiboot2", "test-kernel", stripped.read_bytes())
+        for name, built in (("test-kernel", "mb2"), ("test-kernel-efi64", "mb2-efi64")):
+            stripped = Path(t) / name
+            run("strip", "-o", stripped, ROOT / f"tests/kernels/build/hvboot-{built}-kernel.elf")
+            write("multiboot2", name, stripped.read_bytes())
     # Debian 12's bzImage (tests/fetch_debian.sh): its real-mode setup and the protected-mode
     # kernel's first 4 KiB (the whole file is 8 MiB; the rules read only the setup header).
     vmlinuz = ROOT / "tests/.cache/debian/linux/vmlinuz"

@@ -20,6 +20,10 @@ REPORT_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-report-k
 # The Multiboot2 test kernel (C, 32-bit): tests/kernels/multiboot2/build.sh writes it.
 MB2_BUILD = artifacts.TEST_KERNELS / "multiboot2" / "build.sh"
 MB2_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-kernel.elf"
+# Its variants (the same build.sh): with a framebuffer tag, and 64-bit for the EFI boot-services
+# path.
+MB2_FB_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-fb-kernel.elf"
+MB2_EFI64_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-efi64-kernel.elf"
 # Boot tests run under every firmware the loader supports: OVMF (UEFI) and SeaBIOS (BIOS).
 FIRMWARES = ["uefi", "bios"]
 BOOT_TIMEOUT = 120.0

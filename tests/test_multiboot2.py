@@ -16,7 +16,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, MB2_KERNEL, boot, make_image
+from conftest import FIRMWARES, MB2_EFI64_KERNEL, MB2_FB_KERNEL, MB2_KERNEL, boot, make_image
+from elftools.elf.elffile import ELFFile
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
 from hvboot.config.build import ModuleSpec
@@ -60,7 +61,7 @@ def test_the_core_names_the_kind_and_decodes_the_header(mb2_kernel: Path) -> Non
     assert h is not None and h["architecture"] == 0
     required = [r["type"] for r in h["information_request"] if not r["optional"]]
     optional = [r["type"] for r in h["information_request"] if r["optional"]]
-    assert (required, optional) == ([1, 2, 3, 4, 6, 21], [8, 13, 14, 15])
+    assert (required, optional) == ([1, 2, 3, 4, 6, 21], [7, 8, 9, 13, 14, 15])
     assert h["module_alignment"] and h["console_flags"] == 2
     assert verdict.plan is not None and verdict.plan.phys_base == LOAD
     assert LOAD <= verdict.plan.entry < verdict.plan.virt_end
@@ -142,6 +143,37 @@ def _lines(serial: str, item: str) -> list[list[str]]:
     return [line.split()[2:] for line in serial.splitlines() if line.startswith(f"mb2: {item} ")]
 
 
+def _check_elf_sections(serial: str, kernel: Path) -> None:
+    """The ELF-symbols tag (the kernel asks for it, optionally) against the file: the table's
+    count, entry size and name-table index, and each section outside the loaded segments
+    (.symtab, .strtab, .shstrtab) loaded by hvboot below 4 GiB with the file's bytes."""
+    shf_alloc = 2
+    with kernel.open("rb") as f:
+        elf = ELFFile(f)
+        ((num, ent, shndx),) = _lines(serial, "elf-sections")
+        assert (int(num), int(ent), int(shndx)) == (
+            elf.num_sections(),
+            elf["e_shentsize"],
+            elf["e_shstrndx"],
+        )
+        got = {
+            name: (int(a, 16), int(n, 16), int(c, 16))
+            for name, a, n, _, _, c in _lines(serial, "section")
+        }
+        loaded = [
+            sec
+            for sec in elf.iter_sections()
+            if not sec["sh_flags"] & shf_alloc
+            and sec["sh_type"] not in ("SHT_NULL", "SHT_NOBITS")
+            and sec["sh_size"]
+        ]
+        assert {sec.name for sec in loaded} >= {".symtab", ".strtab", ".shstrtab"}
+        for sec in loaded:
+            addr, size, crc = got[sec.name]
+            assert 0 < addr < 1 << 32 and size == sec["sh_size"], sec.name
+            assert crc == zlib.crc32(sec.data()), sec.name
+
+
 @pytest.mark.boot
 @pytest.mark.parametrize("firmware", FIRMWARES)
 def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
@@ -196,6 +228,7 @@ def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
     lower, upper = (int(v) for v in _lines(serial, "basic")[0])
     high = next(b + n for b, n, t in mmap if b <= MIB < b + n and t == 1)
     assert upper == (high - MIB) >> 10
+    _check_elf_sections(serial, mb2_kernel)
     if not bios:
         # The EFI system table (12, 8 bytes) and the EFI memory map (17) after ExitBootServices.
         assert _lines(serial, "tag 12") == [["12", "size", "16"]]
@@ -221,6 +254,7 @@ def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
     assert _lines(serial, "smbios"), "SeaBIOS publishes SMBIOS and the header asks for it"
     assert [int(v, 16) for (v,) in _lines(serial, "loadbase")] == [LOAD]
     assert "mb2: framebuffer" not in serial, "no framebuffer tag in the header: text mode"
+    assert "mb2: vbe" not in serial, "no VBE mode set: no VBE info"
 
 
 @pytest.mark.boot
@@ -244,3 +278,76 @@ def test_the_loader_refuses_a_bad_header_in_the_toolkits_words(
         load_plan_bytes(bytes(data), f"/{KERNEL_PATH}")
     assert run.loader_error == str(host.value)
     assert "multiboot2 header checksum" in str(host.value)
+
+
+@pytest.mark.boot
+def test_efi_boot_services_path(tmp_path: Path, built: None) -> None:
+    """Under UEFI a kernel with the EFI boot services and EFI amd64 entry tags (the 64-bit
+    variant of the test kernel) is entered there with boot services running (specification
+    2.0 §3.3, "EFI amd64 machine state with boot services enabled"): 64-bit on the firmware's
+    state, the image 2 MiB aligned below 4 GiB as its relocatable tag asks, tags 18 and 20
+    given; the kernel calls the boot services with the handle and table it got, and its own
+    ExitBootServices succeeds."""
+    spec = ModuleSpec(path=tmp_path / "m.bin", name="m.bin", cmdline="x")
+    spec.path.write_bytes(random.Random(3).randbytes(5000))
+    image = make_image(tmp_path, MB2_EFI64_KERNEL, cmdline="a=1", modules=(spec,)).output
+    result = boot(image, "uefi", memory="512M")
+    serial = result.serial
+    assert result.ok, f"{result.outcome}\n{serial[-3000:]}"
+    assert "hvboot: keeping the boot services" in serial and "hvboot: error" not in serial
+
+    ((magic, _, info),) = [ln[:3] for ln in _lines(serial, "magic")]
+    assert int(magic, 16) == 0x36D76289 and int(info, 16) < 1 << 32
+    ((cr0, _, eflags, *_),) = _lines(serial, "cr0")
+    assert int(cr0, 16) & (1 << 31), "paging on: the firmware's identity map"
+    assert int(eflags, 16) & (1 << 9), "interrupts on, as UEFI runs boot services"
+    ((efer, _, header_at),) = _lines(serial, "efer")
+    assert int(efer, 16) & (1 << 10), "EFER.LMA: 64-bit mode"
+    # Where the image went: 2 MiB aligned below 4 GiB, entered at its EFI entry plus the slide
+    # (the code runs and finds its header at the load base).
+    ((base,),) = _lines(serial, "loadbase")
+    assert int(base, 16) % (2 * MIB) == 0 and int(base, 16) < 1 << 32
+    # Its relocatable tag prefers high addresses (preference 2): placed in the upper half of
+    # the 512 MiB, not at its free link address (2 MiB).
+    assert int(base, 16) >= 256 * MIB
+    assert int(header_at, 16) == int(base, 16)
+
+    # Tags: boot services not terminated (18), the image handle (20), the system table (12),
+    # the EFI memory map (17); the strings and the module as under BIOS.
+    assert "mb2: efi-bs" in serial
+    ((handle,),) = _lines(serial, "efi-ih")
+    ((table,),) = _lines(serial, "efi-st")
+    assert int(handle, 16) != 0 and int(table, 16) != 0
+    assert _lines(serial, "tag 17")
+    assert _lines(serial, "cmdline") == [["/hvboot/kernel.elf", "a=1"]]
+    _check_elf_sections(serial, MB2_EFI64_KERNEL)
+    ((start, end, _, crc, *string),) = _lines(serial, "module")
+    assert int(end, 16) - int(start, 16) == 5000 and int(crc, 16) == zlib.crc32(
+        spec.path.read_bytes()
+    )
+    assert string == ["m.bin", "x"]
+    mmap = [(int(b, 16), int(n, 16), int(t)) for b, n, t in _lines(serial, "mmap")]
+    assert 512 * MIB - 16 * MIB <= sum(n for b, n, t in mmap if t == 1 and b < 4 << 30) <= 512 * MIB
+
+    # The boot services run: "IBI SYST" and "BOOTSERV" signatures, the handle is a loaded image
+    # of that system table, and ExitBootServices(handle, key) returns EFI_SUCCESS.
+    ((st_sig, bs_sig),) = _lines(serial, "efi-sigs")
+    assert int(st_sig, 16) == int.from_bytes(b"IBI SYST", "little")
+    assert int(bs_sig, 16) == int.from_bytes(b"BOOTSERV", "little")
+    ((status, li_table),) = _lines(serial, "efi-image")
+    assert int(status, 16) == 0 and int(li_table, 16) == int(table, 16)
+    assert _lines(serial, "efi-exit") == [["0x0000000000000000", "0x0000000000000000"]]
+
+
+@pytest.mark.boot
+def test_vbe_info_under_bios(tmp_path: Path, built: None) -> None:
+    """The test kernel with a framebuffer tag that asks (optionally) for VBE info: under BIOS a
+    VBE mode is set and the VBE info tag (§3.6.9) carries the controller block ("VESA") and the
+    set mode's block, whose address, width and depth are the framebuffer tag's."""
+    image = make_image(tmp_path, MB2_FB_KERNEL).output
+    result = boot(image, "bios")
+    assert result.ok, f"{result.outcome}\n{result.serial[-3000:]}"
+    ((mode, sig, phys, width, bpp),) = _lines(result.serial, "vbe")
+    ((fb_phys, _, fb_width, fb_bpp),) = _lines(result.serial, "framebuffer")
+    assert sig == "VESA" and int(mode, 16) >= 0x100
+    assert (int(phys, 16), int(width), int(bpp)) == (int(fb_phys, 16), int(fb_width), int(fb_bpp))

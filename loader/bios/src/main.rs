@@ -27,7 +27,7 @@ use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
 use hvboot_loader_core::fat::Volume;
 use hvboot_loader_core::gpt;
 use hvboot_loader_core::flow::{
-    self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError,
+    self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError, VbeInfo,
 };
 use hvboot_loader_core::heap::BumpHeap;
 use hvboot_loader_core::{biostables, handoff, memmap};
@@ -44,6 +44,8 @@ static HEAP: BumpHeap = BumpHeap::empty();
 
 struct Bios {
     volume: Volume<disk::Disk>,
+    /// What VBE said of the mode set, once one is.
+    vbe: Option<VbeInfo>,
 }
 
 /// More heap while the BIOS is ours: another arena of at least `min` bytes (4 MiB at least)
@@ -106,13 +108,14 @@ fn open_volume(drive: u8) -> Result<Bios, String> {
     }
     let volume = Volume::mount(d, esp).map_err(|e| format!("EFI system partition: {e}"))?;
     log::info!("ESP at LBA {esp} ({:?})", volume.fat_type);
-    Ok(Bios { volume })
+    Ok(Bios { volume, vbe: None })
 }
 
 impl Bios {
     /// Sets a VBE mode (the default choice, or the smallest of at least `want`) and says so.
     fn set_video_mode(&mut self, want: Option<(u32, u32)>) -> Option<Framebuffer> {
-        let fb = vbe::set_mode(want);
+        let (fb, info) = vbe::set_mode(want).unzip();
+        self.vbe = info;
         if let Some(fb) = &fb {
             console::graphics_mode_set();
             log::info!(
@@ -171,6 +174,10 @@ impl Platform for Bios {
 
     fn framebuffer(&mut self) -> Option<Framebuffer> {
         self.set_video_mode(None)
+    }
+
+    fn vbe_info(&self) -> Option<VbeInfo> {
+        self.vbe
     }
 
     fn framebuffer_sized(&mut self, width: u32, height: u32) -> Option<Framebuffer> {

@@ -5,7 +5,7 @@
 //! (the same rule as the UEFI platform's GOP choice).
 
 use hvboot_api::{Framebuffer, PixelFormat};
-use hvboot_loader_core::flow::framebuffer_32bpp;
+use hvboot_loader_core::flow::{framebuffer_32bpp, VbeInfo};
 
 use crate::lowmem::{self, VBE_INFO, VBE_MODE};
 use crate::thunk::{self, Regs};
@@ -66,8 +66,10 @@ fn mode_info(number: u16, version: u16) -> Option<Mode> {
     })
 }
 
-/// Sets the chosen mode and returns its framebuffer; None when VBE offers no usable mode.
-pub fn set_mode(want: Option<(u32, u32)>) -> Option<Framebuffer> {
+/// Sets the chosen mode and returns its framebuffer and what VBE said of it (the controller
+/// block and the mode's, copied out of the low buffer the disk reads share); None when VBE
+/// offers no usable mode.
+pub fn set_mode(want: Option<(u32, u32)>) -> Option<(Framebuffer, VbeInfo)> {
     // SAFETY: the info buffer is the loader's; "VBE2" asks for VBE 2.0+ information.
     unsafe { lowmem::write::<[u8; 4]>(VBE_INFO, *b"VBE2") };
     let (seg, off) = thunk::seg_off(VBE_INFO);
@@ -132,5 +134,15 @@ pub fn set_mode(want: Option<(u32, u32)>) -> Option<Framebuffer> {
     if r.eax & 0xFFFF != 0x004F {
         return None;
     }
-    Some(best.fb)
+    // The scan left the last mode's block in VBE_MODE: ask for the chosen one's again.
+    mode_info(best.number, version)?;
+    // SAFETY: the BIOS filled both blocks (VBE 3.0 §4.3, §4.4); below 1 MiB, identity-mapped.
+    let info = unsafe {
+        VbeInfo {
+            mode: best.number,
+            control_info: lowmem::read(VBE_INFO),
+            mode_info: lowmem::read(VBE_MODE),
+        }
+    };
+    Some((best.fb, info))
 }

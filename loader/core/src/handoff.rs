@@ -144,8 +144,25 @@ global_asm!(
     ".text",
 );
 
+// The Multiboot2 EFI amd64 entry with boot services running (specification 2.0, §3.3 "EFI
+// amd64 machine state with boot services enabled"): EAX = the magic, EBX = the information,
+// everything else as the UEFI specification has it for boot services (UEFI 2.10 §2.3.4: the
+// firmware's identity map, GDT and IDT, interrupts as the firmware runs them, the loader's
+// firmware-given stack). So nothing is changed but the two registers.
+global_asm!(
+    ".section .text.hvboot_handoff,\"ax\",@progbits",
+    ".global hvboot_multiboot2_efi64",
+    "hvboot_multiboot2_efi64:",
+    // rdi = entry, rsi = information (below 4 GiB).
+    "mov eax, 0x36d76289",
+    "mov rbx, rsi",
+    "jmp rdi",
+    ".text",
+);
+
 extern "C" {
     fn hvboot_multiboot2(entry: u64, info: u64) -> !;
+    fn hvboot_multiboot2_efi64(entry: u64, info: u64) -> !;
     fn hvboot_handoff(cr3: u64, stack_top: u64, entry: u64, info: u64, gdt: u64, limit: u64) -> !;
     static hvboot_handoff_end: u8;
 }
@@ -174,6 +191,9 @@ pub enum EntryMode {
     /// Linux's 64-bit boot protocol: `cr3` an identity map, RSI = boot_params (`boot_info`),
     /// `gdt_virt` the GDT's descriptor (`crate::protocols::linux::enter`).
     Linux,
+    /// Multiboot2's EFI amd64 entry, boot services running: 64-bit on the firmware's state,
+    /// EAX = 0x36d76289, EBX = the information; `cr3`, `stack_top` and `gdt_virt` are unused.
+    Multiboot2Efi64,
 }
 
 /// Everything the hand-off needs, already valid in the kernel's address space.
@@ -201,11 +221,11 @@ pub struct Handoff {
 /// The tables in `h.cr3` must map this code's page, the stack, the GDT (with its TSS behind it,
 /// see [`gdt`]) and the kernel.
 pub unsafe fn jump(h: &Handoff) -> ! {
-    if h.mode == EntryMode::Multiboot2 {
-        hvboot_multiboot2(h.entry, h.boot_info)
-    }
-    if h.mode == EntryMode::Linux {
-        crate::protocols::linux::enter(h)
+    match h.mode {
+        EntryMode::Multiboot2 => hvboot_multiboot2(h.entry, h.boot_info),
+        EntryMode::Multiboot2Efi64 => hvboot_multiboot2_efi64(h.entry, h.boot_info),
+        EntryMode::Linux => crate::protocols::linux::enter(h),
+        EntryMode::Hvboot => {}
     }
     const IA32_EFER: u32 = 0xC000_0080;
     const EFER_NXE: u64 = 1 << 11;

@@ -9,6 +9,8 @@
 //! physical address; segments may be RWX) or, with an address tag, a flat range of the file.
 //! A relocatable tag lets the loader move the whole image by a slide within its bounds.
 
+pub mod sections;
+
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -26,7 +28,7 @@ pub const ARCH_I386: u32 = 0;
 /// require them in its information request: command line (1), boot loader name (2), modules
 /// (3), basic memory (4), memory map (6), framebuffer (8), SMBIOS (13), ACPI old and new RSDP
 /// (14, 15), load base address (21).
-pub const GIVEN_INFO: [u32; 10] = [1, 2, 3, 4, 6, 8, 13, 14, 15, 21];
+pub const GIVEN_INFO: [u32; 11] = [1, 2, 3, 4, 6, 8, 9, 13, 14, 15, 21];
 
 /// The name of boot information tag type `t` (§3.6), for messages and `hvboot inspect`.
 pub fn info_name(t: u32) -> &'static str {
@@ -160,6 +162,9 @@ pub struct Plan {
     pub end: u64,
     /// The 32-bit entry point (physical, before any relocation).
     pub entry: u32,
+    /// The section header table for the ELF-symbols tag, when the header requests it (type 9)
+    /// and the ELF has one.
+    pub sections: Option<sections::Sections>,
 }
 
 impl Plan {
@@ -459,6 +464,18 @@ pub fn check(image: &[u8]) -> Result<Plan, Vec<Problem>> {
     };
     pieces.sort_by_key(|p| p.phys);
     let entry = entry(&header, elf_entry, &pieces, &mut problems);
+    efi64_entry(&header, &pieces, &mut problems);
+    let mut sections = None;
+    if let Some(&(_, optional)) = header.requests.iter().find(|&&(t, _)| t == 9) {
+        if elf {
+            sections = sections::read(image, &mut problems);
+        } else if !optional {
+            let m = "requires information tag type 9 (ELF-symbols): an image loaded by its \
+                     address tag has no section headers"
+                .into();
+            problems.push(problem("multiboot2 tag (information request)", m));
+        }
+    }
     for w in pieces.windows(2) {
         if w[0].phys + w[0].memsz > w[1].phys {
             let m = format!("{:#x} and {:#x} overlap in memory", w[0].phys, w[1].phys);
@@ -493,6 +510,7 @@ pub fn check(image: &[u8]) -> Result<Plan, Vec<Problem>> {
         start,
         end,
         entry: entry.unwrap_or(0),
+        sections,
     })
 }
 
@@ -720,6 +738,18 @@ fn entry(
     }
 }
 
+/// The EFI amd64 entry (§3.1.9, physical like the entry address tag) lies in a loaded range:
+/// the loader jumps there on the EFI boot-services path.
+fn efi64_entry(h: &Header, pieces: &[Piece], problems: &mut Vec<Problem>) {
+    let Some(e) = h.efi64_entry.map(u64::from) else {
+        return;
+    };
+    if !pieces.is_empty() && !pieces.iter().any(|s| e >= s.phys && e - s.phys < s.memsz) {
+        let m = format!("{e:#x}: the EFI amd64 entry must lie in a loaded range");
+        problems.push(problem("multiboot2 tag (EFI amd64 entry address)", m));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,6 +808,18 @@ mod tests {
             crate::elf::kind(&img),
             Some(crate::elf::KernelKind::Multiboot2)
         );
+    }
+
+    #[test]
+    fn efi64_entry_outside_the_image_is_refused() {
+        let img = elf32(
+            &header(&[tag(9, 0, &[LOAD + 0x10_0000])]),
+            LOAD,
+            &[0x90; 100],
+        );
+        let e = check(&img).unwrap_err();
+        assert_eq!(e[0].field, "multiboot2 tag (EFI amd64 entry address)");
+        assert!(e[0].message.starts_with("0x300000: "), "{}", e[0].message);
     }
 
     #[test]

@@ -205,14 +205,32 @@ impl Platform for Uefi {
         console::boot_services_ending();
         // SAFETY: nothing of the firmware's boot services is used after this point.
         let final_map = unsafe { boot::exit_boot_services(None) };
-        for d in final_map.entries() {
-            regions.push(memmap::Region {
-                base: d.phys_start,
-                length: d.page_count * PAGE,
-                kind: memmap::efi_type_to_kind(d.ty.0),
-            });
-        }
+        push_regions(&final_map, regions);
         self.final_map = Some(final_map);
+    }
+
+    fn keep_firmware(&mut self, regions: &mut Vec<memmap::Region>) -> Result<(), PlatformError> {
+        let map = boot::memory_map(boot::MemoryType::LOADER_DATA).map_err(|e| {
+            PlatformError::Other(format!("cannot read the memory map: {:?}", e.status()))
+        })?;
+        push_regions(&map, regions);
+        self.final_map = Some(map);
+        Ok(())
+    }
+
+    fn image_handle(&self) -> u64 {
+        boot::image_handle().as_ptr() as u64
+    }
+}
+
+/// The firmware's map as protocol kinds (the loader's OS-loader types back to their kinds).
+fn push_regions(map: &MemoryMapOwned, regions: &mut Vec<memmap::Region>) {
+    for d in map.entries() {
+        regions.push(memmap::Region {
+            base: d.phys_start,
+            length: d.page_count * PAGE,
+            kind: memmap::efi_type_to_kind(d.ty.0),
+        });
     }
 }
 

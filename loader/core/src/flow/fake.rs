@@ -58,7 +58,17 @@ pub struct FakePlatform {
     pub exited: bool,
     /// Reserved pages the firmware's final map gains at exit (as ExitBootServices may add).
     pub exit_extra: u64,
+    /// An EFI system table's address to publish (0: none, a BIOS machine); with one, the
+    /// firmware can be kept (`keep_firmware`) and the loader has an image handle.
+    pub system_table: u64,
+    /// Set by `keep_firmware`: the boot services were kept for the kernel.
+    pub kept: bool,
+    /// What "VBE" says of the mode set, as a BIOS platform keeps it.
+    pub vbe: Option<super::VbeInfo>,
 }
+
+/// The fake's image handle, given when it has a system table.
+pub const IMAGE_HANDLE: u64 = 0x7_1000;
 
 impl FakePlatform {
     /// A machine with RAM up to [`RAM_END`] (holes below 1 MiB and an ACPI range), a reserved
@@ -91,6 +101,9 @@ impl FakePlatform {
             sized_requests: Vec::new(),
             exited: false,
             exit_extra: 0,
+            system_table: 0,
+            kept: false,
+            vbe: None,
         }
     }
 
@@ -334,7 +347,7 @@ impl Platform for FakePlatform {
             rsdp: RSDP,
             smbios: 0xF_0000,
             smbios3: 0xF_0100,
-            system_table: 0,
+            system_table: self.system_table,
         }
     }
 
@@ -355,6 +368,28 @@ impl Platform for FakePlatform {
             .max()
             .unwrap_or(0);
         Ok((top, self.firmware_map.len() + 96))
+    }
+
+    fn keep_firmware(&mut self, regions: &mut Vec<Region>) -> Result<(), PlatformError> {
+        assert!(
+            self.system_table != 0,
+            "only UEFI has boot services to keep"
+        );
+        self.exit_firmware(regions);
+        (self.exited, self.kept) = (false, true);
+        Ok(())
+    }
+
+    fn vbe_info(&self) -> Option<super::VbeInfo> {
+        self.vbe
+    }
+
+    fn image_handle(&self) -> u64 {
+        if self.system_table != 0 {
+            IMAGE_HANDLE
+        } else {
+            0
+        }
     }
 
     fn exit_firmware(&mut self, regions: &mut Vec<Region>) {

@@ -1,6 +1,6 @@
 //! The last phase: the protocol sizes its information (allocated while the firmware and the heap
-//! may still grow), the firmware is left, the final memory map is made, and the protocol writes
-//! its information and names the hand-off.
+//! may still grow), the firmware is left (or, when the protocol says so, kept: [`Leave`]), the
+//! final memory map is made, and the protocol writes its information and names the hand-off.
 
 use alloc::vec::Vec;
 
@@ -13,7 +13,17 @@ use crate::memmap;
 use crate::protocols::{Info, Protocol};
 use crate::PAGE_SIZE as PAGE;
 
-/// Leaves the firmware and returns the protocol's hand-off. Errors after
+/// What the hand-off does with the firmware, as the protocol asks ([`Protocol::leave`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// Leave it for good ([`Platform::exit_firmware`]): the kernel owns the machine.
+    Exit,
+    /// Keep its boot services running ([`Platform::keep_firmware`]): the kernel calls them and
+    /// exits them itself (Multiboot2's EFI boot-services path). The map is the one of the moment.
+    KeepBootServices,
+}
+
+/// Leaves (or keeps) the firmware and returns the protocol's hand-off. Errors after
 /// [`Platform::exit_firmware`] are only the map outgrowing its room or the block its size.
 pub fn hand_off<P: Platform, H: Protocol>(
     p: &mut P,
@@ -34,8 +44,16 @@ pub fn hand_off<P: Platform, H: Protocol>(
     let mut regions = Vec::with_capacity(boot.firmware.map_capacity);
     let mut fw_map: Vec<FirmwareMemoryEntry> = Vec::with_capacity(entries);
     let entry = boot.inputs.kernel.plan().entry;
-    log::info!("leaving the firmware; jumping to the kernel at {entry:#x}");
-    p.exit_firmware(&mut regions);
+    match protocol.leave() {
+        Leave::Exit => {
+            log::info!("leaving the firmware; jumping to the kernel at {entry:#x}");
+            p.exit_firmware(&mut regions);
+        }
+        Leave::KeepBootServices => {
+            log::info!("keeping the boot services; jumping to the kernel's EFI entry");
+            p.keep_firmware(&mut regions)?;
+        }
+    }
     boot.stamps[TscStage::FIRMWARE_EXITED.0 as usize] = cpu.rdtsc();
     // CPU start-up, second half: with the firmware gone, one path for both firmwares.
     if let Some(aps) = boot.aps.as_mut() {

@@ -42,12 +42,13 @@ pub use cpu::{has_1g_pages, Cpu, Ipi, Machine};
 pub use error::{Error, PlatformError};
 pub use platform::{
     fail, framebuffer_32bpp, phys_slice, ConsoleLogger, FirmwareTables, Placement, Platform,
+    VbeInfo,
 };
 
 use crate::handoff::Handoff;
 use crate::hv;
 use crate::protocols::hvboot::Hvboot;
-use crate::protocols::multiboot2::Multiboot2;
+use crate::protocols::multiboot2::{keeps_boot_services, Multiboot2};
 use crate::protocols::Protocol;
 
 /// Where the loader's config lives on the ESP.
@@ -116,17 +117,25 @@ fn stamps_from(tsc_start: u64) -> [u64; 5] {
 /// A Multiboot2 kernel: placed at its physical addresses (or relocated within its relocatable
 /// tag's bounds), the firmware surveyed, the RSDP and SMBIOS entry points copied for the
 /// information; no address space of hvboot's and no CPU start-up (the kernel runs with paging
-/// off and starts its own processors). Under UEFI the boot services are exited and the kernel
-/// is entered as under BIOS (the EFI boot-services path is not there yet: docs/multiboot2.md).
+/// off and starts its own processors). Under UEFI a kernel with the EFI boot services and EFI
+/// amd64 entry tags keeps the boot services and is entered at that entry in 64-bit mode;
+/// any other is entered as under BIOS after ExitBootServices (docs/multiboot2.md).
 pub fn run_multiboot2<P: Platform, C: Cpu>(
     p: &mut P,
     cpu: &C,
     inputs: inputs::Inputs,
     tsc_start: u64,
 ) -> Result<Handoff, Error> {
-    // Under BIOS the loader is linked at 0x8000; OVMF loads it where it likes.
+    let mut stamps = stamps_from(tsc_start);
+    let placed = place::place(p, &inputs)?;
+    stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
+    let firmware = firmware::survey(p, &inputs.wants)?;
+    let plan = inputs.kernel.multiboot2().expect("a Multiboot2 kernel");
+    let keep = keeps_boot_services(plan, firmware.tables.system_table);
+    // Under BIOS the loader is linked at 0x8000; OVMF loads it where it likes. The EFI
+    // boot-services path stays in 64-bit mode and does not need the 32-bit code.
     let code = crate::handoff::multiboot2_code();
-    if P::FIRMWARE == FirmwareKind::UEFI && code >= 1 << 32 {
+    if P::FIRMWARE == FirmwareKind::UEFI && !keep && code >= 1 << 32 {
         return Err(Error::Multiboot2 {
             kernel: inputs.kernel.path.clone(),
             why: crate::multiboot2::Problem {
@@ -138,10 +147,6 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
             },
         });
     }
-    let mut stamps = stamps_from(tsc_start);
-    let placed = place::place(p, &inputs)?;
-    stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
-    let firmware = firmware::survey(p, &inputs.wants)?;
     let rsdp = copy_table(p, firmware.tables.rsdp, b"RSD PTR ", 23, |t| {
         if t[15] >= 2 {
             u32::from_le_bytes([t[20], t[21], t[22], t[23]]) as usize
@@ -156,6 +161,17 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
         });
     }
     let mut protocol = Multiboot2::new(rsdp, smbios);
+    // VBE info (§3.6.9) when asked for and a VBE mode was set for the framebuffer tag.
+    let wants_vbe = plan.header.requests.iter().any(|&(t, _)| t == 7);
+    if let Some(vbe) = p.vbe_info().filter(|_| wants_vbe) {
+        protocol = protocol.with_vbe(vbe);
+    }
+    if let Some(sections) = load_sections(p, &inputs)? {
+        protocol = protocol.with_elf_sections(sections);
+    }
+    if keep {
+        protocol = protocol.keeping_boot_services(p.image_handle());
+    }
     let boot = Boot {
         firmware_kind: P::FIRMWARE,
         inputs,
@@ -173,6 +189,46 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
         stamps,
     };
     hand_off::hand_off(p, cpu, &mut protocol, boot)
+}
+
+/// The ELF-symbols tag's section headers (docs/multiboot2.md), when the kernel asks for them:
+/// the sections outside its loaded segments copied from the file into one block below 4 GiB,
+/// each at its alignment, and their `sh_addr` set to where.
+fn load_sections<P: Platform>(
+    p: &mut P,
+    inputs: &inputs::Inputs,
+) -> Result<Option<crate::multiboot2::sections::Sections>, Error> {
+    let k = &inputs.kernel;
+    let Some(mut s) = k.multiboot2().and_then(|m| m.sections.clone()) else {
+        return Ok(None);
+    };
+    let bytes = s.load_bytes();
+    if bytes == 0 {
+        return Ok(Some(s));
+    }
+    let block = p
+        .allocate(
+            hvboot_api::MemoryKind::KERNEL.0,
+            bytes,
+            Placement::Below((1 << 32) - 1),
+        )
+        .map_err(Error::no_memory("the kernel's ELF sections"))?;
+    // SAFETY: read_file filled the first range; the second was just allocated for the sections.
+    let (file, to) = unsafe {
+        (
+            phys_slice(p, k.file_phys, k.file_len),
+            phys_slice(p, block, bytes),
+        )
+    };
+    let mut at = 0u64;
+    for l in s.loads.clone() {
+        at = at.next_multiple_of(l.align);
+        let (from, len) = (l.offset as usize, l.size as usize);
+        to[at as usize..at as usize + len].copy_from_slice(&file[from..from + len]);
+        s.set_addr(l.index, block + at);
+        at += l.size;
+    }
+    Ok(Some(s))
 }
 
 /// The bytes of the firmware structure at `phys` (0: none) that starts with `signature`, whose

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use hvboot_api::{ExtentKind, GuestRequest, MemoryKind, PlacedExtent, RequestFlags};
 
 use super::inputs::Inputs;
-use super::{phys_slice, Error, Placement, Platform};
+use super::{phys_slice, Error, Placement, Platform, PlatformError};
 use crate::PAGE_SIZE as PAGE;
 
 /// Where everything went (physical addresses).
@@ -163,11 +163,20 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
         Placement::At(base)
     };
     let relocatable = k.multiboot2().and_then(|m| m.header.relocatable);
-    let phys = p
-        .allocate(MemoryKind::KERNEL.0, size, placement)
+    let linked = match relocatable {
+        // A relocatable Multiboot2 kernel that prefers low or high addresses goes there
+        // (§3.1.12); without a preference its link address is tried first.
+        Some(r) if r.preference != 0 => relocate(p, size, r).ok_or(PlatformError::NoFreeBlock {
+            size,
+            limit: u64::from(r.max_addr),
+        }),
+        _ => p.allocate(MemoryKind::KERNEL.0, size, placement),
+    };
+    let phys = linked
         .or_else(|why| match (relocatable, k.linux().and_then(|l| l.align)) {
             // A Multiboot2 kernel whose address is taken may move within its tag's bounds.
-            (Some(r), _) => relocate(p, size, r).ok_or(why),
+            (Some(r), _) if r.preference == 0 => relocate(p, size, r).ok_or(why),
+            (Some(_), _) => Err(why),
             // A relocatable bzImage goes anywhere at its kernel_alignment (boot.rst, field
             // relocatable_kernel): the 64-bit entry runs on an identity map of all memory.
             (None, Some(align)) => {
@@ -212,16 +221,30 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
 }
 
 /// A relocatable Multiboot2 image's block (specification 2.0 §3.1.12): aligned as it asks,
-/// ending at or below `max_addr` (the platform allocates top-down there), starting at or above
-/// `min_addr`; None when no such block is free.
+/// ending at or below `max_addr`, starting at or above `min_addr` (and 1 MiB); None when no
+/// such block is free. Preference 1 (low) takes the lowest such block: the platforms allocate
+/// top-down or at an address, so each aligned address from min_addr up is asked in turn.
+/// Otherwise (2, high, or none) the highest: the platform's top-down allocation below max_addr.
 fn relocate<P: Platform>(p: &mut P, size: u64, r: crate::multiboot2::Relocatable) -> Option<u64> {
+    const LOW: u32 = 1;
     let align = u64::from(r.align).max(PAGE);
-    let at = Placement::AlignedBelow {
-        align,
-        max: u64::from(r.max_addr),
-    };
+    let (min, max) = (
+        u64::from(r.min_addr).max(crate::multiboot2::MIN_LOAD_ADDR),
+        u64::from(r.max_addr),
+    );
+    if r.preference == LOW {
+        let mut at = min.next_multiple_of(align);
+        while at.checked_add(size - 1).is_some_and(|end| end <= max) {
+            if let Ok(phys) = p.allocate(MemoryKind::KERNEL.0, size, Placement::At(at)) {
+                return Some(phys);
+            }
+            at += align;
+        }
+        return None;
+    }
+    let at = Placement::AlignedBelow { align, max };
     let phys = p.allocate(MemoryKind::KERNEL.0, size, at).ok()?;
-    (phys >= u64::from(r.min_addr)).then_some(phys)
+    (phys >= min).then_some(phys)
 }
 
 /// Each module read straight into its own pages (4 KiB aligned), or read and copied to the

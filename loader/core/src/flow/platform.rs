@@ -43,6 +43,18 @@ pub struct FirmwareTables {
     pub system_table: u64,
 }
 
+/// What VBE said of the display mode the loader set (VBE 3.0 §4.3 VbeInfoBlock, §4.4
+/// ModeInfoBlock), as Multiboot2's VBE info tag carries it (specification 2.0 §3.6.9).
+#[derive(Debug, Clone, Copy)]
+pub struct VbeInfo {
+    /// The mode number set (4F02h).
+    pub mode: u16,
+    /// The controller information (4F00h), as the BIOS wrote it.
+    pub control_info: [u8; 512],
+    /// The set mode's information (4F01h).
+    pub mode_info: [u8; 256],
+}
+
 /// What a firmware interface provides to the shared boot flow.
 pub trait Platform {
     /// The firmware kind reported to the kernel.
@@ -104,6 +116,30 @@ pub trait Platform {
     fn framebuffer_sized(&mut self, width: u32, height: u32) -> Option<Framebuffer> {
         let _ = (width, height);
         self.framebuffer()
+    }
+
+    /// Instead of [`Platform::exit_firmware`], for a kernel that calls the firmware itself
+    /// (Multiboot2's EFI boot-services path): appends the firmware's current memory map to
+    /// `regions` as [`Platform::exit_firmware`] would, and keeps the firmware running; its
+    /// untranslated entries are then what [`Platform::firmware_map`] gives. The default refuses
+    /// (only UEFI has boot services to keep).
+    fn keep_firmware(&mut self, regions: &mut Vec<memmap::Region>) -> Result<(), PlatformError> {
+        let _ = regions;
+        Err(PlatformError::Unsupported(
+            "this platform has no boot services to keep",
+        ))
+    }
+
+    /// What VBE said of the mode [`Platform::framebuffer`] set, None when no VBE mode was set
+    /// (and always under UEFI).
+    fn vbe_info(&self) -> Option<VbeInfo> {
+        None
+    }
+
+    /// The firmware's handle of the loader itself (UEFI: the image handle the loader was
+    /// started with), 0 when there is none.
+    fn image_handle(&self) -> u64 {
+        0
     }
 
     /// After [`Platform::exit_firmware`]: appends the firmware's own final memory map,

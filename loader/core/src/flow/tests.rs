@@ -922,7 +922,7 @@ fn multiboot2_kernel_hand_off() {
 #[test]
 fn multiboot2_refusal_names_the_tag() {
     use crate::testing::multiboot2::{elf32, header, tag};
-    let kernel = elf32(&header(&[tag(1, 0, &[9])]), 0x20_0000, b"k");
+    let kernel = elf32(&header(&[tag(1, 0, &[5])]), 0x20_0000, b"k");
     let e = super::boot(
         &mut machine(kernel, &config("", &[])),
         &FakeCpu::new(true),
@@ -933,8 +933,8 @@ fn multiboot2_refusal_names_the_tag() {
     assert_eq!(
         e,
         "/hvboot/kernel.elf: multiboot2 tag 0 (information request, type 1): requires \
-         information tag type 9 (ELF-symbols), which hvboot does not give; hvboot gives types \
-         [1, 2, 3, 4, 6, 8, 13, 14, 15, 21]"
+         information tag type 5 (BIOS boot device), which hvboot does not give; hvboot gives \
+         types [1, 2, 3, 4, 6, 8, 9, 13, 14, 15, 21]"
     );
 }
 
@@ -957,4 +957,116 @@ fn multiboot2_relocatable_kernel_moves() {
     let tags = mb2_tags(&p, h.boot_info);
     let load_base = &tags.iter().find(|t| t.0 == 21).unwrap().1;
     assert_eq!(load_base.as_slice(), (base as u32).to_le_bytes());
+}
+
+/// Under UEFI (a system table) a relocatable Multiboot2 kernel with the EFI boot services and
+/// EFI amd64 entry tags keeps the firmware: entered at the EFI entry plus the slide in 64-bit
+/// mode, placed at its alignment, with tags 18, 20 (the image handle), 12 and 17. Under BIOS
+/// the same kernel is entered at its 32-bit entry after the firmware is left, with no EFI tag.
+#[test]
+fn multiboot2_efi_boot_services_path() {
+    use crate::handoff::EntryMode;
+    use crate::testing::multiboot2::{elf32, header, tag};
+    let linked = 0x8000_0000u32;
+    let hdr = header(&[
+        tag(7, 0, &[]),
+        tag(9, 0, &[linked + 0x40]),
+        tag(10, 0, &[0x10_0000, 0xffff_ffff, 0x20_0000, 2]),
+    ]);
+    let kernel = elf32(&hdr, linked, b"\xfa\xf4efi");
+    for uefi in [true, false] {
+        let mut p = machine(kernel.clone(), &config("", &[]));
+        p.system_table = if uefi { 0x7_0000 } else { 0 };
+        let h = super::boot(&mut p, &FakeCpu::new(true), 1).unwrap();
+        let base = u64::from(u32::from_le_bytes(
+            mb2_tags(&p, h.boot_info)
+                .iter()
+                .find(|t| t.0 == 21)
+                .unwrap()
+                .1[..4]
+                .try_into()
+                .unwrap(),
+        ));
+        assert!(
+            base.is_multiple_of(0x20_0000) && base < RAM_END,
+            "{base:#x}"
+        );
+        assert_eq!(p.bytes(base, 5), b"\xfa\xf4efi");
+        let tags = mb2_tags(&p, h.boot_info);
+        let kinds: Vec<u32> = tags.iter().map(|t| t.0).collect();
+        let body = |k: u32| tags.iter().find(|t| t.0 == k).map(|t| t.1.clone());
+        if uefi {
+            assert_eq!((h.mode, h.entry), (EntryMode::Multiboot2Efi64, base + 0x40));
+            assert!(p.kept && !p.exited);
+            assert_eq!(body(18), Some(Vec::new()));
+            assert_eq!(
+                body(20),
+                Some(super::fake::IMAGE_HANDLE.to_le_bytes().to_vec())
+            );
+            assert_eq!(body(12), Some(0x7_0000u64.to_le_bytes().to_vec()));
+            assert!(kinds.contains(&17), "{kinds:?}");
+        } else {
+            assert_eq!((h.mode, h.entry), (EntryMode::Multiboot2, base));
+            assert!(p.exited && !p.kept);
+            assert!(
+                !kinds.iter().any(|k| [12, 17, 18, 20].contains(k)),
+                "{kinds:?}"
+            );
+        }
+    }
+}
+
+/// The relocatable tag's preference (§3.1.12): 1 takes the lowest aligned block from min_addr
+/// up, 2 the highest below max_addr even when the link address is free, 0 the link address.
+#[test]
+fn multiboot2_relocatable_preference() {
+    use crate::testing::multiboot2::{elf32, header, tag};
+    for (preference, linked, expect) in [
+        (1, 0x8000_0000u32, Some(0x30_0000u64)),
+        (2, 0x20_0000, None),
+        (0, 0x20_0000, Some(0x20_0000)),
+    ] {
+        let reloc = tag(10, 0, &[0x30_0000, 0xffff_ffff, 0x10_0000, preference]);
+        let kernel = elf32(&header(&[reloc]), linked, b"\xfa\xf4pref");
+        let mut p = machine(kernel, &config("", &[]));
+        let base = super::boot(&mut p, &FakeCpu::new(true), 1).unwrap().entry;
+        assert_eq!(p.bytes(base, 6), b"\xfa\xf4pref");
+        match expect {
+            Some(at) => assert_eq!(base, at, "preference {preference}"),
+            // High: the top of the fake's RAM, less the loader's own top-down allocations.
+            None => assert!(base > RAM_END / 2, "preference 2: {base:#x}"),
+        }
+    }
+}
+
+/// The VBE info tag (7) follows the information request: given with the platform's blocks
+/// when the kernel names it, absent when it does not.
+#[test]
+fn multiboot2_vbe_info_where_asked() {
+    use crate::testing::multiboot2::{elf32, header, tag};
+    let vbe = super::VbeInfo {
+        mode: 0x118,
+        control_info: [b'V'; 512],
+        mode_info: [7; 256],
+    };
+    for asked in [true, false] {
+        let request = tag(1, 1, if asked { &[7, 8] } else { &[8] });
+        let kernel = elf32(&header(&[request, tag(5, 1, &[0, 0, 32])]), 0x20_0000, b"k");
+        let mut p = machine(kernel, &config("", &[]));
+        p.vbe = Some(vbe);
+        let h = super::boot(&mut p, &FakeCpu::new(true), 1).unwrap();
+        let tags = mb2_tags(&p, h.boot_info);
+        let body = tags.iter().find(|t| t.0 == 7).map(|t| t.1.clone());
+        if asked {
+            let body = body.expect("a VBE info tag");
+            assert_eq!(&body[..8], &[0x18, 0x01, 0, 0, 0, 0, 0, 0]);
+            assert_eq!(
+                (&body[8..520], &body[520..]),
+                (&[b'V'; 512][..], &[7; 256][..])
+            );
+        } else {
+            assert_eq!(body, None);
+        }
+        assert!(tags.iter().any(|t| t.0 == 8), "the framebuffer tag");
+    }
 }

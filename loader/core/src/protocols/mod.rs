@@ -16,6 +16,7 @@ pub mod multiboot2;
 
 use hvboot_api::FirmwareMemoryEntry;
 
+use crate::flow::hand_off::Leave;
 use crate::flow::{Boot, Error, Placement};
 use crate::handoff::Handoff;
 use crate::memmap;
@@ -53,6 +54,12 @@ pub trait Protocol {
     /// Where the information block may go (a 32-bit protocol needs it below 4 GiB).
     fn placement(&self) -> Placement {
         Placement::Anywhere
+    }
+
+    /// Whether the firmware is left before [`Protocol::write`] (the default) or its boot
+    /// services kept for the kernel.
+    fn leave(&self) -> Leave {
+        Leave::Exit
     }
 
     /// After leaving the firmware: writes the information into `info` and returns the hand-off

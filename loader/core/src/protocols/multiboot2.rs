@@ -1,6 +1,8 @@
 //! The Multiboot2 hand-off (Multiboot2 specification 2.0, §3.3 machine state, §3.6 boot
 //! information): the information block below 4 GiB, then the kernel entered in 32-bit protected
-//! mode with EAX = 0x36d76289 and EBX = the block (`handoff::EntryMode::Multiboot2`).
+//! mode with EAX = 0x36d76289 and EBX = the block (`handoff::EntryMode::Multiboot2`); or, under
+//! UEFI for a kernel with the EFI boot services and EFI amd64 entry tags, at that entry in 64-bit
+//! mode with boot services still running (`handoff::EntryMode::Multiboot2Efi64`, Xen's way).
 //!
 //! The block is written by hand into the pages the flow allocated (docs/multiboot2.md says why
 //! not with the `multiboot2` crate's builder): tags 8-byte aligned after `total_size` and a
@@ -12,9 +14,11 @@ use alloc::vec::Vec;
 use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, MemoryKind};
 
 use super::{Info, Protocol};
-use crate::flow::{Boot, Error, Placement};
+use crate::flow::hand_off::Leave;
+use crate::flow::{Boot, Error, Placement, VbeInfo};
 use crate::handoff::{EntryMode, Handoff};
 use crate::memmap;
+use crate::multiboot2::sections::Sections;
 use crate::multiboot2::Plan;
 
 /// Memory map entry types (§3.6.8).
@@ -37,6 +41,20 @@ pub struct Multiboot2 {
     /// The SMBIOS entry point's bytes (2.x `_SM_` or 3.x `_SM3_`), empty without one.
     smbios: Vec<u8>,
     map: Vec<(u64, u64, u32)>,
+    /// The loader's EFI image handle when the kernel is entered with boot services running
+    /// (the EFI boot-services path), None otherwise.
+    efi_image_handle: Option<u64>,
+    /// The ELF-symbols tag's section headers, their loaded sections' addresses set.
+    sections: Option<Sections>,
+    /// What VBE said of the mode set (BIOS), for the VBE info tag.
+    vbe: Option<VbeInfo>,
+}
+
+/// Whether a kernel takes the EFI boot-services path (§3.1.10, §3.1.9): under UEFI (there is
+/// an EFI system table), with the EFI boot services tag and a 64-bit EFI entry to jump to.
+/// Without them it is entered after ExitBootServices, as under BIOS.
+pub fn keeps_boot_services(plan: &Plan, system_table: u64) -> bool {
+    system_table != 0 && plan.header.efi_boot_services && plan.header.efi64_entry.is_some()
 }
 
 /// The type a region of the final map has for the kernel: everything that is RAM is available
@@ -147,7 +165,31 @@ impl Multiboot2 {
             rsdp,
             smbios,
             map: Vec::new(),
+            efi_image_handle: None,
+            sections: None,
+            vbe: None,
         }
+    }
+
+    /// The protocol with the VBE info tag (type 7).
+    pub fn with_vbe(mut self, vbe: VbeInfo) -> Self {
+        self.vbe = Some(vbe);
+        self
+    }
+
+    /// The protocol with the ELF-symbols tag (type 9): `sections` as
+    /// `crate::flow::run_multiboot2` loaded them.
+    pub fn with_elf_sections(mut self, sections: Sections) -> Self {
+        self.sections = Some(sections);
+        self
+    }
+
+    /// The protocol for the EFI boot-services path ([`keeps_boot_services`]): the firmware
+    /// kept, the information with "EFI boot services not terminated" and the loader's
+    /// `image_handle` (which the kernel passes to ExitBootServices), the EFI amd64 entry.
+    pub fn keeping_boot_services(mut self, image_handle: u64) -> Self {
+        self.efi_image_handle = Some(image_handle);
+        self
     }
 
     fn plan(boot: &Boot) -> &Plan {
@@ -218,6 +260,27 @@ impl Multiboot2 {
             }
             Ok(())
         })?;
+        if let Some(s) = &self.sections {
+            // ELF-symbols (§3.6.7): num, entsize and shndx as u32 words, as GRUB writes them
+            // (its multiboot2.h) and the rust-osdev `multiboot2` crate reads them (the
+            // specification's text shows u16 fields), then the table.
+            t.tag(9, |t| {
+                t.u32(s.num)?;
+                t.u32(s.entsize)?;
+                t.u32(s.shndx)?;
+                t.put(&s.table)
+            })?;
+        }
+        if let Some(v) = &self.vbe {
+            // VBE info (§3.6.9): the mode, the protected-mode interface (not asked of the BIOS:
+            // zeros, which the specification allows), the two blocks.
+            t.tag(7, |t| {
+                t.put(&v.mode.to_le_bytes())?;
+                t.put(&[0; 6])?;
+                t.put(&v.control_info)?;
+                t.put(&v.mode_info)
+            })?;
+        }
         if let Some(fb) = boot.firmware.framebuffer {
             t.tag(8, |t| {
                 t.u64(fb.phys_addr)?;
@@ -237,9 +300,17 @@ impl Multiboot2 {
             })?;
         }
         let system_table = boot.firmware.tables.system_table;
+        if let Some(handle) = self.efi_image_handle {
+            // EFI boot services not terminated (§3.6.17) and the EFI 64-bit image handle
+            // (§3.6.19).
+            t.tag(18, |_| Ok(()))?;
+            t.tag(20, |t| t.u64(handle))?;
+        }
         if system_table != 0 {
-            // EFI 64-bit system table pointer (§3.6.13) and the EFI memory map after
-            // ExitBootServices (§3.6.16), one descriptor per firmware entry.
+            // EFI 64-bit system table pointer (§3.6.13) and the EFI memory map (§3.6.16), one
+            // descriptor per firmware entry: after ExitBootServices, or on the boot-services
+            // path the map of the hand-off's moment (the kernel takes its own before it exits
+            // them).
             t.tag(12, |t| t.u64(system_table))?;
             t.tag(17, |t| {
                 t.u32(EFI_DESCRIPTOR_SIZE)?;
@@ -308,6 +379,11 @@ impl Protocol for Multiboot2 {
             + boot.firmware.map_entries * EFI_DESCRIPTOR_SIZE as usize
             + 48
             + 16
+            + 24
+            + self.sections.as_ref().map_or(0, |s| 24 + s.table.len())
+            + 8
+            + 8
+            + 768
             + self.smbios.len()
             + 2 * (8 + self.rsdp.len())
             + 16) as u64
@@ -315,6 +391,13 @@ impl Protocol for Multiboot2 {
 
     fn placement(&self) -> Placement {
         Placement::Below(FOUR_GIB - 1)
+    }
+
+    fn leave(&self) -> Leave {
+        match self.efi_image_handle {
+            Some(_) => Leave::KeepBootServices,
+            None => Leave::Exit,
+        }
     }
 
     fn write(&mut self, boot: &Boot, info: Info<'_>) -> Result<Handoff, Error> {
@@ -327,11 +410,15 @@ impl Protocol for Multiboot2 {
         self.build(boot, info.bytes, (info.map, info.firmware_map))?;
         let plan = Self::plan(boot);
         let slide = boot.placed.kernel_phys.wrapping_sub(plan.start);
+        let (mode, entry) = match (self.efi_image_handle, plan.header.efi64_entry) {
+            (Some(_), Some(efi64)) => (EntryMode::Multiboot2Efi64, efi64),
+            _ => (EntryMode::Multiboot2, plan.entry),
+        };
         Ok(Handoff {
-            mode: EntryMode::Multiboot2,
+            mode,
             cr3: 0,
             stack_top: 0,
-            entry: u64::from(plan.entry).wrapping_add(slide),
+            entry: u64::from(entry).wrapping_add(slide),
             boot_info: phys,
             gdt_virt: 0,
         })
