@@ -68,6 +68,8 @@ pub enum KernelKind {
     HvbootElf,
     /// A Multiboot2 header in the first 32 KiB: the rules of `crate::multiboot2`.
     Multiboot2,
+    /// An ELF with Limine's base-revision tag or requests: `crate::limine`.
+    Limine,
 }
 
 impl KernelKind {
@@ -76,18 +78,25 @@ impl KernelKind {
         match self {
             KernelKind::HvbootElf => "hvboot-elf",
             KernelKind::Multiboot2 => "multiboot2",
+            KernelKind::Limine => "limine",
         }
     }
 }
 
 /// The kind of kernel `image` is, `None` when it is none the loader knows (its file header is
 /// refused). A Multiboot2 header in the first 32 KiB makes it a Multiboot2 kernel even if it
-/// is an ELF64 (as GRUB, which prefers the header to the ELF).
+/// is an ELF64 (as GRUB, which prefers the header to the ELF); an ELF64 with Limine's magic is
+/// a Limine kernel.
 pub fn kind(image: &[u8]) -> Option<KernelKind> {
     if crate::multiboot2::is_multiboot2(image) {
         return Some(KernelKind::Multiboot2);
     }
-    check_header(image).ok().map(|_| KernelKind::HvbootElf)
+    check_header(image).ok()?;
+    Some(if crate::limine::is_limine(image) {
+        KernelKind::Limine
+    } else {
+        KernelKind::HvbootElf
+    })
 }
 
 /// One loadable segment (`PT_LOAD`) of the kernel.

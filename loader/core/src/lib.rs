@@ -33,6 +33,7 @@ pub mod gpt;
 pub mod handoff;
 pub mod heap;
 pub mod hv;
+pub mod limine;
 pub mod memmap;
 pub mod multiboot2;
 pub mod paging;

@@ -17,12 +17,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hvboot.config.build import BuildConfig, ModuleSpec
 from hvboot.errors import HvbootError
 from hvboot.image.disk import ALIGN_SECTORS, DiskLayout, write_disk_image
 from hvboot.image.fat import FatFile
-from hvboot.kernel.elf import LoadPlan, load_plan_bytes
+from hvboot.kernel.elf import LoadPlan, accepted
 from hvboot.loader import artifacts
 from hvboot.loader import bios_stages as bios_boot
 from hvboot.loader import config_file as loader_config
@@ -40,6 +41,8 @@ class BuildResult:
     layout: DiskLayout
     plan: LoadPlan
     files: tuple[FatFile, ...]
+    kind: str | None = None  # the kernel's kind, as hvboot-check names it
+    limine: dict[str, Any] | None = None  # what a Limine kernel asks for (kind limine)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -104,7 +107,8 @@ def _check_stage2_fits(layout: DiskLayout, lba: int, size: int, source: str, out
 def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
     """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
     kernel = gunzip(_read(cfg.kernel, "kernel"), cfg.kernel, "kernel")
-    plan = load_plan_bytes(kernel, str(cfg.kernel))
+    verdict = accepted(kernel, str(cfg.kernel))
+    assert verdict.plan is not None
     modules = []
     for m in cfg.modules:
         what = f"module {m.name!r}"
@@ -135,4 +139,4 @@ def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
         seed=seed.digest(),
     )
     _check_stage2_fits(layout, stage2_lba, len(bios.stage2), bios.source, output)
-    return BuildResult(output, layout, plan, tuple(files))
+    return BuildResult(output, layout, verdict.plan, tuple(files), verdict.kind, verdict.limine)

@@ -97,6 +97,13 @@ pub enum Error {
         /// The field and why.
         why: crate::multiboot2::Problem,
     },
+    /// The Limine kernel is refused (`crate::limine`).
+    Limine {
+        /// The kernel's path.
+        kernel: String,
+        /// The field and why.
+        why: crate::limine::Problem,
+    },
     /// The kernel's `.hvboot_request` is malformed.
     Request {
         /// The kernel's path.
@@ -182,6 +189,7 @@ impl fmt::Display for Error {
             Self::Config(e) => write!(f, "{CONFIG_PATH}: {e}"),
             Self::Elf { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Multiboot2 { kernel, why } => write!(f, "{kernel}: {why}"),
+            Self::Limine { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Request { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Unmet { kernel, field, why } => {
                 write!(f, "{kernel}: .hvboot_request: {field}: {why}")

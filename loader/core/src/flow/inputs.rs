@@ -10,7 +10,7 @@ use hvboot_api::{
 
 use super::{phys_slice, Error, Platform, CONFIG_PATH};
 use crate::config::{self, LoaderConfig};
-use crate::{elf, multiboot2, request, PAGE_SIZE as PAGE};
+use crate::{elf, limine, multiboot2, request, PAGE_SIZE as PAGE};
 
 /// Everything the later phases read.
 pub struct Inputs {
@@ -161,6 +161,11 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
             kernel,
             wants,
         });
+    }
+    if elf::kind(file) == Some(elf::KernelKind::Limine) {
+        // The same verdict `hvboot-check` gives the toolkit; its first problem is the reason.
+        let why = limine::verdict(file).problems.swap_remove(0);
+        return Err(Error::Limine { kernel: path, why });
     }
     let plan = match elf::plan(file) {
         Ok(plan) => plan,

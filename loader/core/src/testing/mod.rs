@@ -3,4 +3,5 @@
 #![allow(missing_docs)]
 
 pub mod elf;
+pub mod limine;
 pub mod multiboot2;
