@@ -165,6 +165,16 @@ def main() -> None:
         stripped = Path(t) / "mb2"
         run("strip", "-o", stripped, ROOT / "tests/kernels/build/hvboot-mb2-kernel.elf")
         write("multiboot2", "test-kernel", stripped.read_bytes())
+    # The Limine test kernel (tests/kernels/limine), stripped: its markers, base-revision tag
+    # and requests in the data segment; and the same with the tag asking for revision 6.
+    with tempfile.TemporaryDirectory() as t:
+        stripped = Path(t) / "limine"
+        run("strip", "-o", stripped, KERNELS / "hvboot-limine-kernel")
+        data = stripped.read_bytes()
+        write("limine", "test-kernel", data)
+        tag = struct.pack("<QQ", 0xF9562B2D5C95A6C8, 0x6A7B384944536BDC)
+        at = data.index(tag) + 16
+        write("limine", "test-kernel-revision-6", data[:at] + struct.pack("<Q", 6) + data[at + 8 :])
     for k in ("report", "request"):
         elf = small_elf((KERNELS / f"hvboot-{k}-kernel").read_bytes())
         write("elf", f"{k}-kernel-headers", elf)

@@ -13,7 +13,6 @@ from conftest import FIRMWARES, boot, make_image
 from test_loader_errors import _host_error, _replace
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
-from hvboot.errors import HvbootError
 from hvboot.kernel.elf import check_kernel, symbols
 from hvboot.loader import artifacts
 from hvboot.loader.config_file import KERNEL_PATH
@@ -75,13 +74,8 @@ def test_inspect_and_build_name_the_protocol_base_revision_and_requests(
     assert "limine base revision: 3 (tag at 0xffffffff" in text
     for name, _ in REQUESTS:
         assert f"  limine request: {name}, revision 0, at 0xffffffff" in text
-    # Until the hand-off is there the build refuses the kernel, saying what it found.
-    with pytest.raises(HvbootError) as err:
-        make_image(tmp_path, limine_kernel)
-    assert str(err.value) == (
-        f"{limine_kernel}: limine: a Limine kernel (base revision 3, 7 request(s)): hvboot "
-        "recognises it but has no Limine hand-off yet (docs/limine.md)"
-    )
+    result = make_image(tmp_path, limine_kernel)
+    assert result.kind == "limine" and result.limine == report["limine"]
 
 
 @pytest.mark.parametrize("revision", [0, 4, 6])

@@ -387,18 +387,6 @@ pub fn verdict(image: &[u8]) -> Verdict {
         );
         problems.insert(0, problem("limine image", message));
     }
-    // Recognised, checked, but not booted: the hand-off (answering the requests, the entry
-    // state of the base revision) is not written yet, and the kernel must not be entered as
-    // an hvboot kernel.
-    problems.push(problem(
-        "limine",
-        format!(
-            "a Limine kernel (base revision {}, {} request(s)): hvboot recognises it but has no \
-             Limine hand-off yet (docs/limine.md)",
-            found.base_revision(),
-            found.requests.len()
-        ),
-    ));
     Verdict {
         plan: Some(plan),
         found,

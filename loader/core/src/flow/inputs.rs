@@ -44,6 +44,8 @@ pub enum KernelImage {
     /// `elf::LoadPlan` view of its image the shared phases read (one block at its physical
     /// address, identity "virtual" addresses).
     Multiboot2(multiboot2::Plan, elf::LoadPlan),
+    /// A Limine kernel (`crate::limine`): an ELF plan and the requests found in it.
+    Limine(elf::LoadPlan, limine::Found),
 }
 
 impl KernelImage {
@@ -52,6 +54,7 @@ impl KernelImage {
         match self {
             Self::HvbootElf(_) => elf::KernelKind::HvbootElf,
             Self::Multiboot2(..) => elf::KernelKind::Multiboot2,
+            Self::Limine(..) => elf::KernelKind::Limine,
         }
     }
 }
@@ -60,7 +63,9 @@ impl Kernel {
     /// The load plan (segments, entry, virtual extent).
     pub fn plan(&self) -> &elf::LoadPlan {
         match &self.image {
-            KernelImage::HvbootElf(plan) | KernelImage::Multiboot2(_, plan) => plan,
+            KernelImage::HvbootElf(plan)
+            | KernelImage::Multiboot2(_, plan)
+            | KernelImage::Limine(plan, _) => plan,
         }
     }
 
@@ -68,7 +73,15 @@ impl Kernel {
     pub fn multiboot2(&self) -> Option<&multiboot2::Plan> {
         match &self.image {
             KernelImage::Multiboot2(plan, _) => Some(plan),
-            KernelImage::HvbootElf(_) => None,
+            _ => None,
+        }
+    }
+
+    /// What the Limine scan found, for a Limine kernel.
+    pub fn limine(&self) -> Option<&limine::Found> {
+        match &self.image {
+            KernelImage::Limine(_, found) => Some(found),
+            _ => None,
         }
     }
 }
@@ -115,6 +128,24 @@ impl Wants {
             ..KernelRequest::default()
         };
         Self::of(Some(request))
+    }
+
+    /// What a Limine kernel wants: the defaults, with the Stack Size request's size (limine-
+    /// protocol PROTOCOL.md: at least 64 KiB, which is hvboot's default) in whole pages.
+    pub fn limine(file: &[u8], found: &limine::Found) -> Self {
+        let asked = found.request("stack size").map_or(0, |r| {
+            let at = (r.offset + limine::REQUEST_HEADER) as usize;
+            file.get(at..at + 8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        });
+        let stack_size = asked
+            .max(DEFAULT_STACK_SIZE)
+            .checked_next_multiple_of(PAGE)
+            .unwrap_or(DEFAULT_STACK_SIZE);
+        Self::of(Some(KernelRequest {
+            stack_size,
+            ..KernelRequest::default()
+        }))
     }
 
     /// Whether the request sets flag `f`.
@@ -164,8 +195,27 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
     }
     if elf::kind(file) == Some(elf::KernelKind::Limine) {
         // The same verdict `hvboot-check` gives the toolkit; its first problem is the reason.
-        let why = limine::verdict(file).problems.swap_remove(0);
-        return Err(Error::Limine { kernel: path, why });
+        let mut v = limine::verdict(file);
+        let plan = match v.plan {
+            Some(plan) if v.problems.is_empty() => plan,
+            _ => {
+                let why = v.problems.swap_remove(0);
+                return Err(Error::Limine { kernel: path, why });
+            }
+        };
+        let wants = Wants::limine(file, &v.found);
+        let image = KernelImage::Limine(plan, v.found);
+        let kernel = Kernel {
+            path,
+            file_phys,
+            file_len,
+            image,
+        };
+        return Ok(Inputs {
+            config,
+            kernel,
+            wants,
+        });
     }
     let plan = match elf::plan(file) {
         Ok(plan) => plan,

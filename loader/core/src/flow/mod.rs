@@ -46,6 +46,7 @@ pub use platform::{
 use crate::handoff::Handoff;
 use crate::hv;
 use crate::protocols::hvboot::Hvboot;
+use crate::protocols::limine::Limine;
 use crate::protocols::multiboot2::Multiboot2;
 use crate::protocols::Protocol;
 
@@ -86,6 +87,10 @@ pub fn boot<P: Platform, C: Cpu>(p: &mut P, cpu: &C, tsc_start: u64) -> Result<H
     let inputs = inputs::read(p)?;
     if inputs.kernel.multiboot2().is_some() {
         return run_multiboot2(p, cpu, inputs, tsc_start);
+    }
+    if let Some(found) = inputs.kernel.limine() {
+        let mut limine = Limine::new(found.clone(), p.phys_offset());
+        return run_inputs(p, cpu, &mut limine, inputs, tsc_start);
     }
     run_inputs(p, cpu, &mut Hvboot::default(), inputs, tsc_start)
 }

@@ -5,11 +5,13 @@
 //!
 //! - [`hvboot`]: hvboot's own `BootInfo` (docs/protocol.md), RDI = the block.
 //! - [`multiboot2`]: the Multiboot2 information (docs/multiboot2.md), 32-bit entry, EBX = it.
+//! - [`limine`]: Limine's responses written into the kernel's requests (docs/limine.md).
 //!
 //! Linux (boot_params), Limine and bootloader_api hand-offs would be sibling modules; each
 //! brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
 
 pub mod hvboot;
+pub mod limine;
 pub mod multiboot2;
 
 use hvboot_api::FirmwareMemoryEntry;
