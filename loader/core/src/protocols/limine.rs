@@ -20,6 +20,7 @@ use crate::flow::{Boot, Error};
 use crate::handoff::{EntryMode, Handoff};
 use crate::limine::{Found, Request, REQUEST_HEADER};
 use crate::memmap;
+use crate::PAGE_SIZE as PAGE;
 
 /// Memory-map entry types (PROTOCOL.md "Memory Map Feature").
 mod map_type {
@@ -98,6 +99,24 @@ pub fn map_type(k: MemoryKind) -> u64 {
     }
 }
 
+/// The final map in Limine's types into `out` (room made in `prepare`): PROTOCOL.md "Memory Map
+/// Feature" never marks the first page usable, so a usable range from 0 gives its first page to
+/// a reserved entry.
+fn limine_map(map: &[memmap::Region], out: &mut Vec<[u64; 3]>) {
+    for r in map {
+        let t = map_type(MemoryKind(r.kind));
+        if t == map_type::USABLE && r.base < PAGE && r.length > 0 {
+            let first = (PAGE - r.base).min(r.length);
+            out.push([r.base, first, map_type::RESERVED]);
+            if r.length > first {
+                out.push([PAGE, r.length - first, t]);
+            }
+        } else {
+            out.push([r.base, r.length, t]);
+        }
+    }
+}
+
 /// Appends to the information block, 8-byte aligned, and gives back virtual (HHDM) addresses.
 struct Writer<'a> {
     bytes: &'a mut [u8],
@@ -155,7 +174,7 @@ impl Protocol for Limine {
     fn prepare(&mut self, boot: &Boot) -> u64 {
         let cfg = &boot.inputs.config;
         let entries = boot.firmware.map_entries;
-        self.map = Vec::with_capacity(boot.firmware.map_capacity);
+        self.map = Vec::with_capacity(boot.firmware.map_capacity + 1);
         let files = cfg.modules.len() + 1;
         let strings = super::config_string_bytes(cfg)
             + cfg.modules.iter().map(|m| m.path.len() + 8).sum::<usize>()
@@ -163,7 +182,7 @@ impl Protocol for Limine {
             + 256;
         (core::mem::size_of_val(&GDT)
             + self.found.requests.len() * 64
-            + entries * (24 + 8)
+            + (entries + 1) * (24 + 8)
             + entries * EFI_DESCRIPTOR_SIZE as usize
             + files * (FILE_SIZE + 8)
             + FRAMEBUFFER_SIZE
@@ -182,11 +201,7 @@ impl Protocol for Limine {
         };
         let gdt = w.words(&GDT)?;
         debug_assert_eq!(w.used, gdt_len);
-        self.map.extend(
-            info.map
-                .iter()
-                .map(|r: &memmap::Region| [r.base, r.length, map_type(MemoryKind(r.kind))]),
-        );
+        limine_map(info.map, &mut self.map);
         for r in self.found.requests.clone() {
             if let Some(response) = self.respond(boot, &r, &mut w, info.firmware_map)? {
                 // The `response` member: the request's sixth word (PROTOCOL.md "Features").
@@ -357,7 +372,7 @@ impl Limine {
                         u64::from(e.firmware_type),
                         e.base,
                         0,
-                        e.length / crate::PAGE_SIZE,
+                        e.length / PAGE,
                         e.attributes,
                     ];
                     w.words(&d)?;
