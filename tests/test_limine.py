@@ -51,7 +51,6 @@ RAM_TYPES = {0, 2, 3, 5, 6}
 FRAMEBUFFER_TYPE = 7
 # Requests hvboot knows but leaves unanswered under both firmwares, said on serial.
 UNANSWERED = {
-    "MP": "hvboot does not start CPUs for Limine kernels yet",
     "date at boot": "hvboot does not read the RTC",
     "device tree blob": "not on x86-64",
 }
@@ -147,7 +146,7 @@ def test_every_response_matches_the_hosts_truth(
         path.write_bytes(bytes((j * 7 + i) & 0xFF for j in range(size)))
         mods.append(ModuleSpec(path=path, name=path.name, cmdline=f"module {i}" if i else ""))
     image = make_image(tmp_path, limine_kernel, cmdline, tuple(mods))
-    result, report = boot_report(image.output, firmware, memory="512M")
+    result, report = boot_report(image.output, firmware, memory="512M", cpus=4)
     assert "failed" not in report.items, report.all("failed")
 
     # Entry state: the Entry Point request's function, a 0 return address on a 16-byte
@@ -159,6 +158,12 @@ def test_every_response_matches_the_hosts_truth(
     assert report.one("firmware")["type"] == {"bios": "0", "uefi": "2"}[firmware]
     assert report.one("cmdline")["cmdline"] == cmdline
     assert report.one("paging")["mode"] == "0"
+
+    # MP: QEMU's 4 CPUs listed (the BSP first, as the MADT has them), every AP released through
+    # its goto_address, RDI = its own info, the extra argument, a 0 return address.
+    mp = report.one("mp")
+    assert (mp["cpus"], mp["released"], mp["arrived"], mp["wrong"]) == ("4", "3", "3", "0x0")
+    assert [c["lapic_id"] for c in report.all("mp_cpu")] == ["0", "1", "2", "3"]
 
     # The memory map: the protocol's rules (checked by the kernel) and RAM close to -m.
     assert report.one("memmap_rules")["ok"] == "1"

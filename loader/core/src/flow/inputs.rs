@@ -131,7 +131,8 @@ impl Wants {
     }
 
     /// What a Limine kernel wants: the defaults, with the Stack Size request's size (limine-
-    /// protocol PROTOCOL.md: at least 64 KiB, which is hvboot's default) in whole pages.
+    /// protocol PROTOCOL.md: at least 64 KiB, which is hvboot's default) in whole pages for
+    /// every CPU, and the APs started when it makes the MP request.
     pub fn limine(file: &[u8], found: &limine::Found) -> Self {
         let asked = found.request("stack size").map_or(0, |r| {
             let at = (r.offset + limine::REQUEST_HEADER) as usize;
@@ -142,8 +143,16 @@ impl Wants {
             .max(DEFAULT_STACK_SIZE)
             .checked_next_multiple_of(PAGE)
             .unwrap_or(DEFAULT_STACK_SIZE);
+        // The MP request: every AP started and parked, on a stack of the same size.
+        let flags = if found.request("MP").is_some() {
+            RequestFlags::START_APS
+        } else {
+            RequestFlags::default()
+        };
         Self::of(Some(KernelRequest {
             stack_size,
+            ap_stack_size: stack_size,
+            flags,
             ..KernelRequest::default()
         }))
     }

@@ -56,6 +56,22 @@ pub const DATA_SELECTOR: u16 = 0x30;
 const FILE_SIZE: usize = 5 * 8 + 6 * 4 + 3 * 16;
 /// Bytes of a `struct limine_framebuffer` (response revision 0).
 const FRAMEBUFFER_SIZE: usize = 64;
+/// Bytes of a `struct limine_mp_info` (x86-64): processor_id, lapic_id, reserved, goto_address,
+/// extra_argument.
+const MP_INFO_SIZE: usize = 32;
+/// Where in an MP info its `goto_address` is: laid over an AP's mailbox, it is the mailbox's
+/// `entry`, the word the park loop watches, and `extra_argument` the mailbox's `argument`.
+const GOTO_OFFSET: usize = 16;
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    use hvboot_api::CpuMailbox;
+    assert!(offset_of!(CpuMailbox, entry) == 0 && offset_of!(CpuMailbox, argument) == 8);
+    // The 16 bytes before a mailbox are the previous one's last reserved bytes (or the gap
+    // `cpus::prepare` leaves before the first): the info's processor and APIC IDs.
+    assert!(offset_of!(CpuMailbox, reserved) + 7 * 8 == size_of::<CpuMailbox>());
+    assert!(size_of::<CpuMailbox>() - offset_of!(CpuMailbox, reserved) >= GOTO_OFFSET);
+};
+
 /// Bytes of an EFI_MEMORY_DESCRIPTOR (UEFI 2.10 §7.2, version 1).
 const EFI_DESCRIPTOR_SIZE: u64 = 40;
 
@@ -186,6 +202,9 @@ impl Protocol for Limine {
             + entries * EFI_DESCRIPTOR_SIZE as usize
             + files * (FILE_SIZE + 8)
             + FRAMEBUFFER_SIZE
+            + boot.cpus.len() * 8
+            + MP_INFO_SIZE
+            + 32
             + 8
             + strings
             + 64) as u64
@@ -254,6 +273,65 @@ impl Limine {
         unsafe {
             core::ptr::write_unaligned((phys + self.phys_offset) as *mut u64, value);
         }
+    }
+
+    /// The MP response (PROTOCOL.md "SMP (multiprocessor) Feature", x86-64) over hvboot's SMP
+    /// engine (`flow::cpus`): every AP that arrived is parked on its mailbox, and its
+    /// `limine_mp_info` is laid over the mailbox so that `goto_address` is the word the park
+    /// loop watches and `extra_argument` the one it passes on; the mailbox's `cpu_start` (RDI at
+    /// release) points at the info, and the stack top it is released with is 8 bytes lower,
+    /// where a 0 return address lies, as on the BSP. The BSP's info is in the block.
+    /// x2APIC is not turned on (flags 0): the request's bit asks for it only "if possible".
+    fn mp(
+        &self,
+        boot: &Boot,
+        aps: &crate::flow::cpus::Aps,
+        w: &mut Writer<'_>,
+    ) -> Result<u64, Error> {
+        let hhdm = boot.space.direct_map_offset;
+        let mut infos = Vec::with_capacity(boot.cpus.len());
+        let mut bsp_apic = 0u32;
+        for (i, s) in aps.starts.iter().enumerate() {
+            let ids = u64::from(s.acpi_uid) | u64::from(s.apic_id) << 32;
+            if s.state == hvboot_api::CpuState::BSP {
+                bsp_apic = s.apic_id;
+                infos.push(w.words(&[ids, 0, 0, 0])?);
+                continue;
+            }
+            let Some(k) = aps.slots.iter().position(|&j| j == i) else {
+                continue;
+            };
+            if s.state != hvboot_api::CpuState::PARKED {
+                continue;
+            }
+            let mailbox = aps.mailboxes[k] as u64;
+            let info = mailbox - GOTO_OFFSET as u64;
+            let virt = info - self.phys_offset + hhdm;
+            // SAFETY: the info's first 16 bytes are reserved, zero bytes before the mailbox
+            // (see the assertions at `GOTO_OFFSET`); the mailbox's `cpu_start` and the stack
+            // top are read by the AP only once the kernel writes `goto_address`.
+            unsafe {
+                core::ptr::write_volatile(info as *mut u64, ids);
+                let m = aps.mailboxes[k];
+                core::ptr::addr_of_mut!((*m).cpu_start).write_volatile(virt);
+                let top = aps.stack_tops.add(k);
+                top.write_volatile(top.read_volatile() - 8);
+            }
+            // The 0 return address, in the stack's last word (its extent: STACK, slot + 1).
+            let stack = boot
+                .placed
+                .extents
+                .iter()
+                .find(|e| e.what == hvboot_api::ExtentKind::STACK && e.index == k as u32 + 1);
+            if let Some(e) = stack {
+                let last = e.phys + e.length - 8 + self.phys_offset;
+                // SAFETY: the AP's own stack, unused until its release.
+                unsafe { core::ptr::write_volatile(last as *mut u64, 0) };
+            }
+            infos.push(virt);
+        }
+        let array = w.words(&infos)?;
+        w.words(&[0, u64::from(bsp_apic) << 32, infos.len() as u64, array])
     }
 
     /// Member `index` (in words after the header) of request `r`, from the kernel's file as
@@ -400,7 +478,10 @@ impl Limine {
             "EFI system table" | "EFI memory map" => {
                 return unanswered(name, "booted by BIOS, there is no EFI")
             }
-            "MP" => return unanswered(name, "hvboot does not start CPUs for Limine kernels yet"),
+            "MP" => match &boot.aps {
+                Some(aps) => self.mp(boot, aps, w)?,
+                None => return unanswered(name, "no MADT lists the processors"),
+            },
             "date at boot" => return unanswered(name, "hvboot does not read the RTC"),
             _ => return unanswered(name, "not on x86-64"),
         };

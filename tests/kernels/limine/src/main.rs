@@ -12,7 +12,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use hvboot_api::crc32::crc32;
 use hvboot_api::{exit_qemu, serial_print, serial_println, EXIT_FAILURE, EXIT_SUCCESS};
@@ -230,7 +230,7 @@ extern "C" fn limine_main(rsp: u64) -> ! {
         None => unanswered("paging mode"),
     }
     match r.mp.get_response() {
-        Some(m) => serial_println!("HVB mp cpus={} bsp={}", m.cpus().len(), m.bsp_lapic_id()),
+        Some(m) => mp(m),
         None => unanswered("MP"),
     }
     files(r, hhdm);
@@ -291,6 +291,64 @@ extern "C" fn limine_main(rsp: u64) -> ! {
     } else {
         EXIT_SUCCESS
     })
+}
+
+/// APs that jumped to their `goto_address` with RDI = their own info, and what was not as the
+/// protocol says on any of them: 1 the APIC ID, 2 the extra argument, 4 the stack's alignment,
+/// 8 the return address.
+static ARRIVED: AtomicU32 = AtomicU32::new(0);
+static WRONG: AtomicU32 = AtomicU32::new(0);
+
+/// Releases every AP through its `goto_address` (extra argument = its index + 1) and waits for
+/// each to check in.
+fn mp(m: &limine::response::MpResponse) {
+    let cpus = m.cpus();
+    let mut released = 0;
+    for (i, cpu) in cpus.iter().enumerate() {
+        serial_println!("HVB mp_cpu index={i} processor_id={} lapic_id={}", cpu.id, cpu.lapic_id);
+        if cpu.lapic_id != m.bsp_lapic_id() {
+            cpu.extra.store(i as u64 + 1, Ordering::SeqCst);
+            cpu.goto_address.write(ap_entry);
+            released += 1;
+        }
+    }
+    // TCG on shared cores: allow many spins, each a PAUSE.
+    let mut spins = 0u64;
+    while ARRIVED.load(Ordering::SeqCst) < released && spins < 2_000_000_000 {
+        core::hint::spin_loop();
+        spins += 1;
+    }
+    let arrived = ARRIVED.load(Ordering::SeqCst);
+    let wrong = WRONG.load(Ordering::SeqCst);
+    let ok = check(arrived == released && wrong == 0, "APs through goto_address");
+    serial_println!(
+        "HVB mp cpus={} bsp={} x2apic={} released={released} arrived={arrived} wrong={wrong:#x} ok={ok}",
+        cpus.len(),
+        m.bsp_lapic_id(),
+        m.flags().bits() & 1
+    );
+}
+
+/// An AP's first instruction after its release: RSP as the loader left it goes to `ap_main`.
+#[unsafe(naked)]
+unsafe extern "C" fn ap_entry(_cpu: &limine::mp::Cpu) -> ! {
+    core::arch::naked_asm!("mov rsi, rsp", "call {main}", "ud2", main = sym ap_main)
+}
+
+/// RDI = its own info (the APIC ID it reads from CPUID must be the info's), the extra argument
+/// the BSP set, a 0 return address on a 16-byte aligned stack.
+unsafe extern "C" fn ap_main(cpu: &limine::mp::Cpu, rsp: u64) -> ! {
+    let ret = (rsp as *const u64).read();
+    let apic = core::arch::x86_64::__cpuid(1).ebx >> 24;
+    let why = u32::from(cpu.lapic_id != apic)
+        | u32::from(cpu.extra.load(Ordering::SeqCst) == 0) << 1
+        | u32::from((rsp + 8) % 16 != 0) << 2
+        | u32::from(ret != 0) << 3;
+    WRONG.fetch_or(why, Ordering::SeqCst);
+    ARRIVED.fetch_add(1, Ordering::SeqCst);
+    loop {
+        core::arch::asm!("cli", "hlt");
+    }
 }
 
 /// Every entry, and the rules of PROTOCOL.md "Memory Map Feature": sorted by base; usable and
