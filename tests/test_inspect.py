@@ -22,6 +22,7 @@ KERNEL_KEYS = {
     "kernel_kind",
     "protocol",
     "multiboot2",
+    "limine",
     "path",
     "size",
     "ok",

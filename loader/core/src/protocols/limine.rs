@@ -61,7 +61,7 @@ const FRAMEBUFFER_SIZE: usize = 64;
 const MP_INFO_SIZE: usize = 32;
 /// Where in an MP info its `goto_address` is: laid over an AP's mailbox, it is the mailbox's
 /// `entry`, the word the park loop watches, and `extra_argument` the mailbox's `argument`.
-const GOTO_OFFSET: usize = 16;
+pub const MP_INFO_GOTO: u64 = 16;
 const _: () = {
     use core::mem::{offset_of, size_of};
     use hvboot_api::CpuMailbox;
@@ -69,7 +69,7 @@ const _: () = {
     // The 16 bytes before a mailbox are the previous one's last reserved bytes (or the gap
     // `cpus::prepare` leaves before the first): the info's processor and APIC IDs.
     assert!(offset_of!(CpuMailbox, reserved) + 7 * 8 == size_of::<CpuMailbox>());
-    assert!(size_of::<CpuMailbox>() - offset_of!(CpuMailbox, reserved) >= GOTO_OFFSET);
+    assert!(size_of::<CpuMailbox>() - offset_of!(CpuMailbox, reserved) >= MP_INFO_GOTO as usize);
 };
 
 /// Bytes of an EFI_MEMORY_DESCRIPTOR (UEFI 2.10 §7.2, version 1).
@@ -305,10 +305,10 @@ impl Limine {
                 continue;
             }
             let mailbox = aps.mailboxes[k] as u64;
-            let info = mailbox - GOTO_OFFSET as u64;
+            let info = mailbox - MP_INFO_GOTO;
             let virt = info - self.phys_offset + hhdm;
             // SAFETY: the info's first 16 bytes are reserved, zero bytes before the mailbox
-            // (see the assertions at `GOTO_OFFSET`); the mailbox's `cpu_start` and the stack
+            // (see the assertions at `MP_INFO_GOTO`); the mailbox's `cpu_start` and the stack
             // top are read by the AP only once the kernel writes `goto_address`.
             unsafe {
                 core::ptr::write_volatile(info as *mut u64, ids);
