@@ -83,6 +83,9 @@ pub struct Limine {
     phys_offset: u64,
     /// The memory map in Limine's types, filled after the firmware is gone.
     map: Vec<[u64; 3]>,
+    /// Pointer arrays (map entries, files, CPUs) gathered before they are written; sized in
+    /// `prepare`, since nothing may allocate once the firmware is gone.
+    scratch: Vec<u64>,
 }
 
 impl Limine {
@@ -92,6 +95,7 @@ impl Limine {
             found,
             phys_offset,
             map: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -141,31 +145,38 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn words(&mut self, words: &[u64]) -> Result<u64, Error> {
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        self.bytes_(&bytes)
-    }
-
-    fn bytes_(&mut self, data: &[u8]) -> Result<u64, Error> {
+    /// Room for `len` bytes at the next 8-byte boundary: their offset in the block.
+    fn room(&mut self, len: usize) -> Result<usize, Error> {
         let at = self.used.next_multiple_of(8);
-        let end = at + data.len();
-        if end > self.bytes.len() {
+        if at + len > self.bytes.len() {
             return Err(Error::BootInfo(format!(
                 "the Limine responses need more than the {} bytes sized for them",
                 self.bytes.len()
             )));
         }
-        self.bytes[at..end].copy_from_slice(data);
-        self.used = end;
+        self.used = at + len;
+        Ok(at)
+    }
+
+    fn words(&mut self, words: &[u64]) -> Result<u64, Error> {
+        let at = self.room(words.len() * 8)?;
+        for (i, w) in words.iter().enumerate() {
+            self.bytes[at + i * 8..at + i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
         Ok(self.virt + at as u64)
     }
 
-    /// A NUL-terminated string.
+    fn bytes_(&mut self, data: &[u8]) -> Result<u64, Error> {
+        let at = self.room(data.len())?;
+        self.bytes[at..at + data.len()].copy_from_slice(data);
+        Ok(self.virt + at as u64)
+    }
+
+    /// A NUL-terminated string (the block is zeroed: the terminator is there).
     fn string(&mut self, s: &str) -> Result<u64, Error> {
-        let mut b = Vec::with_capacity(s.len() + 1);
-        b.extend_from_slice(s.as_bytes());
-        b.push(0);
-        self.bytes_(&b)
+        let at = self.room(s.len() + 1)?;
+        self.bytes[at..at + s.len()].copy_from_slice(s.as_bytes());
+        Ok(self.virt + at as u64)
     }
 
     /// A `struct limine_file` for a file at `phys` of `size` bytes.
@@ -191,6 +202,10 @@ impl Protocol for Limine {
         let cfg = &boot.inputs.config;
         let entries = boot.firmware.map_entries;
         self.map = Vec::with_capacity(boot.firmware.map_capacity + 1);
+        let arrays = (boot.firmware.map_capacity + 1)
+            .max(cfg.modules.len())
+            .max(boot.cpus.len());
+        self.scratch = Vec::with_capacity(arrays);
         let files = cfg.modules.len() + 1;
         let strings = super::config_string_bytes(cfg)
             + cfg.modules.iter().map(|m| m.path.len() + 8).sum::<usize>()
@@ -221,7 +236,8 @@ impl Protocol for Limine {
         let gdt = w.words(&GDT)?;
         debug_assert_eq!(w.used, gdt_len);
         limine_map(info.map, &mut self.map);
-        for r in self.found.requests.clone() {
+        for i in 0..self.found.requests.len() {
+            let r = self.found.requests[i];
             if let Some(response) = self.respond(boot, &r, &mut w, info.firmware_map)? {
                 // The `response` member: the request's sixth word (PROTOCOL.md "Features").
                 self.write_word(boot, r.vaddr + 40, response);
@@ -283,13 +299,14 @@ impl Limine {
     /// where a 0 return address lies, as on the BSP. The BSP's info is in the block.
     /// x2APIC is not turned on (flags 0): the request's bit asks for it only "if possible".
     fn mp(
-        &self,
+        &mut self,
         boot: &Boot,
         aps: &crate::flow::cpus::Aps,
         w: &mut Writer<'_>,
     ) -> Result<u64, Error> {
         let hhdm = boot.space.direct_map_offset;
-        let mut infos = Vec::with_capacity(boot.cpus.len());
+        let infos = &mut self.scratch;
+        infos.clear();
         let mut bsp_apic = 0u32;
         for (i, s) in aps.starts.iter().enumerate() {
             let ids = u64::from(s.acpi_uid) | u64::from(s.apic_id) << 32;
@@ -330,7 +347,7 @@ impl Limine {
             }
             infos.push(virt);
         }
-        let array = w.words(&infos)?;
+        let array = w.words(infos)?;
         w.words(&[0, u64::from(bsp_apic) << 32, infos.len() as u64, array])
     }
 
@@ -358,7 +375,7 @@ impl Limine {
     /// Writes the response to `r` and returns its address, `None` for a request left
     /// unanswered.
     fn respond(
-        &self,
+        &mut self,
         boot: &Boot,
         r: &Request,
         w: &mut Writer<'_>,
@@ -412,12 +429,12 @@ impl Limine {
                 w.words(&[0, 0])? // LIMINE_PAGING_MODE_X86_64_4LVL
             }
             "memory map" => {
-                let mut entries = Vec::with_capacity(self.map.len());
+                self.scratch.clear();
                 for e in &self.map {
-                    entries.push(w.words(e)?);
+                    self.scratch.push(w.words(e)?);
                 }
-                let array = w.words(&entries)?;
-                w.words(&[0, entries.len() as u64, array])?
+                let array = w.words(&self.scratch)?;
+                w.words(&[0, self.scratch.len() as u64, array])?
             }
             "executable file" => {
                 let k = &boot.inputs.kernel;
@@ -425,12 +442,13 @@ impl Limine {
                 w.words(&[0, f])?
             }
             "module" => {
-                let mut files = Vec::with_capacity(cfg.modules.len());
+                self.scratch.clear();
                 for (m, &placed) in cfg.modules.iter().zip(&boot.placed.modules) {
-                    files.push(w.file(hhdm, placed, &m.path, &m.cmdline)?);
+                    self.scratch
+                        .push(w.file(hhdm, placed, &m.path, &m.cmdline)?);
                 }
-                let array = w.words(&files)?;
-                w.words(&[0, files.len() as u64, array])?
+                let array = w.words(&self.scratch)?;
+                w.words(&[0, self.scratch.len() as u64, array])?
             }
             "RSDP" if t.rsdp != 0 => w.words(&[0, self.table(t.rsdp, 3, hhdm)])?,
             "SMBIOS" if t.smbios != 0 || t.smbios3 != 0 => {
