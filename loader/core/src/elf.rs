@@ -1702,13 +1702,7 @@ mod tests {
     fn mutated_headers_never_panic_and_agree() {
         let good = build(KBASE, &kernel_phs());
         let header_end = 64 + 4 * 56;
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..5000 {
             let mut f = good.clone();
             for _ in 0..1 + next() % 4 {

@@ -178,13 +178,7 @@ fn mutated_kernels_never_panic_and_keep_the_scan_rules() {
     ]);
     let good = kernel(&w);
     let spots = [(0usize, 64 + 2 * 56), (0x2000, 0x2000 + w.len() * 8)];
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
     for _ in 0..5000 {
         let mut f = good.clone();
         for _ in 0..1 + next() % 4 {
