@@ -173,6 +173,16 @@ def main() -> None:
     if vmlinuz.exists():
         data = vmlinuz.read_bytes()
         write("bzimage", "debian-12-setup", data[: (data[0x1F1] + 1) * 512 + 4096])
+    # The Limine test kernel (tests/kernels/limine), stripped: its markers, base-revision tag
+    # and requests in the data segment; and the same with the tag asking for revision 6.
+    with tempfile.TemporaryDirectory() as t:
+        stripped = Path(t) / "limine"
+        run("strip", "-o", stripped, KERNELS / "hvboot-limine-kernel")
+        data = stripped.read_bytes()
+        write("limine", "test-kernel", data)
+        tag = struct.pack("<QQ", 0xF9562B2D5C95A6C8, 0x6A7B384944536BDC)
+        at = data.index(tag) + 16
+        write("limine", "test-kernel-revision-6", data[:at] + struct.pack("<Q", 6) + data[at + 8 :])
     for k in ("report", "request"):
         elf = small_elf((KERNELS / f"hvboot-{k}-kernel").read_bytes())
         write("elf", f"{k}-kernel-headers", elf)

@@ -23,6 +23,7 @@ KERNEL_KEYS = {
     "protocol",
     "multiboot2",
     "linux",
+    "limine",
     "path",
     "size",
     "ok",

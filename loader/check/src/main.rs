@@ -29,7 +29,7 @@ use std::process::ExitCode;
 use hvboot_api::request::REQUEST_SECTION;
 use hvboot_api::KernelRequest;
 use hvboot_loader_core::fat::{self, BlockDevice, Volume};
-use hvboot_loader_core::{config, elf, gpt, multiboot2, request};
+use hvboot_loader_core::{config, elf, gpt, limine, multiboot2, request};
 use json::Json;
 
 const USAGE: &str =
@@ -218,13 +218,56 @@ fn check_multiboot2(data: &[u8]) -> (bool, Json) {
     (ok, doc)
 }
 
+/// What the Limine scan found: the base revision asked for (and the tag's address), the
+/// markers, each request with its name (null for one hvboot does not know), ID and revision.
+fn limine_found(f: &limine::Found) -> Json {
+    let opt = |v: Option<u64>| v.map_or(Json::Null, Json::from);
+    let requests = f.requests.iter().map(|r| {
+        Json::object([
+            ("name", r.name().map_or(Json::Null, Json::from)),
+            ("id", Json::Array(vec![r.id[0].into(), r.id[1].into()])),
+            ("revision", r.revision.into()),
+            ("address", r.vaddr.into()),
+        ])
+    });
+    Json::object([
+        ("base_revision", f.base_revision().into()),
+        ("tag_address", opt(f.tag.map(|t| t.0))),
+        ("start_marker", opt(f.markers.0)),
+        ("end_marker", opt(f.markers.1)),
+        ("requests", Json::Array(requests.collect())),
+    ])
+}
+
+/// The verdict on a Limine kernel: the ELF plan, what the scan found, every problem.
+fn check_limine(data: &[u8]) -> (bool, Json) {
+    let v = limine::verdict(data);
+    let problems: Vec<Json> = v
+        .problems
+        .into_iter()
+        .map(|p| problem(p.field, p.message))
+        .collect();
+    let ok = problems.is_empty();
+    let doc = Json::object([
+        ("size", Json::from(data.len() as u64)),
+        ("kind", elf::KernelKind::Limine.name().into()),
+        ("ok", ok.into()),
+        ("plan", v.plan.as_ref().map_or(Json::Null, plan)),
+        ("request", Json::Null),
+        ("multiboot2", Json::Null),
+        ("limine", limine_found(&v.found)),
+        ("problems", Json::Array(problems)),
+    ]);
+    (ok, doc)
+}
+
 /// The verdict on a kernel: its kind, plan, request and problems (ELF first, then the request).
 fn check_kernel(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
-    if elf::kind(data) == Some(elf::KernelKind::Multiboot2) {
-        return check_multiboot2(data);
-    }
-    if elf::kind(data) == Some(elf::KernelKind::Linux) {
-        return linux::check(data, cmdline);
+    match elf::kind(data) {
+        Some(elf::KernelKind::Multiboot2) => return check_multiboot2(data),
+        Some(elf::KernelKind::Linux) => return linux::check(data, cmdline),
+        Some(elf::KernelKind::Limine) => return check_limine(data),
+        _ => {}
     }
     let mut problems = Vec::new();
     let plan = match elf::check(data) {

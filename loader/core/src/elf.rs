@@ -59,9 +59,8 @@ const PN_XNUM: u16 = 0xffff;
 
 /// The kinds of kernel the loader boots: hvboot's own (an x86_64 ELF executable entered in
 /// long mode with hvboot's boot information and an optional `.hvboot_request`), Multiboot2
-/// (`crate::multiboot2`) and Linux bzImages (`crate::linux`). Other boot protocols (Limine,
-/// rust-osdev's `bootloader_api`) would be further variants, each recognised by [`kind`] and checked by its
-/// own rules.
+/// (`crate::multiboot2`), Linux bzImages (`crate::linux`) and Limine kernels (`crate::limine`),
+/// each recognised by [`kind`] and checked by its own rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
     /// hvboot's own protocol: the ELF rules of this module.
@@ -70,6 +69,8 @@ pub enum KernelKind {
     Multiboot2,
     /// A Linux bzImage ("HdrS" at 0x202): the rules of `crate::linux`.
     Linux,
+    /// An ELF with Limine's base-revision tag or requests: `crate::limine`.
+    Limine,
 }
 
 impl KernelKind {
@@ -79,13 +80,15 @@ impl KernelKind {
             KernelKind::HvbootElf => "hvboot-elf",
             KernelKind::Multiboot2 => "multiboot2",
             KernelKind::Linux => "linux",
+            KernelKind::Limine => "limine",
         }
     }
 }
 
 /// The kind of kernel `image` is, `None` when it is none the loader knows (its file header is
 /// refused). A Multiboot2 header in the first 32 KiB makes it a Multiboot2 kernel even if it
-/// is an ELF64 (as GRUB, which prefers the header to the ELF).
+/// is an ELF64 (as GRUB, which prefers the header to the ELF); an ELF64 with Limine's magic is
+/// a Limine kernel.
 pub fn kind(image: &[u8]) -> Option<KernelKind> {
     if crate::multiboot2::is_multiboot2(image) {
         return Some(KernelKind::Multiboot2);
@@ -93,7 +96,12 @@ pub fn kind(image: &[u8]) -> Option<KernelKind> {
     if crate::linux::is_bzimage(image) {
         return Some(KernelKind::Linux);
     }
-    check_header(image).ok().map(|_| KernelKind::HvbootElf)
+    check_header(image).ok()?;
+    Some(if crate::limine::is_limine(image) {
+        KernelKind::Limine
+    } else {
+        KernelKind::HvbootElf
+    })
 }
 
 /// One loadable segment (`PT_LOAD`) of the kernel.
@@ -1699,13 +1707,7 @@ mod tests {
     fn mutated_headers_never_panic_and_agree() {
         let good = build(KBASE, &kernel_phs());
         let header_end = 64 + 4 * 56;
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..5000 {
             let mut f = good.clone();
             for _ in 0..1 + next() % 4 {

@@ -79,6 +79,53 @@ global_asm!(
     "xor r8d, r8d",
     "xor r9d, r9d",
     "jmp rdx",
+    // The Limine entry (limine-protocol PROTOCOL.md, "Machine state at entry", x86-64):
+    // rdi = CR3, rsi = stack top, rdx = entry, rcx = GDT base (virtual), r8 = GDT limit.
+    // The legacy PICs masked, the GDT's 64-bit selectors 0x28/0x30 loaded, no TSS, IF and DF
+    // clear, a return address of 0 pushed, every other general-purpose register 0.
+    ".global hvboot_limine",
+    "hvboot_limine:",
+    "cli",
+    "cld",
+    "mov al, 0xff",
+    "out 0x21, al",
+    "out 0xa1, al",
+    "mov cr3, rdi",
+    "mov rsp, rsi",
+    "sub rsp, 16",
+    "mov word ptr [rsp + 6], r8w",
+    "mov qword ptr [rsp + 8], rcx",
+    "lgdt [rsp + 6]",
+    "add rsp, 16",
+    "push 0x28",
+    "lea rax, [rip + 4f]",
+    "push rax",
+    "retfq",
+    "4:",
+    "mov eax, 0x30",
+    "mov ds, eax",
+    "mov es, eax",
+    "mov ss, eax",
+    "mov fs, eax",
+    "mov gs, eax",
+    "push 0",
+    "xor eax, eax",
+    "xor ebx, ebx",
+    "xor ecx, ecx",
+    "xor esi, esi",
+    "xor edi, edi",
+    "xor ebp, ebp",
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "xor r10d, r10d",
+    "xor r11d, r11d",
+    "xor r12d, r12d",
+    "xor r13d, r13d",
+    "xor r14d, r14d",
+    "xor r15d, r15d",
+    "mov rax, rdx",
+    "xor edx, edx",
+    "jmp rax",
     ".global hvboot_handoff_end",
     "hvboot_handoff_end:",
     ".text",
@@ -164,6 +211,7 @@ extern "C" {
     fn hvboot_multiboot2(entry: u64, info: u64) -> !;
     fn hvboot_multiboot2_efi64(entry: u64, info: u64) -> !;
     fn hvboot_handoff(cr3: u64, stack_top: u64, entry: u64, info: u64, gdt: u64, limit: u64) -> !;
+    fn hvboot_limine(cr3: u64, stack_top: u64, entry: u64, gdt: u64, limit: u64) -> !;
     static hvboot_handoff_end: u8;
 }
 
@@ -194,6 +242,10 @@ pub enum EntryMode {
     /// Multiboot2's EFI amd64 entry, boot services running: 64-bit on the firmware's state,
     /// EAX = 0x36d76289, EBX = the information; `cr3`, `stack_top` and `gdt_virt` are unused.
     Multiboot2Efi64,
+    /// Limine: 64-bit, the kernel's tables, the protocol's GDT at `gdt_virt` (selectors 0x28 and
+    /// 0x30, `crate::protocols::limine::GDT`), a 0 return address on the stack, every other
+    /// register 0; `boot_info` is unused.
+    Limine,
 }
 
 /// Everything the hand-off needs, already valid in the kernel's address space.
@@ -225,7 +277,7 @@ pub unsafe fn jump(h: &Handoff) -> ! {
         EntryMode::Multiboot2 => hvboot_multiboot2(h.entry, h.boot_info),
         EntryMode::Multiboot2Efi64 => hvboot_multiboot2_efi64(h.entry, h.boot_info),
         EntryMode::Linux => crate::protocols::linux::enter(h),
-        EntryMode::Hvboot => {}
+        EntryMode::Hvboot | EntryMode::Limine => {}
     }
     const IA32_EFER: u32 = 0xC000_0080;
     const EFER_NXE: u64 = 1 << 11;
@@ -237,6 +289,10 @@ pub unsafe fn jump(h: &Handoff) -> ! {
     // CR0.WP (bit 16), CR0.NE (bit 5); CR4.VMXE (bit 13).
     core::arch::asm!("mov rax, cr0", "or rax, 0x10020", "mov cr0, rax", out("rax") _);
     core::arch::asm!("mov rax, cr4", "btr rax, 13", "mov cr4, rax", out("rax") _);
+    if h.mode == EntryMode::Limine {
+        let limit = core::mem::size_of_val(&crate::protocols::limine::GDT) as u64 - 1;
+        hvboot_limine(h.cr3, h.stack_top, h.entry, h.gdt_virt, limit)
+    }
     let limit = (GDT_ENTRIES * 8 - 1) as u64;
     hvboot_handoff(h.cr3, h.stack_top, h.entry, h.boot_info, h.gdt_virt, limit)
 }

@@ -34,6 +34,7 @@ pub mod handoff;
 pub mod heap;
 pub mod hv;
 pub mod linux;
+pub mod limine;
 pub mod memmap;
 pub mod multiboot2;
 pub mod paging;

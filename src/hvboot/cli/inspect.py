@@ -29,6 +29,7 @@ from elftools.elf.elffile import ELFFile
 from hvboot.errors import HvbootError
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
 from hvboot.kernel import elf as kernel_elf
+from hvboot.kernel import limine
 from hvboot.kernel.elf import ELF_MAGIC, REQUEST_SECTION
 from hvboot.loader import checker
 from hvboot.loader.config_file import CONFIG_PATH, KERNEL_PATH
@@ -165,6 +166,7 @@ PROTOCOL_NAMES = {
     "hvboot-elf": "hvboot (64-bit entry, RDI = BootInfo)",
     "multiboot2": "Multiboot2 (32-bit protected-mode entry, EAX = 0x36d76289, EBX = information)",
     "linux": "Linux x86 boot protocol (64-bit entry at load address + 0x200, RSI = boot_params)",
+    "limine": "Limine (64-bit entry, responses in the kernel's requests; docs/limine.md)",
 }
 
 #: The setup header fields `hvboot inspect` shows in hex (the rest are counts, flags, strings).
@@ -251,6 +253,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         "protocol": None,
         "multiboot2": None,
         "linux": None,
+        "limine": None,
         "ok": False,
         "entry": None,
         "entry_symbol": None,
@@ -265,6 +268,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
     report["protocol"] = PROTOCOL_NAMES.get(verdict.kind or "")
     report["multiboot2"] = _multiboot2_header(verdict.multiboot2)
     report["linux"] = _linux_header(verdict.linux)
+    report["limine"] = verdict.limine
     report["problems"] = [Problem.of(e).json() for e in verdict.problems]
     report["request_header"] = request_header(data, verdict)
     plan = verdict.plan
@@ -312,6 +316,8 @@ def _kernel_text(r: Json, indent: str = "") -> list[str]:
         lines += _multiboot2_text(r["multiboot2"])
     if r.get("linux"):
         lines += _linux_text(r["linux"])
+    if r.get("limine"):
+        lines += limine.describe(r["limine"])
     if r.get("describe"):
         lines += r["describe"].splitlines()
         if r["entry_symbol"]:

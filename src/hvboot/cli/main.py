@@ -33,6 +33,7 @@ from hvboot.errors import HvbootError
 from hvboot.image.build import BuildResult, build_image
 from hvboot.image.iso import build_iso, is_iso
 from hvboot.image.netboot import BOOT_FILE, build_netboot
+from hvboot.kernel import limine
 from hvboot.kernel.elf import ELF_MAGIC
 from hvboot.loader import artifacts
 from hvboot.vm import qemu
@@ -193,6 +194,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"wrote {output} ({result.layout.total_sectors * 512 // (1 << 20)} MiB, "
         f"{result.layout.fat_type} ESP, {len(cfg.modules)} module(s))"
     )
+    if result.limine is not None:
+        _say("kernel protocol: limine")
+        for line in limine.describe(result.limine):
+            _say(line)
     return 0
 
 

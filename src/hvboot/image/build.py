@@ -17,12 +17,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hvboot.config.build import BuildConfig, ModuleSpec
 from hvboot.errors import HvbootError
 from hvboot.image.disk import ALIGN_SECTORS, DiskLayout, write_disk_image
 from hvboot.image.fat import FatFile
-from hvboot.kernel.elf import LoadPlan, load_plan_bytes
+from hvboot.kernel.elf import LoadPlan, accepted
 from hvboot.loader import artifacts
 from hvboot.loader import bios_stages as bios_boot
 from hvboot.loader import config_file as loader_config
@@ -39,6 +40,8 @@ class BuildResult:
     layout: DiskLayout
     plan: LoadPlan
     files: tuple[FatFile, ...]
+    kind: str | None = None  # the kernel's kind, as hvboot-check names it
+    limine: dict[str, Any] | None = None  # what a Limine kernel asks for (kind limine)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -107,12 +110,15 @@ class BootFiles:
     plan: LoadPlan
     files: list[FatFile]
     digest: bytes
+    kind: str | None = None  # the kernel's kind, as hvboot-check names it
+    limine: dict[str, Any] | None = None  # what a Limine kernel asks for (kind limine)
 
 
 def boot_files(cfg: BuildConfig) -> BootFiles:
     """The checked kernel, the modules, the loader config and the UEFI loader, as ESP files."""
     kernel = gunzip(_read(cfg.kernel, "kernel"), cfg.kernel, "kernel")
-    plan = load_plan_bytes(kernel, str(cfg.kernel), cfg.cmdline)
+    verdict = accepted(kernel, str(cfg.kernel), cfg.cmdline)
+    assert verdict.plan is not None
     modules = []
     for m in cfg.modules:
         what = f"module {m.name!r}"
@@ -121,7 +127,7 @@ def boot_files(cfg: BuildConfig) -> BootFiles:
     seed = hashlib.sha256()
     for f in files:
         seed.update(f.path.encode() + b"\0" + hashlib.sha256(f.data).digest())
-    return BootFiles(plan, files, seed.digest())
+    return BootFiles(verdict.plan, files, seed.digest(), verdict.kind, verdict.limine)
 
 
 def check_output(output: Path) -> None:
@@ -153,4 +159,4 @@ def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
         seed=boot.digest,
     )
     _check_stage2_fits(layout, stage2_lba, len(bios.stage2), bios.source, output)
-    return BuildResult(output, layout, plan, tuple(files))
+    return BuildResult(output, layout, plan, tuple(files), boot.kind, boot.limine)

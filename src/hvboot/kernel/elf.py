@@ -33,6 +33,7 @@ __all__ = [
     "LoadPlan",
     "Request",
     "Segment",
+    "accepted",
     "check_kernel",
     "describe",
     "load_plan",
@@ -111,12 +112,13 @@ class KernelCheck:
     """The core's whole verdict on a kernel: every problem, not only the first."""
 
     source: str
-    kind: str | None  # "hvboot-elf", "multiboot2", "linux"; None: a kind the loader does not know
+    kind: str | None  # "hvboot-elf", "multiboot2", "linux", "limine"; None: unknown to the loader
     plan: LoadPlan | None  # None when the ELF is refused
     request: Request | None  # None without a .hvboot_request section, or with a refused one
     problems: tuple[HvbootError, ...]  # in the core's order: the loader reports the first
     multiboot2: dict[str, Any] | None = None  # the decoded Multiboot2 header (kind multiboot2)
     linux: dict[str, Any] | None = None  # the decoded bzImage setup header (kind linux)
+    limine: dict[str, Any] | None = None  # base revision, markers, requests (kind limine)
 
     @property
     def ok(self) -> bool:
@@ -143,18 +145,33 @@ def check_kernel(data: bytes, source: str, cmdline: str | None = None) -> Kernel
         )
     problems = tuple(pr.error(source) for pr in checker.problems(doc))
     return KernelCheck(
-        source, doc["kind"], plan, request, problems, doc.get("multiboot2"), doc.get("linux")
+        source,
+        doc["kind"],
+        plan,
+        request,
+        problems,
+        doc.get("multiboot2"),
+        doc.get("linux"),
+        doc.get("limine"),
     )
 
 
-def load_plan_bytes(data: bytes, source: str, cmdline: str | None = None) -> LoadPlan:
-    """The load plan of kernel ELF `data`; `HvbootError` with the first problem the loader
-    would refuse it for (``<source>: <field>``, the core's message), `cmdline` included."""
+def accepted(data: bytes, source: str, cmdline: str | None = None) -> KernelCheck:
+    """The core's verdict on kernel `data` when the loader accepts it; `HvbootError` with the
+    first problem the loader would refuse it for (``<source>: <field>``, the core's message),
+    `cmdline` included."""
     verdict = check_kernel(data, source, cmdline)
     if verdict.problems:
         raise verdict.problems[0]
     assert verdict.plan is not None
-    return verdict.plan
+    return verdict
+
+
+def load_plan_bytes(data: bytes, source: str, cmdline: str | None = None) -> LoadPlan:
+    """The load plan of kernel ELF `data` (`accepted`'s)."""
+    plan = accepted(data, source, cmdline).plan
+    assert plan is not None
+    return plan
 
 
 def read_request(data: bytes, source: str) -> Request | None:

@@ -80,6 +80,8 @@ pub struct Aps {
     pub slots: Vec<usize>,
     /// Per started AP: its mailbox as the loader reaches it.
     pub mailboxes: Vec<*mut CpuMailbox>,
+    /// Per started AP: the RSP it is released with, as the loader reaches it.
+    pub stack_tops: *mut u64,
     /// One record per CPU-list entry (the protocol's `cpu_starts`).
     pub starts: Vec<CpuStart>,
     /// TSC ticks per µs for the delays.
@@ -231,7 +233,9 @@ impl DataLayout {
     fn new(n: u64) -> Self {
         let stack_tops = (4 * n).next_multiple_of(8);
         let msrs = stack_tops + 8 * n;
-        let mailboxes = (msrs + 16 * MAX_MSRS as u64).next_multiple_of(128);
+        // 16 zero bytes at least before the first mailbox: a Limine MP info laid over a
+        // mailbox starts 16 bytes before it (protocols/limine.rs, "MP").
+        let mailboxes = (msrs + 16 * MAX_MSRS as u64 + 16).next_multiple_of(128);
         let gdts = mailboxes + n * size_of::<CpuMailbox>() as u64;
         let size = (gdts + n * GDT_SLOT).next_multiple_of(PAGE);
         Self {
@@ -337,11 +341,13 @@ pub fn prepare<P: Platform>(
             s.flags = CpuStartFlags(s.flags.0 | CpuStartFlags::MWAIT.0);
         }
     }
+    let stack_tops = (data + layout.stack_tops).wrapping_add(p.phys_offset()) as *mut u64;
     Ok(Aps {
         page,
         local_apic,
         slots,
         mailboxes,
+        stack_tops,
         starts,
         ticks_per_us: if tsc_hz == 0 {
             UNKNOWN_TICKS_PER_US

@@ -104,6 +104,13 @@ pub enum Error {
         /// The field and why.
         why: crate::linux::Problem,
     },
+    /// The Limine kernel is refused (`crate::limine`).
+    Limine {
+        /// The kernel's path.
+        kernel: String,
+        /// The field and why.
+        why: crate::limine::Problem,
+    },
     /// The kernel's `.hvboot_request` is malformed.
     Request {
         /// The kernel's path.
@@ -190,6 +197,7 @@ impl fmt::Display for Error {
             Self::Elf { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Multiboot2 { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Linux { kernel, why } => write!(f, "{kernel}: {why}"),
+            Self::Limine { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Request { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Unmet { kernel, field, why } => {
                 write!(f, "{kernel}: .hvboot_request: {field}: {why}")

@@ -10,7 +10,7 @@ use hvboot_api::{
 
 use super::{phys_slice, Error, Platform, CONFIG_PATH};
 use crate::config::{self, LoaderConfig};
-use crate::{elf, linux, multiboot2, request, PAGE_SIZE as PAGE};
+use crate::{elf, limine, linux, multiboot2, request, PAGE_SIZE as PAGE};
 
 /// Everything the later phases read.
 pub struct Inputs {
@@ -47,6 +47,8 @@ pub enum KernelImage {
     /// A Linux bzImage checked by `linux::plan` (docs/linux.md), with the `elf::LoadPlan` view
     /// of its protected-mode kernel (one block at `pref_address`, `init_size` long).
     Linux(linux::Plan, elf::LoadPlan),
+    /// A Limine kernel (`crate::limine`): an ELF plan and the requests found in it.
+    Limine(elf::LoadPlan, limine::Found),
 }
 
 impl KernelImage {
@@ -56,6 +58,7 @@ impl KernelImage {
             Self::HvbootElf(_) => elf::KernelKind::HvbootElf,
             Self::Multiboot2(..) => elf::KernelKind::Multiboot2,
             Self::Linux(..) => elf::KernelKind::Linux,
+            Self::Limine(..) => elf::KernelKind::Limine,
         }
     }
 }
@@ -67,6 +70,7 @@ impl Kernel {
             KernelImage::HvbootElf(plan)
             | KernelImage::Multiboot2(_, plan)
             | KernelImage::Linux(_, plan) => plan,
+            | KernelImage::Limine(plan, _) => plan,
         }
     }
 
@@ -82,6 +86,14 @@ impl Kernel {
     pub fn linux(&self) -> Option<&linux::Plan> {
         match &self.image {
             KernelImage::Linux(plan, _) => Some(plan),
+            _ => None,
+        }
+    }
+
+    /// What the Limine scan found, for a Limine kernel.
+    pub fn limine(&self) -> Option<&limine::Found> {
+        match &self.image {
+            KernelImage::Limine(_, found) => Some(found),
             _ => None,
         }
     }
@@ -129,6 +141,33 @@ impl Wants {
             ..KernelRequest::default()
         };
         Self::of(Some(request))
+    }
+
+    /// What a Limine kernel wants: the defaults, with the Stack Size request's size (limine-
+    /// protocol PROTOCOL.md: at least 64 KiB, which is hvboot's default) in whole pages for
+    /// every CPU, and the APs started when it makes the MP request.
+    pub fn limine(file: &[u8], found: &limine::Found) -> Self {
+        let asked = found.request("stack size").map_or(0, |r| {
+            let at = (r.offset + limine::REQUEST_HEADER) as usize;
+            file.get(at..at + 8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        });
+        let stack_size = asked
+            .max(DEFAULT_STACK_SIZE)
+            .checked_next_multiple_of(PAGE)
+            .unwrap_or(DEFAULT_STACK_SIZE);
+        // The MP request: every AP started and parked, on a stack of the same size.
+        let flags = if found.request("MP").is_some() {
+            RequestFlags::START_APS
+        } else {
+            RequestFlags::default()
+        };
+        Self::of(Some(KernelRequest {
+            stack_size,
+            ap_stack_size: stack_size,
+            flags,
+            ..KernelRequest::default()
+        }))
     }
 
     /// Whether the request sets flag `f`.
@@ -190,6 +229,30 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         };
         // The firmware's framebuffer (VBE under BIOS, GOP under UEFI), described in screen_info.
         let wants = Wants::of(None);
+        return Ok(Inputs {
+            config,
+            kernel,
+            wants,
+        });
+    }
+    if elf::kind(file) == Some(elf::KernelKind::Limine) {
+        // The same verdict `hvboot-check` gives the toolkit; its first problem is the reason.
+        let mut v = limine::verdict(file);
+        let plan = match v.plan {
+            Some(plan) if v.problems.is_empty() => plan,
+            _ => {
+                let why = v.problems.swap_remove(0);
+                return Err(Error::Limine { kernel: path, why });
+            }
+        };
+        let wants = Wants::limine(file, &v.found);
+        let image = KernelImage::Limine(plan, v.found);
+        let kernel = Kernel {
+            path,
+            file_phys,
+            file_len,
+            image,
+        };
         return Ok(Inputs {
             config,
             kernel,

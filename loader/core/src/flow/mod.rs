@@ -48,6 +48,7 @@ pub use platform::{
 use crate::handoff::Handoff;
 use crate::hv;
 use crate::protocols::hvboot::Hvboot;
+use crate::protocols::limine::Limine;
 use crate::protocols::multiboot2::{keeps_boot_services, Multiboot2};
 use crate::protocols::Protocol;
 
@@ -91,6 +92,10 @@ pub fn boot<P: Platform, C: Cpu>(p: &mut P, cpu: &C, tsc_start: u64) -> Result<H
     }
     if inputs.kernel.linux().is_some() {
         return linux::run(p, cpu, inputs, tsc_start);
+    }
+    if let Some(found) = inputs.kernel.limine() {
+        let mut limine = Limine::new(found.clone(), p.phys_offset());
+        return run_inputs(p, cpu, &mut limine, inputs, tsc_start);
     }
     run_inputs(p, cpu, &mut Hvboot::default(), inputs, tsc_start)
 }

@@ -1070,3 +1070,107 @@ fn multiboot2_vbe_info_where_asked() {
         assert!(tags.iter().any(|t| t.0 == 8), "the framebuffer tag");
     }
 }
+
+/// A Limine kernel through the whole flow (docs/limine.md): the responses written into its
+/// requests in the loaded image, the tag answered, its Entry Point request's entry, the
+/// protocol's GDT, and the MP request over the SMP engine (each AP's info laid over its
+/// mailbox).
+#[test]
+fn limine_kernel_hand_off() {
+    use super::fake::ApSim;
+    use crate::handoff::EntryMode;
+    use crate::limine::KNOWN;
+    use crate::protocols::limine::{GDT, MP_INFO_GOTO};
+    use crate::testing::limine::{end, kernel, request, start, tag, DATA};
+
+    let id = |name: &str| KNOWN.iter().find(|k| k.0 == name).unwrap().1;
+    let names = [
+        "HHDM",
+        "memory map",
+        "module",
+        "executable address",
+        "MP",
+        "device tree blob",
+    ];
+    let mut words = [start(), tag(2)].concat();
+    for n in names {
+        words.extend(request(id(n), 0, 1));
+    }
+    let entry_at = words.len();
+    words.extend(request(id("entry point"), 0, 1));
+    words[entry_at + 6] = KBASE + 0x40;
+    words.extend(end());
+    let cfg = config("c=1", &[("/hvboot/modules/a", "a", "arg")]);
+    let mut p = machine(kernel(&words), &cfg);
+    p.file("/hvboot/modules/a", &b"module bytes"[..])
+        .with_madt(3);
+    let cpu = FakeCpu::new(true);
+    *cpu.aps.borrow_mut() = ApSim::on(&p, &[1, 2]);
+    let h = super::boot(&mut p, &cpu, 42).unwrap();
+    assert_eq!((h.mode, h.entry), (EntryMode::Limine, KBASE + 0x40));
+
+    let dm = DEFAULT_DIRECT_MAP_OFFSET;
+    let kernel_phys = |virt: u64| walk(&p, &h, virt).expect("mapped").phys;
+    let word = |phys: u64| u64::from_le_bytes(p.bytes(phys, 8).try_into().unwrap());
+    let gdt: Vec<u64> = (0..7).map(|i| word(h.gdt_virt - dm + i * 8)).collect();
+    assert_eq!(gdt, GDT);
+    // The tag: supported (third word 0), booted with revision 2 (second word).
+    let tag_phys = kernel_phys(DATA + 32);
+    assert_eq!((word(tag_phys + 8), word(tag_phys + 16)), (2, 0));
+    let response = |n: usize| {
+        let r = word(kernel_phys(DATA + 56 + n as u64 * 56) + 40);
+        (r != 0).then(|| r - dm)
+    };
+    assert_eq!(word(response(0).unwrap() + 8), dm, "HHDM offset");
+    // The memory map: sorted, the first page never usable, the kernel typed 6.
+    let map = response(1).unwrap();
+    let (count, array) = (word(map + 8), word(map + 16) - dm);
+    let entries: Vec<[u64; 3]> = (0..count)
+        .map(|i| {
+            let e = word(array + i * 8) - dm;
+            [word(e), word(e + 8), word(e + 16)]
+        })
+        .collect();
+    assert!(entries.windows(2).all(|w| w[0][0] <= w[1][0]));
+    assert!(entries.iter().all(|e| e[2] != 0 || e[0] >= PAGE));
+    let kernel_base = kernel_phys(KBASE);
+    assert!(
+        entries.iter().any(|e| e[0] == kernel_base && e[2] == 6),
+        "{entries:x?}"
+    );
+    // The module: its bytes, path and command line.
+    let modules = response(2).unwrap();
+    assert_eq!(word(modules + 8), 1);
+    let file = word(word(modules + 16) - dm) - dm;
+    let (addr, size) = (word(file + 8) - dm, word(file + 16));
+    assert_eq!(p.bytes(addr, size), b"module bytes");
+    let cstr = |v: u64| {
+        let b = p.bytes(v - dm, 64);
+        b[..b.iter().position(|&c| c == 0).unwrap()].to_vec()
+    };
+    assert_eq!(cstr(word(file + 24)), b"/hvboot/modules/a");
+    assert_eq!(cstr(word(file + 32)), b"arg");
+    let address = response(3).unwrap();
+    assert_eq!(
+        (word(address + 8), word(address + 16)),
+        (kernel_base, KBASE)
+    );
+    // MP: the BSP and both APs; each AP's goto_address is its mailbox's entry word and its
+    // mailbox's cpu_start (RDI) the info.
+    let mp = response(4).unwrap();
+    assert_eq!(word(mp + 16), 3);
+    let infos: Vec<u64> = (0..3).map(|i| word(word(mp + 24) - dm + i * 8)).collect();
+    for (i, &info) in infos.iter().enumerate() {
+        assert_eq!(word(info - dm) >> 32, i as u64, "lapic_id");
+    }
+    let b_starts = (1..3).map(|i| infos[i] - dm + MP_INFO_GOTO);
+    for mailbox in b_starts {
+        let cpu_start = core::mem::offset_of!(hvboot_api::CpuMailbox, cpu_start) as u64;
+        assert_eq!(word(mailbox + cpu_start) + MP_INFO_GOTO, mailbox + dm);
+    }
+    assert_eq!(
+        response(5),
+        None,
+        "a device tree blob on x86-64 is left unanswered"
+    );
+}

@@ -6,12 +6,14 @@
 //! - [`hvboot`]: hvboot's own `BootInfo` (docs/protocol.md), RDI = the block.
 //! - [`multiboot2`]: the Multiboot2 information (docs/multiboot2.md), 32-bit entry, EBX = it.
 //! - [`linux`]: Linux's boot_params (docs/linux.md), 64-bit entry, RSI = it.
+//! - [`limine`]: Limine's responses written into the kernel's requests (docs/limine.md).
 //!
 //! Limine and bootloader_api hand-offs would be sibling modules; each
 //! brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
 
 pub mod hvboot;
 pub mod linux;
+pub mod limine;
 pub mod multiboot2;
 
 use hvboot_api::FirmwareMemoryEntry;

@@ -4,4 +4,15 @@
 
 pub mod elf;
 pub mod linux;
+pub mod limine;
 pub mod multiboot2;
+
+/// xorshift64 from `state`: the seeded mutators' deterministic generator.
+pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
