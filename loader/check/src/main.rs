@@ -249,6 +249,11 @@ fn check_kernel(data: &[u8]) -> (bool, Json) {
     (ok, doc)
 }
 
+/// A pinned digest as lower-case hex, null without one.
+fn digest_json(d: Option<hvboot_loader_core::digest::Digest>) -> Json {
+    d.map_or(Json::Null, |d| Json::from(d.to_string()))
+}
+
 /// The verdict on a loader config: parsed, or its problem (the parser stops at the first).
 fn check_config(data: &[u8]) -> (bool, Json) {
     let (cfg, problems) = match config::parse_bytes(data) {
@@ -258,10 +263,12 @@ fn check_config(data: &[u8]) -> (bool, Json) {
                     ("path", Json::from(m.path.as_str())),
                     ("name", m.name.as_str().into()),
                     ("cmdline", m.cmdline.as_str().into()),
+                    ("sha256", digest_json(m.sha256)),
                 ])
             });
             let cfg = Json::object([
                 ("kernel", Json::from(c.kernel.as_str())),
+                ("kernel_sha256", digest_json(c.kernel_sha256)),
                 ("cmdline", c.cmdline.as_str().into()),
                 ("modules", Json::Array(modules.collect())),
             ]);

@@ -24,6 +24,7 @@ extern crate alloc;
 
 pub mod biostables;
 pub mod config;
+pub mod digest;
 pub mod elf;
 pub mod fat;
 pub mod flow;

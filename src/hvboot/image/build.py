@@ -81,9 +81,11 @@ def esp_files(
     files = [FatFile(EFI_BOOT_PATH, loader_pe), FatFile(loader_config.KERNEL_PATH, kernel)]
     for index, (spec, data) in enumerate(modules):
         path = f"{loader_config.MODULE_DIR}/{_module_file_name(index, spec.name)}"
-        entries.append(loader_config.LoaderModule(path, spec.name, spec.cmdline))
+        pin = loader_config.sha256(data)
+        entries.append(loader_config.LoaderModule(path, spec.name, spec.cmdline, pin))
         files.append(FatFile(path, data))
-    text = loader_config.render(cmdline, entries)
+    # Every placed file pinned: the loader checks each against its digest (docs/trust.md).
+    text = loader_config.render(cmdline, entries, kernel_sha256=loader_config.sha256(kernel))
     loader_config.check(text)
     files.insert(1, FatFile(loader_config.CONFIG_PATH, text.encode()))
     return files

@@ -8,6 +8,7 @@ hvboot-check) so an image never carries a config the loader would refuse.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,10 +24,23 @@ class LoaderModule:
     path: str  # on the ESP, without leading slash
     name: str
     cmdline: str
+    sha256: str | None = None  # the file's pin (`module-sha256`), lower-case hex
 
 
-def render(cmdline: str, modules: Sequence[LoaderModule], kernel_path: str = KERNEL_PATH) -> str:
+def sha256(data: bytes) -> str:
+    """The pin of a file's bytes as the config carries it (loader/core/src/digest.rs)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def render(
+    cmdline: str,
+    modules: Sequence[LoaderModule],
+    kernel_path: str = KERNEL_PATH,
+    kernel_sha256: str | None = None,
+) -> str:
     lines = ["hvboot-config 1", "# written by hvboot build", f"kernel /{kernel_path}"]
+    if kernel_sha256:
+        lines.append(f"kernel-sha256 {kernel_sha256}")
     if cmdline:
         lines.append(f"cmdline {cmdline}")
     for m in modules:
@@ -34,6 +48,8 @@ def render(cmdline: str, modules: Sequence[LoaderModule], kernel_path: str = KER
         lines.append(f"module-name {m.name}")
         if m.cmdline:
             lines.append(f"module-cmdline {m.cmdline}")
+        if m.sha256:
+            lines.append(f"module-sha256 {m.sha256}")
     return "\n".join(lines) + "\n"
 
 

@@ -141,6 +141,7 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
     let (file_phys, file_len) = p.read_file(&path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
     // SAFETY: read_file filled exactly this range.
     let file = unsafe { phys_slice(p, file_phys, file_len) };
+    Error::check_digest(&path, file, config.kernel_sha256)?;
     if elf::kind(file) == Some(elf::KernelKind::Multiboot2) {
         let plan = match multiboot2::plan(file) {
             Ok(plan) => plan,

@@ -958,3 +958,52 @@ fn multiboot2_relocatable_kernel_moves() {
     let load_base = &tags.iter().find(|t| t.0 == 21).unwrap().1;
     assert_eq!(load_base.as_slice(), (base as u32).to_le_bytes());
 }
+
+#[test]
+fn digests_pin_the_kernel_and_each_module_before_use() {
+    use crate::digest::Digest;
+    let module = b"module bytes".to_vec();
+    let m = "/hvboot/modules/m.bin";
+    for request in [None, Some(KernelRequest::new().modules_2mib_aligned())] {
+        let kernel = kernel_at(KBASE, request);
+        let pinned = |k: &[u8], md: &[u8]| {
+            format!(
+                "{}kernel-sha256 {}\nmodule-sha256 {}\n",
+                config("", &[(m, "m.bin", "")]),
+                Digest::of(k),
+                Digest::of(md)
+            )
+        };
+        // Pins that match boot.
+        let mut p = machine(kernel.clone(), &pinned(&kernel, &module));
+        p.file(m, module.clone());
+        boot(&mut p).expect("matching digests boot");
+        // A replaced kernel: refused before it is parsed, naming both digests.
+        let mut other = kernel.clone();
+        *other.last_mut().unwrap() ^= 1;
+        let cfg = pinned(&kernel, &module);
+        let e = with(&cfg, other.clone(), |p| {
+            p.file(m, module.clone());
+        });
+        assert_eq!(
+            e,
+            format!(
+                "/hvboot/kernel.elf: sha256 mismatch: expected {}, got {}",
+                Digest::of(&kernel),
+                Digest::of(&other)
+            )
+        );
+        // A replaced module.
+        let e = with(&cfg, kernel.clone(), |p| {
+            p.file(m, &b"other bytes"[..]);
+        });
+        assert_eq!(
+            e,
+            format!(
+                "{m}: sha256 mismatch: expected {}, got {}",
+                Digest::of(&module),
+                Digest::of(b"other bytes")
+            )
+        );
+    }
+}
