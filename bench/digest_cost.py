@@ -1,4 +1,4 @@
-"""What the file digest costs: a 64 MiB module read with and without its SHA-256 check.
+"""What the file digest costs: a 64 MiB module read with and without its BLAKE3 check.
 
 Three hvboot images of the report kernel, booted interleaved under each firmware (QEMU start ->
 the kernel's first serial line; under UEFI from OVMF's StartImage line, benchlib.Boot.measured):
@@ -32,7 +32,7 @@ MODULE_BYTES = 64 << 20
 
 
 def unpinned(w: bl.Workdir, module: Path) -> Path:
-    """An image with `module` whose hvboot.cfg has no `module-sha256` line."""
+    """An image with `module` whose hvboot.cfg has no `module-blake3` line."""
     out = w.path / "hvboot-mod-unpinned.img"
     mods = (ModuleSpec(module, "big.bin", ""),)
     cfg = BuildConfig(
@@ -41,7 +41,7 @@ def unpinned(w: bl.Workdir, module: Path) -> Path:
     built = build_image(cfg, out)
     text = next(f.data for f in built.files if f.path == config_file.CONFIG_PATH).decode()
     src = w.path / "hvboot.cfg"
-    src.write_text("".join(x for x in text.splitlines(True) if not x.startswith("module-sha256")))
+    src.write_text("".join(x for x in text.splitlines(True) if not x.startswith("module-blake3")))
     esp = f"{out}@@{built.layout.esp_first_lba * bl.SECTOR}"
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
     subprocess.run(
@@ -72,7 +72,7 @@ def main() -> int:
         ]
         boots = bl.run_rounds(trials, args.runs, timeout=300)
         med = {key: bl.median([b.measured for b in bs]) for key, bs in boots.items()}
-        print(f"\nSHA-256 check of a {MODULE_BYTES >> 20} MiB module, {args.machine} "
+        print(f"\nBLAKE3 check of a {MODULE_BYTES >> 20} MiB module, {args.machine} "
               f"(median of {args.runs} runs; {bl.CLOCK_NOTE})")  # fmt: skip
         print(f"{'firmware':8} {'none s':>7} {'unpinned s':>10} {'pinned s':>9} {'read s':>7} "
               f"{'check s':>8} {'check/read':>10} {'MiB/s':>7}")  # fmt: skip

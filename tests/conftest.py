@@ -110,7 +110,7 @@ def replace_on_esp(image: BuildResult, path: str, data: bytes, tmp: Path, *, rep
     replacements = {path: data}
     if repin:
         cfg = f"/{config_file.CONFIG_PATH}"
-        old, new = config_file.sha256(files[path]), config_file.sha256(data)
+        old, new = config_file.digest(files[path]), config_file.digest(data)
         assert old in files[cfg].decode(), f"{path} is not pinned"
         replacements[cfg] = files[cfg].decode().replace(old, new).encode()
     for at, content in replacements.items():

@@ -1,4 +1,4 @@
-"""No wrong bytes, ever: hvboot.cfg pins the kernel and every module by SHA-256, and the loader
+"""No wrong bytes, ever: hvboot.cfg pins the kernel and every module by BLAKE3, and the loader
 refuses a file replaced on the ESP after `hvboot build`, naming it and both digests, under BIOS
 and UEFI, before the kernel runs (docs/trust.md, "File digests")."""
 
@@ -27,9 +27,9 @@ def test_build_pins_every_file_it_places(image: BuildResult, report_kernel: Path
     """The pins the core parses from the written config are the files' own digests."""
     cfg = next(f.data for f in image.files if f.path == config_file.CONFIG_PATH)
     doc = checker.check_config(cfg.decode())
-    assert doc["config"]["kernel_sha256"] == config_file.sha256(report_kernel.read_bytes())
+    assert doc["config"]["kernel_blake3"] == config_file.digest(report_kernel.read_bytes())
     [module] = doc["config"]["modules"]
-    assert module["sha256"] == config_file.sha256(GUEST)
+    assert module["blake3"] == config_file.digest(GUEST)
 
 
 def _refused(image: BuildResult, firmware: str, path: str, data: bytes, tmp: Path) -> None:
@@ -38,8 +38,8 @@ def _refused(image: BuildResult, firmware: str, path: str, data: bytes, tmp: Pat
     assert not result.ok and "HVB begin" not in result.serial, "the kernel ran"
     old = next(f.data for f in image.files if f"/{f.path}" == path)
     assert result.loader_error == (
-        f"{path}: sha256 mismatch: expected {config_file.sha256(old)}, "
-        f"got {config_file.sha256(data)}"
+        f"{path}: blake3 mismatch: expected {config_file.digest(old)}, "
+        f"got {config_file.digest(data)}"
     ), result.serial[-3000:]
     assert "hvboot: halted" in result.serial
 

@@ -30,7 +30,7 @@ use hvboot_loader_core::{config, elf, gpt, multiboot2, request};
 use json::Json;
 
 const USAGE: &str =
-    "usage: hvboot-check kernel FILE | config FILE | esp IMAGE [DIR]   (FILE may be - for stdin)";
+    "usage: hvboot-check kernel FILE | config FILE | esp IMAGE [DIR] | pin LOADER   (FILE may be - for stdin)";
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     if path == "-" {
@@ -263,12 +263,12 @@ fn check_config(data: &[u8]) -> (bool, Json) {
                     ("path", Json::from(m.path.as_str())),
                     ("name", m.name.as_str().into()),
                     ("cmdline", m.cmdline.as_str().into()),
-                    ("sha256", digest_json(m.sha256)),
+                    ("blake3", digest_json(m.digest)),
                 ])
             });
             let cfg = Json::object([
                 ("kernel", Json::from(c.kernel.as_str())),
-                ("kernel_sha256", digest_json(c.kernel_sha256)),
+                ("kernel_blake3", digest_json(c.kernel_digest)),
                 ("cmdline", c.cmdline.as_str().into()),
                 ("modules", Json::Array(modules.collect())),
             ]);
@@ -385,6 +385,43 @@ fn check_esp(disk: &[u8], dir: Option<&std::path::Path>) -> (bool, Json) {
     (ok, doc)
 }
 
+/// A loader binary's config pin (`hvboot_loader_core::pin`): where its reserved bytes are, the
+/// offsets of its fields (the toolkit patches them there) and what it pins.
+fn check_pin(data: &[u8]) -> (bool, Json) {
+    use hvboot_loader_core::pin::{ConfigPin, DIGEST_OFFSET, MAGIC, PINNED, STATE_OFFSET};
+    let found: Vec<usize> = data
+        .windows(MAGIC.len())
+        .enumerate()
+        .filter_map(|(i, w)| (w == MAGIC).then_some(i))
+        .collect();
+    let size = core::mem::size_of::<ConfigPin>();
+    let (at, digest, problems) = match found[..] {
+        [at] if at + size <= data.len() => {
+            let state = u32::from_le_bytes(data[at + STATE_OFFSET..][..4].try_into().unwrap());
+            let digest = (state == PINNED).then(|| {
+                let bytes = data[at + DIGEST_OFFSET..][..32].try_into().unwrap();
+                hvboot_loader_core::digest::Digest(bytes).to_string()
+            });
+            (Json::from(at as u64), digest.map_or(Json::Null, Json::from), vec![])
+        }
+        _ => {
+            let why = format!("expected its reserved bytes once, found them {} times", found.len());
+            (Json::Null, Json::Null, vec![problem("config pin".into(), why)])
+        }
+    };
+    let ok = problems.is_empty();
+    let doc = Json::object([
+        ("ok", Json::from(ok)),
+        ("at", at),
+        ("state_offset", Json::from(STATE_OFFSET as u64)),
+        ("pinned_state", Json::from(u64::from(PINNED))),
+        ("digest_offset", Json::from(DIGEST_OFFSET as u64)),
+        ("digest", digest),
+        ("problems", Json::Array(problems)),
+    ]);
+    (ok, doc)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, path, dir) = match &args[..] {
@@ -400,6 +437,7 @@ fn main() -> ExitCode {
         "kernel" => Box::new(check_kernel),
         "config" => Box::new(check_config),
         "esp" => Box::new(move |d| check_esp(d, dir)),
+        "pin" => Box::new(check_pin),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

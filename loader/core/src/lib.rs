@@ -37,6 +37,7 @@ pub mod hv;
 pub mod memmap;
 pub mod multiboot2;
 pub mod paging;
+pub mod pin;
 pub mod protocols;
 pub mod request;
 #[cfg(test)]

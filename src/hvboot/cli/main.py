@@ -131,6 +131,10 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build the sample hypervisor and boot it (BIOS, then UEFI)")
     settings.add_flags(d, "demo")
 
+    k = sub.add_parser("keys", help="Secure Boot keys of your own (docs/trust.md)")
+    k.add_argument("action", choices=["new"], help="new: make a PK, KEK and db key set")
+    k.add_argument("dir", type=Path, help="the directory to write them to (never overwritten)")
+
     sub.add_parser("doctor", help="what is installed, what is missing and how to get it")
 
     g = sub.add_parser("gen-protocol", help="regenerate the protocol's Rust, C and doc files")
@@ -330,6 +334,14 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from hvboot.trust import keys
+
+    written = keys.new(args.dir)
+    _say(f"wrote {len(written)} files to {args.dir}: " + ", ".join(p.name for p in written))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"building the sample hypervisor ({artifacts.HYPERVISOR_CRATE})")
     artifacts.cargo_build(artifacts.HYPERVISOR_CRATE)
@@ -385,6 +397,7 @@ COMMANDS = {
     "debug": cmd_debug,
     "inspect": cmd_inspect,
     "new": cmd_new,
+    "keys": cmd_keys,
     "demo": cmd_demo,
     "doctor": lambda _args: doctor.main(),
     "gen-protocol": cmd_gen_protocol,

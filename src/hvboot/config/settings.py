@@ -250,6 +250,19 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="SIZE",
     ),
     Setting(
+        name="sign",
+        table="",
+        key="sign",
+        flags=("--sign",),
+        kind="path of a key directory",
+        check=_path,
+        default=None,
+        verbs=("build",),
+        help="Sign the UEFI loader with this key set's db key (`hvboot keys new DIR`) and pin "
+        "hvboot.cfg's digest in both loaders (docs/trust.md).",
+        metavar="DIR",
+    ),
+    Setting(
         name="modules",
         table="",
         key="modules",
@@ -503,6 +516,7 @@ def load_config(path: str | os.PathLike[str]) -> BuildConfig:
         modules=values.get("modules", ()),
         output=values.get("output"),
         image_size=values.get("image_size"),
+        sign=values.get("sign"),
     )
 
 
@@ -535,6 +549,7 @@ class Settings:
     modules: tuple[ModuleSpec, ...]
     output: Path | None
     image_size: int | None
+    sign: Path | None
     machine: Machine
     config: Path | None  # the file the settings came from, if any
 
@@ -548,6 +563,7 @@ class Settings:
             modules=self.modules,
             output=self.output,
             image_size=self.image_size,
+            sign=self.sign,
         )
 
 
@@ -565,6 +581,7 @@ def resolve(verb: str, args: argparse.Namespace | None, config: Path | None) -> 
         modules=values["modules"],
         output=values["output"],
         image_size=values["image_size"],
+        sign=values["sign"],
         machine=machine,
         config=config,
     )

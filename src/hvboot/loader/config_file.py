@@ -8,9 +8,10 @@ hvboot-check) so an image never carries a config the loader would refuse.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import blake3
 
 from hvboot.loader import checker
 
@@ -24,23 +25,24 @@ class LoaderModule:
     path: str  # on the ESP, without leading slash
     name: str
     cmdline: str
-    sha256: str | None = None  # the file's pin (`module-sha256`), lower-case hex
+    digest: str | None = None  # the file's pin (`module-blake3`), lower-case hex
 
 
-def sha256(data: bytes) -> str:
-    """The pin of a file's bytes as the config carries it (loader/core/src/digest.rs)."""
-    return hashlib.sha256(data).hexdigest()
+def digest(data: bytes) -> str:
+    """The pin of a file's bytes as the config carries it: BLAKE3, lower-case hex
+    (loader/core/src/digest.rs says why BLAKE3)."""
+    return str(blake3.blake3(data).hexdigest())
 
 
 def render(
     cmdline: str,
     modules: Sequence[LoaderModule],
     kernel_path: str = KERNEL_PATH,
-    kernel_sha256: str | None = None,
+    kernel_digest: str | None = None,
 ) -> str:
     lines = ["hvboot-config 1", "# written by hvboot build", f"kernel /{kernel_path}"]
-    if kernel_sha256:
-        lines.append(f"kernel-sha256 {kernel_sha256}")
+    if kernel_digest:
+        lines.append(f"kernel-blake3 {kernel_digest}")
     if cmdline:
         lines.append(f"cmdline {cmdline}")
     for m in modules:
@@ -48,8 +50,8 @@ def render(
         lines.append(f"module-name {m.name}")
         if m.cmdline:
             lines.append(f"module-cmdline {m.cmdline}")
-        if m.sha256:
-            lines.append(f"module-sha256 {m.sha256}")
+        if m.digest:
+            lines.append(f"module-blake3 {m.digest}")
     return "\n".join(lines) + "\n"
 
 

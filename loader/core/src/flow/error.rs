@@ -169,7 +169,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// `path`'s bytes checked against its pin, before anything reads them: `<path>: sha256
+    /// `path`'s bytes checked against its pin, before anything reads them: `<path>: blake3
     /// mismatch: expected ..., got ...`.
     pub fn check_digest(
         path: &str,

@@ -227,7 +227,7 @@ fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resu
         let (phys, size) = if align > PAGE {
             let (tmp, size) = p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
             // SAFETY: read_file filled exactly this range.
-            Error::check_digest(&m.path, unsafe { phys_slice(p, tmp, size) }, m.sha256)?;
+            Error::check_digest(&m.path, unsafe { phys_slice(p, tmp, size) }, m.digest)?;
             let phys = p
                 .allocate(
                     MemoryKind::MODULES.0,
@@ -245,7 +245,7 @@ fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resu
         } else {
             let (phys, size) = p.read_file(&m.path, MemoryKind::MODULES.0, u64::MAX)?;
             // SAFETY: read_file filled exactly this range.
-            Error::check_digest(&m.path, unsafe { phys_slice(p, phys, size) }, m.sha256)?;
+            Error::check_digest(&m.path, unsafe { phys_slice(p, phys, size) }, m.digest)?;
             (phys, size)
         };
         log::info!("module {}: {size} bytes at {phys:#x}", m.name);

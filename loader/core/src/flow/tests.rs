@@ -968,7 +968,7 @@ fn digests_pin_the_kernel_and_each_module_before_use() {
         let kernel = kernel_at(KBASE, request);
         let pinned = |k: &[u8], md: &[u8]| {
             format!(
-                "{}kernel-sha256 {}\nmodule-sha256 {}\n",
+                "{}kernel-blake3 {}\nmodule-blake3 {}\n",
                 config("", &[(m, "m.bin", "")]),
                 Digest::of(k),
                 Digest::of(md)
@@ -988,7 +988,7 @@ fn digests_pin_the_kernel_and_each_module_before_use() {
         assert_eq!(
             e,
             format!(
-                "/hvboot/kernel.elf: sha256 mismatch: expected {}, got {}",
+                "/hvboot/kernel.elf: blake3 mismatch: expected {}, got {}",
                 Digest::of(&kernel),
                 Digest::of(&other)
             )
@@ -1000,7 +1000,7 @@ fn digests_pin_the_kernel_and_each_module_before_use() {
         assert_eq!(
             e,
             format!(
-                "{m}: sha256 mismatch: expected {}, got {}",
+                "{m}: blake3 mismatch: expected {}, got {}",
                 Digest::of(&module),
                 Digest::of(b"other bytes")
             )
