@@ -376,6 +376,19 @@ SETTINGS: tuple[Setting, ...] = (
         help="Also write the serial output to this file.",
         metavar="FILE",
     ),
+    Setting(
+        name="secure_boot",
+        table=MACHINE_TABLE,
+        key="secure_boot",
+        flags=("--secure-boot",),
+        kind="path of a key directory",
+        check=_path,
+        default=None,
+        verbs=BOOT_VERBS,
+        help="Boot with Secure Boot enforcing and this key set (`hvboot keys new DIR`) enrolled: "
+        "OVMF's Secure Boot build on q35 with SMM (UEFI only; docs/trust.md).",
+        metavar="DIR",
+    ),
 )
 
 _TOP = tuple(s for s in SETTINGS if not s.table)

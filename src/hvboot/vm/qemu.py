@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvboot.errors import HvbootError
+from hvboot.trust import secure_boot
 from hvboot.vm.firmware import find_ovmf
 from hvboot.vm.machine import Machine
 
@@ -78,10 +79,17 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
         raise HvbootError("--firmware", f"{m.firmware!r}: expected 'uefi' or 'bios'")
     if not spec.image.is_file():
         raise HvbootError(spec.image, "no such disk image")
+    smm = ""
+    if m.secure_boot is not None:
+        if m.firmware != "uefi" or m.type != "q35":
+            raise HvbootError(
+                "--secure-boot", "needs --firmware uefi on --machine q35 (OVMF's SMM build)"
+            )
+        smm = ",smm=on"
     cmd = [
         qemu_binary(),
         "-machine",
-        f"{m.type},accel=tcg",
+        f"{m.type},accel=tcg{smm}",
         "-cpu",
         m.cpu,
         "-m",
@@ -101,11 +109,12 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
     if not spec.display:
         cmd += ["-display", "none"]
     if m.firmware == "uefi":
-        ovmf = find_ovmf()
+        code = find_ovmf().code if m.secure_boot is None else secure_boot.firmware_files()
         assert vars_copy is not None
+        cmd += [*(secure_boot.QEMU_ARGS if m.secure_boot else ())]
         cmd += [
             "-drive",
-            f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf.code}",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
             "-drive",
             f"if=pflash,format=raw,unit=1,file={vars_copy}",
         ]
@@ -158,7 +167,11 @@ def run(
         vars_copy = None
         if spec.machine.firmware == "uefi":
             vars_copy = Path(tmp) / "OVMF_VARS.fd"
-            shutil.copyfile(find_ovmf().vars_template, vars_copy)
+            key_dir = spec.machine.secure_boot
+            template = (
+                find_ovmf().vars_template if key_dir is None else secure_boot.enrolled_vars(key_dir)
+            )
+            shutil.copyfile(template, vars_copy)
         cmd = command(spec, vars_copy)
         return _supervise(cmd, timeout, echo, serial_log, interactive, until)
 
@@ -183,6 +196,7 @@ def _supervise(
     chunks: list[bytes] = []
     err_chunks: list[bytes] = []
     halted = threading.Event()
+    refused = threading.Event()  # Secure Boot refused the loader: the firmware goes on alone
     reached = threading.Event()
     log = serial_log.open("wb") if serial_log else None
 
@@ -203,6 +217,8 @@ def _supervise(
             pending = (pending + data)[-4096:]
             if LOADER_HALTED.encode() in pending:
                 halted.set()
+            if secure_boot.refusal(pending.decode("utf-8", "replace")):
+                refused.set()
             if until is not None and until.search(pending.decode("utf-8", "replace")):
                 reached.set()
 
@@ -226,7 +242,7 @@ def _supervise(
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if halted.is_set():
+            if halted.is_set() or refused.is_set():
                 time.sleep(0.2)  # let the last lines arrive
                 break
             if reached.is_set():
@@ -251,7 +267,10 @@ def _supervise(
         if LOADER_ERROR in line:
             result.loader_error = line[line.index(LOADER_ERROR) + len(LOADER_ERROR) :].strip()
             break
-    if result.loader_error is not None and (halted.is_set() or status is None):
+    if refused.is_set():
+        why = secure_boot.refusal(serial)
+        result.ok, result.outcome = False, f"Secure Boot refused the loader (firmware: {why})"
+    elif result.loader_error is not None and (halted.is_set() or status is None):
         result.ok, result.outcome = False, f"the loader stopped: {result.loader_error}"
     elif timed_out:
         result.ok = False
