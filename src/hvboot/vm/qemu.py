@@ -134,6 +134,14 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
     return cmd
 
 
+def vars_template(m: Machine) -> Path:
+    """The UEFI variable store a boot of `m` starts from (a copy is what QEMU writes): OVMF's
+    empty one, or with --secure-boot the one with the key set enrolled."""
+    if m.secure_boot is None:
+        return find_ovmf().vars_template
+    return secure_boot.enrolled_vars(m.secure_boot)
+
+
 def describe_status(status: int | None) -> tuple[bool, str]:
     """(success, what the exit status means)."""
     if status == STATUS_SUCCESS:
@@ -167,11 +175,7 @@ def run(
         vars_copy = None
         if spec.machine.firmware == "uefi":
             vars_copy = Path(tmp) / "OVMF_VARS.fd"
-            key_dir = spec.machine.secure_boot
-            template = (
-                find_ovmf().vars_template if key_dir is None else secure_boot.enrolled_vars(key_dir)
-            )
-            shutil.copyfile(template, vars_copy)
+            shutil.copyfile(vars_template(spec.machine), vars_copy)
         cmd = command(spec, vars_copy)
         return _supervise(cmd, timeout, echo, serial_log, interactive, until)
 
