@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import zlib
@@ -12,7 +13,7 @@ from report_kernel import BootReport, parse_report
 
 from hvboot.config.build import BuildConfig, ModuleSpec
 from hvboot.image.build import BuildResult, build_image
-from hvboot.loader import artifacts
+from hvboot.loader import artifacts, config_file
 from hvboot.vm import qemu
 from hvboot.vm.machine import Machine
 
@@ -114,3 +115,22 @@ def esp_fats(image: BuildResult) -> list[tuple[int, int]]:
     reserved, nfats = struct.unpack_from("<HB", bpb, 14)
     size = struct.unpack_from("<I", bpb, 36)[0] * 512
     return [(esp + reserved * 512 + i * size, size) for i in range(nfats)]
+
+
+def replace_on_esp(image: BuildResult, path: str, data: bytes, tmp: Path, *, repin: bool) -> None:
+    """Replaces the ESP file `path` (absolute) with `data` through mtools, an independent FAT
+    implementation, as a user could. With `repin`, its pin in hvboot.cfg follows (as a user who
+    also edits the config), so the loader's later rules, not the digest check, judge the bytes."""
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    esp = f"{image.output}@@{image.layout.esp_first_lba * 512}"
+    files = {f"/{f.path}": f.data for f in image.files}
+    replacements = {path: data}
+    if repin:
+        cfg = f"/{config_file.CONFIG_PATH}"
+        old, new = config_file.digest(files[path]), config_file.digest(data)
+        assert old in files[cfg].decode(), f"{path} is not pinned"
+        replacements[cfg] = files[cfg].decode().replace(old, new).encode()
+    for at, content in replacements.items():
+        src = tmp / "replacement"
+        src.write_bytes(content)
+        subprocess.run(["mcopy", "-o", "-i", esp, str(src), f"::{at}"], check=True, env=env)

@@ -55,6 +55,7 @@ IMAGE_KEYS = {
     "esp",
     "loader_config",
     "kernel",
+    "trust",
     "problems",
 }
 
@@ -235,6 +236,7 @@ def test_image(tmp_path: Path, kernel: Path) -> None:
         assert f"/{f.path}" in out and hashlib.sha256(f.data).hexdigest() in out
     assert "| cmdline console=ttyS0 inspect=1" in out
     assert "entry symbol: _start" in out
+    assert "UEFI loader: unsigned" in out and "UEFI loader pins hvboot.cfg: none" in out
 
     doc = json.loads(hvboot("inspect", "--json", str(built.output)).stdout)
     assert set(doc) == IMAGE_KEYS and doc["kind"] == "image" and doc["problems"] == []

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import boot, make_image
+from conftest import boot, make_image, replace_on_esp
 
 from hvboot.config.build import ModuleSpec
 from hvboot.errors import HvbootError
@@ -32,9 +32,8 @@ def _mtools(*args: str) -> None:
 
 
 def _replace(image: BuildResult, path: str, data: bytes, tmp: Path) -> None:
-    src = tmp / "replacement"
-    src.write_bytes(data)
-    _mtools("mcopy", "-o", "-i", _esp(image), str(src), f"::{path}")
+    """A file replaced with its pin updated: the loader's rules for its contents judge it."""
+    replace_on_esp(image, path, data, tmp, repin=True)
 
 
 @pytest.fixture
@@ -90,7 +89,7 @@ def test_truncated_kernel_is_refused(
 
 def test_bad_config_names_the_line(image: BuildResult, tmp_path: Path) -> None:
     text = "hvboot-config 1\nkernel /hvboot/kernel.elf\nframebuffer 1024x768\n"
-    _replace(image, "/hvboot/hvboot.cfg", text.encode(), tmp_path)
+    replace_on_esp(image, "/hvboot/hvboot.cfg", text.encode(), tmp_path, repin=False)
     error = _loader_error(image)
     assert "/hvboot/hvboot.cfg" in error and "line 3" in error and "framebuffer" in error
     with pytest.raises(HvbootError) as host:

@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import os
 import random
 import re
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, MB2_EFI64_KERNEL, MB2_FB_KERNEL, MB2_KERNEL, boot, make_image
+from conftest import (
+    FIRMWARES,
+    MB2_EFI64_KERNEL,
+    MB2_FB_KERNEL,
+    MB2_KERNEL,
+    boot,
+    make_image,
+    replace_on_esp,
+)
 from elftools.elf.elffile import ELFFile
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
@@ -267,11 +273,7 @@ def test_the_loader_refuses_a_bad_header_in_the_toolkits_words(
     at = check_kernel(bytes(data), "k").multiboot2["offset"]  # type: ignore[index]
     data[at + 12] ^= 1
     result = make_image(tmp_path, mb2_kernel)
-    bad = tmp_path / "bad.elf"
-    bad.write_bytes(bytes(data))
-    esp = f"{result.output}@@{result.layout.esp_first_lba * 512}"
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-    subprocess.run(["mcopy", "-o", "-i", esp, str(bad), f"::/{KERNEL_PATH}"], check=True, env=env)
+    replace_on_esp(result, f"/{KERNEL_PATH}", bytes(data), tmp_path, repin=True)
     run = boot(result.output, "bios")
     assert not run.ok and "mb2: magic" not in run.serial
     with pytest.raises(HvbootError) as host:

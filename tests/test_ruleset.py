@@ -70,21 +70,25 @@ def test_build_refuses_a_config_the_loader_would_refuse() -> None:
     # A command line with a line break would make the loader read a second, unknown key.
     with pytest.raises(HvbootError) as err:
         esp_files(b"", "console=ttyS0\nbogus 1", [], b"")
-    assert err.value.where == f"{config_file.CONFIG_PATH}: line 5"
+    assert err.value.where == f"{config_file.CONFIG_PATH}: line 6"  # after kernel-blake3
     assert err.value.what.startswith("unknown key `bogus`")
     config_file.check(config_file.render("console=ttyS0", []))
 
 
 def test_config_verdict_is_the_core_parse() -> None:
+    pin = config_file.digest(b"guest")
     text = config_file.render(
-        "x=1", [config_file.LoaderModule("hvboot/modules/g.bin", "guest", "mem=64M")]
+        "x=1", [config_file.LoaderModule("hvboot/modules/g.bin", "guest", "mem=64M", pin)]
     )
     doc = core("config", text.encode())
     assert doc["ok"] is True
     assert doc["config"] == {
         "kernel": "/hvboot/kernel.elf",
+        "kernel_blake3": None,
         "cmdline": "x=1",
-        "modules": [{"path": "/hvboot/modules/g.bin", "name": "guest", "cmdline": "mem=64M"}],
+        "modules": [
+            {"path": "/hvboot/modules/g.bin", "name": "guest", "cmdline": "mem=64M", "blake3": pin}
+        ],
     }
     assert core("config", b"\xff")["problems"] == [
         {

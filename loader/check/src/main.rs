@@ -33,7 +33,7 @@ use hvboot_loader_core::{config, elf, gpt, limine, multiboot2, request};
 use json::Json;
 
 const USAGE: &str =
-    "usage: hvboot-check kernel FILE [CMDLINE] | config FILE | esp IMAGE [DIR]   (FILE may be - for stdin)";
+    "usage: hvboot-check kernel FILE [CMDLINE] | config FILE | esp IMAGE [DIR] | pin LOADER   (FILE may be - for stdin)";
 
 fn read(path: &str) -> Result<Vec<u8>, String> {
     if path == "-" {
@@ -298,6 +298,11 @@ fn check_kernel(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
     (ok, doc)
 }
 
+/// A pinned digest as lower-case hex, null without one.
+fn digest_json(d: Option<hvboot_loader_core::digest::Digest>) -> Json {
+    d.map_or(Json::Null, |d| Json::from(d.to_string()))
+}
+
 /// The verdict on a loader config: parsed, or its problem (the parser stops at the first).
 fn check_config(data: &[u8]) -> (bool, Json) {
     let (cfg, problems) = match config::parse_bytes(data) {
@@ -307,10 +312,12 @@ fn check_config(data: &[u8]) -> (bool, Json) {
                     ("path", Json::from(m.path.as_str())),
                     ("name", m.name.as_str().into()),
                     ("cmdline", m.cmdline.as_str().into()),
+                    ("blake3", digest_json(m.digest)),
                 ])
             });
             let cfg = Json::object([
                 ("kernel", Json::from(c.kernel.as_str())),
+                ("kernel_blake3", digest_json(c.kernel_digest)),
                 ("cmdline", c.cmdline.as_str().into()),
                 ("modules", Json::Array(modules.collect())),
             ]);
@@ -427,6 +434,43 @@ fn check_esp(disk: &[u8], dir: Option<&std::path::Path>) -> (bool, Json) {
     (ok, doc)
 }
 
+/// A loader binary's config pin (`hvboot_loader_core::pin`): where its reserved bytes are, the
+/// offsets of its fields (the toolkit patches them there) and what it pins.
+fn check_pin(data: &[u8]) -> (bool, Json) {
+    use hvboot_loader_core::pin::{ConfigPin, DIGEST_OFFSET, MAGIC, PINNED, STATE_OFFSET};
+    let found: Vec<usize> = data
+        .windows(MAGIC.len())
+        .enumerate()
+        .filter_map(|(i, w)| (w == MAGIC).then_some(i))
+        .collect();
+    let size = core::mem::size_of::<ConfigPin>();
+    let (at, digest, problems) = match found[..] {
+        [at] if at + size <= data.len() => {
+            let state = u32::from_le_bytes(data[at + STATE_OFFSET..][..4].try_into().unwrap());
+            let digest = (state == PINNED).then(|| {
+                let bytes = data[at + DIGEST_OFFSET..][..32].try_into().unwrap();
+                hvboot_loader_core::digest::Digest(bytes).to_string()
+            });
+            (Json::from(at as u64), digest.map_or(Json::Null, Json::from), vec![])
+        }
+        _ => {
+            let why = format!("expected its reserved bytes once, found them {} times", found.len());
+            (Json::Null, Json::Null, vec![problem("config pin".into(), why)])
+        }
+    };
+    let ok = problems.is_empty();
+    let doc = Json::object([
+        ("ok", Json::from(ok)),
+        ("at", at),
+        ("state_offset", Json::from(STATE_OFFSET as u64)),
+        ("pinned_state", Json::from(u64::from(PINNED))),
+        ("digest_offset", Json::from(DIGEST_OFFSET as u64)),
+        ("digest", digest),
+        ("problems", Json::Array(problems)),
+    ]);
+    (ok, doc)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, path, extra) = match &args[..] {
@@ -442,6 +486,7 @@ fn main() -> ExitCode {
         "kernel" => Box::new(move |d| check_kernel(d, extra)),
         "config" => Box::new(check_config),
         "esp" => Box::new(move |d| check_esp(d, extra.map(std::path::Path::new))),
+        "pin" => Box::new(check_pin),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

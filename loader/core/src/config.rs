@@ -9,6 +9,7 @@
 //! module /hvboot/modules/guest.bin
 //! module-name guest.bin
 //! module-cmdline anything to end of line
+//! module-blake3 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 //! ```
 //!
 //! - The first non-empty line is the header `hvboot-config 1`.
@@ -20,6 +21,9 @@
 //! - `module PATH` starts a new module; `module-name NAME` and
 //!   `module-cmdline TEXT` apply to the last `module`, at most once each.
 //!   A module's name defaults to the last component of its path.
+//! - `kernel-blake3 HEX` (at most once) and `module-blake3 HEX` (at most once per module, for
+//!   the last `module`) pin a file by its BLAKE3, 64 hexadecimal digits; the loader refuses a
+//!   file whose bytes differ (`crate::digest`). `hvboot build` always writes them.
 //! - Paths are absolute and `/`-separated (the UEFI loader turns them into
 //!   `\`-separated file paths on the ESP).
 
@@ -28,6 +32,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+
+use crate::digest::Digest;
 
 /// The header line's key.
 pub const HEADER_KEY: &str = "hvboot-config";
@@ -39,6 +45,8 @@ pub const VERSION: &str = "1";
 pub struct LoaderConfig {
     /// Absolute path of the kernel ELF on the boot volume.
     pub kernel: String,
+    /// The kernel file's pinned digest (`kernel-blake3`), if any.
+    pub kernel_digest: Option<Digest>,
     /// Kernel command line (empty if the file has no `cmdline` line).
     pub cmdline: String,
     /// Modules, in file order.
@@ -54,6 +62,8 @@ pub struct ModuleConfig {
     pub name: String,
     /// The module's command line (empty by default).
     pub cmdline: String,
+    /// The module file's pinned digest (`module-blake3`), if any.
+    pub digest: Option<Digest>,
 }
 
 /// A config file error: where (1-based line number) and what.
@@ -84,7 +94,8 @@ impl fmt::Display for ConfigError {
     }
 }
 
-const KEYS: &str = "kernel, cmdline, module, module-name, module-cmdline";
+const KEYS: &str =
+    "kernel, kernel-blake3, cmdline, module, module-name, module-cmdline, module-blake3";
 
 /// Splits a line into key and value at the first space.
 fn split_key_value(line: &str) -> (&str, &str) {
@@ -127,6 +138,16 @@ fn check_path<'p>(line: usize, key: &str, path: &'p str) -> Result<&'p str, Conf
     Ok(last)
 }
 
+/// A `*-blake3` value: 64 hexadecimal digits.
+fn parse_digest(line: usize, key: &str, value: &str) -> Result<Digest, ConfigError> {
+    Digest::from_hex(value).ok_or_else(|| {
+        ConfigError::at(
+            line,
+            format!("{key}: expected 64 hexadecimal digits (a BLAKE3 digest), found `{value}`"),
+        )
+    })
+}
+
 /// Parses the bytes of a loader config file: UTF-8 text (see [`parse`]).
 pub fn parse_bytes(bytes: &[u8]) -> Result<LoaderConfig, ConfigError> {
     let text = core::str::from_utf8(bytes)
@@ -150,6 +171,7 @@ pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut seen_header = false;
     let mut kernel: Option<String> = None;
+    let mut kernel_digest: Option<Digest> = None;
     let mut cmdline: Option<String> = None;
     let mut modules: Vec<ModuleConfig> = Vec::new();
     // Per the last module: whether module-name / module-cmdline were given.
@@ -197,6 +219,15 @@ pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
                 check_path(line_no, key, value)?;
                 kernel = Some(value.to_owned());
             }
+            "kernel-blake3" => {
+                if kernel_digest.is_some() {
+                    return Err(ConfigError::at(
+                        line_no,
+                        "duplicate key `kernel-blake3`".to_owned(),
+                    ));
+                }
+                kernel_digest = Some(parse_digest(line_no, key, value)?);
+            }
             "cmdline" => {
                 if cmdline.is_some() {
                     return Err(ConfigError::at(
@@ -212,9 +243,25 @@ pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
                     path: value.to_owned(),
                     name: name.to_owned(),
                     cmdline: String::new(),
+                    digest: None,
                 });
                 module_name_set = false;
                 module_cmdline_set = false;
+            }
+            "module-blake3" => {
+                let Some(module) = modules.last_mut() else {
+                    return Err(ConfigError::at(
+                        line_no,
+                        format!("`{key}` before any `module` line (it applies to the last module)"),
+                    ));
+                };
+                if module.digest.is_some() {
+                    return Err(ConfigError::at(
+                        line_no,
+                        format!("duplicate key `{key}` for module `{}`", module.path),
+                    ));
+                }
+                module.digest = Some(parse_digest(line_no, key, value)?);
             }
             "module-name" | "module-cmdline" => {
                 let Some(module) = modules.last_mut() else {
@@ -269,6 +316,7 @@ pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
     };
     Ok(LoaderConfig {
         kernel,
+        kernel_digest,
         cmdline: cmdline.unwrap_or_default(),
         modules,
     })
@@ -285,6 +333,7 @@ cmdline console=ttyS0 foo=bar
 module /hvboot/modules/guest.bin
 module-name guest.bin
 module-cmdline anything to end of line
+module-blake3 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 module /hvboot/modules/other
 module-name other
 ";
@@ -305,11 +354,15 @@ module-name other
                     path: "/hvboot/modules/guest.bin".into(),
                     name: "guest.bin".into(),
                     cmdline: "anything to end of line".into(),
+                    digest: Digest::from_hex(
+                        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+                    ),
                 },
                 ModuleConfig {
                     path: "/hvboot/modules/other".into(),
                     name: "other".into(),
                     cmdline: String::new(),
+                    digest: None,
                 },
             ]
         );
@@ -365,7 +418,8 @@ module-name other
         assert_eq!(e.line, 3);
         assert_eq!(
             e.to_string(),
-            "line 3: unknown key `foo` (expected kernel, cmdline, module, module-name, module-cmdline)"
+            "line 3: unknown key `foo` (expected kernel, kernel-blake3, cmdline, module, \
+             module-name, module-cmdline, module-blake3)"
         );
     }
 
@@ -426,6 +480,31 @@ module-name other
         assert_eq!(c.modules[1].name, "y");
         assert_eq!(c.modules[1].cmdline, "z");
         assert_eq!(c.modules[0].cmdline, "");
+    }
+
+    #[test]
+    fn digests_pin_the_kernel_and_the_last_module() {
+        let k = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let c = parse(&format!(
+            "hvboot-config 1\nkernel-blake3 {k}\nkernel /k\nmodule /m\nmodule /n\nmodule-blake3 {}\n",
+            k.to_uppercase()
+        ))
+        .unwrap();
+        assert_eq!(c.kernel_digest, Digest::from_hex(k));
+        assert_eq!(c.modules[0].digest, None);
+        assert_eq!(c.modules[1].digest, Digest::from_hex(k));
+        let e = err(&format!("hvboot-config 1\nkernel /k\nkernel-blake3 {k}\nkernel-blake3 {k}\n"));
+        assert_eq!((e.line, e.message.as_str()), (4, "duplicate key `kernel-blake3`"));
+        let e = err(&format!("hvboot-config 1\nkernel /k\nmodule-blake3 {k}\n"));
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("before any `module`"), "{e}");
+        let e = err(&format!("hvboot-config 1\nkernel /k\nmodule /m\nmodule-blake3 {k}\nmodule-blake3 {k}\n"));
+        assert_eq!(e.line, 5);
+        let e = err("hvboot-config 1\nkernel /k\nkernel-blake3 abc\n");
+        assert_eq!(
+            e.to_string(),
+            "line 3: kernel-blake3: expected 64 hexadecimal digits (a BLAKE3 digest), found `abc`"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ extern crate alloc;
 
 pub mod biostables;
 pub mod config;
+pub mod digest;
 pub mod elf;
 pub mod fat;
 pub mod flow;
@@ -38,6 +39,7 @@ pub mod limine;
 pub mod memmap;
 pub mod multiboot2;
 pub mod paging;
+pub mod pin;
 pub mod protocols;
 pub mod request;
 #[cfg(test)]

@@ -34,6 +34,7 @@ from hvboot.kernel.elf import ELF_MAGIC, REQUEST_SECTION
 from hvboot.loader import checker
 from hvboot.loader.config_file import CONFIG_PATH, KERNEL_PATH
 from hvboot.protocol.layout import PROTOCOL
+from hvboot.trust import report as trust_report
 from hvboot.units import PAGE_SIZE, SECTOR_SIZE
 
 GPT_SIGNATURE = b"EFI PART"
@@ -373,6 +374,7 @@ def inspect_image_bytes(disk: bytes, source: str) -> Json:
         "esp": None,
         "loader_config": None,
         "kernel": None,
+        "trust": None,
         "problems": [],
     }
     problems: list[Problem] = []
@@ -422,6 +424,12 @@ def inspect_image_bytes(disk: bytes, source: str) -> Json:
             problems.append(Problem(f"ESP {CONFIG_PATH}", "missing: the loader needs it"))
         else:
             report["loader_config"] = cfg.decode("utf-8", "replace")
+        s2 = report["stage2"]
+        stage2 = disk[s2["offset"] :][: s2["sectors"] * SECTOR_SIZE] if s2 else None
+        try:
+            report["trust"] = trust_report.trust(files, stage2, source)
+        except HvbootError as err:
+            problems.append(Problem.of(err))
         kernel = files.get(KERNEL_PATH.lstrip("/"))
         if kernel is not None:
             sub = inspect_kernel_bytes(kernel, f"{source}:/{KERNEL_PATH.lstrip('/')}")
@@ -455,6 +463,8 @@ def _image_text(r: Json) -> list[str]:
     if r["loader_config"] is not None:
         lines.append(f"loader config (/{CONFIG_PATH.lstrip('/')}):")
         lines += ["  | " + line for line in r["loader_config"].splitlines()]
+    if r["trust"] is not None:
+        lines += trust_report.text(r["trust"])
     if r["kernel"] is not None:
         lines.append(f"kernel (/{KERNEL_PATH.lstrip('/')}):")
         lines += _kernel_text(r["kernel"], "  ")

@@ -154,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("image", type=Path, help="the disk image or ISO (hvboot build -o ...)")
     w.add_argument("device", type=Path, help="the whole disk, e.g. /dev/sdb (not /dev/sdb1)")
     w.add_argument("--yes", action="store_true", help="do not ask before overwriting DEVICE")
+
+    k = sub.add_parser("keys", help="Secure Boot keys of your own (docs/trust.md)")
+    k.add_argument("action", choices=["new"], help="new: make a PK, KEK and db key set")
+    k.add_argument("dir", type=Path, help="the directory to write them to (never overwritten)")
+
     sub.add_parser("doctor", help="what is installed, what is missing and how to get it")
 
     g = sub.add_parser("gen-protocol", help="regenerate the protocol's Rust, C and doc files")
@@ -372,6 +377,14 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from hvboot.trust import keys
+
+    written = keys.new(args.dir)
+    _say(f"wrote {len(written)} files to {args.dir}: " + ", ".join(p.name for p in written))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if not artifacts.INSTALLED:
         _say(f"building the sample hypervisor ({artifacts.HYPERVISOR_CRATE})")
@@ -453,6 +466,7 @@ COMMANDS = {
     "debug": cmd_debug,
     "inspect": cmd_inspect,
     "new": cmd_new,
+    "keys": cmd_keys,
     "demo": cmd_demo,
     "write": cmd_write,
     "doctor": lambda _args: doctor.main(),

@@ -88,6 +88,7 @@ class BuildConfig:
     modules: tuple[ModuleSpec, ...]
     output: Path | None
     image_size: int | None
+    sign: Path | None = None  # a key set (hvboot keys new): pin the config, sign the loader
 
 
 # ---------------------------------------------------------------------------

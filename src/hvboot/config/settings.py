@@ -281,6 +281,18 @@ SETTINGS: tuple[Setting, ...] = (
         verbs=("build",),
         help="Write a TFTP tree laid out like the ESP (EFI/BOOT/BOOTX64.EFI, hvboot/...) into "
         "this directory instead of an image, for UEFI network boot (docs/netboot.md).",
+    ),
+    Setting(
+        name="sign",
+        table="",
+        key="sign",
+        flags=("--sign",),
+        kind="path of a key directory",
+        check=_path,
+        default=None,
+        verbs=("build",),
+        help="Sign the UEFI loader with this key set's db key (`hvboot keys new DIR`) and pin "
+        "hvboot.cfg's digest in both loaders (docs/trust.md).",
         metavar="DIR",
     ),
     Setting(
@@ -396,6 +408,19 @@ SETTINGS: tuple[Setting, ...] = (
         verbs=BOOT_VERBS,
         help="Also write the serial output to this file.",
         metavar="FILE",
+    ),
+    Setting(
+        name="secure_boot",
+        table=MACHINE_TABLE,
+        key="secure_boot",
+        flags=("--secure-boot",),
+        kind="path of a key directory",
+        check=_path,
+        default=None,
+        verbs=BOOT_VERBS,
+        help="Boot with Secure Boot enforcing and this key set (`hvboot keys new DIR`) enrolled: "
+        "OVMF's Secure Boot build on q35 with SMM (UEFI only; docs/trust.md).",
+        metavar="DIR",
     ),
 )
 
@@ -540,6 +565,7 @@ def load_config(path: str | os.PathLike[str]) -> BuildConfig:
         modules=values.get("modules", ()),
         output=values.get("output"),
         image_size=values.get("image_size"),
+        sign=values.get("sign"),
     )
 
 
@@ -572,6 +598,7 @@ class Settings:
     modules: tuple[ModuleSpec, ...]
     output: Path | None
     image_size: int | None
+    sign: Path | None
     machine: Machine
     config: Path | None  # the file the settings came from, if any
     iso: bool = False
@@ -587,6 +614,7 @@ class Settings:
             modules=self.modules,
             output=self.output,
             image_size=self.image_size,
+            sign=self.sign,
         )
 
 
@@ -604,6 +632,7 @@ def resolve(verb: str, args: argparse.Namespace | None, config: Path | None) -> 
         modules=values["modules"],
         output=values["output"],
         image_size=values["image_size"],
+        sign=values["sign"],
         machine=machine,
         config=config,
         iso=values["iso"],

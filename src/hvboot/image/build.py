@@ -10,6 +10,7 @@ kernel or config is refused here, with the file and field named, rather than on 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import re
@@ -27,6 +28,7 @@ from hvboot.kernel.elf import LoadPlan, accepted
 from hvboot.loader import artifacts
 from hvboot.loader import bios_stages as bios_boot
 from hvboot.loader import config_file as loader_config
+from hvboot.trust import pin, sign
 from hvboot.units import SECTOR_SIZE
 
 EFI_BOOT_PATH = "EFI/BOOT/BOOTX64.EFI"
@@ -83,12 +85,26 @@ def esp_files(
     files = [FatFile(EFI_BOOT_PATH, loader_pe), FatFile(loader_config.KERNEL_PATH, kernel)]
     for index, (spec, data) in enumerate(modules):
         path = f"{loader_config.MODULE_DIR}/{_module_file_name(index, spec.name)}"
-        entries.append(loader_config.LoaderModule(path, spec.name, spec.cmdline))
+        pin = loader_config.digest(data)
+        entries.append(loader_config.LoaderModule(path, spec.name, spec.cmdline, pin))
         files.append(FatFile(path, data))
-    text = loader_config.render(cmdline, entries)
+    # Every placed file pinned: the loader checks each against its digest (docs/trust.md).
+    text = loader_config.render(cmdline, entries, kernel_digest=loader_config.digest(kernel))
     loader_config.check(text)
     files.insert(1, FatFile(loader_config.CONFIG_PATH, text.encode()))
     return files
+
+
+def _sign(
+    files: list[FatFile], bios: bios_boot.BiosBoot, key_dir: Path, source: str
+) -> tuple[FatFile, bios_boot.BiosBoot]:
+    """Both loaders pin the config (trust/pin.py), then the UEFI one is signed with the db key:
+    the firmware checks the loader, the loader the config, the config every file."""
+    [config] = [f for f in files if f.path == loader_config.CONFIG_PATH]
+    digest = loader_config.digest(config.data)
+    pe = sign.sign(pin.pin(files[0].data, digest, source), key_dir)
+    stage2 = pin.pin(bios.stage2, digest, bios.source)
+    return FatFile(EFI_BOOT_PATH, pe), dataclasses.replace(bios, stage2=stage2)
 
 
 def _check_stage2_fits(layout: DiskLayout, lba: int, size: int, source: str, output: Path) -> None:
@@ -110,6 +126,7 @@ class BootFiles:
     plan: LoadPlan
     files: list[FatFile]
     digest: bytes
+    bios: bios_boot.BiosBoot  # the BIOS stages, pinned to the config when signed
     kind: str | None = None  # the kernel's kind, as hvboot-check names it
     limine: dict[str, Any] | None = None  # what a Limine kernel asks for (kind limine)
 
@@ -124,10 +141,13 @@ def boot_files(cfg: BuildConfig) -> BootFiles:
         what = f"module {m.name!r}"
         modules.append((m, gunzip(_read(m.path, what), m.path, what)))
     files = esp_files(kernel, cfg.cmdline, modules, artifacts.uefi_loader_pe())
+    bios = bios_boot.load(artifacts.bios_loader_elf())
+    if cfg.sign is not None:
+        files[0], bios = _sign(files, bios, cfg.sign, str(artifacts.uefi_loader_elf()))
     seed = hashlib.sha256()
     for f in files:
         seed.update(f.path.encode() + b"\0" + hashlib.sha256(f.data).digest())
-    return BootFiles(verdict.plan, files, seed.digest(), verdict.kind, verdict.limine)
+    return BootFiles(verdict.plan, files, seed.digest(), bios, verdict.kind, verdict.limine)
 
 
 def check_output(output: Path) -> None:
@@ -141,9 +161,8 @@ def check_output(output: Path) -> None:
 def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
     """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
     boot = boot_files(cfg)
-    plan, files = boot.plan, boot.files
+    plan, files, bios = boot.plan, boot.files, boot.bios
     check_output(output)
-    bios = bios_boot.load(artifacts.bios_loader_elf())
     sectors = bios_boot.stage2_sectors(bios.stage2)
     # write_disk_image puts the BIOS boot partition first, at the first 1 MiB boundary.
     stage2_lba = ALIGN_SECTORS

@@ -32,7 +32,6 @@ from hvboot.config.build import BuildConfig
 from hvboot.errors import HvbootError
 from hvboot.image.build import boot_files, check_output
 from hvboot.image.fat import build_fat, fat_geometry, fat_size_needed
-from hvboot.loader import artifacts
 from hvboot.loader import bios_stages as bios_boot
 from hvboot.units import SECTOR_SIZE
 
@@ -87,8 +86,7 @@ def build_iso(cfg: BuildConfig, output: Path) -> IsoResult:
     boot = boot_files(cfg)
     check_output(output)
     tool = xorriso()
-    bios = bios_boot.load(artifacts.bios_loader_elf())
-    image = bios_boot_image(bios.stage1, bios.stage2)
+    image = bios_boot_image(boot.bios.stage1, boot.bios.stage2)
     # FAT16 where it fits: an El Torito image is counted in 512-byte units up to 0xFFFF
     # (El Torito 1.0 §2.2, "Sector Count"); firmware reads a larger one to the end of the medium.
     esp_bytes = fat_size_needed(boot.files, fat32=False)

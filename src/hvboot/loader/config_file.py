@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import blake3
+
 from hvboot.loader import checker
 
 CONFIG_PATH = "hvboot/hvboot.cfg"
@@ -23,10 +25,24 @@ class LoaderModule:
     path: str  # on the ESP, without leading slash
     name: str
     cmdline: str
+    digest: str | None = None  # the file's pin (`module-blake3`), lower-case hex
 
 
-def render(cmdline: str, modules: Sequence[LoaderModule], kernel_path: str = KERNEL_PATH) -> str:
+def digest(data: bytes) -> str:
+    """The pin of a file's bytes as the config carries it: BLAKE3, lower-case hex
+    (loader/core/src/digest.rs says why BLAKE3)."""
+    return str(blake3.blake3(data).hexdigest())
+
+
+def render(
+    cmdline: str,
+    modules: Sequence[LoaderModule],
+    kernel_path: str = KERNEL_PATH,
+    kernel_digest: str | None = None,
+) -> str:
     lines = ["hvboot-config 1", "# written by hvboot build", f"kernel /{kernel_path}"]
+    if kernel_digest:
+        lines.append(f"kernel-blake3 {kernel_digest}")
     if cmdline:
         lines.append(f"cmdline {cmdline}")
     for m in modules:
@@ -34,6 +50,8 @@ def render(cmdline: str, modules: Sequence[LoaderModule], kernel_path: str = KER
         lines.append(f"module-name {m.name}")
         if m.cmdline:
             lines.append(f"module-cmdline {m.cmdline}")
+        if m.digest:
+            lines.append(f"module-blake3 {m.digest}")
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,6 @@ from hvboot.loader import artifacts, checker
 from hvboot.loader.config_file import KERNEL_PATH
 from hvboot.units import SECTOR_SIZE
 from hvboot.vm import gdb, qemu
-from hvboot.vm.firmware import find_ovmf
 from hvboot.vm.machine import Machine
 
 LOADER_ENTRY = "efi_main"
@@ -240,7 +239,7 @@ def run(req: DebugRequest) -> DebugResult:
         vars_copy = None
         if req.machine.firmware == "uefi":
             vars_copy = tmp / "OVMF_VARS.fd"
-            vars_copy.write_bytes(find_ovmf().vars_template.read_bytes())
+            vars_copy.write_bytes(qemu.vars_template(req.machine).read_bytes())
         cmd = qemu.command(_spec(req, port), vars_copy)
         vm = _Qemu(cmd, req.machine.serial_log)
         try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvboot.errors import HvbootError
+from hvboot.trust import secure_boot
 from hvboot.vm.firmware import find_ovmf
 from hvboot.vm.machine import Machine
 
@@ -84,10 +85,17 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
         raise HvbootError("--firmware", f"{m.firmware!r}: expected 'uefi' or 'bios'")
     if not spec.image.is_file():
         raise HvbootError(spec.image, "no such disk image")
+    smm = ""
+    if m.secure_boot is not None:
+        if m.firmware != "uefi" or m.type != "q35":
+            raise HvbootError(
+                "--secure-boot", "needs --firmware uefi on --machine q35 (OVMF's SMM build)"
+            )
+        smm = ",smm=on"
     cmd = [
         qemu_binary(),
         "-machine",
-        f"{m.type},accel=tcg",
+        f"{m.type},accel=tcg{smm}",
         "-cpu",
         m.cpu,
         "-m",
@@ -105,11 +113,12 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
     if not spec.display:
         cmd += ["-display", "none"]
     if m.firmware == "uefi":
-        ovmf = find_ovmf()
+        code = find_ovmf().code if m.secure_boot is None else secure_boot.firmware_files()
         assert vars_copy is not None
+        cmd += [*(secure_boot.QEMU_ARGS if m.secure_boot else ())]
         cmd += [
             "-drive",
-            f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf.code}",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
             "-drive",
             f"if=pflash,format=raw,unit=1,file={vars_copy}",
         ]
@@ -139,6 +148,14 @@ def _tail(cmd: list[str], spec: QemuSpec) -> list[str]:
         cmd += ["-S"]
     cmd += list(m.qemu_args)
     return cmd
+
+
+def vars_template(m: Machine) -> Path:
+    """The UEFI variable store a boot of `m` starts from (a copy is what QEMU writes): OVMF's
+    empty one, or with --secure-boot the one with the key set enrolled."""
+    if m.secure_boot is None:
+        return find_ovmf().vars_template
+    return secure_boot.enrolled_vars(m.secure_boot)
 
 
 def describe_status(status: int | None) -> tuple[bool, str]:
@@ -174,7 +191,7 @@ def run(
         vars_copy = None
         if spec.machine.firmware == "uefi":
             vars_copy = Path(tmp) / "OVMF_VARS.fd"
-            shutil.copyfile(find_ovmf().vars_template, vars_copy)
+            shutil.copyfile(vars_template(spec.machine), vars_copy)
         cmd = command(spec, vars_copy)
         return _supervise(cmd, timeout, echo, serial_log, interactive, until)
 
@@ -199,6 +216,7 @@ def _supervise(
     chunks: list[bytes] = []
     err_chunks: list[bytes] = []
     halted = threading.Event()
+    refused = threading.Event()  # Secure Boot refused the loader: the firmware goes on alone
     reached = threading.Event()
     log = serial_log.open("wb") if serial_log else None
 
@@ -219,6 +237,8 @@ def _supervise(
             pending = (pending + data)[-4096:]
             if LOADER_HALTED.encode() in pending:
                 halted.set()
+            if secure_boot.refusal(pending.decode("utf-8", "replace")):
+                refused.set()
             if until is not None and until.search(pending.decode("utf-8", "replace")):
                 reached.set()
 
@@ -242,7 +262,7 @@ def _supervise(
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if halted.is_set():
+            if halted.is_set() or refused.is_set():
                 time.sleep(0.2)  # let the last lines arrive
                 break
             if reached.is_set():
@@ -267,7 +287,10 @@ def _supervise(
         if LOADER_ERROR in line:
             result.loader_error = line[line.index(LOADER_ERROR) + len(LOADER_ERROR) :].strip()
             break
-    if result.loader_error is not None and (halted.is_set() or status is None):
+    if refused.is_set():
+        why = secure_boot.refusal(serial)
+        result.ok, result.outcome = False, f"Secure Boot refused the loader (firmware: {why})"
+    elif result.loader_error is not None and (halted.is_set() or status is None):
         result.ok, result.outcome = False, f"the loader stopped: {result.loader_error}"
     elif timed_out:
         result.ok = False

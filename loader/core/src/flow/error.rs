@@ -4,7 +4,7 @@
 use alloc::string::String;
 use core::fmt;
 
-use crate::{config, elf, paging, request};
+use crate::{config, digest, elf, paging, request};
 
 use super::CONFIG_PATH;
 
@@ -83,6 +83,13 @@ pub enum Error {
     Platform(PlatformError),
     /// The config file does not parse.
     Config(config::ConfigError),
+    /// A file's bytes are not the ones its digest pins (docs/trust.md).
+    Digest {
+        /// The file's path.
+        path: String,
+        /// Both digests.
+        why: digest::Mismatch,
+    },
     /// The kernel is not an ELF file hvboot loads.
     Elf {
         /// The kernel's path.
@@ -176,6 +183,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// `path`'s bytes checked against its pin, before anything reads them: `<path>: blake3
+    /// mismatch: expected ..., got ...`.
+    pub fn check_digest(
+        path: &str,
+        bytes: &[u8],
+        pin: Option<digest::Digest>,
+    ) -> Result<(), Self> {
+        digest::check(bytes, pin).map_err(|why| Self::Digest {
+            path: path.into(),
+            why,
+        })
+    }
+
     /// For `map_err` on an allocation of the loader's own: `no memory for <what>: <why>`.
     pub fn no_memory(what: impl Into<String>) -> impl FnOnce(PlatformError) -> Self {
         let what = what.into();
@@ -194,6 +214,7 @@ impl fmt::Display for Error {
         match self {
             Self::Platform(e) => write!(f, "{e}"),
             Self::Config(e) => write!(f, "{CONFIG_PATH}: {e}"),
+            Self::Digest { path, why } => write!(f, "{path}: {why}"),
             Self::Elf { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Multiboot2 { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Linux { kernel, why } => write!(f, "{kernel}: {why}"),

@@ -182,6 +182,8 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         p.read_file(CONFIG_PATH, MemoryKind::LOADER_RECLAIMABLE.0, 1 << 20)?;
     // SAFETY: read_file filled exactly this range.
     let bytes = unsafe { phys_slice(p, cfg_phys, cfg_size) };
+    // A signed loader pins the config it was built with (crate::pin).
+    Error::check_digest(CONFIG_PATH, bytes, crate::pin::config())?;
     // The same rule the toolkit asks of `hvboot-check config` (UTF-8, then the line format).
     let config = config::parse_bytes(bytes).map_err(Error::Config)?;
     log::info!(
@@ -194,6 +196,7 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
     let (file_phys, file_len) = p.read_file(&path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
     // SAFETY: read_file filled exactly this range.
     let file = unsafe { phys_slice(p, file_phys, file_len) };
+    Error::check_digest(&path, file, config.kernel_digest)?;
     if elf::kind(file) == Some(elf::KernelKind::Multiboot2) {
         let plan = match multiboot2::plan(file) {
             Ok(plan) => plan,

@@ -257,6 +257,8 @@ fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resu
     for (index, m) in inputs.config.modules.iter().enumerate() {
         let (phys, size) = if align > PAGE {
             let (tmp, size) = p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
+            // SAFETY: read_file filled exactly this range.
+            Error::check_digest(&m.path, unsafe { phys_slice(p, tmp, size) }, m.digest)?;
             let phys = p
                 .allocate(
                     MemoryKind::MODULES.0,
@@ -272,7 +274,10 @@ fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resu
             to.copy_from_slice(from);
             (phys, size)
         } else {
-            p.read_file(&m.path, MemoryKind::MODULES.0, u64::MAX)?
+            let (phys, size) = p.read_file(&m.path, MemoryKind::MODULES.0, u64::MAX)?;
+            // SAFETY: read_file filled exactly this range.
+            Error::check_digest(&m.path, unsafe { phys_slice(p, phys, size) }, m.digest)?;
+            (phys, size)
         };
         log::info!("module {}: {size} bytes at {phys:#x}", m.name);
         placed.modules.push((phys, size));

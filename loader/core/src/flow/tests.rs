@@ -1174,3 +1174,52 @@ fn limine_kernel_hand_off() {
         "a device tree blob on x86-64 is left unanswered"
     );
 }
+
+#[test]
+fn digests_pin_the_kernel_and_each_module_before_use() {
+    use crate::digest::Digest;
+    let module = b"module bytes".to_vec();
+    let m = "/hvboot/modules/m.bin";
+    for request in [None, Some(KernelRequest::new().modules_2mib_aligned())] {
+        let kernel = kernel_at(KBASE, request);
+        let pinned = |k: &[u8], md: &[u8]| {
+            format!(
+                "{}kernel-blake3 {}\nmodule-blake3 {}\n",
+                config("", &[(m, "m.bin", "")]),
+                Digest::of(k),
+                Digest::of(md)
+            )
+        };
+        // Pins that match boot.
+        let mut p = machine(kernel.clone(), &pinned(&kernel, &module));
+        p.file(m, module.clone());
+        boot(&mut p).expect("matching digests boot");
+        // A replaced kernel: refused before it is parsed, naming both digests.
+        let mut other = kernel.clone();
+        *other.last_mut().unwrap() ^= 1;
+        let cfg = pinned(&kernel, &module);
+        let e = with(&cfg, other.clone(), |p| {
+            p.file(m, module.clone());
+        });
+        assert_eq!(
+            e,
+            format!(
+                "/hvboot/kernel.elf: blake3 mismatch: expected {}, got {}",
+                Digest::of(&kernel),
+                Digest::of(&other)
+            )
+        );
+        // A replaced module.
+        let e = with(&cfg, kernel.clone(), |p| {
+            p.file(m, &b"other bytes"[..]);
+        });
+        assert_eq!(
+            e,
+            format!(
+                "{m}: blake3 mismatch: expected {}, got {}",
+                Digest::of(&module),
+                Digest::of(b"other bytes")
+            )
+        );
+    }
+}
