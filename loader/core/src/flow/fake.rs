@@ -321,7 +321,10 @@ impl Platform for FakePlatform {
             let why = format!("{path}: {size} bytes, more than the {limit} allowed");
             return Err(PlatformError::File(why));
         }
-        let phys = self.take(kind, size, Placement::Anywhere)?;
+        // As the real platforms word it (fat.rs, loader/uefi files.rs): the file is named.
+        let phys = self
+            .take(kind, size, Placement::Anywhere)
+            .map_err(|e| PlatformError::File(format!("{path}: no memory for {size} bytes: {e}")))?;
         self.zero(phys, size);
         // SAFETY: the allocation just made, `size` bytes at least.
         let dest = unsafe { super::phys_slice(self, phys, size) };
