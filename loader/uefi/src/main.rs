@@ -216,5 +216,8 @@ impl Platform for Uefi {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::fail(format_args!("loader panic: {info}"))
+    console::fail(format_args!(
+        "{}",
+        hvboot_loader_core::flow::PanicReason::of(info)
+    ))
 }
