@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hvboot.errors import HvbootError
+from hvboot.vm import firmware_words
 from hvboot.vm.firmware import find_ovmf
 from hvboot.vm.machine import Machine
 
@@ -56,6 +57,7 @@ class RunResult:
     elapsed: float
     timed_out: bool = False
     loader_error: str | None = None
+    loader_started: bool = True  # False: the firmware gave up on the disk (firmware_words)
     outcome: str = ""
     ok: bool = False
     lines: list[str] = field(default_factory=list)
@@ -71,8 +73,9 @@ def qemu_binary() -> str:
     return found
 
 
-def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
-    """The full QEMU command line for `spec` (TCG; KVM is not used, see docs/testing.md)."""
+def command(spec: QemuSpec, vars_copy: Path | None, firmware_log: Path | None = None) -> list[str]:
+    """The full QEMU command line for `spec` (TCG; KVM is not used, see docs/testing.md);
+    with `firmware_log`, the firmware's debug console goes to that file."""
     m = spec.machine
     if m.firmware not in ("uefi", "bios"):
         raise HvbootError("--firmware", f"{m.firmware!r}: expected 'uefi' or 'bios'")
@@ -100,6 +103,9 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
     ]
     if not spec.display:
         cmd += ["-display", "none"]
+    if firmware_log is not None:
+        port = firmware_words.DEBUGCON_PORT
+        cmd += ["-debugcon", f"file:{firmware_log}", "-global", f"isa-debugcon.iobase={port:#x}"]
     if m.firmware == "uefi":
         ovmf = find_ovmf()
         assert vars_copy is not None
@@ -123,6 +129,27 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
         cmd += ["-S"]
     cmd += list(m.qemu_args)
     return cmd
+
+
+def _firmware_gave_up(seen_on_serial: threading.Event, firmware_log: Path | None) -> bool:
+    """Whether the firmware gave up on the disk, on serial (OVMF) or in its log (SeaBIOS)."""
+    said = "" if seen_on_serial.is_set() else _read_log(firmware_log, tail=4096)
+    if firmware_words.GAVE_UP.search(said):
+        seen_on_serial.set()
+    return seen_on_serial.is_set()
+
+
+def _read_log(path: Path | None, tail: int | None = None) -> str:
+    """The firmware log's text (its last `tail` bytes), empty if there is none."""
+    if path is None:
+        return ""
+    try:
+        with path.open("rb") as f:
+            if tail is not None:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 def describe_status(status: int | None) -> tuple[bool, str]:
@@ -159,8 +186,9 @@ def run(
         if spec.machine.firmware == "uefi":
             vars_copy = Path(tmp) / "OVMF_VARS.fd"
             shutil.copyfile(find_ovmf().vars_template, vars_copy)
-        cmd = command(spec, vars_copy)
-        return _supervise(cmd, timeout, echo, serial_log, interactive, until)
+        firmware_log = Path(tmp) / "firmware.log"
+        cmd = command(spec, vars_copy, firmware_log)
+        return _supervise(cmd, timeout, echo, serial_log, interactive, until, firmware_log)
 
 
 def _supervise(
@@ -170,6 +198,7 @@ def _supervise(
     serial_log: Path | None,
     interactive: bool,
     until: re.Pattern[str] | None = None,
+    firmware_log: Path | None = None,
 ) -> RunResult:
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -184,6 +213,7 @@ def _supervise(
     err_chunks: list[bytes] = []
     halted = threading.Event()
     reached = threading.Event()
+    gave_up = threading.Event()  # the firmware gave up on the disk (firmware_words.GAVE_UP)
     log = serial_log.open("wb") if serial_log else None
 
     def pump_serial() -> None:
@@ -203,8 +233,11 @@ def _supervise(
             pending = (pending + data)[-4096:]
             if LOADER_HALTED.encode() in pending:
                 halted.set()
-            if until is not None and until.search(pending.decode("utf-8", "replace")):
+            text = pending.decode("utf-8", "replace")
+            if until is not None and until.search(text):
                 reached.set()
+            if firmware_words.GAVE_UP.search(text):
+                gave_up.set()
 
     def pump_stderr() -> None:
         assert proc.stderr is not None
@@ -231,6 +264,9 @@ def _supervise(
                 break
             if reached.is_set():
                 break
+            if not interactive and _firmware_gave_up(gave_up, firmware_log):
+                time.sleep(0.2)  # let the last lines arrive
+                break
             if timeout is not None and time.monotonic() - start > timeout:
                 timed_out = True
                 break
@@ -251,11 +287,18 @@ def _supervise(
         if LOADER_ERROR in line:
             result.loader_error = line[line.index(LOADER_ERROR) + len(LOADER_ERROR) :].strip()
             break
-    if result.loader_error is not None and (halted.is_set() or status is None):
+    firmware_said = _read_log(firmware_log)
+    started = firmware_words.loader_started(serial)
+    if not started and gave_up.is_set():
+        result.loader_started = False
+        result.outcome = firmware_words.never_started(serial, firmware_said)
+    elif result.loader_error is not None and (halted.is_set() or status is None):
         result.ok, result.outcome = False, f"the loader stopped: {result.loader_error}"
     elif timed_out:
         result.ok = False
         result.outcome = f"timed out after {timeout:g} s without the kernel reporting a result"
+        if not started:  # a slow firmware, or one stuck retrying its own reads
+            result.outcome += f"; {firmware_words.not_yet_started(serial, firmware_said)}"
     else:
         result.ok, result.outcome = describe_status(status)
         if status == 1 and stderr.strip():
