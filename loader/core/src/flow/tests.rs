@@ -974,3 +974,39 @@ fn multiboot2_relocatable_kernel_moves() {
     let load_base = &tags.iter().find(|t| t.0 == 21).unwrap().1;
     assert_eq!(load_base.as_slice(), (base as u32).to_le_bytes());
 }
+
+/// Issue 10, "memory maps of thousands of entries": a firmware map of 4,000 entries (usable
+/// and reserved pages alternating, which no merge can join) boots; every reserved page stays
+/// reserved in the kernel's map, every allocation has its kind, and the room made for the final
+/// map grew with the firmware's.
+#[test]
+fn a_firmware_map_of_thousands_of_entries() {
+    const PAIRS: u64 = 2000;
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    let (from, to) = (240 * MIB, 240 * MIB + 2 * PAIRS * PAGE);
+    let usable_tail = p
+        .firmware_map
+        .iter()
+        .position(|e| e.0 == 201 * MIB)
+        .unwrap();
+    p.firmware_map[usable_tail] = (201 * MIB, from - 201 * MIB, 1);
+    let pieces = (0..2 * PAIRS).map(|i| (from + i * PAGE, PAGE, if i % 2 == 0 { 2 } else { 1 }));
+    let at = usable_tail + 1;
+    p.firmware_map.splice(at..at, pieces);
+    p.firmware_map
+        .insert(at + 2 * PAIRS as usize, (to, RAM_END - to, 1));
+    assert!(p.firmware_map.len() > 4000);
+    let h = boot(&mut p).unwrap();
+    let b = info(&p, &h);
+    check_map(&p, b);
+    let map = b.memory_map();
+    assert!(map.len() > 2 * PAIRS as usize, "{} entries", map.len());
+    for i in (0..2 * PAIRS).step_by(2) {
+        let page = from + i * PAGE;
+        let r = map
+            .iter()
+            .find(|r| r.base <= page && page < r.base + r.length)
+            .expect("a reserved page is in the map");
+        assert_eq!(r.kind, MemoryKind::RESERVED, "page {page:#x}");
+    }
+}
