@@ -39,7 +39,7 @@ def _accepted(check: Callable[[str, str], str], where: str) -> Callable[[str], b
     return ok
 
 
-_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=300)
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=300)
 cmdlines = _TEXT.filter(_accepted(check_cmdline, "cmdline"))
 names = st.text(min_size=1, max_size=20).filter(_accepted(check_module_name, "name"))
 
