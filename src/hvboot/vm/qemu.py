@@ -31,6 +31,14 @@ EXIT_FAILURE = 0x11
 STATUS_SUCCESS = (EXIT_SUCCESS << 1) | 1  # 33
 STATUS_FAILURE = (EXIT_FAILURE << 1) | 1  # 35
 
+# The disk's devices for each bus but IDE (which `-drive if=ide` makes, AHCI on q35).
+DISK_BUSES: dict[str, tuple[str, ...]] = {
+    "ide": (),
+    "virtio": ("virtio-blk-pci,drive=disk0,bootindex=0",),
+    "nvme": ("nvme,serial=hvboot0,drive=disk0,bootindex=0",),
+    "usb": ("qemu-xhci,id=xhci", "usb-storage,bus=xhci.0,drive=disk0,bootindex=0"),
+}
+
 # What the loader prints when it gives up (loader/uefi/src/console.rs): it then halts for good.
 LOADER_HALTED = "hvboot: halted"
 LOADER_ERROR = "hvboot: error: "
@@ -47,6 +55,8 @@ class QemuSpec:
     # A blkdebug rules file: the disk goes through QEMU's blkdebug driver, which injects the
     # I/O errors the file describes (tests of the loader's read-error handling).
     blkdebug: Path | None = None
+    # How the disk is attached (DISK_BUSES): IDE (AHCI on q35), virtio-blk, NVMe or USB (xHCI).
+    disk_bus: str = "ide"
 
 
 @dataclass
@@ -115,14 +125,22 @@ def command(spec: QemuSpec, vars_copy: Path | None, firmware_log: Path | None = 
             "-drive",
             f"if=pflash,format=raw,unit=1,file={vars_copy}",
         ]
-    drive = f"file={spec.image},format=raw,if=ide,index=0,media=disk"
+    if spec.disk_bus not in DISK_BUSES:
+        raise HvbootError("disk bus", f"{spec.disk_bus!r}: expected one of {', '.join(DISK_BUSES)}")
+    drive = f"file={spec.image},format=raw"
     if spec.blkdebug is not None:
         # raw on top of blkdebug: the raw driver emits the read_aio events the rules match.
         drive = (
             f"driver=raw,file.driver=blkdebug,file.config={spec.blkdebug},"
-            f"file.image.filename={spec.image},if=ide,index=0,media=disk"
+            f"file.image.filename={spec.image}"
         )
-    cmd += ["-drive", drive + (",snapshot=on" if spec.snapshot else "")]
+    drive += ",snapshot=on" if spec.snapshot else ""
+    if spec.disk_bus == "ide":
+        cmd += ["-drive", f"{drive},if=ide,index=0,media=disk"]
+    else:
+        cmd += ["-drive", f"{drive},if=none,id=disk0"]
+        for device in DISK_BUSES[spec.disk_bus]:
+            cmd += ["-device", device]
     if spec.gdb_port is not None:
         cmd += ["-gdb", f"tcp:127.0.0.1:{spec.gdb_port}"]
     if spec.stopped:
