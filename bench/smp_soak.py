@@ -6,10 +6,7 @@ docs/testing.md.
     .venv/bin/python bench/smp_soak.py [--boots 20] [--smp 8] [--firmware uefi --firmware bios]
 
 Each boot is judged like tests/test_smp.py judges one:
-- hang: no result before the timeout;
-- reset: QEMU exited with status 0 (a triple fault with -no-reboot, or a power-off);
-- loader: the loader stopped with an error;
-- exit: the kernel reported failure or another exit code;
+- hang, reset, loader, exit (bench/verdict.py);
 - wrong report: the kernel succeeded but its report is not QEMU's truth (CPU count, APIC IDs in
   MADT order, one BSP, every other CPU parked, every AP released and reporting with its
   argument).
@@ -29,6 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from report_kernel import parse_report  # noqa: E402
+from verdict import judge  # noqa: E402
 
 from hvboot.config.build import BuildConfig  # noqa: E402
 from hvboot.image.build import build_image  # noqa: E402
@@ -63,23 +61,6 @@ def wrong_report(serial: str, cpus: int) -> str | None:
     return None
 
 
-def judge(result: qemu.RunResult, cpus: int) -> str:
-    """The boot's kind: ok, hang, reset, loader, exit or wrong report."""
-    if result.timed_out:
-        return "hang"
-    if result.loader_error is not None:
-        return "loader"
-    if result.status == 0:
-        return "reset"
-    if not result.ok:
-        return "exit"
-    try:
-        why = wrong_report(result.serial, cpus)
-    except Exception as e:  # a malformed report is a wrong one
-        why = str(e)
-    return "ok" if why is None else f"wrong report: {why}"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--boots", type=int, default=20)
@@ -101,7 +82,7 @@ def main() -> int:
                 spec = qemu.QemuSpec(image=image, machine=machine, snapshot=True)
                 result = qemu.run(spec, timeout=args.timeout)
                 times.append(time.monotonic() - start)
-                kind = judge(result, args.smp)
+                kind = judge(result, lambda serial: wrong_report(serial, args.smp))
                 kinds[kind.split(":")[0]] += 1
                 print(f"{firmware} boot {n:2}: {kind} ({times[-1]:.1f} s)", flush=True)
             bad = args.boots - kinds["ok"]

@@ -140,7 +140,7 @@ def test_inline_module_tables(project: Path) -> None:
 
 
 def test_cmdline_at_limit(project: Path) -> None:
-    cmdline = "é" * (MAX_CMDLINE_BYTES // 2)  # 2 bytes each: exactly 4096 bytes
+    cmdline = "é" * (MAX_CMDLINE_BYTES // 2)  # 2 bytes each: exactly the limit
     cfg = load_config(write(project, KERNEL + f"cmdline = {toml_str(cmdline)}\n"))
     assert cfg.cmdline == cmdline
 
@@ -420,8 +420,8 @@ def test_check_unique_names_across_sources(project: Path) -> None:
         ("a\\nb", "contains a newline at character 1; expected a single line"),
         ("ab\\r", "contains a newline at character 2"),
         ("a\\u0000b", "contains a NUL character at character 1"),
-        ("x" * 4097, "is 4097 bytes long, longer than the limit of 4096 bytes"),
-        ("€" * 1366, "is 4098 bytes long"),
+        ("x" * 65537, "is 65537 bytes long, longer than the limit of 65536 bytes"),
+        ("€" * 21846, "is 65538 bytes long"),
     ],
 )
 def test_bad_cmdline(project: Path, key: str, value: str, fragment: str) -> None:
@@ -533,7 +533,7 @@ def test_module_arg(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("guests", "is a directory, expected a file"),
         ("guests/guest.bin:a\nb", "contains a newline"),
         ("guests/guest.bin:a\0b", "contains a NUL character"),
-        ("guests/guest.bin:" + "x" * 4097, "is 4097 bytes long"),
+        ("guests/guest.bin:" + "x" * 65537, "is 65537 bytes long"),
     ],
 )
 def test_module_arg_errors(

@@ -1,8 +1,9 @@
-"""Hundreds of modules: the loader's bookkeeping grows with the work (the BIOS platform's list of
-allocations, once a fixed table of 96, and both platforms' heaps, once a fixed 4 MiB), so an
-image with a few hundred small modules boots under BIOS and UEFI and the kernel sees every module
-intact. (Since the FAT reader scans directories in place, 300 modules fit the first heap arena;
-the heap's growth itself is tested in loader/core/src/heap.rs.)"""
+"""A thousand modules (issue 10, "no cap a user meets"): the loader's bookkeeping grows with the
+work (the BIOS platform's list of allocations, once a fixed table of 96, and both platforms'
+heaps, once a fixed 4 MiB), so an image with 1,000 small modules boots under BIOS and UEFI and the
+kernel sees every module intact: name, command line, size, CRC-32. (The FAT reader scans
+directories in place; the heap's growth itself is tested in loader/core/src/heap.rs.) Measured
+2026-12-01 on 2 shared cores: 33 s a boot under SeaBIOS, 67 s under OVMF, 8 s to build."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from hvboot.config.build import ModuleSpec
 from hvboot.image.build import BuildResult
 
 pytestmark = pytest.mark.boot
-COUNT = 300
+COUNT = 1000
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def many(
 
 
 @pytest.mark.parametrize("firmware", FIRMWARES)
-def test_hundreds_of_modules_boot(
+def test_a_thousand_modules_boot(
     firmware: str, many: tuple[BuildResult, tuple[ModuleSpec, ...]]
 ) -> None:
     image, specs = many

@@ -213,18 +213,30 @@ def test_guest_reservation_and_trampoline(
 
 @pytest.mark.boot
 @pytest.mark.parametrize("firmware", FIRMWARES)
-def test_unmet_reservation_stops_the_boot(
-    firmware: str, request_kernel: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [
+        ("guest_size", "guest.size: cannot reserve 0x40000000 bytes of guest memory"),
+        # Issue 10, item 7: the allocation the request made large names the kernel and field.
+        ("stack_size", "stack_size: no memory for the 0x40000000-byte kernel stack: "),
+    ],
+)
+def test_unmet_request_stops_the_boot(
+    firmware: str, field: str, words: str, request_kernel: Path, tmp_path: Path
 ) -> None:
-    req = replace(default_request(request_kernel), guest_size=GIB)
-    image = make_image(tmp_path, patched(request_kernel, tmp_path, req))
-    result = boot(image.output, firmware, memory="512M")
+    error = _refused(request_kernel, tmp_path, firmware, **{field: GIB})
+    assert error.startswith(f"{KERNEL_PATH}: .hvboot_request: {words}"), error
+
+
+def _refused(kernel: Path, tmp: Path, firmware: str, **fields: int) -> str:
+    """The loader's error for `kernel` with its request's `fields` changed, on 512 MiB."""
+    req = replace(default_request(kernel), **fields)
+    result = boot(make_image(tmp, patched(kernel, tmp, req)).output, firmware, memory="512M")
     assert not result.ok
     assert result.loader_error is not None, result.serial[-3000:]
-    assert result.loader_error.startswith(f"{KERNEL_PATH}: .hvboot_request: guest.size: ")
-    assert "0x40000000" in result.loader_error
     assert "hvboot: halted" in result.serial
     assert "HVB begin" not in result.serial
+    return result.loader_error
 
 
 @pytest.mark.boot
@@ -396,3 +408,62 @@ def test_codec_reads_what_the_core_decodes(request_kernel: Path) -> None:
     core = default_request(request_kernel)
     assert codec.unpack("KernelRequest", raw) == core
     assert codec.pack("KernelRequest", core) == raw[: len(codec.pack("KernelRequest", core))]
+
+
+# --- refusals that name the kernel and the field (issue 10, items 6 and 7) --------------------
+
+
+def _damage_unrelated_section_headers(kernel: Path, tmp: Path) -> Path:
+    """A copy of `kernel` whose every section header but the request's and the name table's is
+    malformed: its name past the string table, its bytes past the file, an unknown type."""
+    data = bytearray(kernel.read_bytes())
+    elf = ELFFile(io.BytesIO(bytes(data)))
+    damaged = 0
+    for i, sec in enumerate(elf.iter_sections()):
+        if i in (0, elf["e_shstrndx"]) or sec.name == kernel_elf.REQUEST_SECTION:
+            continue
+        at = elf["e_shoff"] + i * elf["e_shentsize"]
+        struct.pack_into("<IIQQQQ", data, at, 0xFFFF_FFF0, 0x6FFF_FFF3, 0, 1 << 62, 1 << 62, 0)
+        damaged += 1
+    assert damaged >= 3
+    out = tmp / "damaged.elf"
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_host_finds_the_request_past_malformed_section_headers(
+    request_kernel: Path, tmp_path: Path
+) -> None:
+    kernel = _damage_unrelated_section_headers(request_kernel, tmp_path)
+    assert request_header(kernel.read_bytes()) == request_header(request_kernel.read_bytes())
+    assert kernel_elf.load_plan(kernel).request == default_request(request_kernel)
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_loader_honours_the_request_past_malformed_section_headers(
+    firmware: str, request_kernel: Path, tmp_path: Path
+) -> None:
+    # Host and loader ask the same core (request::find): both find the request, and the
+    # kernel gets what it asked for, not the defaults.
+    kernel = _damage_unrelated_section_headers(request_kernel, tmp_path)
+    _, report = boot_report(make_image(tmp_path, kernel).output, firmware)
+    assert int(report.one("kernel")["stack_size"]) == 128 * 1024
+    assert int(report.one("direct_map")["offset"], 0) == DIRECT_MAP
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_a_module_larger_than_memory_names_the_module(
+    firmware: str, report_kernel: Path, tmp_path: Path
+) -> None:
+    mod = tmp_path / "huge.bin"
+    with mod.open("wb") as f:
+        f.truncate(192 * MIB)
+    image = make_image(tmp_path, report_kernel, "", (ModuleSpec(mod, "huge.bin", ""),))
+    result = boot(image.output, firmware, memory="128M")
+    assert result.loader_error is not None, result.serial[-3000:]
+    assert result.loader_error.startswith(
+        f"/hvboot/modules/huge.bin: no memory for {192 * MIB} bytes: "
+    ), result.loader_error
+    assert "HVB begin" not in result.serial

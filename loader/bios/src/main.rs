@@ -223,5 +223,8 @@ impl Platform for Bios {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::fail(format_args!("loader panic: {info}"))
+    console::fail(format_args!(
+        "{}",
+        hvboot_loader_core::flow::PanicReason::of(info)
+    ))
 }

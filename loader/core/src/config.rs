@@ -39,6 +39,9 @@ use crate::digest::Digest;
 pub const HEADER_KEY: &str = "hvboot-config";
 /// The only config version this loader reads.
 pub const VERSION: &str = "1";
+/// The largest config file the loader reads: room for a thousand modules with 64 KiB command
+/// lines each; `hvboot build` refuses a larger one with these words (via `hvboot-check`).
+pub const MAX_CONFIG_BYTES: usize = 80 << 20;
 
 /// The parsed config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +153,16 @@ fn parse_digest(line: usize, key: &str, value: &str) -> Result<Digest, ConfigErr
 
 /// Parses the bytes of a loader config file: UTF-8 text (see [`parse`]).
 pub fn parse_bytes(bytes: &[u8]) -> Result<LoaderConfig, ConfigError> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::at(
+            0,
+            format!(
+                "{} bytes, more than the loader's limit of {MAX_CONFIG_BYTES} bytes for its \
+                 config file",
+                bytes.len()
+            ),
+        ));
+    }
     let text = core::str::from_utf8(bytes)
         .map_err(|e| ConfigError::at(0, format!("not UTF-8 text: {e}")))?;
     parse(text)
@@ -324,6 +337,22 @@ pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_config_past_the_limit_is_refused_by_its_size() {
+        let mut big = alloc::vec![b'#'; MAX_CONFIG_BYTES + 1];
+        big[..20].copy_from_slice(b"hvboot-config 1\n# x\n");
+        let e = parse_bytes(&big).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert_eq!(
+            e.message,
+            format!(
+                "{} bytes, more than the loader's limit of {MAX_CONFIG_BYTES} bytes for its \
+                 config file",
+                MAX_CONFIG_BYTES + 1
+            )
+        );
+    }
+
     use super::*;
     use alloc::string::ToString;
 

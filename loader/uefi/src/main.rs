@@ -236,5 +236,8 @@ fn push_regions(map: &MemoryMapOwned, regions: &mut Vec<memmap::Region>) {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::fail(format_args!("loader panic: {info}"))
+    console::fail(format_args!(
+        "{}",
+        hvboot_loader_core::flow::PanicReason::of(info)
+    ))
 }

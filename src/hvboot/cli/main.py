@@ -9,6 +9,7 @@ Exit statuses of `hvboot run` and `hvboot test` (docs/getting-started.md, "Exit 
     6   the loader stopped with an error ("hvboot: error: ..." on COM1)
     8   the machine reset or powered off before the kernel reported (e.g. a triple fault)
     10  QEMU failed (its own messages are shown) or was killed
+    12  the firmware never started the loader (the message quotes the firmware's last words)
     odd the kernel exited with another code V: QEMU's status (V << 1) | 1 (mod 256), as is
 
 Every other command exits 0 on success, 2 on bad input and 1 on other failures.
@@ -47,6 +48,7 @@ EXIT_TIMEOUT = 4
 EXIT_LOADER_ERROR = 6
 EXIT_NO_RESULT = 8
 EXIT_QEMU_FAILED = 10
+EXIT_NO_LOADER = 12
 BATCH_TIMEOUT = 600.0
 
 
@@ -297,6 +299,8 @@ def exit_status(result: qemu.RunResult) -> int:
         return EXIT_OK
     if result.outcome.startswith("the loader stopped"):
         return EXIT_LOADER_ERROR
+    if not result.loader_started:
+        return EXIT_NO_LOADER
     if result.timed_out:
         return EXIT_TIMEOUT
     status = result.status

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hvboot.config.build import (
+    MAX_CMDLINE_BYTES,
     BuildConfig,
     ModuleSpec,
     _check_file,
@@ -229,7 +230,8 @@ SETTINGS: tuple[Setting, ...] = (
         check=_cmdline,
         default="",
         verbs=BUILD_VERBS,
-        help="The kernel command line: at most 4096 bytes of UTF-8, one line, no NUL.",
+        help=f"The kernel command line: at most {MAX_CMDLINE_BYTES} bytes of UTF-8, one line, "
+        "no NUL.",
     ),
     Setting(
         name="output",

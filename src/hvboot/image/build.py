@@ -24,6 +24,7 @@ from hvboot.config.build import BuildConfig, ModuleSpec
 from hvboot.errors import HvbootError
 from hvboot.image.disk import ALIGN_SECTORS, DiskLayout, write_disk_image
 from hvboot.image.fat import FatFile
+from hvboot.image.output import image_target
 from hvboot.kernel.elf import LoadPlan, accepted
 from hvboot.loader import artifacts
 from hvboot.loader import bios_stages as bios_boot
@@ -111,7 +112,9 @@ def _check_stage2_fits(layout: DiskLayout, lba: int, size: int, source: str, out
     """Stage 1 was patched for `lba`; refuse an image whose BIOS boot partition differs."""
     have = (layout.stage2_sectors or 0) * SECTOR_SIZE
     if layout.stage2_first_lba != lba or have < size:
-        output.unlink(missing_ok=True)
+        target = image_target(output)
+        if not target.is_device:  # a device node is never removed
+            target.real.unlink(missing_ok=True)
         raise HvbootError(
             source,
             f"stage 2 is {size} bytes but the BIOS boot partition holds {have} bytes at LBA "
@@ -150,19 +153,11 @@ def boot_files(cfg: BuildConfig) -> BootFiles:
     return BootFiles(verdict.plan, files, seed.digest(), bios, verdict.kind, verdict.limine)
 
 
-def check_output(output: Path) -> None:
-    """Refuse an output path that cannot become an image file."""
-    if output.is_dir():
-        raise HvbootError(output, "output: is a directory, expected an image file path")
-    if not output.parent.is_dir():
-        raise HvbootError(output, f"output: the directory {output.parent} does not exist")
-
-
 def build_image(cfg: BuildConfig, output: Path) -> BuildResult:
     """Write the disk image for `cfg` to `output`; the same inputs give the same bytes."""
     boot = boot_files(cfg)
     plan, files, bios = boot.plan, boot.files, boot.bios
-    check_output(output)
+    image_target(output)  # refuse a place an image cannot go before writing
     sectors = bios_boot.stage2_sectors(bios.stage2)
     # write_disk_image puts the BIOS boot partition first, at the first 1 MiB boundary.
     stage2_lba = ALIGN_SECTORS

@@ -15,9 +15,8 @@ so the same inputs always give the same bytes.
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from hvboot.image.gpt import (
     build_gpt,
     last_usable_lba,
 )
+from hvboot.image.output import image_target
 from hvboot.units import MIB, SECTOR_SIZE
 
 ALIGN_SECTORS = 2048  # 1 MiB
@@ -102,11 +102,16 @@ def write_disk_image(
     """Write a GPT disk image to `path` and return where its partitions are.
 
     Without `size_bytes` the ESP gets fat_size_needed(esp_files) (at least 33 MiB, so FAT32)
-    and the disk ends 1 MiB after it. With `size_bytes` the ESP fills the disk up to the last
-    1 MiB boundary before the backup GPT; HvbootError names the size given and the size
-    needed if the files do not fit.
+    and the disk ends 1 MiB after it; a block device's own size is its `size_bytes`. `path`
+    may be a file, a symlink or a block device (image/output.py). With `size_bytes` the ESP
+    fills the disk up to the last 1 MiB boundary before the backup GPT; HvbootError names the
+    size given and the size needed if the files do not fit.
     """
     path = Path(path)
+    target = image_target(path)
+    if size_bytes is None and target.device_bytes is not None:
+        # A disk's GPT ends at its last sector (UEFI 2.10 §5.3.1), so the image fills it.
+        size_bytes = target.device_bytes // SECTOR_SIZE * SECTOR_SIZE
     stage2_first: int | None = None
     stage2_sectors: int | None = None
     esp_first = ALIGN_SECTORS
@@ -176,30 +181,13 @@ def write_disk_image(
     head, tail = build_gpt(total_sectors, partitions, _guid(digest, "disk"), mbr_boot_code)
     assert len(head) == HEAD_SECTORS * SECTOR_SIZE
 
-    # Write next to the target and rename, so a failure never leaves half an image behind.
-    # Runs of zeros are skipped with seek(), which leaves holes in the (sparse) file.
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(head)
-            if bios_stage2 is not None and stage2_first is not None:
-                out.seek(stage2_first * SECTOR_SIZE)
-                out.write(bios_stage2)
-            out.seek(esp_first * SECTOR_SIZE)
-            for chunk in plan.chunks():
-                if isinstance(chunk, int):
-                    out.seek(chunk, os.SEEK_CUR)
-                else:
-                    out.write(chunk)
-            out.seek((total_sectors - TAIL_SECTORS) * SECTOR_SIZE)
-            out.write(tail)
-            out.truncate(total_sectors * SECTOR_SIZE)
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise HvbootError(path, f"cannot write the disk image: {err.strerror}") from None
-        raise
+    target.check_fits(total_sectors * SECTOR_SIZE)
+    pieces: list[tuple[int, Iterable[bytes | int]]] = [(0, [head])]
+    if bios_stage2 is not None and stage2_first is not None:
+        pieces.append((stage2_first * SECTOR_SIZE, [bios_stage2]))
+    pieces.append((esp_first * SECTOR_SIZE, plan.chunks()))
+    pieces.append(((total_sectors - TAIL_SECTORS) * SECTOR_SIZE, [tail]))
+    target.write(total_sectors * SECTOR_SIZE, pieces)
     return DiskLayout(
         total_sectors=total_sectors,
         esp_first_lba=esp_first,

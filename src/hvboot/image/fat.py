@@ -100,6 +100,11 @@ if array("I").itemsize != 4 or array("H").itemsize != 2:  # pragma: no cover
     raise ImportError("hvboot.image.fat needs 16- and 32-bit array item types")
 
 
+class Unused(int):
+    """A run of bytes whose contents nothing reads: zeros in an image file, left as they are
+    when a device is written in place (so a 64 GiB stick is not zeroed)."""
+
+
 @dataclass(frozen=True)
 class FatFile:
     """One file to put in the file system: a "/"-separated path (no leading "/") and bytes."""
@@ -707,7 +712,8 @@ class FatPlan:
         return b"".join(parts)
 
     def chunks(self) -> Iterator[bytes | int]:
-        """The volume's bytes in order; an int stands for that many zero bytes."""
+        """The volume's bytes in order; an int stands for that many zero bytes, an `Unused`
+        for bytes nothing reads (a file's slack, the free clusters)."""
         geo = self.geometry
         yield self._reserved_region()
         fat = self._fat()
@@ -727,9 +733,9 @@ class FatPlan:
             data = f.data if f.data is not None else b""
             if data:
                 yield data
-                yield f.clusters * cluster_bytes - len(data)
+                yield Unused(f.clusters * cluster_bytes - len(data))
         data_end = geo.first_data_sector * SECTOR_SIZE + self.used_clusters * cluster_bytes
-        yield self.size_bytes - data_end
+        yield Unused(self.size_bytes - data_end)
 
 
 def plan_fat(

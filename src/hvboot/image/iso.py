@@ -30,8 +30,9 @@ from pathlib import Path
 
 from hvboot.config.build import BuildConfig
 from hvboot.errors import HvbootError
-from hvboot.image.build import boot_files, check_output
+from hvboot.image.build import boot_files
 from hvboot.image.fat import build_fat, fat_geometry, fat_size_needed
+from hvboot.image.output import image_target
 from hvboot.loader import bios_stages as bios_boot
 from hvboot.units import SECTOR_SIZE
 
@@ -84,7 +85,7 @@ def bios_boot_image(stage1: bytes, stage2: bytes) -> bytes:
 def build_iso(cfg: BuildConfig, output: Path) -> IsoResult:
     """Write the hybrid ISO for `cfg` to `output`."""
     boot = boot_files(cfg)
-    check_output(output)
+    image_target(output)  # refuse a place an image cannot go before writing
     tool = xorriso()
     image = bios_boot_image(boot.bios.stage1, boot.bios.stage2)
     # FAT16 where it fits: an El Torito image is counted in 512-byte units up to 0xFFFF

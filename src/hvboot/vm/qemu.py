@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hvboot.errors import HvbootError
 from hvboot.trust import secure_boot
+from hvboot.vm import firmware_words
 from hvboot.vm.firmware import find_ovmf
 from hvboot.vm.machine import Machine
 
@@ -30,6 +31,14 @@ EXIT_SUCCESS = 0x10
 EXIT_FAILURE = 0x11
 STATUS_SUCCESS = (EXIT_SUCCESS << 1) | 1  # 33
 STATUS_FAILURE = (EXIT_FAILURE << 1) | 1  # 35
+
+# The disk's devices for each bus but IDE (which `-drive if=ide` makes, AHCI on q35).
+DISK_BUSES: dict[str, tuple[str, ...]] = {
+    "ide": (),
+    "virtio": ("virtio-blk-pci,drive=disk0,bootindex=0",),
+    "nvme": ("nvme,serial=hvboot0,drive=disk0,bootindex=0",),
+    "usb": ("qemu-xhci,id=xhci", "usb-storage,bus=xhci.0,drive=disk0,bootindex=0"),
+}
 
 # What the loader prints when it gives up (loader/uefi/src/console.rs): it then halts for good.
 LOADER_HALTED = "hvboot: halted"
@@ -53,6 +62,8 @@ class QemuSpec:
     # and names `image` (a path inside it) as the DHCP boot file; the NIC is `nic`.
     tftp: Path | None = None
     nic: str = "virtio-net-pci"
+    # How the disk is attached (DISK_BUSES): IDE (AHCI on q35), virtio-blk, NVMe or USB (xHCI).
+    disk_bus: str = "ide"
 
 
 @dataclass
@@ -63,6 +74,7 @@ class RunResult:
     elapsed: float
     timed_out: bool = False
     loader_error: str | None = None
+    loader_started: bool = True  # False: the firmware gave up on the disk (firmware_words)
     outcome: str = ""
     ok: bool = False
     lines: list[str] = field(default_factory=list)
@@ -78,8 +90,9 @@ def qemu_binary() -> str:
     return found
 
 
-def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
-    """The full QEMU command line for `spec` (TCG; KVM is not used, see docs/testing.md)."""
+def command(spec: QemuSpec, vars_copy: Path | None, firmware_log: Path | None = None) -> list[str]:
+    """The full QEMU command line for `spec` (TCG; KVM is not used, see docs/testing.md);
+    with `firmware_log`, the firmware's debug console goes to that file."""
     m = spec.machine
     if m.firmware not in ("uefi", "bios"):
         raise HvbootError("--firmware", f"{m.firmware!r}: expected 'uefi' or 'bios'")
@@ -112,6 +125,9 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
     ]
     if not spec.display:
         cmd += ["-display", "none"]
+    if firmware_log is not None:
+        port = firmware_words.DEBUGCON_PORT
+        cmd += ["-debugcon", f"file:{firmware_log}", "-global", f"isa-debugcon.iobase={port:#x}"]
     if m.firmware == "uefi":
         code = find_ovmf().code if m.secure_boot is None else secure_boot.firmware_files()
         assert vars_copy is not None
@@ -128,14 +144,22 @@ def command(spec: QemuSpec, vars_copy: Path | None) -> list[str]:
         cmd += ["-device", f"{spec.nic},netdev=n0"]
         return _tail(cmd, spec)
     cmd += ["-net", "none"]
-    drive = f"file={spec.image},format=raw,if=ide,index=0,media={spec.media}"
+    if spec.disk_bus not in DISK_BUSES:
+        raise HvbootError("disk bus", f"{spec.disk_bus!r}: expected one of {', '.join(DISK_BUSES)}")
+    drive = f"file={spec.image},format=raw"
     if spec.blkdebug is not None:
         # raw on top of blkdebug: the raw driver emits the read_aio events the rules match.
         drive = (
             f"driver=raw,file.driver=blkdebug,file.config={spec.blkdebug},"
-            f"file.image.filename={spec.image},if=ide,index=0,media=disk"
+            f"file.image.filename={spec.image}"
         )
-    cmd += ["-drive", drive + (",snapshot=on" if spec.snapshot else "")]
+    drive += ",snapshot=on" if spec.snapshot else ""
+    if spec.disk_bus == "ide":
+        cmd += ["-drive", f"{drive},if=ide,index=0,media={spec.media}"]
+    else:
+        cmd += ["-drive", f"{drive},if=none,id=disk0"]
+        for device in DISK_BUSES[spec.disk_bus]:
+            cmd += ["-device", device]
     return _tail(cmd, spec)
 
 
@@ -156,6 +180,27 @@ def vars_template(m: Machine) -> Path:
     if m.secure_boot is None:
         return find_ovmf().vars_template
     return secure_boot.enrolled_vars(m.secure_boot)
+
+
+def _firmware_gave_up(seen_on_serial: threading.Event, firmware_log: Path | None) -> bool:
+    """Whether the firmware gave up on the disk, on serial (OVMF) or in its log (SeaBIOS)."""
+    said = "" if seen_on_serial.is_set() else _read_log(firmware_log, tail=4096)
+    if firmware_words.GAVE_UP.search(said):
+        seen_on_serial.set()
+    return seen_on_serial.is_set()
+
+
+def _read_log(path: Path | None, tail: int | None = None) -> str:
+    """The firmware log's text (its last `tail` bytes), empty if there is none."""
+    if path is None:
+        return ""
+    try:
+        with path.open("rb") as f:
+            if tail is not None:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 def describe_status(status: int | None) -> tuple[bool, str]:
@@ -192,8 +237,9 @@ def run(
         if spec.machine.firmware == "uefi":
             vars_copy = Path(tmp) / "OVMF_VARS.fd"
             shutil.copyfile(vars_template(spec.machine), vars_copy)
-        cmd = command(spec, vars_copy)
-        return _supervise(cmd, timeout, echo, serial_log, interactive, until)
+        firmware_log = Path(tmp) / "firmware.log"
+        cmd = command(spec, vars_copy, firmware_log)
+        return _supervise(cmd, timeout, echo, serial_log, interactive, until, firmware_log)
 
 
 def _supervise(
@@ -203,6 +249,7 @@ def _supervise(
     serial_log: Path | None,
     interactive: bool,
     until: re.Pattern[str] | None = None,
+    firmware_log: Path | None = None,
 ) -> RunResult:
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -218,6 +265,7 @@ def _supervise(
     halted = threading.Event()
     refused = threading.Event()  # Secure Boot refused the loader: the firmware goes on alone
     reached = threading.Event()
+    gave_up = threading.Event()  # the firmware gave up on the disk (firmware_words.GAVE_UP)
     log = serial_log.open("wb") if serial_log else None
 
     def pump_serial() -> None:
@@ -237,10 +285,13 @@ def _supervise(
             pending = (pending + data)[-4096:]
             if LOADER_HALTED.encode() in pending:
                 halted.set()
-            if secure_boot.refusal(pending.decode("utf-8", "replace")):
+            text = pending.decode("utf-8", "replace")
+            if secure_boot.refusal(text):
                 refused.set()
-            if until is not None and until.search(pending.decode("utf-8", "replace")):
+            if until is not None and until.search(text):
                 reached.set()
+            if firmware_words.GAVE_UP.search(text):
+                gave_up.set()
 
     def pump_stderr() -> None:
         assert proc.stderr is not None
@@ -267,6 +318,9 @@ def _supervise(
                 break
             if reached.is_set():
                 break
+            if not interactive and _firmware_gave_up(gave_up, firmware_log):
+                time.sleep(0.2)  # let the last lines arrive
+                break
             if timeout is not None and time.monotonic() - start > timeout:
                 timed_out = True
                 break
@@ -287,14 +341,21 @@ def _supervise(
         if LOADER_ERROR in line:
             result.loader_error = line[line.index(LOADER_ERROR) + len(LOADER_ERROR) :].strip()
             break
+    firmware_said = _read_log(firmware_log)
+    started = firmware_words.loader_started(serial)
     if refused.is_set():
         why = secure_boot.refusal(serial)
         result.ok, result.outcome = False, f"Secure Boot refused the loader (firmware: {why})"
+    elif not started and gave_up.is_set():
+        result.loader_started = False
+        result.outcome = firmware_words.never_started(serial, firmware_said)
     elif result.loader_error is not None and (halted.is_set() or status is None):
         result.ok, result.outcome = False, f"the loader stopped: {result.loader_error}"
     elif timed_out:
         result.ok = False
         result.outcome = f"timed out after {timeout:g} s without the kernel reporting a result"
+        if not started:  # a slow firmware, or one stuck retrying its own reads
+            result.outcome += f"; {firmware_words.not_yet_started(serial, firmware_said)}"
     else:
         result.ok, result.outcome = describe_status(status)
         if status == 1 and stderr.strip():

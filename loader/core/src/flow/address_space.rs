@@ -10,9 +10,9 @@ use hvboot_api::{ExtentKind, MemoryKind, STACK_REGION_BASE};
 use super::cpu::{has_1g_pages, Cpu};
 use super::cpus;
 use super::firmware::Firmware;
-use super::inputs::{Inputs, Wants};
+use super::inputs::Inputs;
 use super::place::{extent, Placed};
-use super::{phys_slice, Error, Placement, Platform};
+use super::{phys_slice, Error, Placement, Platform, PlatformError};
 use crate::paging::{BumpFrames, PagingError, TableBuilder};
 use crate::{handoff, PAGE_SIZE as PAGE};
 
@@ -48,6 +48,24 @@ fn paging(what: impl Into<alloc::string::String>) -> impl FnOnce(PagingError) ->
     move |why| Error::Paging { what, why }
 }
 
+/// An allocation the kernel's request made this large: named by the kernel and the request's
+/// `field` (`<kernel>: .hvboot_request: <field>: no memory for <what>: <why>`), so the user
+/// knows what to change; without a request the loader's own wording.
+fn no_memory_for<'a>(
+    inputs: &'a Inputs,
+    field: &'static str,
+    what: alloc::string::String,
+) -> impl FnOnce(PlatformError) -> Error + 'a {
+    move |why| match inputs.wants.request {
+        Some(_) => Error::Unmet {
+            kernel: inputs.kernel.path.clone(),
+            field,
+            why: format!("no memory for {what}: {why}"),
+        },
+        None => Error::NoMemory { what, why },
+    }
+}
+
 /// Builds the tables and records the GDT, page-table and stack extents.
 ///
 /// With `aps` processors to start (START_APS), also their stacks at `cpus::stack_bottom` and
@@ -65,9 +83,13 @@ pub fn build<P: Platform>(
     let stack_size = inputs.wants.stack_size;
     check_direct_map(inputs, offset, direct_map_size, aps)?;
     let huge = has_1g_pages(cpu);
-    let ap_stacks = aps as u64 * inputs.wants.ap_stack_size;
-    let stacks = stack_size + ap_stacks + aps as u64 * 512 * PAGE;
-    let (pool, pool_pages) = pool(p, placed, direct_map_size, huge, stacks)?;
+    // Saturating: the sizes come from the kernel's request, and a huge one must be refused by
+    // the allocation below (naming its field), not wrap into a small pool.
+    let ap_stacks = (aps as u64).saturating_mul(inputs.wants.ap_stack_size);
+    let stacks = stack_size
+        .saturating_add(ap_stacks)
+        .saturating_add(aps as u64 * 512 * PAGE);
+    let (pool, pool_pages) = pool(p, inputs, placed, direct_map_size, huge, stacks)?;
     write_gdt(p, pool, offset);
     // SAFETY: the pool was just allocated for page tables; its frames are reached through the
     // platform's view of physical memory.
@@ -78,9 +100,9 @@ pub fn build<P: Platform>(
     tables
         .map_direct(offset, direct_map_size, huge)
         .map_err(paging("direct map"))?;
-    let stack_bottom = map_stack(p, &mut tables, placed, stack_size)?;
+    let stack_bottom = map_stack(p, inputs, &mut tables, placed, stack_size)?;
     if aps > 0 {
-        map_ap_stacks(p, &mut tables, placed, &inputs.wants, aps)?;
+        map_ap_stacks(p, inputs, &mut tables, placed, aps)?;
     }
     if placed.ap_start != 0 {
         let page = placed.ap_start;
@@ -145,6 +167,7 @@ fn check_direct_map(inputs: &Inputs, offset: u64, size: u64, aps: usize) -> Resu
 /// direct map's tables, the kernel's and the stack's page tables, and spare.
 fn pool<P: Platform>(
     p: &mut P,
+    inputs: &Inputs,
     placed: &mut Placed,
     direct_map_size: u64,
     huge: bool,
@@ -155,11 +178,25 @@ fn pool<P: Platform>(
     } else {
         direct_map_size / GIB + 2
     };
-    let pages = 64 + dm_tables + placed.image_size / (512 * PAGE) * 2 + stack_size / (512 * PAGE);
+    let stack_tables = stack_size / (512 * PAGE);
+    let pages = 64 + dm_tables + placed.image_size / (512 * PAGE) * 2 + stack_tables;
     let at = Placement::Below(0xFFFF_FFFF);
+    // The stacks' tables outweigh the rest only when the request asked for huge stacks.
+    let field = if inputs.wants.ap_stack_size > inputs.wants.stack_size {
+        "ap_stack_size"
+    } else {
+        "stack_size"
+    };
+    let what = format!("{pages} page-table pages");
     let pool = p
-        .allocate(MemoryKind::PAGE_TABLES.0, pages * PAGE, at)
-        .map_err(Error::no_memory(format!("{pages} page-table pages")))?;
+        .allocate(MemoryKind::PAGE_TABLES.0, pages.saturating_mul(PAGE), at)
+        .map_err(|why| {
+            if stack_tables > 64 + dm_tables {
+                no_memory_for(inputs, field, what)(why)
+            } else {
+                Error::NoMemory { what, why }
+            }
+        })?;
     placed
         .extents
         .push(extent(ExtentKind::GDT, 0, pool, 0, PAGE));
@@ -212,19 +249,21 @@ fn map_kernel(
 /// index = slot + 1.
 fn map_ap_stacks<P: Platform>(
     p: &mut P,
+    inputs: &Inputs,
     tables: &mut TableBuilder<'_, BumpFrames>,
     placed: &mut Placed,
-    wants: &Wants,
     aps: usize,
 ) -> Result<(), Error> {
+    let wants = &inputs.wants;
     let size = wants.ap_stack_size;
+    let what = format!("{aps} AP stacks of {size:#x} bytes");
     let phys = p
         .allocate(
             MemoryKind::KERNEL_STACK.0,
-            size * aps as u64,
+            size.saturating_mul(aps as u64),
             Placement::Anywhere,
         )
-        .map_err(Error::no_memory(format!("{aps} AP stacks")))?;
+        .map_err(no_memory_for(inputs, "ap_stack_size", what))?;
     for k in 0..aps {
         let (at, bottom) = (phys + k as u64 * size, cpus::stack_bottom(wants, k));
         tables
@@ -240,13 +279,15 @@ fn map_ap_stacks<P: Platform>(
 /// The stack at `STACK_REGION_BASE + 4 KiB`, the page below left unmapped as a guard.
 fn map_stack<P: Platform>(
     p: &mut P,
+    inputs: &Inputs,
     tables: &mut TableBuilder<'_, BumpFrames>,
     placed: &mut Placed,
     stack_size: u64,
 ) -> Result<u64, Error> {
+    let what = format!("the {stack_size:#x}-byte kernel stack");
     let phys = p
         .allocate(MemoryKind::KERNEL_STACK.0, stack_size, Placement::Anywhere)
-        .map_err(Error::no_memory("the kernel stack"))?;
+        .map_err(no_memory_for(inputs, "stack_size", what))?;
     let bottom = STACK_REGION_BASE + PAGE;
     tables
         .map_4k_range(bottom, phys, stack_size, true, false)

@@ -237,17 +237,22 @@ impl FakePlatform {
         };
         let ends = self.usable().map(|(_, e)| e.min(limit));
         let below = self.allocations.iter().map(|a| a.base.min(limit));
-        let ends: Vec<u64> = ends.chain(below).collect();
-        let start = ends
-            .into_iter()
+        let mut starts: Vec<u64> = ends
+            .chain(below)
             .filter(|&e| e >= size)
             .map(|e| (e - size) & !(align - 1))
-            .filter(|&s| self.free(s, size))
-            .max()
-            .ok_or(PlatformError::NoFreeBlock {
-                size,
-                limit: limit.min(RAM_END),
-            })?;
+            .collect();
+        // Highest first, stopping at the first free one: a firmware map of thousands of
+        // entries would otherwise make every allocation check them all.
+        starts.sort_unstable_by(|a, b| b.cmp(a));
+        let start =
+            starts
+                .into_iter()
+                .find(|&s| self.free(s, size))
+                .ok_or(PlatformError::NoFreeBlock {
+                    size,
+                    limit: limit.min(RAM_END),
+                })?;
         self.allocations.push(Region {
             base: start,
             length: size,
@@ -334,7 +339,10 @@ impl Platform for FakePlatform {
             let why = format!("{path}: {size} bytes, more than the {limit} allowed");
             return Err(PlatformError::File(why));
         }
-        let phys = self.take(kind, size, Placement::Anywhere)?;
+        // As the real platforms word it (fat.rs, loader/uefi files.rs): the file is named.
+        let phys = self
+            .take(kind, size, Placement::Anywhere)
+            .map_err(|e| PlatformError::File(format!("{path}: no memory for {size} bytes: {e}")))?;
         self.zero(phys, size);
         // SAFETY: the allocation just made, `size` bytes at least.
         let dest = unsafe { super::phys_slice(self, phys, size) };

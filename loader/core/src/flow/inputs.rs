@@ -178,8 +178,11 @@ impl Wants {
 
 /// Reads and parses the config, reads the kernel, checks it and finds its request.
 pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
-    let (cfg_phys, cfg_size) =
-        p.read_file(CONFIG_PATH, MemoryKind::LOADER_RECLAIMABLE.0, 1 << 20)?;
+    let (cfg_phys, cfg_size) = p.read_file(
+        CONFIG_PATH,
+        MemoryKind::LOADER_RECLAIMABLE.0,
+        config::MAX_CONFIG_BYTES as u64,
+    )?;
     // SAFETY: read_file filled exactly this range.
     let bytes = unsafe { phys_slice(p, cfg_phys, cfg_size) };
     // A signed loader pins the config it was built with (crate::pin).

@@ -41,8 +41,8 @@ use hvboot_api::{
 pub use cpu::{has_1g_pages, Cpu, Ipi, Machine};
 pub use error::{Error, PlatformError};
 pub use platform::{
-    fail, framebuffer_32bpp, phys_slice, ConsoleLogger, FirmwareTables, Placement, Platform,
-    VbeInfo,
+    fail, framebuffer_32bpp, phys_slice, ConsoleLogger, FirmwareTables, PanicReason, Placement,
+    Platform, VbeInfo,
 };
 
 use crate::handoff::Handoff;

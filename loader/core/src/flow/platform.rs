@@ -199,6 +199,54 @@ pub fn fail(
     }
 }
 
+/// A loader panic in one line, for [`fail`]'s `hvboot: error:` line: the reason first, then
+/// where (`loader panic: <message> (at <file>:<line>:<col>)`). `PanicInfo`'s own `Display`
+/// puts the source path first and the reason on a second line, which the host's one-line
+/// reading of the error would lose.
+pub struct PanicReason<'a, M: fmt::Display> {
+    /// The panic's message.
+    pub message: M,
+    /// Where it panicked, when known.
+    pub location: Option<&'a core::panic::Location<'a>>,
+}
+
+impl<'a> PanicReason<'a, core::panic::PanicMessage<'a>> {
+    /// The reason of a panic handler's `info`.
+    pub fn of(info: &'a core::panic::PanicInfo<'a>) -> Self {
+        Self {
+            message: info.message(),
+            location: info.location(),
+        }
+    }
+}
+
+impl<M: fmt::Display> fmt::Display for PanicReason<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("loader panic: ")?;
+        // Line breaks inside the message would split the error line.
+        fmt::write(&mut OneLine(f), format_args!("{}", self.message))?;
+        if let Some(l) = self.location {
+            write!(f, " (at {}:{}:{})", l.file(), l.line(), l.column())?;
+        }
+        Ok(())
+    }
+}
+
+/// A writer that turns line breaks into "; ".
+struct OneLine<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for OneLine<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for (i, part) in s.split(['\r', '\n']).enumerate() {
+            if i > 0 && !part.is_empty() {
+                self.0.write_str("; ")?;
+            }
+            self.0.write_str(part)?;
+        }
+        Ok(())
+    }
+}
+
 /// A mutable view of `len` bytes of physical memory at `phys`, through the platform's
 /// [`Platform::phys_offset`].
 ///
@@ -234,5 +282,34 @@ impl ConsoleLogger {
         if log::set_logger(self).is_ok() {
             log::set_max_level(log::LevelFilter::Info);
         }
+    }
+}
+
+#[cfg(test)]
+mod panic_reason_tests {
+    use super::PanicReason;
+    use alloc::format;
+
+    #[test]
+    fn a_panic_is_one_line_reason_first() {
+        let at = core::panic::Location::caller();
+        let r = PanicReason {
+            message: "memory allocation of 2097152 bytes failed\nsecond\r\nthird",
+            location: Some(at),
+        };
+        assert_eq!(
+            format!("{r}"),
+            format!(
+                "loader panic: memory allocation of 2097152 bytes failed; second; third (at {}:{}:{})",
+                at.file(),
+                at.line(),
+                at.column()
+            )
+        );
+        let bare = PanicReason {
+            message: "x",
+            location: None,
+        };
+        assert_eq!(format!("{bare}"), "loader panic: x");
     }
 }
