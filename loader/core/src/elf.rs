@@ -68,6 +68,9 @@ pub enum KernelKind {
     HvbootElf,
     /// A Multiboot2 header in the first 32 KiB: the rules of `crate::multiboot2`.
     Multiboot2,
+    /// rust-osdev's `bootloader_api`: an ELF with a `.bootloader-config` section, this
+    /// module's ELF rules and `crate::bootloader_api`'s config rules.
+    BootloaderApi,
 }
 
 impl KernelKind {
@@ -76,6 +79,7 @@ impl KernelKind {
         match self {
             KernelKind::HvbootElf => "hvboot-elf",
             KernelKind::Multiboot2 => "multiboot2",
+            KernelKind::BootloaderApi => "bootloader-api",
         }
     }
 }
@@ -87,7 +91,11 @@ pub fn kind(image: &[u8]) -> Option<KernelKind> {
     if crate::multiboot2::is_multiboot2(image) {
         return Some(KernelKind::Multiboot2);
     }
-    check_header(image).ok().map(|_| KernelKind::HvbootElf)
+    check_header(image).ok()?;
+    if crate::bootloader_api::is_bootloader_api(image) {
+        return Some(KernelKind::BootloaderApi);
+    }
+    Some(KernelKind::HvbootElf)
 }
 
 /// One loadable segment (`PT_LOAD`) of the kernel.

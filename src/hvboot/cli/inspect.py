@@ -164,6 +164,7 @@ def _raw_segments(data: bytes) -> list[Json]:
 PROTOCOL_NAMES = {
     "hvboot-elf": "hvboot (64-bit entry, RDI = BootInfo)",
     "multiboot2": "Multiboot2 (32-bit protected-mode entry, EAX = 0x36d76289, EBX = information)",
+    "bootloader-api": "rust-osdev bootloader_api (64-bit entry, RDI = &mut BootInfo)",
 }
 
 
@@ -213,6 +214,17 @@ def _multiboot2_text(h: Json) -> list[str]:
     return lines
 
 
+def _bootloader_api_text(c: Json) -> list[str]:
+    """The decoded .bootloader-config, one line per field (addresses in hex)."""
+    lines = [f"bootloader_api config: api version {c['api_version']}, {c['serialized_len']} bytes"]
+    for key, value in c.items():
+        if key in ("api_version", "serialized_len"):
+            continue
+        shown = _hex(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        lines.append(f"  {key}: {'None' if value is None else shown}")
+    return lines
+
+
 def inspect_kernel_bytes(data: bytes, source: str) -> Json:
     """The kernel report as a JSON-ready dict (see the module docstring for the keys)."""
     report: Json = {
@@ -222,6 +234,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         "kernel_kind": None,
         "protocol": None,
         "multiboot2": None,
+        "bootloader_api": None,
         "ok": False,
         "entry": None,
         "entry_symbol": None,
@@ -235,6 +248,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
     report["kernel_kind"] = verdict.kind
     report["protocol"] = PROTOCOL_NAMES.get(verdict.kind or "")
     report["multiboot2"] = _multiboot2_header(verdict.multiboot2)
+    report["bootloader_api"] = verdict.bootloader_api
     report["problems"] = [Problem.of(e).json() for e in verdict.problems]
     report["request_header"] = request_header(data, verdict)
     plan = verdict.plan
@@ -280,6 +294,8 @@ def _kernel_text(r: Json, indent: str = "") -> list[str]:
         lines.append(f"protocol: {r['protocol']}")
     if r.get("multiboot2"):
         lines += _multiboot2_text(r["multiboot2"])
+    if r.get("bootloader_api"):
+        lines += _bootloader_api_text(r["bootloader_api"])
     if r.get("describe"):
         lines += r["describe"].splitlines()
         if r["entry_symbol"]:

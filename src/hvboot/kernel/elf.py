@@ -92,6 +92,7 @@ class LoadPlan:
     virt_end: int  # end of the last segment, rounded up to 4 KiB
     request: Request | None = None  # the kernel's .hvboot_request, if it has one
     phys_base: int | None = None  # lower half, one contiguous block: its physical address
+    kind: str | None = None  # hvboot-check's kind name ("hvboot-elf", "bootloader-api", ...)
 
     @property
     def image_size(self) -> int:
@@ -111,11 +112,12 @@ class KernelCheck:
     """The core's whole verdict on a kernel: every problem, not only the first."""
 
     source: str
-    kind: str | None  # "hvboot-elf", "multiboot2"; None when the loader knows no kind for it
+    kind: str | None  # "hvboot-elf", "multiboot2", "bootloader-api"; None: no kind it knows
     plan: LoadPlan | None  # None when the ELF is refused
     request: Request | None  # None without a .hvboot_request section, or with a refused one
     problems: tuple[HvbootError, ...]  # in the core's order: the loader reports the first
     multiboot2: dict[str, Any] | None = None  # the decoded Multiboot2 header (kind multiboot2)
+    bootloader_api: dict[str, Any] | None = None  # the decoded .bootloader-config
 
     @property
     def ok(self) -> bool:
@@ -138,9 +140,18 @@ def check_kernel(data: bytes, source: str) -> KernelCheck:
             virt_end=p["virt_end"],
             request=request,
             phys_base=p["phys_base"],
+            kind=doc["kind"],
         )
     problems = tuple(pr.error(source) for pr in checker.problems(doc))
-    return KernelCheck(source, doc["kind"], plan, request, problems, doc.get("multiboot2"))
+    return KernelCheck(
+        source,
+        doc["kind"],
+        plan,
+        request,
+        problems,
+        doc.get("multiboot2"),
+        doc.get("bootloader_api"),
+    )
 
 
 def load_plan_bytes(data: bytes, source: str) -> LoadPlan:

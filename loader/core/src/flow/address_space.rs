@@ -5,7 +5,7 @@
 
 use alloc::format;
 
-use hvboot_api::{ExtentKind, MemoryKind, STACK_REGION_BASE};
+use hvboot_api::{ExtentKind, MemoryKind};
 
 use super::cpu::{has_1g_pages, Cpu};
 use super::cpus;
@@ -78,7 +78,8 @@ pub fn build<P: Platform>(
     tables
         .map_direct(offset, direct_map_size, huge)
         .map_err(paging("direct map"))?;
-    let stack_bottom = map_stack(p, &mut tables, placed, stack_size)?;
+    let stack = (inputs.wants.stack_base, stack_size);
+    let stack_bottom = map_stack(p, &mut tables, placed, stack)?;
     if aps > 0 {
         map_ap_stacks(p, &mut tables, placed, &inputs.wants, aps)?;
     }
@@ -130,7 +131,7 @@ fn check_direct_map(inputs: &Inputs, offset: u64, size: u64, aps: usize) -> Resu
     let stack_end = cpus::stack_region_end(&inputs.wants, aps);
     for (what, (start, end)) in [
         ("the kernel", (plan.virt_start, plan.virt_end)),
-        ("the stack region", (STACK_REGION_BASE, stack_end)),
+        ("the stack region", (inputs.wants.stack_base, stack_end)),
     ] {
         if start < dm_end && offset < end {
             return Err(unmet(format!(
@@ -237,17 +238,18 @@ fn map_ap_stacks<P: Platform>(
     Ok(())
 }
 
-/// The stack at `STACK_REGION_BASE + 4 KiB`, the page below left unmapped as a guard.
+/// The stack at `stack_base + 4 KiB` (`STACK_REGION_BASE` unless the protocol places it), the
+/// page below left unmapped as a guard.
 fn map_stack<P: Platform>(
     p: &mut P,
     tables: &mut TableBuilder<'_, BumpFrames>,
     placed: &mut Placed,
-    stack_size: u64,
+    (stack_base, stack_size): (u64, u64),
 ) -> Result<u64, Error> {
     let phys = p
         .allocate(MemoryKind::KERNEL_STACK.0, stack_size, Placement::Anywhere)
         .map_err(Error::no_memory("the kernel stack"))?;
-    let bottom = STACK_REGION_BASE + PAGE;
+    let bottom = stack_base + PAGE;
     tables
         .map_4k_range(bottom, phys, stack_size, true, false)
         .map_err(paging("mapping the stack"))?;

@@ -5,12 +5,12 @@ use alloc::string::String;
 
 use hvboot_api::{
     KernelRequest, MemoryKind, RequestFlags, DEFAULT_AP_STACK_SIZE, DEFAULT_DIRECT_MAP_OFFSET,
-    DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE,
+    DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
 };
 
 use super::{phys_slice, Error, Platform, CONFIG_PATH};
 use crate::config::{self, LoaderConfig};
-use crate::{elf, multiboot2, request, PAGE_SIZE as PAGE};
+use crate::{bootloader_api, elf, multiboot2, request, PAGE_SIZE as PAGE};
 
 /// Everything the later phases read.
 pub struct Inputs {
@@ -44,6 +44,18 @@ pub enum KernelImage {
     /// `elf::LoadPlan` view of its image the shared phases read (one block at its physical
     /// address, identity "virtual" addresses).
     Multiboot2(multiboot2::Plan, elf::LoadPlan),
+    /// A `bootloader_api` kernel (docs/bootloader-api.md): its decoded config and TLS template
+    /// beside the ELF plan `elf::plan` checked.
+    BootloaderApi(BootApi, elf::LoadPlan),
+}
+
+/// What a `bootloader_api` kernel's hand-off reads from its file.
+#[derive(Debug, Clone, Copy)]
+pub struct BootApi {
+    /// The `.bootloader-config`, decoded.
+    pub config: bootloader_api::Config,
+    /// Its `PT_TLS` (virtual start, file size, memory size).
+    pub tls: Option<(u64, u64, u64)>,
 }
 
 impl KernelImage {
@@ -52,6 +64,7 @@ impl KernelImage {
         match self {
             Self::HvbootElf(_) => elf::KernelKind::HvbootElf,
             Self::Multiboot2(..) => elf::KernelKind::Multiboot2,
+            Self::BootloaderApi(..) => elf::KernelKind::BootloaderApi,
         }
     }
 }
@@ -60,7 +73,9 @@ impl Kernel {
     /// The load plan (segments, entry, virtual extent).
     pub fn plan(&self) -> &elf::LoadPlan {
         match &self.image {
-            KernelImage::HvbootElf(plan) | KernelImage::Multiboot2(_, plan) => plan,
+            KernelImage::HvbootElf(plan)
+            | KernelImage::Multiboot2(_, plan)
+            | KernelImage::BootloaderApi(_, plan) => plan,
         }
     }
 
@@ -68,7 +83,15 @@ impl Kernel {
     pub fn multiboot2(&self) -> Option<&multiboot2::Plan> {
         match &self.image {
             KernelImage::Multiboot2(plan, _) => Some(plan),
-            KernelImage::HvbootElf(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The `bootloader_api` config and TLS template, for such a kernel.
+    pub fn bootloader_api(&self) -> Option<&BootApi> {
+        match &self.image {
+            KernelImage::BootloaderApi(api, _) => Some(api),
+            _ => None,
         }
     }
 }
@@ -86,6 +109,9 @@ pub struct Wants {
     pub module_alignment: u64,
     /// Bytes of stack per started AP (START_APS).
     pub ap_stack_size: u64,
+    /// Where the stack region starts: its guard page (`STACK_REGION_BASE` but for a
+    /// `bootloader_api` kernel's fixed stack address).
+    pub stack_base: u64,
 }
 
 impl Wants {
@@ -99,7 +125,33 @@ impl Wants {
             direct_map_offset: or(r.direct_map_offset, DEFAULT_DIRECT_MAP_OFFSET),
             module_alignment: or(u64::from(r.module_alignment), PAGE),
             ap_stack_size: or(r.ap_stack_size, DEFAULT_AP_STACK_SIZE),
+            stack_base: STACK_REGION_BASE,
         }
+    }
+
+    /// What a `bootloader_api` kernel's config asks for: its stack (size, and address when
+    /// fixed: the guard page there, as rust-osdev's loader does), the physical-memory offset
+    /// when fixed, else hvboot's default, or the start of the dynamic range (1 GiB-aligned) when
+    /// the default lies outside it; the firmware's framebuffer.
+    pub fn bootloader_api(c: &bootloader_api::Config) -> Self {
+        let mut w = Self::of(None);
+        w.stack_size = c.kernel_stack_size.max(PAGE).next_multiple_of(PAGE);
+        if let bootloader_api::Mapping::Fixed(a) = c.kernel_stack {
+            w.stack_base = a;
+        }
+        w.direct_map_offset = match c.physical_memory {
+            Some(bootloader_api::Mapping::Fixed(a)) => a,
+            _ => {
+                let (start, end) = (c.dynamic_range_start, c.dynamic_range_end);
+                let d = w.direct_map_offset;
+                let inside = start.is_none_or(|s| d >= s) && end.is_none_or(|e| d < e);
+                match start {
+                    Some(s) if !inside => s.next_multiple_of(1 << 30),
+                    _ => d,
+                }
+            }
+        };
+        w
     }
 
     /// What a Multiboot2 kernel wants: the defaults, and no framebuffer unless its header has a
@@ -166,6 +218,21 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         Ok(plan) => plan,
         Err(why) => return Err(Error::Elf { kernel: path, why }),
     };
+    if let Some(api) = bootloader_api_of(file, &path)? {
+        let wants = Wants::bootloader_api(&api.config);
+        let image = KernelImage::BootloaderApi(api, plan);
+        let kernel = Kernel {
+            path,
+            file_phys,
+            file_len,
+            image,
+        };
+        return Ok(Inputs {
+            config,
+            kernel,
+            wants,
+        });
+    }
     let wants = match request::find(file) {
         Ok(r) => Wants::of(r),
         Err(why) => return Err(Error::Request { kernel: path, why }),
@@ -180,6 +247,23 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         },
         wants,
     })
+}
+
+/// A `bootloader_api` kernel's config (None for any other kernel), refused when it cannot be
+/// decoded or asks for what hvboot cannot honour: the first problem of `hvboot-check`'s list.
+fn bootloader_api_of(file: &[u8], path: &str) -> Result<Option<BootApi>, Error> {
+    let refuse = |why| Error::BootloaderApi {
+        kernel: String::from(path),
+        why,
+    };
+    let Some(config) = bootloader_api::find(file).map_err(refuse)? else {
+        return Ok(None);
+    };
+    if let Some(why) = bootloader_api::unsupported(&config).into_iter().next() {
+        return Err(refuse(why));
+    }
+    let tls = bootloader_api::tls_template(file);
+    Ok(Some(BootApi { config, tls }))
 }
 
 /// A Multiboot2 image as the shared phases see a lower-half kernel: one block at its physical

@@ -45,6 +45,7 @@ pub use platform::{
 
 use crate::handoff::Handoff;
 use crate::hv;
+use crate::protocols::bootloader_api::BootloaderApi;
 use crate::protocols::hvboot::Hvboot;
 use crate::protocols::multiboot2::Multiboot2;
 use crate::protocols::Protocol;
@@ -80,12 +81,16 @@ pub struct Boot {
     pub stamps: [u64; 5],
 }
 
-/// Reads the inputs and boots the kernel with its kind's protocol: hvboot's own ([`run`]) or
-/// Multiboot2 ([`run_multiboot2`]). What each platform's main calls.
+/// Reads the inputs and boots the kernel with its kind's protocol: hvboot's own ([`run`]),
+/// Multiboot2 ([`run_multiboot2`]) or bootloader_api (hvboot's flow, its own hand-off). What each platform's main calls.
 pub fn boot<P: Platform, C: Cpu>(p: &mut P, cpu: &C, tsc_start: u64) -> Result<Handoff, Error> {
     let inputs = inputs::read(p)?;
     if inputs.kernel.multiboot2().is_some() {
         return run_multiboot2(p, cpu, inputs, tsc_start);
+    }
+    if inputs.kernel.bootloader_api().is_some() {
+        let mut protocol = BootloaderApi::default();
+        return run_inputs(p, cpu, &mut protocol, inputs, tsc_start);
     }
     run_inputs(p, cpu, &mut Hvboot::default(), inputs, tsc_start)
 }
