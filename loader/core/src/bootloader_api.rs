@@ -443,7 +443,7 @@ pub fn unsupported(c: &Config) -> Vec<Problem> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A config as `BootloaderConfig::serialize` writes it for `patch`, with a fixed

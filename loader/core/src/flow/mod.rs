@@ -30,6 +30,8 @@ pub mod tsc;
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bootloader_api;
 
 use alloc::vec::Vec;
 
