@@ -29,6 +29,14 @@ pub const UUID: [u8; 16] = [
 /// `BootInfo`, which hvboot would then write short).
 pub const NEWEST_PATCH: u16 = 17;
 
+/// Where a dynamic `ramdisk_memory` mapping goes: 4 KiB pages of its own (as rust-osdev's
+/// loader maps it), below hvboot's stack region and far above its direct map.
+pub const RAMDISK_WINDOW: u64 = 0xffff_fd00_0000_0000;
+
+/// A dynamic physical-memory mapping's place when the kernel is linked in the 64 TiB at hvboot's
+/// default direct-map offset.
+pub const SECOND_PHYS_OFFSET: u64 = 0xffff_c000_0000_0000;
+
 /// A virtual mapping the kernel asks for (`bootloader_api::config::Mapping`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mapping {
@@ -373,10 +381,14 @@ pub fn find(image: &[u8]) -> Result<Option<Config>, Problem> {
 }
 
 /// The kernel's TLS template (its `PT_TLS` program header: virtual start, file size, memory
-/// size), None without one.
+/// size), None without one or with an empty one (a linker script that lists a `PT_TLS` makes
+/// it even when the kernel has no thread-local data, as tests/kernels/bootapi/build.rs's does).
 pub fn tls_template(image: &[u8]) -> Option<(u64, u64, u64)> {
     let file = ElfBytes::<LittleEndian>::minimal_parse(image).ok()?;
-    let tls = file.segments()?.iter().find(|p| p.p_type == abi::PT_TLS)?;
+    let tls = file
+        .segments()?
+        .iter()
+        .find(|p| p.p_type == abi::PT_TLS && p.p_memsz > 0)?;
     Some((tls.p_vaddr, tls.p_filesz, tls.p_memsz))
 }
 
@@ -405,12 +417,6 @@ pub fn unsupported(c: &Config) -> Vec<Problem> {
         "hvboot reaches the framebuffer through the physical-memory mapping; use Mapping::Dynamic",
     );
     fixed(
-        c.ramdisk_memory,
-        "mappings.ramdisk_memory",
-        &mut out,
-        "hvboot reaches the ramdisk through the physical-memory mapping; use Mapping::Dynamic",
-    );
-    fixed(
         c.kernel_base,
         "mappings.kernel_base",
         &mut out,
@@ -423,12 +429,17 @@ pub fn unsupported(c: &Config) -> Vec<Problem> {
              instead; set mappings.physical_memory and walk the tables through it",
         ));
     }
-    if let Mapping::Fixed(a) = c.kernel_stack {
-        if a % crate::PAGE_SIZE != 0 {
-            out.push(Problem::new(
-                "mappings.kernel_stack",
-                format!("FixedAddress({a:#x}) is not 4 KiB-aligned"),
-            ));
+    for (m, field) in [
+        (c.kernel_stack, "mappings.kernel_stack"),
+        (c.ramdisk_memory, "mappings.ramdisk_memory"),
+    ] {
+        if let Mapping::Fixed(a) = m {
+            if a % crate::PAGE_SIZE != 0 {
+                out.push(Problem::new(
+                    field,
+                    format!("FixedAddress({a:#x}) is not 4 KiB-aligned"),
+                ));
+            }
         }
     }
     if let Some(Mapping::Fixed(a)) = c.physical_memory {

@@ -2,7 +2,8 @@
 //! (docs/kernel-api.md) with two additions written to OUT_DIR, so the script stays one file:
 //! the `.bootloader-config` section kept in the read-only segment (the loader finds it by its
 //! section header), and thread-local data in a `PT_TLS` segment inside the data segment
-//! (BootInfo.tls_template describes it) instead of discarded.
+//! (BootInfo.tls_template describes it) instead of discarded; and the large code model's
+//! sections with their small-model kin.
 use std::path::PathBuf;
 
 fn main() {
@@ -24,12 +25,30 @@ fn main() {
              .tbss : { KEEP(*(.tbss .tbss.*)) __tbss_end = .; } :data :tls\n",
         ),
         ("        *(.tdata .tdata.* .tbss .tbss.*)\n", ""),
+        // The large code model's sections (rust-osdev's higher_half kernel is built with it).
+        ("*(.text._start)", "*(.text._start .ltext._start)"),
+        ("*(.text .text.*)", "*(.text .text.* .ltext .ltext.*)"),
+        ("*(.rodata .rodata.*)", "*(.rodata .rodata.* .lrodata .lrodata.*)"),
+        ("*(.data .data.*)", "*(.data .data.* .ldata .ldata.*)"),
+        ("*(.bss .bss.*)", "*(.bss .bss.* .lbss .lbss.*)"),
     ];
     let mut script = text.clone();
-    for (from, to) in edits {
+    // Where rust-osdev's higher_half kernel is linked (tests/rust_osdev.py sets it).
+    println!("cargo:rerun-if-env-changed=HVBOOT_KERNEL_BASE");
+    if let Ok(base) = std::env::var("HVBOOT_KERNEL_BASE") {
+        let from = "KERNEL_VIRT_BASE = 0xffffffff80000000;";
         assert!(
             script.contains(from),
-            "kernel.ld changed: {from:?} not found"
+            "kernel.ld changed: no KERNEL_VIRT_BASE"
+        );
+        script = script.replacen(from, &format!("KERNEL_VIRT_BASE = {};", base), 1);
+    }
+    for (from, to) in edits {
+        // Not `{from:?}`: the script also builds rust-osdev's edition-2018 test kernels.
+        assert!(
+            script.contains(from),
+            "kernel.ld changed: {:?} not found",
+            from
         );
         script = script.replacen(from, to, 1);
     }

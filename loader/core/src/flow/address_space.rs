@@ -83,6 +83,11 @@ pub fn build<P: Platform>(
     if aps > 0 {
         map_ap_stacks(p, &mut tables, placed, &inputs.wants, aps)?;
     }
+    if let (Some(virt), Some(&(phys, size))) = (inputs.wants.ramdisk_virt, placed.modules.first()) {
+        tables
+            .map_4k_range(virt, phys, size.max(1).next_multiple_of(PAGE), true, false)
+            .map_err(paging(format!("mapping the ramdisk at {virt:#x}")))?;
+    }
     if placed.ap_start != 0 {
         let page = placed.ap_start;
         tables

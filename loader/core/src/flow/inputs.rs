@@ -112,6 +112,9 @@ pub struct Wants {
     /// Where the stack region starts: its guard page (`STACK_REGION_BASE` but for a
     /// `bootloader_api` kernel's fixed stack address).
     pub stack_base: u64,
+    /// Where the first module is mapped again, in 4 KiB pages (a `bootloader_api` ramdisk);
+    /// None: only through the direct map.
+    pub ramdisk_virt: Option<u64>,
 }
 
 impl Wants {
@@ -126,24 +129,34 @@ impl Wants {
             module_alignment: or(u64::from(r.module_alignment), PAGE),
             ap_stack_size: or(r.ap_stack_size, DEFAULT_AP_STACK_SIZE),
             stack_base: STACK_REGION_BASE,
+            ramdisk_virt: None,
         }
     }
 
     /// What a `bootloader_api` kernel's config asks for: its stack (size, and address when
-    /// fixed: the guard page there, as rust-osdev's loader does), the physical-memory offset
+    /// fixed: the guard page there, as rust-osdev's loader does), the ramdisk's own mapping, the physical-memory offset
     /// when fixed, else hvboot's default, or the start of the dynamic range (1 GiB-aligned) when
     /// the default lies outside it; the firmware's framebuffer.
-    pub fn bootloader_api(c: &bootloader_api::Config) -> Self {
+    pub fn bootloader_api(c: &bootloader_api::Config, plan: &elf::LoadPlan) -> Self {
         let mut w = Self::of(None);
         w.stack_size = c.kernel_stack_size.max(PAGE).next_multiple_of(PAGE);
         if let bootloader_api::Mapping::Fixed(a) = c.kernel_stack {
             w.stack_base = a;
         }
+        w.ramdisk_virt = Some(match c.ramdisk_memory {
+            bootloader_api::Mapping::Fixed(a) => a,
+            bootloader_api::Mapping::Dynamic => bootloader_api::RAMDISK_WINDOW,
+        });
         w.direct_map_offset = match c.physical_memory {
             Some(bootloader_api::Mapping::Fixed(a)) => a,
             _ => {
                 let (start, end) = (c.dynamic_range_start, c.dynamic_range_end);
-                let d = w.direct_map_offset;
+                // The upper quarter when the kernel is linked where the default would be
+                // (rust-osdev's higher-half test kernel is, at 0xffff_8000_0000_0000).
+                let mut d = w.direct_map_offset;
+                if plan.virt_start >> 46 == d >> 46 {
+                    d = bootloader_api::SECOND_PHYS_OFFSET;
+                }
                 let inside = start.is_none_or(|s| d >= s) && end.is_none_or(|e| d < e);
                 match start {
                     Some(s) if !inside => s.next_multiple_of(1 << 30),
@@ -219,7 +232,7 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         Err(why) => return Err(Error::Elf { kernel: path, why }),
     };
     if let Some(api) = bootloader_api_of(file, &path)? {
-        let wants = Wants::bootloader_api(&api.config);
+        let wants = Wants::bootloader_api(&api.config, &plan);
         let image = KernelImage::BootloaderApi(api, plan);
         let kernel = Kernel {
             path,

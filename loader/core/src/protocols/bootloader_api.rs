@@ -174,9 +174,10 @@ impl Protocol for BootloaderApi {
             None => b.u32(at::TLS_TEMPLATE, 1),
         }
         if layout >= InfoLayout::V0_11_1 {
-            // The ramdisk is the first module, reached through the physical-memory mapping.
+            // The ramdisk is the first module, in its own 4 KiB mapping (address_space).
             let ramdisk = boot.placed.modules.first();
-            b.optional_u64(at::RAMDISK_ADDR, ramdisk.map(|&(p, _)| p + offset));
+            let virt = boot.inputs.wants.ramdisk_virt;
+            b.optional_u64(at::RAMDISK_ADDR, ramdisk.and(virt));
             b.u64(at::RAMDISK_LEN, ramdisk.map_or(0, |&(_, len)| len));
         }
         if layout >= InfoLayout::V0_11_5 {
