@@ -23,7 +23,7 @@ UEFI_TOO = {
     "higher_half--check_boot_info",
     "map_phys_mem--check_boot_info",
     "ramdisk--ramdisk",
-    "stack_address--basic_boot",
+    "ramdisk--memory_map",
     "write_usable_memory--write_usable_memory",
 }
 # What hvboot does not do, by crate: these kernels fail under hvboot, and say why.

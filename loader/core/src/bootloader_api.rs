@@ -341,30 +341,8 @@ pub fn decode(bytes: &[u8]) -> Result<Config, Problem> {
 
 /// The section's file bytes, None without one (or without readable section headers).
 fn section(image: &[u8]) -> Option<Result<&[u8], Problem>> {
-    let file = ElfBytes::<LittleEndian>::minimal_parse(image).ok()?;
-    let shdr = file.section_header_by_name(CONFIG_SECTION).ok()??;
-    if shdr.sh_type == abi::SHT_NOBITS {
-        return Some(Err(Problem::new(
-            "section",
-            "has no bytes in the file (SHT_NOBITS)",
-        )));
-    }
-    let end = shdr.sh_offset.checked_add(shdr.sh_size);
-    Some(
-        end.filter(|&e| e <= image.len() as u64)
-            .map(|e| &image[shdr.sh_offset as usize..e as usize])
-            .ok_or_else(|| {
-                Problem::new(
-                    "section",
-                    format!(
-                        "file bytes {:#x}..{:#x} lie outside the {}-byte file",
-                        shdr.sh_offset,
-                        shdr.sh_offset.saturating_add(shdr.sh_size),
-                        image.len()
-                    ),
-                )
-            }),
-    )
+    crate::elf::section_bytes(image, CONFIG_SECTION)
+        .map(|r| r.map_err(|why| Problem::new("section", why)))
 }
 
 /// Whether `image` is a `bootloader_api` kernel: an ELF with a `.bootloader-config` section.

@@ -98,6 +98,29 @@ pub fn kind(image: &[u8]) -> Option<KernelKind> {
     Some(KernelKind::HvbootElf)
 }
 
+/// The file bytes of section `name` of ELF `image`: None when `image` has no such section (or
+/// no readable section headers), else the bytes or why there are none (`SHT_NOBITS`, a range
+/// outside the file). How the `.hvboot_request` and `.bootloader-config` sections are read.
+pub fn section_bytes<'a>(image: &'a [u8], name: &str) -> Option<Result<&'a [u8], String>> {
+    let file = ::elf::ElfBytes::<LittleEndian>::minimal_parse(image).ok()?;
+    let shdr = file.section_header_by_name(name).ok()??;
+    if shdr.sh_type == abi::SHT_NOBITS {
+        return Some(Err("has no bytes in the file (SHT_NOBITS)".into()));
+    }
+    let end = shdr.sh_offset.checked_add(shdr.sh_size);
+    let bytes = end
+        .filter(|&e| e <= image.len() as u64)
+        .map(|e| &image[shdr.sh_offset as usize..e as usize]);
+    Some(bytes.ok_or_else(|| {
+        format!(
+            "file bytes {:#x}..{:#x} lie outside the {}-byte file",
+            shdr.sh_offset,
+            shdr.sh_offset.saturating_add(shdr.sh_size),
+            image.len()
+        )
+    }))
+}
+
 /// One loadable segment (`PT_LOAD`) of the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {

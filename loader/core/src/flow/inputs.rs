@@ -206,60 +206,45 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
     let (file_phys, file_len) = p.read_file(&path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
     // SAFETY: read_file filled exactly this range.
     let file = unsafe { phys_slice(p, file_phys, file_len) };
-    if elf::kind(file) == Some(elf::KernelKind::Multiboot2) {
-        let plan = match multiboot2::plan(file) {
-            Ok(plan) => plan,
-            Err(why) => return Err(Error::Multiboot2 { kernel: path, why }),
-        };
-        let view = elf_view(&plan);
-        let fb = plan.header.framebuffer;
-        let image = KernelImage::Multiboot2(plan, view);
-        let kernel = Kernel {
-            path,
-            file_phys,
-            file_len,
-            image,
-        };
-        let wants = Wants::multiboot2(fb);
-        return Ok(Inputs {
-            config,
-            kernel,
-            wants,
-        });
-    }
-    let plan = match elf::plan(file) {
-        Ok(plan) => plan,
-        Err(why) => return Err(Error::Elf { kernel: path, why }),
-    };
-    if let Some(api) = bootloader_api_of(file, &path)? {
-        let wants = Wants::bootloader_api(&api.config, &plan);
-        let image = KernelImage::BootloaderApi(api, plan);
-        let kernel = Kernel {
-            path,
-            file_phys,
-            file_len,
-            image,
-        };
-        return Ok(Inputs {
-            config,
-            kernel,
-            wants,
-        });
-    }
-    let wants = match request::find(file) {
-        Ok(r) => Wants::of(r),
-        Err(why) => return Err(Error::Request { kernel: path, why }),
+    let (image, wants) = kernel_image(file, &path)?;
+    let kernel = Kernel {
+        path,
+        file_phys,
+        file_len,
+        image,
     };
     Ok(Inputs {
         config,
-        kernel: Kernel {
-            path,
-            file_phys,
-            file_len,
-            image: KernelImage::HvbootElf(plan),
-        },
+        kernel,
         wants,
     })
+}
+
+/// What kind of kernel `file` is, with what loading it needs, and what it asks for.
+fn kernel_image(file: &[u8], path: &str) -> Result<(KernelImage, Wants), Error> {
+    let kernel = || String::from(path);
+    if elf::kind(file) == Some(elf::KernelKind::Multiboot2) {
+        let plan = multiboot2::plan(file).map_err(|why| Error::Multiboot2 {
+            kernel: kernel(),
+            why,
+        })?;
+        let wants = Wants::multiboot2(plan.header.framebuffer);
+        let view = elf_view(&plan);
+        return Ok((KernelImage::Multiboot2(plan, view), wants));
+    }
+    let plan = elf::plan(file).map_err(|why| Error::Elf {
+        kernel: kernel(),
+        why,
+    })?;
+    if let Some(api) = bootloader_api_of(file, path)? {
+        let wants = Wants::bootloader_api(&api.config, &plan);
+        return Ok((KernelImage::BootloaderApi(api, plan), wants));
+    }
+    let request = request::find(file).map_err(|why| Error::Request {
+        kernel: kernel(),
+        why,
+    })?;
+    Ok((KernelImage::HvbootElf(plan), Wants::of(request)))
 }
 
 /// A `bootloader_api` kernel's config (None for any other kernel), refused when it cannot be
