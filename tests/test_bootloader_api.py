@@ -11,6 +11,7 @@ import os
 import random
 import re
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def test_the_core_names_the_kind_and_decodes_the_config(built: None) -> None:
 def test_build_names_the_kind(built: None, tmp_path: Path) -> None:
     out = tmp_path / "k.img"
     run = subprocess.run(
-        ["hvboot", "build", str(kernel("dynamic")), "-o", str(out)],
+        [sys.executable, "-m", "hvboot", "build", str(kernel("dynamic")), "-o", str(out)],
         capture_output=True,
         text=True,
     )

@@ -58,10 +58,10 @@ const PHDR64_SIZE: u16 = 56;
 const PN_XNUM: u16 = 0xffff;
 
 /// The kinds of kernel the loader boots: hvboot's own (an x86_64 ELF executable entered in
-/// long mode with hvboot's boot information and an optional `.hvboot_request`) and Multiboot2
-/// (`crate::multiboot2`). Other boot protocols (Linux bzImage, Limine, rust-osdev's
-/// `bootloader_api`) would be further variants, each recognised by [`kind`] and checked by its
-/// own rules.
+/// long mode with hvboot's boot information and an optional `.hvboot_request`), Multiboot2
+/// (`crate::multiboot2`) and rust-osdev's `bootloader_api` (`crate::bootloader_api`). Other
+/// boot protocols (Linux bzImage, Limine) would be further variants, each recognised by
+/// [`kind`] and checked by its own rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
     /// hvboot's own protocol: the ELF rules of this module.

@@ -7,7 +7,7 @@
 //! - [`multiboot2`]: the Multiboot2 information (docs/multiboot2.md), 32-bit entry, EBX = it.
 //! - [`bootloader_api`]: rust-osdev's `BootInfo` (docs/bootloader-api.md), RDI = it.
 //!
-//! Linux (boot_params), Limine and bootloader_api hand-offs would be sibling modules; each
+//! Linux (boot_params) and Limine hand-offs would be sibling modules; each
 //! brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
 
 pub mod bootloader_api;
