@@ -22,6 +22,7 @@ KERNEL_KEYS = {
     "kernel_kind",
     "protocol",
     "multiboot2",
+    "bootloader_api",
     "path",
     "size",
     "ok",
