@@ -520,6 +520,50 @@ pub(crate) mod tests {
         assert_eq!(decode(&b[..10]).unwrap_err().field, "section");
     }
 
+    /// A seeded mutator over every layout (stable's stand-in for the `bootloader_config` fuzz
+    /// target): `decode` never panics, and what it accepts has its length and a known version.
+    /// `BOOTAPI_MUTATIONS=1000000 cargo test` for a longer run.
+    #[test]
+    fn mutated_configs_never_panic() {
+        let runs: u64 = option_env!("BOOTAPI_MUTATIONS")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seeds: Vec<Vec<u8>> = [0, 5, 10, 11, 17]
+            .iter()
+            .map(|&p| serialized(p, Some(0x4000_0000_0000), 0x8000))
+            .collect();
+        let mut accepted = 0;
+        for i in 0..runs {
+            let mut b = seeds[(i % 5) as usize].clone();
+            for _ in 0..=(next() % 4) {
+                let at = (next() % b.len() as u64) as usize;
+                match next() % 4 {
+                    0 => b[at] = next() as u8,
+                    1 => b[at] ^= 1 << (next() % 8),
+                    2 => b.truncate(at),
+                    _ => b.insert(at, next() as u8),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(c) = decode(&b) {
+                assert_eq!(c.serialized_len, b.len());
+                assert!(c.version.patch <= NEWEST_PATCH);
+                let _ = unsupported(&c);
+                accepted += 1;
+            }
+        }
+        assert!(accepted > 0, "no mutation decoded: the seeds are wrong");
+    }
+
     #[test]
     fn info_layouts_follow_the_patch_release() {
         assert_eq!(InfoLayout::of(0), InfoLayout::V0_11_0);
