@@ -118,6 +118,27 @@ def small_elf(kernel: bytes) -> bytes:
     return bytes(out)
 
 
+def bootapi_seeds() -> None:
+    """The bootapi test kernels' `.bootloader-config` alone in an ELF (objcopy), and the section's
+    bytes in each layout bootloader_api 0.11 shipped: 133 bytes (0.11.11 on), 124 (0.11.1-0.11.10:
+    no kernel_base, bytes 40-48) and 115 (0.11.0: no ramdisk_memory either)."""
+    for k in ("dynamic", "fixed"):
+        kernel = KERNELS / f"hvboot-bootapi-{k}"
+        with tempfile.TemporaryDirectory() as t:
+            out = Path(t) / "config.elf"
+            run("objcopy", "--only-section=.bootloader-config", kernel, out)
+            write("bootloader_config", f"bootapi-{k}-section.elf", out.read_bytes())
+            raw = Path(t) / "config.bin"
+            run("objcopy", "-O", "binary", "--only-section=.bootloader-config", kernel, raw)
+            v11 = raw.read_bytes()
+        v1 = bytearray(v11[:40] + v11[49:])
+        v1[20:22] = struct.pack("<H", 10)
+        v0 = bytearray(v1[:97] + v1[106:])
+        v0[20:22] = struct.pack("<H", 0)
+        for name, data in (("0.11.17", v11), ("0.11.10", v1), ("0.11.0", v0)):
+            write("bootloader_config", f"bootapi-{k}-{name}.bin", bytes(data))
+
+
 def write(target: str, name: str, data: bytes, under: str = "seeds") -> None:
     d = ROOT / "fuzz" / under / target
     d.mkdir(parents=True, exist_ok=True)
@@ -187,6 +208,7 @@ def main() -> None:
         elf = small_elf((KERNELS / f"hvboot-{k}-kernel").read_bytes())
         write("elf", f"{k}-kernel-headers", elf)
         write("request", f"{k}-kernel-headers", elf)
+    bootapi_seeds()
     if large:
         for k in ("report", "request", "outcome"):
             out = ROOT / "fuzz/corpus/elf" / f"{k}-kernel"

@@ -40,6 +40,9 @@ cargo build --release --quiet --manifest-path tests/kernels/Cargo.toml
 tests/kernels/multiboot2/build.sh
 echo "setup: fetching Debian's Xen 4.17 for the tests (tests/.cache/debian, not installed)"
 tests/fetch_debian.sh
+# rust-osdev/bootloader's test kernels (not on crates.io): from GitHub or $HVBOOT_BOOTLOADER_GIT.
+.venv/bin/python tests/rust_osdev.py ||
+    echo "setup: rust-osdev's test kernels not built (no GitHub? set HVBOOT_BOOTLOADER_GIT); tests/test_rust_osdev.py skips them"
 
 if [ "${1:-}" != "--no-demo" ]; then
   echo "setup: running the demo: .venv/bin/hvboot demo"

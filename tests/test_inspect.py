@@ -24,6 +24,7 @@ KERNEL_KEYS = {
     "multiboot2",
     "linux",
     "limine",
+    "bootloader_api",
     "path",
     "size",
     "ok",

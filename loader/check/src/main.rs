@@ -28,6 +28,7 @@ use std::process::ExitCode;
 
 use hvboot_api::request::REQUEST_SECTION;
 use hvboot_api::KernelRequest;
+use hvboot_loader_core::bootloader_api::{self, Mapping, CONFIG_SECTION};
 use hvboot_loader_core::fat::{self, BlockDevice, Volume};
 use hvboot_loader_core::{config, elf, gpt, limine, multiboot2, request};
 use json::Json;
@@ -261,6 +262,58 @@ fn check_limine(data: &[u8]) -> (bool, Json) {
     (ok, doc)
 }
 
+/// A `bootloader_api` mapping: "dynamic" or the fixed address.
+fn mapping(m: Mapping) -> Json {
+    match m {
+        Mapping::Dynamic => "dynamic".into(),
+        Mapping::Fixed(a) => a.into(),
+    }
+}
+
+/// The decoded `.bootloader-config` (every field; `null` = None).
+fn bootloader_config(c: &bootloader_api::Config) -> Json {
+    let opt = |v: Option<u64>| v.map_or(Json::Null, Json::from);
+    let opt_map = |m: Option<Mapping>| m.map_or(Json::Null, mapping);
+    Json::object([
+        ("api_version", Json::from(c.version.to_string())),
+        ("serialized_len", (c.serialized_len as u64).into()),
+        ("kernel_stack_size", c.kernel_stack_size.into()),
+        ("kernel_stack", mapping(c.kernel_stack)),
+        ("kernel_base", mapping(c.kernel_base)),
+        ("boot_info", mapping(c.boot_info)),
+        ("framebuffer", mapping(c.framebuffer)),
+        ("physical_memory", opt_map(c.physical_memory)),
+        ("page_table_recursive", opt_map(c.page_table_recursive)),
+        ("aslr", c.aslr.into()),
+        ("dynamic_range_start", opt(c.dynamic_range_start)),
+        ("dynamic_range_end", opt(c.dynamic_range_end)),
+        ("ramdisk_memory", mapping(c.ramdisk_memory)),
+        ("minimum_framebuffer_height", opt(c.min_framebuffer_height)),
+        ("minimum_framebuffer_width", opt(c.min_framebuffer_width)),
+    ])
+}
+
+/// A `bootloader_api` kernel's config, decoded, and its problems (what cannot be decoded, or
+/// what hvboot cannot honour), as the loader's `flow::inputs` refuses them.
+fn check_bootloader_api(data: &[u8], problems: &mut Vec<Json>) -> Json {
+    let mut refuse = |p: bootloader_api::Problem| {
+        problems.push(problem(format!("{CONFIG_SECTION}: {}", p.field), p.message));
+    };
+    match bootloader_api::find(data) {
+        Ok(Some(c)) => {
+            bootloader_api::unsupported(&c)
+                .into_iter()
+                .for_each(&mut refuse);
+            bootloader_config(&c)
+        }
+        Ok(None) => Json::Null,
+        Err(p) => {
+            refuse(p);
+            Json::Null
+        }
+    }
+}
+
 /// The verdict on a kernel: its kind, plan, request and problems (ELF first, then the request).
 fn check_kernel(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
     match elf::kind(data) {
@@ -284,6 +337,7 @@ fn check_kernel(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
             Json::Null
         }
     };
+    let api = check_bootloader_api(data, &mut problems);
     let ok = problems.is_empty();
     let kind = elf::kind(data).map_or(Json::Null, |k| k.name().into());
     let doc = Json::object([
@@ -293,6 +347,7 @@ fn check_kernel(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
         ("plan", plan),
         ("request", request),
         ("multiboot2", Json::Null),
+        ("bootloader_api", api),
         ("problems", Json::Array(problems)),
     ]);
     (ok, doc)

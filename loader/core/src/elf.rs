@@ -59,8 +59,9 @@ const PN_XNUM: u16 = 0xffff;
 
 /// The kinds of kernel the loader boots: hvboot's own (an x86_64 ELF executable entered in
 /// long mode with hvboot's boot information and an optional `.hvboot_request`), Multiboot2
-/// (`crate::multiboot2`), Linux bzImages (`crate::linux`) and Limine kernels (`crate::limine`),
-/// each recognised by [`kind`] and checked by its own rules.
+/// (`crate::multiboot2`), Linux bzImages (`crate::linux`), Limine kernels (`crate::limine`) and
+/// rust-osdev's `bootloader_api` kernels (`crate::bootloader_api`), each recognised by [`kind`]
+/// and checked by its own rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelKind {
     /// hvboot's own protocol: the ELF rules of this module.
@@ -71,6 +72,9 @@ pub enum KernelKind {
     Linux,
     /// An ELF with Limine's base-revision tag or requests: `crate::limine`.
     Limine,
+    /// rust-osdev's `bootloader_api`: an ELF with a `.bootloader-config` section, this
+    /// module's ELF rules and `crate::bootloader_api`'s config rules.
+    BootloaderApi,
 }
 
 impl KernelKind {
@@ -81,6 +85,7 @@ impl KernelKind {
             KernelKind::Multiboot2 => "multiboot2",
             KernelKind::Linux => "linux",
             KernelKind::Limine => "limine",
+            KernelKind::BootloaderApi => "bootloader-api",
         }
     }
 }
@@ -97,11 +102,36 @@ pub fn kind(image: &[u8]) -> Option<KernelKind> {
         return Some(KernelKind::Linux);
     }
     check_header(image).ok()?;
-    Some(if crate::limine::is_limine(image) {
-        KernelKind::Limine
-    } else {
-        KernelKind::HvbootElf
-    })
+    if crate::limine::is_limine(image) {
+        return Some(KernelKind::Limine);
+    }
+    if crate::bootloader_api::is_bootloader_api(image) {
+        return Some(KernelKind::BootloaderApi);
+    }
+    Some(KernelKind::HvbootElf)
+}
+
+/// The file bytes of section `name` of ELF `image`: None when `image` has no such section (or
+/// no readable section headers), else the bytes or why there are none (`SHT_NOBITS`, a range
+/// outside the file). How the `.hvboot_request` and `.bootloader-config` sections are read.
+pub fn section_bytes<'a>(image: &'a [u8], name: &str) -> Option<Result<&'a [u8], String>> {
+    let file = ::elf::ElfBytes::<LittleEndian>::minimal_parse(image).ok()?;
+    let shdr = file.section_header_by_name(name).ok()??;
+    if shdr.sh_type == abi::SHT_NOBITS {
+        return Some(Err("has no bytes in the file (SHT_NOBITS)".into()));
+    }
+    let end = shdr.sh_offset.checked_add(shdr.sh_size);
+    let bytes = end
+        .filter(|&e| e <= image.len() as u64)
+        .map(|e| &image[shdr.sh_offset as usize..e as usize]);
+    Some(bytes.ok_or_else(|| {
+        format!(
+            "file bytes {:#x}..{:#x} lie outside the {}-byte file",
+            shdr.sh_offset,
+            shdr.sh_offset.saturating_add(shdr.sh_size),
+            image.len()
+        )
+    }))
 }
 
 /// One loadable segment (`PT_LOAD`) of the kernel.

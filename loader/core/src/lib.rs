@@ -23,6 +23,7 @@
 extern crate alloc;
 
 pub mod biostables;
+pub mod bootloader_api;
 pub mod config;
 pub mod digest;
 pub mod elf;

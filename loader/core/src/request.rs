@@ -11,15 +11,11 @@ use alloc::string::String;
 use core::fmt;
 use core::mem::size_of;
 
-use elf::endian::LittleEndian;
-use elf::ElfBytes;
 use hvboot_api::request::{RequestError, REQUEST_SECTION};
 use hvboot_api::{KernelRequest, REQUEST_V1_SIZE, REQUEST_VERSION};
 
 /// The part of the request every version shares: magic, version, size.
 pub const REQUEST_HEADER_SIZE: usize = 16;
-/// ELF `SHT_NOBITS`: a section without file bytes (gABI ch. 4).
-const SHT_NOBITS: u32 = 8;
 
 /// A request the loader refuses: the field and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,35 +63,10 @@ pub fn error_field(e: RequestError) -> &'static str {
 /// The loader needs only the program headers: a kernel whose section header table (or its
 /// string table) cannot be read has no request, as `hvboot build` sees it too.
 pub fn find(image: &[u8]) -> Result<Option<KernelRequest>, RequestProblem> {
-    let Ok(file) = ElfBytes::<LittleEndian>::minimal_parse(image) else {
-        return Ok(None);
-    };
-    let Ok(Some(shdr)) = file.section_header_by_name(REQUEST_SECTION) else {
-        return Ok(None);
-    };
-    if shdr.sh_type == SHT_NOBITS {
-        return Err(RequestProblem::new(
-            "section",
-            "has no bytes in the file (SHT_NOBITS)",
-        ));
+    match crate::elf::section_bytes(image, REQUEST_SECTION) {
+        None => Ok(None),
+        Some(bytes) => parse(bytes.map_err(|why| RequestProblem::new("section", why))?).map(Some),
     }
-    let bytes = shdr
-        .sh_offset
-        .checked_add(shdr.sh_size)
-        .filter(|&end| end <= image.len() as u64)
-        .map(|end| &image[shdr.sh_offset as usize..end as usize])
-        .ok_or_else(|| {
-            RequestProblem::new(
-                "section",
-                format!(
-                    "file bytes {:#x}..{:#x} lie outside the {}-byte file",
-                    shdr.sh_offset,
-                    shdr.sh_offset.saturating_add(shdr.sh_size),
-                    image.len()
-                ),
-            )
-        })?;
-    parse(bytes).map(Some)
 }
 
 /// Checks the section's bytes and returns the request (see [`find`]).

@@ -168,6 +168,7 @@ PROTOCOL_NAMES = {
     "multiboot2": "Multiboot2 (32-bit protected-mode entry, EAX = 0x36d76289, EBX = information)",
     "linux": "Linux x86 boot protocol (64-bit entry at load address + 0x200, RSI = boot_params)",
     "limine": "Limine (64-bit entry, responses in the kernel's requests; docs/limine.md)",
+    "bootloader-api": "rust-osdev bootloader_api (64-bit entry, RDI = &mut BootInfo)",
 }
 
 #: The setup header fields `hvboot inspect` shows in hex (the rest are counts, flags, strings).
@@ -244,6 +245,17 @@ def _multiboot2_text(h: Json) -> list[str]:
     return lines
 
 
+def _bootloader_api_text(c: Json) -> list[str]:
+    """The decoded .bootloader-config, one line per field (addresses in hex)."""
+    lines = [f"bootloader_api config: api version {c['api_version']}, {c['serialized_len']} bytes"]
+    for key, value in c.items():
+        if key in ("api_version", "serialized_len"):
+            continue
+        shown = _hex(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        lines.append(f"  {key}: {'None' if value is None else shown}")
+    return lines
+
+
 def inspect_kernel_bytes(data: bytes, source: str) -> Json:
     """The kernel report as a JSON-ready dict (see the module docstring for the keys)."""
     report: Json = {
@@ -255,6 +267,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         "multiboot2": None,
         "linux": None,
         "limine": None,
+        "bootloader_api": None,
         "ok": False,
         "entry": None,
         "entry_symbol": None,
@@ -270,6 +283,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
     report["multiboot2"] = _multiboot2_header(verdict.multiboot2)
     report["linux"] = _linux_header(verdict.linux)
     report["limine"] = verdict.limine
+    report["bootloader_api"] = verdict.bootloader_api
     report["problems"] = [Problem.of(e).json() for e in verdict.problems]
     report["request_header"] = request_header(data, verdict)
     plan = verdict.plan
@@ -319,6 +333,8 @@ def _kernel_text(r: Json, indent: str = "") -> list[str]:
         lines += _linux_text(r["linux"])
     if r.get("limine"):
         lines += limine.describe(r["limine"])
+    if r.get("bootloader_api"):
+        lines += _bootloader_api_text(r["bootloader_api"])
     if r.get("describe"):
         lines += r["describe"].splitlines()
         if r["entry_symbol"]:

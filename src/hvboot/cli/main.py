@@ -199,7 +199,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     result = build_image(cfg, output)
     _say(
         f"wrote {output} ({result.layout.total_sectors * 512 // (1 << 20)} MiB, "
-        f"{result.layout.fat_type} ESP, {len(cfg.modules)} module(s))"
+        f"{result.layout.fat_type} ESP, {len(cfg.modules)} module(s), "
+        f"kernel kind {result.plan.kind})"
     )
     if result.limine is not None:
         _say("kernel protocol: limine")

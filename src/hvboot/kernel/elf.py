@@ -93,6 +93,7 @@ class LoadPlan:
     virt_end: int  # end of the last segment, rounded up to 4 KiB
     request: Request | None = None  # the kernel's .hvboot_request, if it has one
     phys_base: int | None = None  # lower half, one contiguous block: its physical address
+    kind: str | None = None  # hvboot-check's kind name ("hvboot-elf", "bootloader-api", ...)
 
     @property
     def image_size(self) -> int:
@@ -112,13 +113,14 @@ class KernelCheck:
     """The core's whole verdict on a kernel: every problem, not only the first."""
 
     source: str
-    kind: str | None  # "hvboot-elf", "multiboot2", "linux", "limine"; None: unknown to the loader
+    kind: str | None  # hvboot-elf, multiboot2, linux, limine, bootloader-api; None: unknown
     plan: LoadPlan | None  # None when the ELF is refused
     request: Request | None  # None without a .hvboot_request section, or with a refused one
     problems: tuple[HvbootError, ...]  # in the core's order: the loader reports the first
     multiboot2: dict[str, Any] | None = None  # the decoded Multiboot2 header (kind multiboot2)
     linux: dict[str, Any] | None = None  # the decoded bzImage setup header (kind linux)
     limine: dict[str, Any] | None = None  # base revision, markers, requests (kind limine)
+    bootloader_api: dict[str, Any] | None = None  # the decoded .bootloader-config
 
     @property
     def ok(self) -> bool:
@@ -142,6 +144,7 @@ def check_kernel(data: bytes, source: str, cmdline: str | None = None) -> Kernel
             virt_end=p["virt_end"],
             request=request,
             phys_base=p["phys_base"],
+            kind=doc["kind"],
         )
     problems = tuple(pr.error(source) for pr in checker.problems(doc))
     return KernelCheck(
@@ -153,6 +156,7 @@ def check_kernel(data: bytes, source: str, cmdline: str | None = None) -> Kernel
         doc.get("multiboot2"),
         doc.get("linux"),
         doc.get("limine"),
+        doc.get("bootloader_api"),
     )
 
 

@@ -5,7 +5,7 @@
 
 use alloc::format;
 
-use hvboot_api::{ExtentKind, MemoryKind, STACK_REGION_BASE};
+use hvboot_api::{ExtentKind, MemoryKind};
 
 use super::cpu::{has_1g_pages, Cpu};
 use super::cpus;
@@ -100,9 +100,15 @@ pub fn build<P: Platform>(
     tables
         .map_direct(offset, direct_map_size, huge)
         .map_err(paging("direct map"))?;
-    let stack_bottom = map_stack(p, inputs, &mut tables, placed, stack_size)?;
+    let stack = (inputs.wants.stack_base, stack_size);
+    let stack_bottom = map_stack(p, inputs, &mut tables, placed, stack)?;
     if aps > 0 {
         map_ap_stacks(p, inputs, &mut tables, placed, aps)?;
+    }
+    if let (Some(virt), Some(&(phys, size))) = (inputs.wants.ramdisk_virt, placed.modules.first()) {
+        tables
+            .map_4k_range(virt, phys, size.max(1).next_multiple_of(PAGE), true, false)
+            .map_err(paging(format!("mapping the ramdisk at {virt:#x}")))?;
     }
     if placed.ap_start != 0 {
         let page = placed.ap_start;
@@ -152,7 +158,7 @@ fn check_direct_map(inputs: &Inputs, offset: u64, size: u64, aps: usize) -> Resu
     let stack_end = cpus::stack_region_end(&inputs.wants, aps);
     for (what, (start, end)) in [
         ("the kernel", (plan.virt_start, plan.virt_end)),
-        ("the stack region", (STACK_REGION_BASE, stack_end)),
+        ("the stack region", (inputs.wants.stack_base, stack_end)),
     ] {
         if start < dm_end && offset < end {
             return Err(unmet(format!(
@@ -276,19 +282,20 @@ fn map_ap_stacks<P: Platform>(
     Ok(())
 }
 
-/// The stack at `STACK_REGION_BASE + 4 KiB`, the page below left unmapped as a guard.
+/// The stack at `stack_base + 4 KiB` (`STACK_REGION_BASE` unless the protocol places it), the
+/// page below left unmapped as a guard.
 fn map_stack<P: Platform>(
     p: &mut P,
     inputs: &Inputs,
     tables: &mut TableBuilder<'_, BumpFrames>,
     placed: &mut Placed,
-    stack_size: u64,
+    (stack_base, stack_size): (u64, u64),
 ) -> Result<u64, Error> {
     let what = format!("the {stack_size:#x}-byte kernel stack");
     let phys = p
         .allocate(MemoryKind::KERNEL_STACK.0, stack_size, Placement::Anywhere)
         .map_err(no_memory_for(inputs, "stack_size", what))?;
-    let bottom = STACK_REGION_BASE + PAGE;
+    let bottom = stack_base + PAGE;
     tables
         .map_4k_range(bottom, phys, stack_size, true, false)
         .map_err(paging("mapping the stack"))?;

@@ -13,7 +13,7 @@ use core::mem::size_of;
 
 use hvboot_api::{
     CpuEntry, CpuFlags, CpuMailbox, CpuStart, CpuStartFlags, CpuState, ExtentKind, MailboxState,
-    MemoryKind, RequestFlags, VirtReport, STACK_REGION_BASE,
+    MemoryKind, RequestFlags, VirtReport,
 };
 
 use super::cpu::{Cpu, Ipi};
@@ -62,7 +62,7 @@ pub fn wanted(wants: &Wants) -> bool {
 /// Where AP `slot`'s stack starts (virtual): above the BSP's stack, each above its own
 /// unmapped guard page.
 pub fn stack_bottom(wants: &Wants, slot: usize) -> u64 {
-    STACK_REGION_BASE + PAGE + wants.stack_size + PAGE + slot as u64 * (wants.ap_stack_size + PAGE)
+    wants.stack_base + PAGE + wants.stack_size + PAGE + slot as u64 * (wants.ap_stack_size + PAGE)
 }
 
 /// The end of the stack region with `aps` AP stacks.

@@ -118,6 +118,13 @@ pub enum Error {
         /// The field and why.
         why: crate::limine::Problem,
     },
+    /// The `bootloader_api` kernel's config is refused (`crate::bootloader_api`).
+    BootloaderApi {
+        /// The kernel's path.
+        kernel: String,
+        /// The field and why.
+        why: crate::bootloader_api::Problem,
+    },
     /// The kernel's `.hvboot_request` is malformed.
     Request {
         /// The kernel's path.
@@ -220,6 +227,7 @@ impl fmt::Display for Error {
             Self::Linux { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Limine { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Request { kernel, why } => write!(f, "{kernel}: {why}"),
+            Self::BootloaderApi { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Unmet { kernel, field, why } => {
                 write!(f, "{kernel}: .hvboot_request: {field}: {why}")
             }

@@ -5,12 +5,12 @@ use alloc::string::String;
 
 use hvboot_api::{
     KernelRequest, MemoryKind, RequestFlags, DEFAULT_AP_STACK_SIZE, DEFAULT_DIRECT_MAP_OFFSET,
-    DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE,
+    DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
 };
 
 use super::{phys_slice, Error, Platform, CONFIG_PATH};
 use crate::config::{self, LoaderConfig};
-use crate::{elf, limine, linux, multiboot2, request, PAGE_SIZE as PAGE};
+use crate::{bootloader_api, elf, limine, linux, multiboot2, request, PAGE_SIZE as PAGE};
 
 /// Everything the later phases read.
 pub struct Inputs {
@@ -49,6 +49,18 @@ pub enum KernelImage {
     Linux(linux::Plan, elf::LoadPlan),
     /// A Limine kernel (`crate::limine`): an ELF plan and the requests found in it.
     Limine(elf::LoadPlan, limine::Found),
+    /// A `bootloader_api` kernel (docs/bootloader-api.md): its decoded config and TLS template
+    /// beside the ELF plan `elf::plan` checked.
+    BootloaderApi(BootApi, elf::LoadPlan),
+}
+
+/// What a `bootloader_api` kernel's hand-off reads from its file.
+#[derive(Debug, Clone, Copy)]
+pub struct BootApi {
+    /// The `.bootloader-config`, decoded.
+    pub config: bootloader_api::Config,
+    /// Its `PT_TLS` (virtual start, file size, memory size).
+    pub tls: Option<(u64, u64, u64)>,
 }
 
 impl KernelImage {
@@ -59,6 +71,7 @@ impl KernelImage {
             Self::Multiboot2(..) => elf::KernelKind::Multiboot2,
             Self::Linux(..) => elf::KernelKind::Linux,
             Self::Limine(..) => elf::KernelKind::Limine,
+            Self::BootloaderApi(..) => elf::KernelKind::BootloaderApi,
         }
     }
 }
@@ -69,8 +82,9 @@ impl Kernel {
         match &self.image {
             KernelImage::HvbootElf(plan)
             | KernelImage::Multiboot2(_, plan)
-            | KernelImage::Linux(_, plan) => plan,
-            | KernelImage::Limine(plan, _) => plan,
+            | KernelImage::Linux(_, plan)
+            | KernelImage::Limine(plan, _)
+            | KernelImage::BootloaderApi(_, plan) => plan,
         }
     }
 
@@ -97,6 +111,14 @@ impl Kernel {
             _ => None,
         }
     }
+
+    /// The `bootloader_api` config and TLS template, for such a kernel.
+    pub fn bootloader_api(&self) -> Option<&BootApi> {
+        match &self.image {
+            KernelImage::BootloaderApi(api, _) => Some(api),
+            _ => None,
+        }
+    }
 }
 
 /// What the kernel's request asks for, with the defaults filled in.
@@ -112,6 +134,12 @@ pub struct Wants {
     pub module_alignment: u64,
     /// Bytes of stack per started AP (START_APS).
     pub ap_stack_size: u64,
+    /// Where the stack region starts: its guard page (`STACK_REGION_BASE` but for a
+    /// `bootloader_api` kernel's fixed stack address).
+    pub stack_base: u64,
+    /// Where the first module is mapped again, in 4 KiB pages (a `bootloader_api` ramdisk);
+    /// None: only through the direct map.
+    pub ramdisk_virt: Option<u64>,
 }
 
 impl Wants {
@@ -125,7 +153,43 @@ impl Wants {
             direct_map_offset: or(r.direct_map_offset, DEFAULT_DIRECT_MAP_OFFSET),
             module_alignment: or(u64::from(r.module_alignment), PAGE),
             ap_stack_size: or(r.ap_stack_size, DEFAULT_AP_STACK_SIZE),
+            stack_base: STACK_REGION_BASE,
+            ramdisk_virt: None,
         }
+    }
+
+    /// What a `bootloader_api` kernel's config asks for: its stack (size, and address when
+    /// fixed: the guard page there, as rust-osdev's loader does), the ramdisk's own mapping, the physical-memory offset
+    /// when fixed, else hvboot's default, or the start of the dynamic range (1 GiB-aligned) when
+    /// the default lies outside it; the firmware's framebuffer.
+    pub fn bootloader_api(c: &bootloader_api::Config, plan: &elf::LoadPlan) -> Self {
+        let mut w = Self::of(None);
+        w.stack_size = c.kernel_stack_size.max(PAGE).next_multiple_of(PAGE);
+        if let bootloader_api::Mapping::Fixed(a) = c.kernel_stack {
+            w.stack_base = a;
+        }
+        w.ramdisk_virt = Some(match c.ramdisk_memory {
+            bootloader_api::Mapping::Fixed(a) => a,
+            bootloader_api::Mapping::Dynamic => bootloader_api::RAMDISK_WINDOW,
+        });
+        w.direct_map_offset = match c.physical_memory {
+            Some(bootloader_api::Mapping::Fixed(a)) => a,
+            _ => {
+                let (start, end) = (c.dynamic_range_start, c.dynamic_range_end);
+                // The upper quarter when the kernel is linked where the default would be
+                // (rust-osdev's higher-half test kernel is, at 0xffff_8000_0000_0000).
+                let mut d = w.direct_map_offset;
+                if plan.virt_start >> 46 == d >> 46 {
+                    d = bootloader_api::SECOND_PHYS_OFFSET;
+                }
+                let inside = start.is_none_or(|s| d >= s) && end.is_none_or(|e| d < e);
+                match start {
+                    Some(s) if !inside => s.next_multiple_of(1 << 30),
+                    _ => d,
+                }
+            }
+        };
+        w
     }
 
     /// What a Multiboot2 kernel wants: the defaults, and no framebuffer unless its header has a
@@ -200,46 +264,40 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
     // SAFETY: read_file filled exactly this range.
     let file = unsafe { phys_slice(p, file_phys, file_len) };
     Error::check_digest(&path, file, config.kernel_digest)?;
+    let (image, wants) = kernel_image(file, &path)?;
+    let kernel = Kernel {
+        path,
+        file_phys,
+        file_len,
+        image,
+    };
+    Ok(Inputs {
+        config,
+        kernel,
+        wants,
+    })
+}
+
+/// What kind of kernel `file` is, with what loading it needs, and what it asks for.
+fn kernel_image(file: &[u8], path: &str) -> Result<(KernelImage, Wants), Error> {
+    let kernel = || String::from(path);
     if elf::kind(file) == Some(elf::KernelKind::Multiboot2) {
-        let plan = match multiboot2::plan(file) {
-            Ok(plan) => plan,
-            Err(why) => return Err(Error::Multiboot2 { kernel: path, why }),
-        };
+        let plan = multiboot2::plan(file).map_err(|why| Error::Multiboot2 {
+            kernel: kernel(),
+            why,
+        })?;
+        let wants = Wants::multiboot2(plan.header.framebuffer);
         let view = elf_view(&plan);
-        let fb = plan.header.framebuffer;
-        let image = KernelImage::Multiboot2(plan, view);
-        let kernel = Kernel {
-            path,
-            file_phys,
-            file_len,
-            image,
-        };
-        let wants = Wants::multiboot2(fb);
-        return Ok(Inputs {
-            config,
-            kernel,
-            wants,
-        });
+        return Ok((KernelImage::Multiboot2(plan, view), wants));
     }
     if elf::kind(file) == Some(elf::KernelKind::Linux) {
         let plan = linux::plan(file).map_err(|why| Error::Linux {
-            kernel: path.clone(),
+            kernel: kernel(),
             why,
         })?;
         let view = linux_view(&plan);
-        let kernel = Kernel {
-            path,
-            file_phys,
-            file_len,
-            image: KernelImage::Linux(plan, view),
-        };
         // The firmware's framebuffer (VBE under BIOS, GOP under UEFI), described in screen_info.
-        let wants = Wants::of(None);
-        return Ok(Inputs {
-            config,
-            kernel,
-            wants,
-        });
+        return Ok((KernelImage::Linux(plan, view), Wants::of(None)));
     }
     if elf::kind(file) == Some(elf::KernelKind::Limine) {
         // The same verdict `hvboot-check` gives the toolkit; its first problem is the reason.
@@ -248,41 +306,45 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
             Some(plan) if v.problems.is_empty() => plan,
             _ => {
                 let why = v.problems.swap_remove(0);
-                return Err(Error::Limine { kernel: path, why });
+                return Err(Error::Limine {
+                    kernel: kernel(),
+                    why,
+                });
             }
         };
         let wants = Wants::limine(file, &v.found);
-        let image = KernelImage::Limine(plan, v.found);
-        let kernel = Kernel {
-            path,
-            file_phys,
-            file_len,
-            image,
-        };
-        return Ok(Inputs {
-            config,
-            kernel,
-            wants,
-        });
+        return Ok((KernelImage::Limine(plan, v.found), wants));
     }
-    let plan = match elf::plan(file) {
-        Ok(plan) => plan,
-        Err(why) => return Err(Error::Elf { kernel: path, why }),
+    let plan = elf::plan(file).map_err(|why| Error::Elf {
+        kernel: kernel(),
+        why,
+    })?;
+    if let Some(api) = bootloader_api_of(file, path)? {
+        let wants = Wants::bootloader_api(&api.config, &plan);
+        return Ok((KernelImage::BootloaderApi(api, plan), wants));
+    }
+    let request = request::find(file).map_err(|why| Error::Request {
+        kernel: kernel(),
+        why,
+    })?;
+    Ok((KernelImage::HvbootElf(plan), Wants::of(request)))
+}
+
+/// A `bootloader_api` kernel's config (None for any other kernel), refused when it cannot be
+/// decoded or asks for what hvboot cannot honour: the first problem of `hvboot-check`'s list.
+fn bootloader_api_of(file: &[u8], path: &str) -> Result<Option<BootApi>, Error> {
+    let refuse = |why| Error::BootloaderApi {
+        kernel: String::from(path),
+        why,
     };
-    let wants = match request::find(file) {
-        Ok(r) => Wants::of(r),
-        Err(why) => return Err(Error::Request { kernel: path, why }),
+    let Some(config) = bootloader_api::find(file).map_err(refuse)? else {
+        return Ok(None);
     };
-    Ok(Inputs {
-        config,
-        kernel: Kernel {
-            path,
-            file_phys,
-            file_len,
-            image: KernelImage::HvbootElf(plan),
-        },
-        wants,
-    })
+    if let Some(why) = bootloader_api::unsupported(&config).into_iter().next() {
+        return Err(refuse(why));
+    }
+    let tls = bootloader_api::tls_template(file);
+    Ok(Some(BootApi { config, tls }))
 }
 
 /// A Multiboot2 image as the shared phases see a lower-half kernel: one block at its physical

@@ -31,6 +31,8 @@ pub mod tsc;
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bootloader_api;
 
 use alloc::vec::Vec;
 
@@ -47,6 +49,7 @@ pub use platform::{
 
 use crate::handoff::Handoff;
 use crate::hv;
+use crate::protocols::bootloader_api::BootloaderApi;
 use crate::protocols::hvboot::Hvboot;
 use crate::protocols::limine::Limine;
 use crate::protocols::multiboot2::{keeps_boot_services, Multiboot2};
@@ -83,8 +86,8 @@ pub struct Boot {
     pub stamps: [u64; 5],
 }
 
-/// Reads the inputs and boots the kernel with its kind's protocol: hvboot's own ([`run`]) or
-/// Multiboot2 ([`run_multiboot2`]). What each platform's main calls.
+/// Reads the inputs and boots the kernel with its kind's protocol: hvboot's own ([`run`]),
+/// Multiboot2 ([`run_multiboot2`]) or bootloader_api (hvboot's flow, its own hand-off). What each platform's main calls.
 pub fn boot<P: Platform, C: Cpu>(p: &mut P, cpu: &C, tsc_start: u64) -> Result<Handoff, Error> {
     let inputs = inputs::read(p)?;
     if inputs.kernel.multiboot2().is_some() {
@@ -96,6 +99,10 @@ pub fn boot<P: Platform, C: Cpu>(p: &mut P, cpu: &C, tsc_start: u64) -> Result<H
     if let Some(found) = inputs.kernel.limine() {
         let mut limine = Limine::new(found.clone(), p.phys_offset());
         return run_inputs(p, cpu, &mut limine, inputs, tsc_start);
+    }
+    if inputs.kernel.bootloader_api().is_some() {
+        let mut protocol = BootloaderApi::default();
+        return run_inputs(p, cpu, &mut protocol, inputs, tsc_start);
     }
     run_inputs(p, cpu, &mut Hvboot::default(), inputs, tsc_start)
 }

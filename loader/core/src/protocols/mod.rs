@@ -7,10 +7,11 @@
 //! - [`multiboot2`]: the Multiboot2 information (docs/multiboot2.md), 32-bit entry, EBX = it.
 //! - [`linux`]: Linux's boot_params (docs/linux.md), 64-bit entry, RSI = it.
 //! - [`limine`]: Limine's responses written into the kernel's requests (docs/limine.md).
+//! - [`bootloader_api`]: rust-osdev's `BootInfo` (docs/bootloader-api.md), RDI = it.
 //!
-//! Limine and bootloader_api hand-offs would be sibling modules; each
-//! brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
+//! Each brings its kernel kind (`elf::KernelKind`, `flow::inputs::KernelImage`) with it.
 
+pub mod bootloader_api;
 pub mod hvboot;
 pub mod linux;
 pub mod limine;
