@@ -7,7 +7,6 @@ physical-memory offset, its `BootInfo` compared field by field with what the hos
 from __future__ import annotations
 
 import io
-import os
 import random
 import re
 import subprocess
@@ -16,7 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, boot, make_image
+from conftest import FIRMWARES, boot, make_image, replace_on_esp
 from elftools.elf.elffile import ELFFile
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
@@ -116,11 +115,7 @@ def test_the_loader_refuses_an_unsupported_version_in_the_toolkits_words(
     hvboot does not know: the loader says which, in the toolkit's words, and halts."""
     data = with_config_byte(kernel("dynamic").read_bytes(), 20, 99)
     image = make_image(tmp_path, kernel("dynamic"))
-    bad = tmp_path / "bad.elf"
-    bad.write_bytes(data)
-    esp = f"{image.output}@@{image.layout.esp_first_lba * 512}"
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-    subprocess.run(["mcopy", "-o", "-i", esp, str(bad), f"::/{KERNEL_PATH}"], check=True, env=env)
+    replace_on_esp(image, f"/{KERNEL_PATH}", data, tmp_path, repin=True)
     run = boot(image.output, firmware)
     assert not run.ok and "BAPI begin" not in run.serial
     assert "hvboot: halted" in run.serial

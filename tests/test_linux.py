@@ -6,14 +6,12 @@ headers; gzip), and Debian's Linux booted under both firmwares to an initramfs o
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, boot, make_image
+from conftest import FIRMWARES, boot, make_image, replace_on_esp
 from linux_initramfs import BUSYBOX, initramfs_parts, report
 
 from hvboot.cli.inspect import _kernel_text, inspect_kernel_bytes
@@ -155,9 +153,7 @@ def test_the_loader_refuses_an_old_protocol_in_the_toolkits_words(tmp_path: Path
     result = make_image(tmp_path, good)
     bad = tmp_path / "old-bzImage"
     bad.write_bytes(crafted_bzimage(0x020B))
-    esp = f"{result.output}@@{result.layout.esp_first_lba * 512}"
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-    subprocess.run(["mcopy", "-o", "-i", esp, str(bad), f"::/{KERNEL_PATH}"], check=True, env=env)
+    replace_on_esp(result, f"/{KERNEL_PATH}", bad.read_bytes(), tmp_path, repin=True)
     run = boot(result.output, "bios")
     with pytest.raises(HvbootError) as host:
         load_plan_bytes(bad.read_bytes(), f"/{KERNEL_PATH}")

@@ -41,28 +41,37 @@ def _accepted(check: Callable[[str, str], str], where: str) -> Callable[[str], b
 
 _TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=300)
 cmdlines = _TEXT.filter(_accepted(check_cmdline, "cmdline"))
+# A file's pin as `hvboot build` writes it: the BLAKE3 of some bytes, lower-case hex.
+pins = st.binary(max_size=64).map(loader_config.digest)
 names = st.text(min_size=1, max_size=20).filter(_accepted(check_module_name, "name"))
 
 
 @settings(max_examples=100, deadline=None)
 @given(
     cmdline=cmdlines,
-    modules=st.lists(st.tuples(names, cmdlines), max_size=6, unique_by=lambda m: m[0]),
+    modules=st.lists(
+        st.tuples(names, cmdlines, st.none() | pins), max_size=6, unique_by=lambda m: m[0]
+    ),
+    kernel_pin=st.none() | pins,
 )
 def test_the_core_parses_the_config_the_host_writes(
-    cmdline: str, modules: list[tuple[str, str]]
+    cmdline: str, modules: list[tuple[str, str, str | None]], kernel_pin: str | None
 ) -> None:
     entries = [
-        loader_config.LoaderModule(f"{loader_config.MODULE_DIR}/module{i}", name, line)
-        for i, (name, line) in enumerate(modules)
+        loader_config.LoaderModule(f"{loader_config.MODULE_DIR}/module{i}", name, line, pin)
+        for i, (name, line, pin) in enumerate(modules)
     ]
-    text = loader_config.render(cmdline, entries)
+    text = loader_config.render(cmdline, entries, kernel_digest=kernel_pin)
     doc = checker.check_config(text)
     assert doc["ok"], doc["problems"]
     assert doc["config"] == {
         "kernel": f"/{loader_config.KERNEL_PATH}",
+        "kernel_blake3": kernel_pin,
         "cmdline": cmdline,
-        "modules": [{"path": f"/{m.path}", "name": m.name, "cmdline": m.cmdline} for m in entries],
+        "modules": [
+            {"path": f"/{m.path}", "name": m.name, "cmdline": m.cmdline, "blake3": m.digest}
+            for m in entries
+        ],
     }
 
 
