@@ -3,11 +3,9 @@
 //! surveyed, the setup header copied for boot_params; no address space of hvboot's and no CPU
 //! start-up (Linux builds its own tables and starts its own processors).
 
-use alloc::vec::Vec;
+use hvboot_api::TscStage;
 
-use hvboot_api::{AcpiTables, TscSource, TscStage, VirtReport};
-
-use super::{address_space, firmware, hand_off, inputs, phys_slice, place, stamps_from};
+use super::{firmware, hand_off, inputs, phys_slice, place, stamps_from};
 use super::{Boot, Cpu, Error, Platform};
 use crate::handoff::Handoff;
 use crate::linux::{check_cmdline, HEADER_START};
@@ -36,21 +34,8 @@ pub fn run<P: Platform, C: Cpu>(
     let placed = place::place(p, &inputs)?;
     stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
     let firmware = firmware::survey(p, &inputs.wants)?;
-    let boot = Boot {
-        firmware_kind: P::FIRMWARE,
-        inputs,
-        placed,
-        firmware,
-        space: address_space::AddressSpace::default(),
-        virt: VirtReport::default(),
-        cpus: Vec::new(),
-        local_apic: 0,
-        // Linux reads ACPI through acpi_rsdp_addr and calibrates its own TSC.
-        acpi_tables: AcpiTables::default(),
-        tsc: (0, TscSource::UNKNOWN),
-        aps: None,
-        stamps,
-    };
+    // Linux reads ACPI through acpi_rsdp_addr and calibrates its own TSC.
+    let boot = Boot::without_address_space::<P>(inputs, placed, firmware, stamps);
     hand_off::hand_off(p, cpu, &mut Linux::new(header), boot)
 }
 

@@ -184,23 +184,37 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
     if keep {
         protocol = protocol.keeping_boot_services(p.image_handle());
     }
-    let boot = Boot {
-        firmware_kind: P::FIRMWARE,
-        inputs,
-        placed,
-        firmware,
-        space: address_space::AddressSpace::default(),
-        virt: VirtReport::default(),
-        cpus: Vec::new(),
-        local_apic: 0,
-        // Multiboot2 has no tag for these: the kernel reads ACPI through the RSDP tags and
-        // times itself.
-        acpi_tables: AcpiTables::default(),
-        tsc: (0, TscSource::UNKNOWN),
-        aps: None,
-        stamps,
-    };
+    // Multiboot2 has no tag for the ACPI table addresses or the TSC: the kernel reads ACPI
+    // through the RSDP tags and times itself.
+    let boot = Boot::without_address_space::<P>(inputs, placed, firmware, stamps);
     hand_off::hand_off(p, cpu, &mut protocol, boot)
+}
+
+impl Boot {
+    /// What the phases found for a kernel that brings its own paging (Multiboot2, Linux):
+    /// phases 1-3 only, so no address space of hvboot's, no CPU start-up, no ACPI table
+    /// addresses or TSC frequency (those protocols have no field for them).
+    pub(crate) fn without_address_space<P: Platform>(
+        inputs: inputs::Inputs,
+        placed: place::Placed,
+        firmware: firmware::Firmware,
+        stamps: [u64; 5],
+    ) -> Self {
+        Boot {
+            firmware_kind: P::FIRMWARE,
+            inputs,
+            placed,
+            firmware,
+            space: address_space::AddressSpace::default(),
+            virt: VirtReport::default(),
+            cpus: Vec::new(),
+            local_apic: 0,
+            acpi_tables: AcpiTables::default(),
+            tsc: (0, TscSource::UNKNOWN),
+            aps: None,
+            stamps,
+        }
+    }
 }
 
 /// The ELF-symbols tag's section headers (docs/multiboot2.md), when the kernel asks for them:
