@@ -13,7 +13,10 @@ Every image is built into a scratch directory from sources written here or in th
 
 from __future__ import annotations
 
+import argparse
 import io
+import os
+import re
 import shutil
 import statistics
 import struct
@@ -26,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hvboot.config.build import BuildConfig, ModuleSpec
-from hvboot.image.build import build_image
+from hvboot.image.build import BuildResult, build_image
 from hvboot.image.disk import ALIGN_SECTORS, write_disk_image
 from hvboot.image.fat import FatFile
-from hvboot.loader import artifacts
+from hvboot.loader import artifacts, config_file
 from hvboot.loader.pe import elf_to_pe
 from hvboot.vm import qemu
 from hvboot.vm.firmware import find_ovmf
@@ -268,6 +271,20 @@ def hvboot_image(w: Workdir, module: Path | None = None) -> Path:
     return img
 
 
+def drop_pins(built: BuildResult, w: Workdir, prefix: str = "") -> None:
+    """Removes the `{prefix}*-blake3` pins from `built`'s hvboot.cfg on its ESP (mtools), so the
+    loader reads those files without checking them (docs/trust.md: a config without pins)."""
+    text = next(f.data for f in built.files if f.path == config_file.CONFIG_PATH).decode()
+    keep = [x for x in text.splitlines(True) if not re.match(rf"{prefix}\S*-blake3 ", x)]
+    src = w.path / "hvboot.cfg"
+    src.write_text("".join(keep))
+    esp = f"{built.output}@@{built.layout.esp_first_lba * SECTOR}"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    subprocess.run(
+        ["mcopy", "-o", "-i", esp, str(src), f"::/{config_file.CONFIG_PATH}"], check=True, env=env
+    )
+
+
 def have_grub() -> bool:
     return bool(shutil.which("grub-mkimage")) and GRUB_PC.is_dir() and GRUB_EFI.is_dir()
 
@@ -420,6 +437,45 @@ def run_rounds(
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def debian_bench_args(doc: str, needs: tuple[Path, ...]) -> argparse.Namespace | None:
+    """`--runs N` and `--firmwares` of the benchmarks that boot Debian's kernels; None (said on
+    stderr) when a file tests/fetch_debian.sh fetches is missing."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--firmwares", default="bios,uefi", type=lambda s: s.split(","))
+    args = ap.parse_args()
+    for need in needs:
+        if not need.is_file():
+            print(f"{need}: missing; run tests/fetch_debian.sh", file=sys.stderr)
+            return None
+    return args
+
+
+def print_over_floor(
+    title: str, boots: dict[Hashable, list[Boot]], firmwares: list[str], subjects: list[str],
+    runs: int,
+) -> None:  # fmt: skip
+    """The side-by-side table of `boots` keyed (firmware, subject): per firmware, each
+    subject's median and minimum, its overhead over the "floor" subject's median and that
+    overhead over GRUB's (the issues' goal for hvboot: at most 0.5)."""
+    print(f"\n{title} (median of {runs}, seconds)")
+    print(f"{'firmware':8} {'subject':8} {'median':>7} {'min':>7} {'over floor':>10} "
+          f"{'x grub over':>11}")  # fmt: skip
+    for fw in firmwares:
+        med = {n: median([b.measured for b in boots[(fw, n)]]) for n in subjects}
+        floor, grub_over = med["floor"], med.get("grub", float("nan")) - med["floor"]
+        for name in subjects:
+            done = boots[(fw, name)]
+            if len(done) < runs:
+                print(f"{fw:8} {name:8} FAILED ({len(done)}/{runs} reached the marker)")
+            if not done:
+                continue
+            over = med[name] - floor
+            ratio = f"{over / grub_over:11.2f}" if grub_over > 0 else f"{'-':>11}"
+            low = min(b.measured for b in done)
+            print(f"{fw:8} {name:8} {med[name]:7.2f} {low:7.2f} {over:10.2f} {ratio}")
 
 
 Subject = tuple[str, str, Callable[[], Path], bytes]  # (name, firmware, image, marker)

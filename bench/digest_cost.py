@@ -15,8 +15,6 @@ A benchmark, not a test: scripts/test.sh does not run it.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +24,6 @@ import benchlib as bl
 
 from hvboot.config.build import BuildConfig, ModuleSpec
 from hvboot.image.build import build_image
-from hvboot.loader import config_file
 
 MODULE_BYTES = 64 << 20
 
@@ -38,15 +35,7 @@ def unpinned(w: bl.Workdir, module: Path) -> Path:
     cfg = BuildConfig(
         kernel=bl.REPORT_KERNEL, cmdline="", modules=mods, output=None, image_size=None
     )
-    built = build_image(cfg, out)
-    text = next(f.data for f in built.files if f.path == config_file.CONFIG_PATH).decode()
-    src = w.path / "hvboot.cfg"
-    src.write_text("".join(x for x in text.splitlines(True) if not x.startswith("module-blake3")))
-    esp = f"{out}@@{built.layout.esp_first_lba * bl.SECTOR}"
-    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
-    subprocess.run(
-        ["mcopy", "-o", "-i", esp, str(src), "::/hvboot/hvboot.cfg"], check=True, env=env
-    )
+    bl.drop_pins(build_image(cfg, out), w, prefix="module")
     return out
 
 

@@ -18,7 +18,6 @@ benchmark, not a test: scripts/test.sh does not run it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -40,14 +39,10 @@ SUBJECTS = ("floor", "hvboot", "grub")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--firmwares", default="bios,uefi")
-    args = ap.parse_args()
-    firmwares = args.firmwares.split(",")
-    if not VMLINUZ.is_file():
-        print(f"{VMLINUZ}: missing; run tests/fetch_debian.sh", file=sys.stderr)
+    args = bl.debian_bench_args(__doc__, (VMLINUZ,))
+    if args is None:
         return 2
+    firmwares: list[str] = args.firmwares
     w = bl.Workdir.create()
     try:
         initrd = w.path / "initrd.cpio"
@@ -75,22 +70,8 @@ def main() -> int:
             for name, (img, qemu_args) in images.items()
         ]
         boots = bl.run_rounds(trials, args.runs, timeout=600.0)
-        print(f"\nQEMU start to Linux's first line (median of {args.runs}, seconds)")
-        print(f"{'firmware':8} {'subject':8} {'median':>7} {'min':>7} {'over floor':>10} "
-              f"{'x grub over':>11}")  # fmt: skip
-        for fw in firmwares:
-            med = {n: bl.median([b.measured for b in boots[(fw, n)]]) for n in images}
-            floor, grub_over = med["floor"], med.get("grub", float("nan")) - med["floor"]
-            for name in images:
-                runs = boots[(fw, name)]
-                if len(runs) < args.runs:
-                    print(f"{fw:8} {name:8} FAILED ({len(runs)}/{args.runs} reached the marker)")
-                if not runs:
-                    continue
-                over = med[name] - floor
-                ratio = f"{over / grub_over:11.2f}" if grub_over > 0 else f"{'-':>11}"
-                low = min(b.measured for b in runs)
-                print(f"{fw:8} {name:8} {med[name]:7.2f} {low:7.2f} {over:10.2f} {ratio}")
+        title = "QEMU start to Linux's first line"
+        bl.print_over_floor(title, boots, firmwares, list(images), args.runs)
         return 0
     finally:
         w.cleanup()

@@ -166,15 +166,20 @@ DOM0_BANNER = re.compile(r"Linux version 6\.1\.")
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("real_mode", [True, False], ids=["real-mode", "no-real-mode"])
+@pytest.mark.parametrize(
+    ("firmware", "real_mode"),
+    [("bios", True), ("bios", False), ("uefi", True)],
+    ids=["bios-real-mode", "bios-no-real-mode", "uefi"],
+)
 def test_xen_hands_over_to_debian_linux_as_dom0(
-    tmp_path: Path, vmlinuz: Path, real_mode: bool
+    tmp_path: Path, vmlinuz: Path, firmware: str, real_mode: bool
 ) -> None:
-    """Debian's Xen (Multiboot2, BIOS) with Debian's Linux as the dom0 kernel (module 1) and
-    the initramfs as its initrd (module 2): Xen builds dom0 with both and dom0's banner comes
-    out on the Xen console. `smap=0 smep=0`: under QEMU's TCG, Xen's delivery of dom0's first
-    exception faults on the PV guest's stack with SMAP on (dom0 crashes in Xen's
-    create_bounce_frame); on hardware neither is needed."""
+    """Debian's Xen (Multiboot2) with Debian's Linux as the dom0 kernel (module 1) and the
+    initramfs as its initrd (module 2): Xen builds dom0 with both and dom0's banner comes out on
+    the Xen console. Under UEFI Xen takes its EFI path (boot services kept, docs/multiboot2.md);
+    `no-real-mode` only means something under BIOS. `smap=0 smep=0`: under QEMU's TCG, Xen's
+    delivery of dom0's first exception faults on the PV guest's stack with SMAP on (dom0
+    crashes in Xen's create_bounce_frame); on hardware neither is needed."""
     if not XEN.is_file():
         pytest.fail(f"{XEN}: missing; tests/fetch_debian.sh (scripts/setup.sh) unpacks it")
     initrd = tmp_path / "initrd.cpio"
@@ -186,11 +191,12 @@ def test_xen_hands_over_to_debian_linux_as_dom0(
     cmdline = "console=com1 com1=115200,8n1 dom0_mem=256M smap=0 smep=0"
     cmdline += "" if real_mode else " no-real-mode"
     image = make_image(tmp_path, XEN, cmdline=cmdline, modules=modules).output
-    machine = Machine(firmware="bios", memory="1G")
+    machine = Machine(firmware=firmware, memory="1G")
     spec = qemu.QemuSpec(image=image, machine=machine, snapshot=True)
     run = qemu.run(spec, timeout=LINUX_TIMEOUT, until=DOM0_BANNER)
     assert DOM0_BANNER.search(run.serial), run.serial[-4000:]
     ramdisk = re.search(r"Init\. ramdisk: ([0-9a-f]+)->([0-9a-f]+)", run.serial)
     assert ramdisk, "Xen names dom0's initrd"
     assert int(ramdisk[2], 16) - int(ramdisk[1], 16) == initrd.stat().st_size
+    assert ("hvboot: keeping the boot services" in run.serial) == (firmware == "uefi")
     assert "hvboot: error" not in run.serial
