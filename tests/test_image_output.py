@@ -101,8 +101,9 @@ def loop_device(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         subprocess.run(["losetup", "--detach", str(device)], check=True)
 
 
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_a_block_device_is_written_through_and_boots(
-    tmp_path: Path, report_kernel: Path, loop_device: tuple[Path, Path]
+    tmp_path: Path, report_kernel: Path, loop_device: tuple[Path, Path], firmware: str
 ) -> None:
     device, backing = loop_device
     link = tmp_path / "stick"
@@ -114,7 +115,7 @@ def test_a_block_device_is_written_through_and_boots(
     _gpt_ok(device)
     # What the device holds boots: the report kernel runs and reports its command line.
     subprocess.run(["sync"], check=True)
-    _, report = boot_report(backing, "bios")
+    _, report = boot_report(backing, firmware)
     assert report.one("cmdline")["text"] == "on=stick"
 
 

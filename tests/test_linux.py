@@ -145,16 +145,19 @@ def test_debian_linux_boots_to_our_init(tmp_path: Path, vmlinuz: Path, firmware:
 
 
 @pytest.mark.boot
-def test_the_loader_refuses_an_old_protocol_in_the_toolkits_words(tmp_path: Path) -> None:
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_the_loader_refuses_an_old_protocol_in_the_toolkits_words(
+    tmp_path: Path, firmware: str
+) -> None:
     """A good image whose bzImage is swapped on the ESP (mtools) for one of protocol 2.11: the
-    BIOS loader stops with the toolkit's words."""
+    loader stops with the toolkit's words under either firmware."""
     good = tmp_path / "bzImage"
     good.write_bytes(crafted_bzimage())
     result = make_image(tmp_path, good)
     bad = tmp_path / "old-bzImage"
     bad.write_bytes(crafted_bzimage(0x020B))
     replace_on_esp(result, f"/{KERNEL_PATH}", bad.read_bytes(), tmp_path, repin=True)
-    run = boot(result.output, "bios")
+    run = boot(result.output, firmware)
     with pytest.raises(HvbootError) as host:
         load_plan_bytes(bad.read_bytes(), f"/{KERNEL_PATH}")
     assert not run.ok and run.loader_error == str(host.value)

@@ -264,17 +264,19 @@ def test_boot(tmp_path: Path, mb2_kernel: Path, firmware: str) -> None:
 
 
 @pytest.mark.boot
+@pytest.mark.parametrize("firmware", FIRMWARES)
 def test_the_loader_refuses_a_bad_header_in_the_toolkits_words(
-    tmp_path: Path, mb2_kernel: Path
+    tmp_path: Path, mb2_kernel: Path, firmware: str
 ) -> None:
     """A good image whose kernel is swapped on the ESP (mtools, as a user could) for one with a
-    wrong checksum: the BIOS loader stops with the toolkit's words, the kernel never runs."""
+    wrong checksum: the loader stops with the toolkit's words under either firmware, the kernel
+    never runs."""
     data = bytearray(mb2_kernel.read_bytes())
     at = check_kernel(bytes(data), "k").multiboot2["offset"]  # type: ignore[index]
     data[at + 12] ^= 1
     result = make_image(tmp_path, mb2_kernel)
     replace_on_esp(result, f"/{KERNEL_PATH}", bytes(data), tmp_path, repin=True)
-    run = boot(result.output, "bios")
+    run = boot(result.output, firmware)
     assert not run.ok and "mb2: magic" not in run.serial
     with pytest.raises(HvbootError) as host:
         load_plan_bytes(bytes(data), f"/{KERNEL_PATH}")

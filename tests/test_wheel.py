@@ -183,10 +183,11 @@ def test_installed_hvboot_test_boots(installed: Installed, kernel: Path, firmwar
     assert report.one("cmdline")["text"] == cmdline
 
 
-def test_installed_run_boots_an_image(installed: Installed, kernel: Path) -> None:
-    image = kernel.parent / "run.img"
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_installed_run_boots_an_image(installed: Installed, kernel: Path, firmware: str) -> None:
+    image = kernel.parent / f"run-{firmware}.img"
     assert installed.hvboot("build", str(kernel), "-o", str(image)).returncode == 0
-    r = installed.hvboot("run", str(image), "--firmware", "bios")
+    r = installed.hvboot("run", str(image), "--firmware", firmware)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "HVB end" in r.stdout
 
