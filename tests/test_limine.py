@@ -1,7 +1,9 @@
 """Limine kernels (docs/limine.md): our kernel built against the crates.io `limine` crate
-(tests/kernels/limine) is recognised by the loader core, its base-revision tag and requests are
-found where its symbol table says they are, and a base revision hvboot does not boot with is
-refused by name on the host and, in the same words, by the loader under both firmwares."""
+(tests/kernels/limine, asking for base revisions 3, 4 and 6) is recognised by the loader core,
+its base-revision tag and requests are found where its symbol table says they are, each
+revision boots with its responses and entry state, and a base revision hvboot does not boot
+with is refused by name on the host and, in the same words, by the loader under both
+firmwares."""
 
 from __future__ import annotations
 
@@ -21,6 +23,30 @@ from hvboot.loader import artifacts
 from hvboot.loader.config_file import KERNEL_PATH
 
 LIMINE_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-limine-kernel"
+# The same kernel asking for other base revisions (tests/kernels/limine/src/rev*.rs).
+REVISION_KERNELS = {
+    3: LIMINE_KERNEL,
+    4: artifacts.TEST_KERNELS / "target" / "release" / "hvboot-limine-rev4-kernel",
+    6: artifacts.TEST_KERNELS / "target" / "release" / "hvboot-limine-rev6-kernel",
+}
+# Base revision 5's x86-64 entry state (PROTOCOL.md "Machine State at Entry"): CR0 PE|ET|WP|PG,
+# CR4 PAE, EFER LME|LMA|NXE, RFLAGS 2, LDTR null, TR a base-0 limit-0 TSS, IDTR 0, the local
+# APIC's SVR 0x1FF and TPR 0.
+STRICT_STATE = {
+    "cr0": "0x80010011",
+    "cr4": "0x20",
+    "efer": "0xd00",
+    "rflags": "0x2",
+    "ldtr": "0x0",
+    "tss_base": "0x0",
+    "tss_limit": "0x0",
+    "idt_zero": "1",
+    "svr": "0x1ff",
+    "tpr": "0x0",
+    "lvts_masked": "1",
+    "ok": "1",
+}
+RESERVED_MAPPED = 8
 TAG_MAGIC = struct.pack("<QQ", 0xF9562B2D5C95A6C8, 0x6A7B384944536BDC)
 # The kernel's `Requests` block in declaration order after the 32-byte start marker and the
 # 24-byte tag: each request's name and size (48 bytes of header, 8 more for the stack size).
@@ -69,17 +95,18 @@ def _with_revision(kernel: Path, revision: int) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.parametrize("revision", sorted(REVISION_KERNELS))
 def test_the_core_finds_the_tag_and_every_request_where_the_symbols_say(
-    limine_kernel: Path,
+    built: None, revision: int
 ) -> None:
-    data = limine_kernel.read_bytes()
+    data = REVISION_KERNELS[revision].read_bytes()
     verdict = check_kernel(data, "k")
     assert verdict.kind == "limine" and verdict.limine is not None
     # `static REQUESTS` (a mangled local symbol).
-    block = next(a for n, a in symbols(data).items() if "limine_kernel8REQUESTS" in n)
+    block = next(a for n, a in symbols(data).items() if "kernel8REQUESTS" in n)
     found = verdict.limine
     assert found["start_marker"] == block
-    assert (found["base_revision"], found["tag_address"]) == (3, block + 32)
+    assert (found["base_revision"], found["tag_address"]) == (revision, block + 32)
     at, expected = block + 32 + 24, []
     for name, size in REQUESTS:
         # The crate asks for revision 1 of the paging-mode and module requests.
@@ -104,13 +131,13 @@ def test_inspect_and_build_name_the_protocol_base_revision_and_requests(
     assert result.kind == "limine" and result.limine == report["limine"]
 
 
-@pytest.mark.parametrize("revision", [0, 4, 6])
+@pytest.mark.parametrize("revision", [0, 7, 1 << 40])
 def test_an_unsupported_base_revision_is_refused_by_name_on_the_host(
     limine_kernel: Path, revision: int
 ) -> None:
     error = _host_error(_with_revision(limine_kernel, revision))
     assert error.startswith(f"/{KERNEL_PATH}: limine base revision: {revision} (tag at 0xffff")
-    assert error.endswith("): hvboot boots base revisions 1 to 3")
+    assert error.endswith("): hvboot boots base revisions 1 to 6")
 
 
 @pytest.mark.boot
@@ -119,15 +146,15 @@ def test_the_loader_refuses_an_unsupported_base_revision_in_the_toolkits_words(
     limine_kernel: Path, report_kernel: Path, tmp_path: Path, firmware: str
 ) -> None:
     """A good image whose kernel is swapped on the ESP for the Limine kernel asking for base
-    revision 6 (the `limine` crate 0.6's): the loader says so, halts, the kernel never runs."""
-    bad = _with_revision(limine_kernel, 6)
+    revision 7 (after the newest, 6): the loader says so, halts, the kernel never runs."""
+    bad = _with_revision(limine_kernel, 7)
     image = make_image(tmp_path, report_kernel)
     _replace(image, f"/{KERNEL_PATH}", bad, tmp_path)
     result = boot(image.output, firmware)
     assert not result.ok and "HVB begin" not in result.serial
     assert "hvboot: halted" in result.serial
     assert result.loader_error == _host_error(bad)
-    assert "limine base revision: 6" in result.loader_error
+    assert "limine base revision: 7" in result.loader_error
 
 
 def _memory_map(report: BootReport) -> list[tuple[int, int, int]]:
@@ -135,10 +162,12 @@ def _memory_map(report: BootReport) -> list[tuple[int, int, int]]:
 
 
 @pytest.mark.boot
+@pytest.mark.parametrize("revision", sorted(REVISION_KERNELS))
 @pytest.mark.parametrize("firmware", FIRMWARES)
 def test_every_response_matches_the_hosts_truth(
-    limine_kernel: Path, tmp_path: Path, firmware: str
+    built: None, tmp_path: Path, firmware: str, revision: int
 ) -> None:
+    limine_kernel = REVISION_KERNELS[revision]
     cmdline = "limine test=1"
     mods = []
     for i, size in enumerate((3000, 70000)):
@@ -153,7 +182,14 @@ def test_every_response_matches_the_hosts_truth(
     # aligned stack, interrupts off; the base revision answered and the one booted with.
     entry = report.one("entry")
     assert (entry["return"], entry["aligned"], entry["if"]) == ("0x0", "1", "0")
-    assert report.one("revision") == {"supported": "1", "loaded": "Some(3)"}
+    assert report.one("revision") == {"supported": "1", "loaded": f"Some({revision})"}
+    # Revision 5 on (6 adds nothing on x86-64): the stricter entry state, read by the kernel.
+    if revision >= 5:
+        strict = report.one("strict")
+        assert {k: strict[k] for k in STRICT_STATE} == STRICT_STATE, strict
+        assert strict["tr"] == "0x38"
+    else:
+        assert "strict" not in report.items
     assert report.one("info")["name"] == "hvboot"
     assert report.one("firmware")["type"] == {"bios": "0", "uefi": "2"}[firmware]
     assert report.one("cmdline")["cmdline"] == cmdline
@@ -170,6 +206,12 @@ def test_every_response_matches_the_hosts_truth(
     regions = _memory_map(report)
     ram = sum(n for _, n, t in regions if t in RAM_TYPES)
     assert 512 * MIB - 16 * MIB <= ram <= 512 * MIB, f"{ram / MIB:.1f} MiB of RAM"
+    # Revision 4 on: reserved ranges the HHDM maps are "reserved mapped", and the RSDP, the
+    # RSDT/XSDT and every table they list lie in entries the HHDM maps (checked by the kernel).
+    assert any(t == RESERVED_MAPPED for _, _, t in regions) == (revision >= 4)
+    if revision >= 4:
+        acpi = report.one("acpi_mapped")
+        assert acpi["ok"] == "1" and int(acpi["tables"]) >= 3, acpi
     hhdm = int(report.one("hhdm")["offset"], 0)
     assert hhdm == 0xFFFF_8000_0000_0000
 

@@ -1123,12 +1123,17 @@ fn limine_kernel_hand_off() {
     let cpu = FakeCpu::new(true);
     *cpu.aps.borrow_mut() = ApSim::on(&p, &[1, 2]);
     let h = super::boot(&mut p, &cpu, 42).unwrap();
-    assert_eq!((h.mode, h.entry), (EntryMode::Limine, KBASE + 0x40));
+    assert_eq!(
+        (h.mode, h.entry),
+        (EntryMode::Limine { strict: false }, KBASE + 0x40)
+    );
 
     let dm = DEFAULT_DIRECT_MAP_OFFSET;
     let kernel_phys = |virt: u64| walk(&p, &h, virt).expect("mapped").phys;
     let word = |phys: u64| u64::from_le_bytes(p.bytes(phys, 8).try_into().unwrap());
-    let gdt: Vec<u64> = (0..7).map(|i| word(h.gdt_virt - dm + i * 8)).collect();
+    let gdt: Vec<u64> = (0..GDT.len() as u64)
+        .map(|i| word(h.gdt_virt - dm + i * 8))
+        .collect();
     assert_eq!(gdt, GDT);
     // The tag: supported (third word 0), booted with revision 2 (second word).
     let tag_phys = kernel_phys(DATA + 32);

@@ -32,12 +32,16 @@ mod map_type {
     pub const BOOTLOADER_RECLAIMABLE: u64 = 5;
     pub const KERNEL_AND_MODULES: u64 = 6;
     pub const FRAMEBUFFER: u64 = 7;
+    /// Base revision 4 on: reserved, and mapped in the HHDM.
+    pub const RESERVED_MAPPED: u64 = 8;
 }
 
 /// The GDT of PROTOCOL.md "Machine state at entry" (x86-64): null, 16-bit code and data
 /// (limit 0xffff), 32-bit code and data (flat 4 GiB), 64-bit code and data (Intel SDM Vol. 3A
-/// §3.4.5 descriptor layout).
-pub const GDT: [u64; 7] = [
+/// §3.4.5 descriptor layout); then, as the protocol's "at least" allows, a 64-bit TSS descriptor
+/// of base 0 and limit 0 (SDM Vol. 3A §8.2.3: type 9, present; two entries) that base revision
+/// 5's "task register loaded with base 0 and limit 0" loads at [`TSS_SELECTOR`].
+pub const GDT: [u64; 9] = [
     0,
     0x0000_9a00_0000_ffff,
     0x0000_9200_0000_ffff,
@@ -45,7 +49,11 @@ pub const GDT: [u64; 7] = [
     0x00cf_9200_0000_ffff,
     0x00af_9a00_0000_ffff,
     0x00cf_9200_0000_ffff,
+    0x0000_8900_0000_0000,
+    0,
 ];
+/// The TSS selector in [`GDT`] (base revision 5 on).
+pub const TSS_SELECTOR: u16 = 0x38;
 /// The 64-bit code and data selectors in [`GDT`].
 pub const CODE_SELECTOR: u16 = 0x28;
 /// See [`CODE_SELECTOR`].
@@ -121,10 +129,16 @@ pub fn map_type(k: MemoryKind) -> u64 {
 
 /// The final map in Limine's types into `out` (room made in `prepare`): PROTOCOL.md "Memory Map
 /// Feature" never marks the first page usable, so a usable range from 0 gives its first page to
-/// a reserved entry.
-fn limine_map(map: &[memmap::Region], out: &mut Vec<[u64; 3]>) {
+/// a reserved entry. From base revision 4 a reserved range the HHDM maps (below
+/// `mapped_below`, the direct map's end: hvboot maps every range there) is "reserved mapped",
+/// which is where revisions 4 and 5 promise the ACPI and SMBIOS tables and the EFI runtime
+/// regions the kernel may read through the HHDM.
+fn limine_map(map: &[memmap::Region], out: &mut Vec<[u64; 3]>, mapped_below: u64) {
     for r in map {
-        let t = map_type(MemoryKind(r.kind));
+        let mut t = map_type(MemoryKind(r.kind));
+        if t == map_type::RESERVED && r.base.saturating_add(r.length) <= mapped_below {
+            t = map_type::RESERVED_MAPPED;
+        }
         if t == map_type::USABLE && r.base < PAGE && r.length > 0 {
             let first = (PAGE - r.base).min(r.length);
             out.push([r.base, first, map_type::RESERVED]);
@@ -235,7 +249,13 @@ impl Protocol for Limine {
         };
         let gdt = w.words(&GDT)?;
         debug_assert_eq!(w.used, gdt_len);
-        limine_map(info.map, &mut self.map);
+        // Base revision 4's "reserved mapped" type; 0 (none) before it.
+        let mapped_below = if self.revision() >= 4 {
+            boot.space.direct_map_size
+        } else {
+            0
+        };
+        limine_map(info.map, &mut self.map, mapped_below);
         for i in 0..self.found.requests.len() {
             let r = self.found.requests[i];
             if let Some(response) = self.respond(boot, &r, &mut w, info.firmware_map)? {
@@ -251,8 +271,9 @@ impl Protocol for Limine {
             self.write_word(boot, vaddr + 8, revision);
         }
         let entry = self.entry(boot);
+        let strict = self.revision() >= crate::limine::STRICT_ENTRY_REVISION;
         Ok(Handoff {
-            mode: EntryMode::Limine,
+            mode: EntryMode::Limine { strict },
             cr3: boot.space.cr3,
             stack_top: boot.space.stack_top(),
             entry,
@@ -268,11 +289,11 @@ impl Limine {
         self.found.base_revision()
     }
 
-    /// A firmware table's address in a response: physical for the base revisions that say so
-    /// (the `limine` crate's notes: RSDP in revision 3, SMBIOS and the EFI system table in 3
-    /// and 4), else through the HHDM; 0 stays 0 (absent).
-    fn table(&self, phys: u64, physical_from: u64, hhdm: u64) -> u64 {
-        if phys == 0 || self.revision() >= physical_from {
+    /// A firmware table's address in a response: physical in the base revisions `physical`
+    /// (PROTOCOL.md "Base Revision Changes Summary": the RSDP in revision 3 only, SMBIOS and
+    /// the EFI system table in 3 and 4), else through the HHDM; 0 stays 0 (absent).
+    fn table(&self, phys: u64, physical: core::ops::RangeInclusive<u64>, hhdm: u64) -> u64 {
+        if phys == 0 || physical.contains(&self.revision()) {
             phys
         } else {
             phys + hhdm
@@ -450,16 +471,16 @@ impl Limine {
                 let array = w.words(&self.scratch)?;
                 w.words(&[0, self.scratch.len() as u64, array])?
             }
-            "RSDP" if t.rsdp != 0 => w.words(&[0, self.table(t.rsdp, 3, hhdm)])?,
+            "RSDP" if t.rsdp != 0 => w.words(&[0, self.table(t.rsdp, 3..=3, hhdm)])?,
             "SMBIOS" if t.smbios != 0 || t.smbios3 != 0 => {
                 let (e32, e64) = (
-                    self.table(t.smbios, 3, hhdm),
-                    self.table(t.smbios3, 3, hhdm),
+                    self.table(t.smbios, 3..=4, hhdm),
+                    self.table(t.smbios3, 3..=4, hhdm),
                 );
                 w.words(&[0, e32, e64])?
             }
             "EFI system table" if uefi && t.system_table != 0 => {
-                w.words(&[0, self.table(t.system_table, 3, hhdm)])?
+                w.words(&[0, self.table(t.system_table, 3..=4, hhdm)])?
             }
             "EFI memory map" if uefi && !firmware_map.is_empty() => {
                 let start = w.used.next_multiple_of(8);
