@@ -139,6 +139,16 @@ def bootapi_seeds() -> None:
             write("bootloader_config", f"bootapi-{k}-{name}.bin", bytes(data))
 
 
+def rtc_seeds() -> None:
+    """CMOS clock registers (loader/core/src/rtc.rs: seconds, minutes, hours, day, month, year,
+    century, status register B) for 2026-12-01 18:30:59 in each format, and a clock never set."""
+    write("rtc", "bcd-24h", bytes([0x59, 0x30, 0x18, 0x01, 0x12, 0x26, 0x20, 0x02]))
+    write("rtc", "binary-24h", bytes([59, 30, 18, 1, 12, 26, 20, 0x06]))
+    write("rtc", "bcd-12h-pm", bytes([0x59, 0x30, 0x86, 0x01, 0x12, 0x26, 0x20, 0x00]))
+    write("rtc", "binary-12h-pm", bytes([59, 30, 0x86, 1, 12, 26, 20, 0x04]))
+    write("rtc", "unset", bytes([0xFF] * 8))
+
+
 def write(target: str, name: str, data: bytes, under: str = "seeds") -> None:
     d = ROOT / "fuzz" / under / target
     d.mkdir(parents=True, exist_ok=True)
@@ -195,7 +205,8 @@ def main() -> None:
         data = vmlinuz.read_bytes()
         write("bzimage", "debian-12-setup", data[: (data[0x1F1] + 1) * 512 + 4096])
     # The Limine test kernel (tests/kernels/limine), stripped: its markers, base-revision tag
-    # and requests in the data segment; and the same with the tag asking for revision 6.
+    # and requests in the data segment; and the same with the tag asking for revision 7, one
+    # hvboot refuses.
     with tempfile.TemporaryDirectory() as t:
         stripped = Path(t) / "limine"
         run("strip", "-o", stripped, KERNELS / "hvboot-limine-kernel")
@@ -203,12 +214,13 @@ def main() -> None:
         write("limine", "test-kernel", data)
         tag = struct.pack("<QQ", 0xF9562B2D5C95A6C8, 0x6A7B384944536BDC)
         at = data.index(tag) + 16
-        write("limine", "test-kernel-revision-6", data[:at] + struct.pack("<Q", 6) + data[at + 8 :])
+        write("limine", "test-kernel-revision-7", data[:at] + struct.pack("<Q", 7) + data[at + 8 :])
     for k in ("report", "request"):
         elf = small_elf((KERNELS / f"hvboot-{k}-kernel").read_bytes())
         write("elf", f"{k}-kernel-headers", elf)
         write("request", f"{k}-kernel-headers", elf)
     bootapi_seeds()
+    rtc_seeds()
     if large:
         for k in ("report", "request", "outcome"):
             out = ROOT / "fuzz/corpus/elf" / f"{k}-kernel"

@@ -149,6 +149,20 @@ impl Platform for Bios {
             .map_err(PlatformError::File)
     }
 
+    fn wall_clock(&mut self) -> Option<i64> {
+        // The CMOS clock through index port 0x70 and data port 0x71; a reading that keeps
+        // changing is retried a few times.
+        let read = |reg: u8| {
+            // SAFETY: selecting and reading a CMOS register has no other effect.
+            unsafe {
+                hvboot_api::cpu::outb(0x70, reg);
+                hvboot_api::cpu::inb(0x71)
+            }
+        };
+        let cmos = hvboot_loader_core::rtc::read_cmos(read, 8)?;
+        hvboot_loader_core::rtc::decode(&cmos).map(|t| t.unix_seconds())
+    }
+
     fn tables(&mut self) -> FirmwareTables {
         // SAFETY: below 1 MiB, identity-mapped, read-only here.
         let slice = |base: u64, len: u64| unsafe {

@@ -43,6 +43,7 @@ pub mod paging;
 pub mod pin;
 pub mod protocols;
 pub mod request;
+pub mod rtc;
 #[cfg(test)]
 pub mod testing;
 pub mod trampoline;

@@ -180,6 +180,10 @@ impl Platform for Uefi {
             .map_err(PlatformError::File)
     }
 
+    fn wall_clock(&mut self) -> Option<i64> {
+        firmware::wall_clock()
+    }
+
     fn tables(&mut self) -> FirmwareTables {
         firmware::tables()
     }

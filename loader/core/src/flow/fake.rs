@@ -65,6 +65,8 @@ pub struct FakePlatform {
     pub kept: bool,
     /// What "VBE" says of the mode set, as a BIOS platform keeps it.
     pub vbe: Option<super::VbeInfo>,
+    /// The real-time clock's reading (Unix seconds), None for a machine without one.
+    pub clock: Option<i64>,
 }
 
 /// The fake's image handle, given when it has a system table.
@@ -104,6 +106,7 @@ impl FakePlatform {
             system_table: 0,
             kept: false,
             vbe: None,
+            clock: None,
         }
     }
 
@@ -390,6 +393,10 @@ impl Platform for FakePlatform {
 
     fn vbe_info(&self) -> Option<super::VbeInfo> {
         self.vbe
+    }
+
+    fn wall_clock(&mut self) -> Option<i64> {
+        self.clock
     }
 
     fn image_handle(&self) -> u64 {

@@ -22,6 +22,8 @@ pub struct Firmware {
     /// Capacity for the map with the headroom `memmap::normalize` needs, so that it never
     /// allocates after the firmware is gone.
     pub map_capacity: usize,
+    /// The real-time clock's reading, Unix seconds (UTC), when it could be read.
+    pub boot_time: Option<i64>,
 }
 
 /// Asks the platform for its tables, the framebuffer (none, the default one, or one of the
@@ -36,11 +38,13 @@ pub fn survey<P: Platform>(p: &mut P, wants: &Wants) -> Result<Firmware, Error> 
     };
     let (map_top, map_len) = p.memory_extent()?;
     let map_entries = map_len + 64;
+    let boot_time = p.wall_clock();
     Ok(Firmware {
         tables,
         framebuffer,
         map_top,
         map_entries,
         map_capacity: memmap::normalize_capacity(map_entries),
+        boot_time,
     })
 }

@@ -136,6 +136,13 @@ pub trait Platform {
         None
     }
 
+    /// The wall-clock time now, in seconds since the Unix epoch (UTC), from the firmware's
+    /// real-time clock (`crate::rtc`); None when the clock cannot be read or reads as no valid
+    /// time. Asked while the firmware is still there. The default has no clock.
+    fn wall_clock(&mut self) -> Option<i64> {
+        None
+    }
+
     /// The firmware's handle of the loader itself (UEFI: the image handle the loader was
     /// started with), 0 when there is none.
     fn image_handle(&self) -> u64 {

@@ -1107,6 +1107,7 @@ fn limine_kernel_hand_off() {
         "executable address",
         "MP",
         "device tree blob",
+        "date at boot",
     ];
     let mut words = [start(), tag(2)].concat();
     for n in names {
@@ -1120,6 +1121,7 @@ fn limine_kernel_hand_off() {
     let mut p = machine(kernel(&words), &cfg);
     p.file("/hvboot/modules/a", &b"module bytes"[..])
         .with_madt(3);
+    p.clock = Some(1_796_149_859);
     let cpu = FakeCpu::new(true);
     *cpu.aps.borrow_mut() = ApSim::on(&p, &[1, 2]);
     let h = super::boot(&mut p, &cpu, 42).unwrap();
@@ -1194,6 +1196,8 @@ fn limine_kernel_hand_off() {
         None,
         "a device tree blob on x86-64 is left unanswered"
     );
+    // Date at boot: the clock's reading, as the platform gave it before the firmware was left.
+    assert_eq!(word(response(6).unwrap() + 8), 1_796_149_859);
 }
 
 #[test]

@@ -518,10 +518,23 @@ impl Limine {
                 return unanswered(name, "booted by BIOS, there is no EFI")
             }
             "MP" => match &boot.aps {
-                Some(aps) => self.mp(boot, aps, w)?,
+                Some(aps) => {
+                    // The request's `flags` bit 0: x2APIC mode "if possible" (PROTOCOL.md).
+                    if self.request_member(boot, r, 0) & 1 != 0 {
+                        log::warn!(
+                            "limine: MP request's x2APIC flag left unset: hvboot does not switch \
+                             the processors to x2APIC mode"
+                        );
+                    }
+                    self.mp(boot, aps, w)?
+                }
                 None => return unanswered(name, "no MADT lists the processors"),
             },
-            "date at boot" => return unanswered(name, "hvboot does not read the RTC"),
+            // The Unix time the real-time clock gave while the firmware was there.
+            "date at boot" => match boot.firmware.boot_time {
+                Some(t) => w.words(&[0, t as u64])?,
+                None => return unanswered(name, "the real-time clock gave no valid time"),
+            },
             _ => return unanswered(name, "not on x86-64"),
         };
         Ok(Some(response))

@@ -69,7 +69,13 @@ static REQUESTS: Requests = Requests {
     rsdp: RsdpRequest::new(),
     framebuffer: FramebufferRequest::new(),
     paging: PagingModeRequest::new(),
-    mp: MpRequest::new(),
+    // The revision-6 kernel asks for x2APIC mode "if possible" (QEMU's TCG has no x2APIC; hvboot
+    // leaves the flag unset and says why).
+    mp: MpRequest::new().with_flags(if REVISION >= 5 {
+        limine::mp::RequestFlags::X2APIC
+    } else {
+        limine::mp::RequestFlags::empty()
+    }),
     entry: EntryPointRequest::new().with_entry_point(limine_entry),
     file: ExecutableFileRequest::new(),
     modules: ModuleRequest::new(),
