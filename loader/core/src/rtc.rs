@@ -90,11 +90,13 @@ impl DateTime {
     /// Seconds since 1970-01-01 00:00:00 UTC (proleptic Gregorian calendar, no leap seconds).
     pub fn unix_seconds(&self) -> i64 {
         // Days before this year since 1970, then before this month, then before this day.
+        const BEFORE: [u16; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
         let y = i64::from(self.year);
         let leaps = |y: i64| y / 4 - y / 100 + y / 400;
         let mut days = (y - 1970) * 365 + leaps(y - 1) - leaps(1969);
-        for m in 1..self.month {
-            days += i64::from(month_days(self.year, m));
+        days += i64::from(BEFORE[usize::from(self.month.clamp(1, 12)) - 1]);
+        if self.month > 2 && leap(self.year) {
+            days += 1;
         }
         days += i64::from(self.day) - 1;
         let second = i64::from(self.second.min(59));

@@ -452,6 +452,8 @@ pub struct FakeCpu {
     tsc: Cell<u64>,
     /// CPUID.80000001h:EDX[26].
     pub gib_pages: bool,
+    /// CPUID.(07H,0):ECX[16], 5-level paging (the highest leaf is then 7, else 1).
+    pub la57: bool,
     /// WRMSRs made.
     pub msr_writes: RefCell<Vec<(u32, u64)>>,
     /// The application processors it simulates.
@@ -528,6 +530,7 @@ impl FakeCpu {
         Self {
             tsc: Cell::new(1000),
             gib_pages,
+            la57: false,
             msr_writes: RefCell::new(Vec::new()),
             aps: RefCell::new(ApSim::default()),
         }
@@ -546,7 +549,12 @@ impl Cpu for FakeCpu {
             [1, w(0), w(8), w(4)]
         };
         match leaf {
-            0 => vendor(b"AuthenticAMD"),
+            0 => {
+                let mut v = vendor(b"AuthenticAMD");
+                v[0] = if self.la57 { 7 } else { 1 };
+                v
+            }
+            7 if self.la57 => [0, 0, 1 << 16, 0],
             0x8000_0000 => [0x8000_000a, 0, 0, 0],
             0x8000_0001 => [0, 0, 1 << 2, if self.gib_pages { 1 << 26 } else { 0 }],
             0x8000_000a => [1, 64, 0, 1],

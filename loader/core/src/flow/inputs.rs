@@ -140,6 +140,8 @@ pub struct Wants {
     /// Where the first module is mapped again, in 4 KiB pages (a `bootloader_api` ramdisk);
     /// None: only through the direct map.
     pub ramdisk_virt: Option<u64>,
+    /// 5-level paging where the CPU has LA57 (a Limine kernel's Paging Mode request).
+    pub five_level: bool,
 }
 
 impl Wants {
@@ -155,6 +157,7 @@ impl Wants {
             ap_stack_size: or(r.ap_stack_size, DEFAULT_AP_STACK_SIZE),
             stack_base: STACK_REGION_BASE,
             ramdisk_virt: None,
+            five_level: false,
         }
     }
 
@@ -226,12 +229,23 @@ impl Wants {
         } else {
             RequestFlags::default()
         };
-        Self::of(Some(KernelRequest {
+        let mut w = Self::of(Some(KernelRequest {
             stack_size,
             ap_stack_size: stack_size,
             flags,
             ..KernelRequest::default()
-        }))
+        }));
+        // The Paging Mode request (PROTOCOL.md): its preferred `mode`, or from request
+        // revision 1 its `min_mode`, 5-level (LIMINE_PAGING_MODE_X86_64_5LVL, 1).
+        w.five_level = found.request("paging mode").is_some_and(|r| {
+            let member = |i: u64| {
+                let at = (r.offset + limine::REQUEST_HEADER + i * 8) as usize;
+                file.get(at..at + 8)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            };
+            member(0) == 1 || (r.revision >= 1 && member(2) == 1)
+        });
+        w
     }
 
     /// Whether the request sets flag `f`.

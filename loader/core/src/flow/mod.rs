@@ -20,6 +20,7 @@ mod cpu;
 pub mod cpus;
 mod error;
 pub mod firmware;
+pub mod five_level;
 pub mod hand_off;
 pub mod inputs;
 mod linux;
@@ -314,7 +315,7 @@ fn run_inputs<P: Platform, C: Cpu, H: Protocol>(
     // CPU start-up, first half: the trampoline and the per-CPU data (the APs are started
     // after the firmware is left, in `hand_off`).
     let aps = if start_aps {
-        let tables = (space.cr3, space.direct_map_offset);
+        let tables = (space.cr3, space.direct_map_offset, space.la57_switch != 0);
         let aps = cpus::prepare(
             p,
             cpu,

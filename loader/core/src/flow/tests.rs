@@ -1127,7 +1127,13 @@ fn limine_kernel_hand_off() {
     let h = super::boot(&mut p, &cpu, 42).unwrap();
     assert_eq!(
         (h.mode, h.entry),
-        (EntryMode::Limine { strict: false }, KBASE + 0x40)
+        (
+            EntryMode::Limine {
+                strict: false,
+                la57_switch: 0
+            },
+            KBASE + 0x40
+        )
     );
 
     let dm = DEFAULT_DIRECT_MAP_OFFSET;
@@ -1198,6 +1204,80 @@ fn limine_kernel_hand_off() {
     );
     // Date at boot: the clock's reading, as the platform gave it before the firmware was left.
     assert_eq!(word(response(6).unwrap() + 8), 1_796_149_859);
+}
+
+/// A Limine kernel whose Paging Mode request asks for 5-level paging, on a CPU with LA57: CR3
+/// is a PML5 whose entry 0 is the PML4's lower half and entry 511 a copy of its upper half
+/// (so a 48-bit address translates as before and no 57-bit one aliases the other half), the
+/// switch page carries the protocol's GDT, the APs' trampoline sets LA57, and the response
+/// says 5-level; the same kernel on a CPU without LA57 gets 4-level tables and answer.
+#[test]
+fn limine_five_level_paging() {
+    use super::fake::ApSim;
+    use super::five_level::SWITCH_GDT_OFFSET;
+    use crate::handoff::EntryMode;
+    use crate::limine::KNOWN;
+    use crate::protocols::limine::GDT;
+    use crate::testing::limine::{end, kernel, request, start, tag, DATA};
+
+    let id = |name: &str| KNOWN.iter().find(|k| k.0 == name).unwrap().1;
+    let mut words = [start(), tag(4)].concat();
+    // Paging mode, revision 1: mode 5-level, max_mode 5-level, min_mode 4-level.
+    words.extend(request(id("paging mode"), 1, 0));
+    words.extend([1, 1, 0]);
+    words.extend(request(id("MP"), 0, 1));
+    words.extend(end());
+    for la57 in [true, false] {
+        let cfg = config("", &[]);
+        let mut p = machine(kernel(&words), &cfg);
+        p.with_madt(2);
+        let mut cpu = FakeCpu::new(true);
+        cpu.la57 = la57;
+        *cpu.aps.borrow_mut() = ApSim::on(&p, &[1]);
+        let h = super::boot(&mut p, &cpu, 42).unwrap();
+        let EntryMode::Limine { la57_switch, .. } = h.mode else {
+            panic!("{:?}", h.mode)
+        };
+        let dm = DEFAULT_DIRECT_MAP_OFFSET;
+        let word = |phys: u64| u64::from_le_bytes(p.bytes(phys, 8).try_into().unwrap());
+        let kernel_phys = |cr3: u64, virt: u64| {
+            // SAFETY: the tables live in the arena.
+            unsafe { paging::translate(p.phys_offset_for_tests(), cr3, virt) }.map(|t| t.phys)
+        };
+        let trampoline_cr4 = cpu.aps.borrow().params.unwrap().cr4_extra;
+        if !la57 {
+            assert_eq!((la57_switch, trampoline_cr4), (0, 0));
+            let r = word(kernel_phys(h.cr3, DATA + 56).unwrap() + 40);
+            assert_eq!(word(r - DEFAULT_DIRECT_MAP_OFFSET + 8), 0, "4-level");
+            continue;
+        }
+        assert_ne!(la57_switch, 0);
+        assert_eq!(trampoline_cr4, crate::trampoline::CR4_LA57);
+        let (low, high) = (word(h.cr3) & !0xfff, word(h.cr3 + 511 * 8) & !0xfff);
+        assert_eq!((word(h.cr3) & 3, word(h.cr3 + 511 * 8) & 3), (3, 3));
+        assert!((1..511).all(|i| word(h.cr3 + i * 8) == 0));
+        assert!(
+            (256..512).all(|i| word(low + i * 8) == 0),
+            "the low PML4 keeps its lower half"
+        );
+        assert!(
+            (0..256).all(|i| word(high + i * 8) == 0),
+            "the high copy its upper half"
+        );
+        // The kernel and the direct map through the upper half, the hand-off code through the
+        // lower one.
+        assert!(kernel_phys(high, KBASE).is_some() && kernel_phys(low, KBASE).is_none());
+        assert_eq!(kernel_phys(high, dm + 0x1000), Some(0x1000));
+        let (code, _) = crate::handoff::code_pages();
+        assert_eq!(kernel_phys(low, code), Some(code));
+        let gdt: Vec<u64> = (0..GDT.len() as u64)
+            .map(|i| word(la57_switch + SWITCH_GDT_OFFSET + i * 8))
+            .collect();
+        assert_eq!(gdt, GDT);
+        // The response: LIMINE_PAGING_MODE_X86_64_5LVL.
+        let r = word(kernel_phys(high, DATA + 56).unwrap() + 40);
+        assert_eq!(word(r - dm + 8), 1);
+    }
 }
 
 #[test]

@@ -273,7 +273,10 @@ impl Protocol for Limine {
         let entry = self.entry(boot);
         let strict = self.revision() >= crate::limine::STRICT_ENTRY_REVISION;
         Ok(Handoff {
-            mode: EntryMode::Limine { strict },
+            mode: EntryMode::Limine {
+                strict,
+                la57_switch: boot.space.la57_switch,
+            },
             cr3: boot.space.cr3,
             stack_top: boot.space.stack_top(),
             entry,
@@ -441,13 +444,13 @@ impl Limine {
                 } else {
                     0
                 };
-                if min > 0 {
-                    return unanswered(
-                        name,
-                        "5-level paging (min_mode 1) is not offered by hvboot",
-                    );
+                // LIMINE_PAGING_MODE_X86_64_5LVL (1) when the address space is 5-level
+                // (`flow::five_level`: asked for, and the CPU has LA57), else 4LVL (0).
+                let five = boot.space.la57_switch != 0;
+                if min > 0 && !five {
+                    return unanswered(name, "min_mode 5-level, no LA57");
                 }
-                w.words(&[0, 0])? // LIMINE_PAGING_MODE_X86_64_4LVL
+                w.words(&[0, u64::from(five)])?
             }
             "memory map" => {
                 self.scratch.clear();
@@ -521,10 +524,7 @@ impl Limine {
                 Some(aps) => {
                     // The request's `flags` bit 0: x2APIC mode "if possible" (PROTOCOL.md).
                     if self.request_member(boot, r, 0) & 1 != 0 {
-                        log::warn!(
-                            "limine: MP request's x2APIC flag left unset: hvboot does not switch \
-                             the processors to x2APIC mode"
-                        );
+                        log::warn!("limine: MP request's x2APIC flag left unset: no x2APIC switch");
                     }
                     self.mp(boot, aps, w)?
                 }
@@ -533,7 +533,7 @@ impl Limine {
             // The Unix time the real-time clock gave while the firmware was there.
             "date at boot" => match boot.firmware.boot_time {
                 Some(t) => w.words(&[0, t as u64])?,
-                None => return unanswered(name, "the real-time clock gave no valid time"),
+                None => return unanswered(name, "no valid RTC time"),
             },
             _ => return unanswered(name, "not on x86-64"),
         };

@@ -68,7 +68,15 @@ static REQUESTS: Requests = Requests {
     memmap: MemoryMapRequest::new(),
     rsdp: RsdpRequest::new(),
     framebuffer: FramebufferRequest::new(),
-    paging: PagingModeRequest::new(),
+    // The revision-4 kernel asks for 5-level paging (4-level accepted), as a kernel that can
+    // use 57-bit addresses would.
+    paging: if REVISION == 4 {
+        PagingModeRequest::new()
+            .with_mode(limine::paging::Mode::FIVE_LEVEL)
+            .with_max_mode(limine::paging::Mode::FIVE_LEVEL)
+    } else {
+        PagingModeRequest::new()
+    },
     // The revision-6 kernel asks for x2APIC mode "if possible" (QEMU's TCG has no x2APIC; hvboot
     // leaves the flag unset and says why).
     mp: MpRequest::new().with_flags(if REVISION >= 5 {
@@ -161,6 +169,7 @@ extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
     serial_println!("HVB begin");
     // PROTOCOL.md: a 0 return address pushed on a 16-byte aligned stack; IF clear.
     let ret = unsafe { (rsp as *const u64).read() };
+    BSP_CR4.store(cr4, Ordering::SeqCst);
     serial_println!(
         "HVB entry rsp={rsp:#x} return={ret:#x} aligned={} if={}",
         check((rsp + 8) % 16 == 0 && ret == 0, "entry stack"),
@@ -252,10 +261,14 @@ extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
         None => unanswered("framebuffer"),
     }
     match r.paging.get_response() {
-        Some(p) => serial_println!("HVB paging mode={}", {
+        Some(p) => {
             use limine::paging::Mode;
-            index(p.mode(), &[Mode::FOUR_LEVEL, Mode::FIVE_LEVEL])
-        }),
+            let mode = index(p.mode(), &[Mode::FOUR_LEVEL, Mode::FIVE_LEVEL]);
+            // CR4.LA57 as the entry found it agrees with the mode answered.
+            let la57 = (cr4 >> 12) & 1;
+            check(la57 == mode as u64, "CR4.LA57 and the paging mode");
+            serial_println!("HVB paging mode={mode} la57={la57}");
+        }
         None => unanswered("paging mode"),
     }
     match r.mp.get_response() {
@@ -336,8 +349,10 @@ extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
 
 /// APs that jumped to their `goto_address` with RDI = their own info, and what was not as the
 /// protocol says on any of them: 1 the APIC ID, 2 the extra argument, 4 the stack's alignment,
-/// 8 the return address.
+/// 8 the return address, 16 CR4.LA57 (the paging mode) not the BSP's.
 static ARRIVED: AtomicU32 = AtomicU32::new(0);
+/// The BSP's CR4 at entry: each AP's paging mode (CR4.LA57) must be the same.
+static BSP_CR4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 static WRONG: AtomicU32 = AtomicU32::new(0);
 
 /// Releases every AP through its `goto_address` (extra argument = its index + 1) and waits for
@@ -381,10 +396,14 @@ unsafe extern "C" fn ap_entry(_cpu: &limine::mp::Cpu) -> ! {
 unsafe extern "C" fn ap_main(cpu: &limine::mp::Cpu, rsp: u64) -> ! {
     let ret = (rsp as *const u64).read();
     let apic = core::arch::x86_64::__cpuid(1).ebx >> 24;
+    let cr4: u64;
+    core::arch::asm!("mov {}, cr4", out(reg) cr4);
+    let la57 = (cr4 ^ BSP_CR4.load(Ordering::SeqCst)) & (1 << 12) != 0;
     let why = u32::from(cpu.lapic_id != apic)
         | u32::from(cpu.extra.load(Ordering::SeqCst) == 0) << 1
         | u32::from((rsp + 8) % 16 != 0) << 2
-        | u32::from(ret != 0) << 3;
+        | u32::from(ret != 0) << 3
+        | u32::from(la57) << 4;
     WRONG.fetch_or(why, Ordering::SeqCst);
     ARRIVED.fetch_add(1, Ordering::SeqCst);
     loop {
