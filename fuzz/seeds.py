@@ -3,8 +3,11 @@
 an image by `hvboot build` of the report kernel, and the test kernels.
 
     fuzz/seeds.py            # the small seeds, into fuzz/seeds/TARGET/ (committed)
-    fuzz/seeds.py --large    # also the stripped test kernels (30-45 KiB each) into
+    fuzz/seeds.py --large    # only the stripped test kernels (30-45 KiB each), into
                              # fuzz/corpus/TARGET/ (not committed; scripts/fuzz.sh runs this)
+
+--large leaves the committed seeds alone: they are made from kernels whose bytes change with
+every build, so rewriting them on each fuzz run would dirty the checkout with no new coverage.
 
 Small means a few KiB: the GPT seeds keep the image's own MBR and entries but with a 4-entry
 array (8 sectors in all); the FAT seed is a FAT16 volume (mkfs.fat, one FAT, 16 root entries)
@@ -146,7 +149,9 @@ def write(target: str, name: str, data: bytes, under: str = "seeds") -> None:
 
 
 def main() -> None:
-    large = "--large" in sys.argv[1:]
+    if "--large" in sys.argv[1:]:
+        large_corpus()
+        return
     kernel = KERNELS / "hvboot-report-kernel"
     if not kernel.exists():
         sys.exit(f"fuzz/seeds.py: {kernel} is missing: run scripts/setup.sh --no-demo first")
@@ -209,12 +214,18 @@ def main() -> None:
         write("elf", f"{k}-kernel-headers", elf)
         write("request", f"{k}-kernel-headers", elf)
     bootapi_seeds()
-    if large:
-        for k in ("report", "request", "outcome"):
-            out = ROOT / "fuzz/corpus/elf" / f"{k}-kernel"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            run("strip", "-o", out, KERNELS / f"hvboot-{k}-kernel")
-            write("request", f"{k}-kernel", out.read_bytes(), under="corpus")
+
+
+def large_corpus() -> None:
+    """The whole stripped test kernels, as corpus entries for the ELF and request targets."""
+    for k in ("report", "request", "outcome"):
+        built = KERNELS / f"hvboot-{k}-kernel"
+        if not built.exists():
+            sys.exit(f"fuzz/seeds.py: {built} is missing: run scripts/setup.sh --no-demo first")
+        out = ROOT / "fuzz/corpus/elf" / f"{k}-kernel"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run("strip", "-o", out, built)
+        write("request", f"{k}-kernel", out.read_bytes(), under="corpus")
 
 
 if __name__ == "__main__":
