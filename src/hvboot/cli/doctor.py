@@ -43,6 +43,8 @@ def checks() -> list[Check]:
         _tool("fsck.fat", "--help", f"{apt} dosfstools", "checks images in tests"),
         _tool("mdir", "--version", f"{apt} mtools", "checks images in tests"),
         _tool("xorriso", "-version", f"{apt} xorriso", "hvboot build --iso"),
+        _tool("swtpm", "--version", f"{apt} swtpm swtpm-tools", "hvboot run|test --tpm"),
+        _tool("tpm2_pcrread", "--version", f"{apt} tpm2-tools", "hvboot run|test --tpm"),
     ]
     try:
         ovmf = find_ovmf()

@@ -33,7 +33,7 @@ pub fn run<P: Platform, C: Cpu>(
     let mut stamps = stamps_from(tsc_start);
     let placed = place::place(p, &inputs)?;
     stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
-    let firmware = firmware::survey(p, &inputs.wants)?;
+    let firmware = firmware::survey(p, &inputs)?;
     // Linux reads ACPI through acpi_rsdp_addr and calibrates its own TSC.
     let boot = Boot::without_address_space::<P>(inputs, placed, firmware, stamps);
     hand_off::hand_off(p, cpu, &mut Linux::new(header), boot)
