@@ -209,8 +209,8 @@ def test_unknown_top_level_key(project: Path) -> None:
     err = config_error(path)
     assert err.where == f"{path}: kernel_path"
     assert err.what.startswith(
-        "unknown key (known keys: kernel, cmdline, output, image_size, iso, netboot, sign, tpm_policy, "
-        "modules, machine)"
+        "unknown key (known keys: kernel, cmdline, output, image_size, iso, netboot, sign, "
+        "tpm_policy, modules, machine)"
     )
     assert "did you mean 'kernel'?" in err.what
 
