@@ -20,7 +20,7 @@ from report_kernel import parse_report
 from hvboot.config.build import BuildConfig, ModuleSpec
 from hvboot.image.build import BuildResult, build_image
 from hvboot.loader import checker, config_file
-from hvboot.trust import pcrs
+from hvboot.trust import keys, pcrs
 from hvboot.vm import qemu, tpm
 from hvboot.vm.machine import Machine
 
@@ -119,6 +119,22 @@ def test_each_input_moves_exactly_its_pcrs(tmp_path: Path, report_kernel: Path) 
         for bank, values in got[name].items():
             changed = {i for i, v in values.items() if v != got["base"][bank][i]}
             assert changed == pcr_set, (name, bank)
+
+
+@pytest.mark.boot
+def test_a_signed_image_under_secure_boot_is_measured_as_predicted(
+    tmp_path: Path, report_kernel: Path
+) -> None:
+    """The whole chain: the firmware checks the signed loader, the loader checks and measures
+    the files; the signed loader's config pin does not change what is measured."""
+    key_dir = tmp_path / "keys"
+    keys.new(key_dir)
+    cfg = BuildConfig(report_kernel, "sb=1", (), None, None, sign=key_dir, tpm="required")
+    image = build_image(cfg, tmp_path / "signed.img").output
+    machine = Machine(firmware="uefi", secure_boot=key_dir, tpm=True)
+    result = qemu.run(qemu.QemuSpec(image, machine, snapshot=True), timeout=BOOT_TIMEOUT * 2)
+    assert _measured(result) == _predicted(image)
+    assert parse_report(result.serial).one("cmdline")["text"] == "sb=1"
 
 
 @pytest.mark.boot

@@ -475,6 +475,8 @@ def _shown(value: Any) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
@@ -489,7 +491,7 @@ def machine_toml(verb: str = "test") -> str:
     lines = [f"[{MACHINE_TABLE}]"]
     for s in _TABLES[MACHINE_TABLE]:
         value = s.default_for(verb)
-        if value is None or value == ():
+        if value is None or value == () or value is False:  # a switch left off
             continue
         first_sentence = s.help.split(". ")[0].rstrip(".") + "."
         line = f"{s.key} = {_toml_value(value)}"
