@@ -444,8 +444,8 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
         verbs=BOOT_VERBS,
         switch=True,
-        help="Attach a software TPM 2.0 (Debian's swtpm, fresh for each boot) and print the PCRs "
-        'the loader extends after the boot (docs/trust.md, "Measured boot").',
+        help="Attach a software TPM 2.0 (Debian's swtpm, fresh for each boot); `run` and `test` "
+        'then print PCRs 8 and 9 against `hvboot predict-pcrs` (docs/trust.md, "Measured boot").',
     ),
     Setting(
         name="secure_boot",
