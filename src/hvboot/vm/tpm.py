@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -91,14 +92,14 @@ class SoftwareTpm:
     ) -> None:
         self.stop()
 
-    def _start(self, channels: list[str], ready: object) -> subprocess.Popen[bytes]:
+    def _start(self, channels: list[str], ready: Callable[[], bool]) -> subprocess.Popen[bytes]:
         log = self.dir / f"swtpm{len(self._procs)}.log"
         cmd = [_tool("swtpm"), "socket", "--tpm2", "--tpmstate", f"dir={self.state}"]
         cmd += [*channels, "--log", f"file={log},level=1"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._procs.append(proc)
         deadline = time.monotonic() + START_TIMEOUT
-        while not ready():  # type: ignore[operator]
+        while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
