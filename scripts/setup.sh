@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(qemu-system-x86 ovmf nasm gdb mtools dosfstools gdisk lld binutils gcc python3-venv xorriso ipxe-qemu sbsigntool)
+DEBS=(qemu-system-x86 ovmf nasm gdb mtools dosfstools gdisk lld binutils gcc python3-venv xorriso ipxe-qemu sbsigntool swtpm swtpm-tools tpm2-tools)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -238,6 +238,7 @@ def test_image(tmp_path: Path, kernel: Path) -> None:
     assert "| cmdline console=ttyS0 inspect=1" in out
     assert "entry symbol: _start" in out
     assert "UEFI loader: unsigned" in out and "UEFI loader pins hvboot.cfg: none" in out
+    assert "measured boot (UEFI, PCRs 8 and 9): tpm if-present;" in out
 
     doc = json.loads(hvboot("inspect", "--json", str(built.output)).stdout)
     assert set(doc) == IMAGE_KEYS and doc["kind"] == "image" and doc["problems"] == []

@@ -169,6 +169,7 @@ impl Platform for Bios {
             smbios: sm2.unwrap_or(0),
             smbios3: sm3.unwrap_or(0),
             system_table: 0,
+            tpm_final_events: 0,
         }
     }
 

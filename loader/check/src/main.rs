@@ -374,6 +374,7 @@ fn check_config(data: &[u8]) -> (bool, Json) {
                 ("kernel", Json::from(c.kernel.as_str())),
                 ("kernel_blake3", digest_json(c.kernel_digest)),
                 ("cmdline", c.cmdline.as_str().into()),
+                ("tpm", c.tpm.name().into()),
                 ("modules", Json::Array(modules.collect())),
             ]);
             (cfg, vec![])

@@ -39,6 +39,8 @@ def checks() -> list[Check]:
         _tool("gdb", "--version", f"{apt} gdb", "hvboot debug"),
         _tool("xorriso", "-version", f"{apt} xorriso", "hvboot build --iso"),
         _tool("sbsign", "--version", f"{apt} sbsigntool", "hvboot build --sign"),
+        _tool("swtpm", "--version", f"{apt} swtpm swtpm-tools", "hvboot run|test --tpm"),
+        _tool("tpm2_pcrread", "--version", f"{apt} tpm2-tools", "hvboot run|test --tpm"),
     ]
     if artifacts.INSTALLED:
         # An installed wheel carries the loader built: cargo only builds the user's kernels.

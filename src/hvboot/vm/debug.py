@@ -33,6 +33,7 @@ from hvboot.loader.config_file import KERNEL_PATH
 from hvboot.units import SECTOR_SIZE
 from hvboot.vm import gdb, qemu
 from hvboot.vm.machine import Machine
+from hvboot.vm.tpm import SoftwareTpm
 
 LOADER_ENTRY = "efi_main"
 #: Stage 1 (the MBR code, where the BIOS jumps) and stage 2's first instruction.
@@ -226,7 +227,10 @@ class _Qemu:
 
 
 def run(req: DebugRequest) -> DebugResult:
-    with tempfile.TemporaryDirectory(prefix="hvboot-debug-") as tmpdir:
+    with (
+        tempfile.TemporaryDirectory(prefix="hvboot-debug-") as tmpdir,
+        contextlib.ExitStack() as stack,  # the TPM stops before its directory goes
+    ):
         tmp = Path(tmpdir)
         check_firmware(req.image, req.machine.firmware)
         kernel = req.kernel
@@ -240,7 +244,8 @@ def run(req: DebugRequest) -> DebugResult:
         if req.machine.firmware == "uefi":
             vars_copy = tmp / "OVMF_VARS.fd"
             vars_copy.write_bytes(qemu.vars_template(req.machine).read_bytes())
-        cmd = qemu.command(_spec(req, port), vars_copy)
+        tpm = stack.enter_context(SoftwareTpm(tmp / "tpm")) if req.machine.tpm else None
+        cmd = qemu.command(_spec(req, port), vars_copy, tpm=tpm)
         vm = _Qemu(cmd, req.machine.serial_log)
         try:
             vm.wait_listening(port)

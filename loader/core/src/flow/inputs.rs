@@ -8,7 +8,7 @@ use hvboot_api::{
     DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
 };
 
-use super::{phys_slice, Error, Platform, CONFIG_PATH};
+use super::{measure, phys_slice, Error, Platform, CONFIG_PATH};
 use crate::config::{self, LoaderConfig};
 use crate::{bootloader_api, elf, limine, linux, multiboot2, request, PAGE_SIZE as PAGE};
 
@@ -20,6 +20,8 @@ pub struct Inputs {
     pub kernel: Kernel,
     /// What the kernel asks for.
     pub wants: Wants,
+    /// Whether this boot measures into a TPM (`measure`).
+    pub measuring: measure::Measuring,
 }
 
 /// The kernel file in loader-reclaimable pages, and its kind.
@@ -258,12 +260,13 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         config.kernel,
         config.modules.len()
     );
+    let measuring = measure::start(p, &config, bytes)?;
 
     let path = config.kernel.clone();
     let (file_phys, file_len) = p.read_file(&path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
     // SAFETY: read_file filled exactly this range.
     let file = unsafe { phys_slice(p, file_phys, file_len) };
-    Error::check_digest(&path, file, config.kernel_digest)?;
+    measuring.file(p, &path, file, config.kernel_digest)?;
     let (image, wants) = kernel_image(file, &path)?;
     let kernel = Kernel {
         path,
@@ -275,6 +278,7 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         config,
         kernel,
         wants,
+        measuring,
     })
 }
 

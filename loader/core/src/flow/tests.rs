@@ -1275,3 +1275,72 @@ fn a_firmware_map_of_thousands_of_entries() {
         assert_eq!(r.kind, MemoryKind::RESERVED, "page {page:#x}");
     }
 }
+
+/// Measured boot (flow/measure.rs): with a TPM, the config and the command line go into PCR 8,
+/// the kernel's and each module's BLAKE3 digest (of the bytes as read) into PCR 9, in order,
+/// before the firmware is left; the boot info points to the event log copy. Without one the
+/// policy decides: `if-present` boots, `required` refuses by name.
+#[test]
+fn measured_boot_and_the_tpm_policy() {
+    use super::measure::CMDLINE_EVENT;
+    use crate::digest::Digest;
+    use hvboot_api::{TPM_PCR_CONFIG, TPM_PCR_FILES};
+    let (a, b) = ("/hvboot/modules/a", "/hvboot/modules/b");
+    let mods = [(a, "a", "x"), (b, "b", "")];
+    for request in [None, Some(KernelRequest::new().modules_2mib_aligned())] {
+        let kernel = kernel_at(KBASE, request);
+        let cfg = config("console=ttyS0 y=2", &mods);
+        let mut p = machine(kernel.clone(), &cfg);
+        p.file(a, &b"module a"[..]).file(b, &b"module b"[..]);
+        p.tpm = Some(Vec::new());
+        let h = boot(&mut p).expect("a measured boot");
+        let event = |s: &str| s.as_bytes().to_vec();
+        let file =
+            |bytes: &[u8], path: &str| (TPM_PCR_FILES, Digest::of(bytes).0.to_vec(), event(path));
+        let want = alloc::vec![
+            (TPM_PCR_CONFIG, cfg.clone().into_bytes(), event(CONFIG_PATH)),
+            (
+                TPM_PCR_CONFIG,
+                event("console=ttyS0 y=2"),
+                event(&format!("{CMDLINE_EVENT}console=ttyS0 y=2"))
+            ),
+            file(&kernel, KERNEL),
+            file(b"module a", a),
+            file(b"module b", b),
+        ];
+        assert_eq!(p.tpm.as_ref().unwrap(), &want);
+        let i = info(&p, &h);
+        assert_eq!(
+            i.tpm_event_log_size,
+            super::fake::FAKE_EVENT_LOG.len() as u64
+        );
+        let log = p.bytes(i.tpm_event_log_phys, i.tpm_event_log_size);
+        assert_eq!(log, super::fake::FAKE_EVENT_LOG);
+    }
+    // No TPM: `if-present` (the default) boots unmeasured, the boot info says no log.
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    let h = boot(&mut p).expect("an unmeasured boot");
+    assert_eq!(
+        (
+            info(&p, &h).tpm_event_log_phys,
+            info(&p, &h).tpm_event_log_size
+        ),
+        (0, 0)
+    );
+    // `required` refuses before the kernel is read.
+    let cfg = format!("{}tpm required\n", config("", &[]));
+    let e = with(&cfg, kernel_at(KBASE, None), |_| {});
+    assert_eq!(
+        e,
+        "/hvboot/hvboot.cfg: tpm required, but there is no TPM to measure into: the fake has no TPM"
+    );
+    // A pin still refuses a replaced file when measuring, and nothing of it is measured.
+    let kernel = kernel_at(KBASE, None);
+    let cfg = format!(
+        "{}kernel-blake3 {}\n",
+        config("", &[]),
+        Digest::of(b"other")
+    );
+    let e = with(&cfg, kernel.clone(), |p| p.tpm = Some(Vec::new()));
+    assert!(e.starts_with("/hvboot/kernel.elf: blake3 mismatch"), "{e}");
+}
