@@ -114,6 +114,32 @@ mod tests {
         }
     }
 
+    /// The initrd's parts are checked against their pins like any module (docs/trust.md),
+    /// before they are copied into the initrd.
+    #[test]
+    fn an_initrd_part_that_is_not_its_pinned_bytes_is_refused() {
+        use crate::digest::Digest;
+        let wrong = Digest::of(b"not the second part");
+        let cfg = alloc::format!(
+            "hvboot-config 1\nkernel {KERNEL}\ncmdline x\nmodule /m/a\nmodule-name a\n\
+             module-blake3 {}\nmodule /m/b\nmodule-name b\nmodule-blake3 {wrong}\n",
+            Digest::of(b"first part ")
+        );
+        let mut p = machine(bzimage(), "x");
+        p.file(CONFIG_PATH, cfg);
+        let e = boot(&mut p, &FakeCpu::new(true), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(!p.exited);
+        assert_eq!(
+            e,
+            alloc::format!(
+                "/m/b: blake3 mismatch: expected {wrong}, got {}",
+                Digest::of(b"second part")
+            )
+        );
+    }
+
     /// A command line longer than the kernel's cmdline_size is refused before the firmware is
     /// left, naming the field.
     #[test]

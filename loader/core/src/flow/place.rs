@@ -299,7 +299,10 @@ fn initrd<P: Platform>(
 ) -> Result<(), Error> {
     let mut files = Vec::with_capacity(inputs.config.modules.len());
     for m in &inputs.config.modules {
-        files.push(p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?);
+        let (tmp, size) = p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
+        // SAFETY: read_file filled exactly this range.
+        Error::check_digest(&m.path, unsafe { phys_slice(p, tmp, size) }, m.digest)?;
+        files.push((tmp, size));
     }
     let total: u64 = files.iter().map(|f| f.1).sum();
     if total == 0 {
