@@ -49,10 +49,17 @@ def report_kernel(built: None) -> Path:
 
 
 def boot(
-    image: Path, firmware: str, *, memory: str = "512M", cpus: int = 1, cpu: str = "max"
+    image: Path,
+    firmware: str,
+    *,
+    memory: str = "512M",
+    cpus: int = 1,
+    cpu: str = "max",
+    machine: str = "q35",
 ) -> qemu.RunResult:
-    machine = Machine(firmware=firmware, memory=memory, cpus=cpus, cpu=cpu)
-    spec = qemu.QemuSpec(image=image, machine=machine, snapshot=True)
+    """Boots `image`; `machine` is QEMU's -machine value (a type and its properties)."""
+    vm = Machine(firmware=firmware, memory=memory, cpus=cpus, cpu=cpu, type=machine)
+    spec = qemu.QemuSpec(image=image, machine=vm, snapshot=True)
     return qemu.run(spec, timeout=BOOT_TIMEOUT)
 
 

@@ -88,7 +88,8 @@ pub trait Platform {
     /// Where the loader reaches physical memory: physical address `a` is at loader-virtual
     /// `a + phys_offset()` (wrapping). 0 on both firmware platforms: UEFI identity-maps by
     /// definition (UEFI 2.10 §2.3.4), the BIOS stage 2 identity-maps the first 4 GiB and the
-    /// BIOS platform allocates below 4 GiB. A host test's fake backs memory with an arena.
+    /// BIOS platform maps the RAM above it before allocating there. A host test's fake backs
+    /// memory with an arena.
     fn phys_offset(&self) -> u64 {
         0
     }
