@@ -200,3 +200,30 @@ def test_bios_loader_breakpoints(tmp_path: Path, kernel: Path) -> None:
     assert "stage2_start in section .stage2" in out
     hit = out.index("Breakpoint 1,")
     assert "hvboot: " not in out[:hit]
+
+
+def test_position_independent_kernel_symbols_are_slid(tmp_path: Path) -> None:
+    """The Limine test kernel as a static PIE runs slid to 0xffffffff80000000: GDB gets its
+    symbols moved by the core plan's slide, so the entry it is released at names itself."""
+    from test_limine import LIMINE_PIE_KERNEL, PIE_BASE, PIE_BUILD
+
+    from hvboot.kernel.elf import symbols
+
+    subprocess.run([str(PIE_BUILD)], check=True)
+    (link,) = [a for n, a in symbols(LIMINE_PIE_KERNEL).items() if "limine_entry" in n]
+    script = _script(tmp_path, "continue\ninfo symbol $pc\np/x $pc\n")
+    r = hvboot(
+        "debug",
+        str(LIMINE_PIE_KERNEL),
+        "--firmware",
+        "bios",
+        "--break",
+        f"{PIE_BASE + link:#x}",
+        "--batch",
+        str(script),
+        "--timeout",
+        str(SESSION_TIMEOUT),
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(r"limine_entry.* in section \.text", r.stdout), r.stdout[-3000:]
+    assert f"= {PIE_BASE + link:#x}" in r.stdout

@@ -1,11 +1,14 @@
 """Limine kernels (docs/limine.md): our kernel built against the crates.io `limine` crate
 (tests/kernels/limine) is recognised by the loader core, its base-revision tag and requests are
 found where its symbol table says they are, and a base revision hvboot does not boot with is
-refused by name on the host and, in the same words, by the loader under both firmwares."""
+refused by name on the host and, in the same words, by the loader under both firmwares. The same
+kernel built as a position-independent executable (tests/kernels/limine/build-pie.sh) boots
+slid to 0xffffffff80000000, as Limine loads it."""
 
 from __future__ import annotations
 
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -21,6 +24,12 @@ from hvboot.loader import artifacts
 from hvboot.loader.config_file import KERNEL_PATH
 
 LIMINE_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-limine-kernel"
+PIE_BUILD = artifacts.TEST_KERNELS / "limine" / "build-pie.sh"
+LIMINE_PIE_KERNEL = (
+    artifacts.TEST_KERNELS / "target/pie/x86_64-unknown-linux-gnu/release/hvboot-limine-kernel"
+)
+# Where a relocatable kernel linked at 0 runs (PROTOCOL.md "Entry memory layout").
+PIE_BASE = 0xFFFF_FFFF_8000_0000
 TAG_MAGIC = struct.pack("<QQ", 0xF9562B2D5C95A6C8, 0x6A7B384944536BDC)
 # The kernel's `Requests` block in declaration order after the 32-byte start marker and the
 # 24-byte tag: each request's name and size (48 bytes of header, 8 more for the stack size).
@@ -60,6 +69,14 @@ UNANSWERED = {
 def limine_kernel(built: None) -> Path:
     assert LIMINE_KERNEL.is_file()
     return LIMINE_KERNEL
+
+
+@pytest.fixture(scope="module")
+def limine_pie_kernel(built: None) -> Path:
+    subprocess.run([str(PIE_BUILD)], check=True)
+    plan = check_kernel(LIMINE_PIE_KERNEL.read_bytes(), "pie").plan
+    assert plan is not None and plan.relocatable and plan.relocations > 0
+    return LIMINE_PIE_KERNEL
 
 
 def _with_revision(kernel: Path, revision: int) -> bytes:
@@ -136,9 +153,15 @@ def _memory_map(report: BootReport) -> list[tuple[int, int, int]]:
 
 @pytest.mark.boot
 @pytest.mark.parametrize("firmware", FIRMWARES)
+@pytest.mark.parametrize("build", ["exec", "pie"])
 def test_every_response_matches_the_hosts_truth(
-    limine_kernel: Path, tmp_path: Path, firmware: str
+    request: pytest.FixtureRequest, tmp_path: Path, firmware: str, build: str
 ) -> None:
+    """Every response checked; `pie`: the kernel as a static PIE, its R_X86_64_RELATIVE words
+    (the entry point request's function pointer among them) relocated where it runs."""
+    fixture = "limine_kernel" if build == "exec" else "limine_pie_kernel"
+    limine_kernel: Path = request.getfixturevalue(fixture)
+    slide = PIE_BASE if build == "pie" else 0
     cmdline = "limine test=1"
     mods = []
     for i, size in enumerate((3000, 70000)):
@@ -198,7 +221,7 @@ def test_every_response_matches_the_hosts_truth(
     assert report.one("smbios")["ok"] == "1"
     address = report.one("address")
     assert address["ok"] == "1"
-    assert int(address["virtual"], 0) == symbols(kernel_bytes)["__kernel_start"]
+    assert int(address["virtual"], 0) == symbols(kernel_bytes)["__kernel_start"] + slide
     unanswered = {u["_words"] for u in report.all("unanswered")}
     if firmware == "uefi":
         assert report.one("efi")["ok"] == "1"
