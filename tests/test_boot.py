@@ -15,6 +15,7 @@ from report_kernel import BootReport
 from hvboot.config.build import ModuleSpec
 from hvboot.image.build import BuildResult
 from hvboot.kernel.elf import load_plan, symbol_address
+from hvboot.loader.artifacts import TEST_KERNELS
 from hvboot.protocol.layout import PROTOCOL
 
 pytestmark = pytest.mark.boot
@@ -193,3 +194,31 @@ def test_boot_report_matches_host(
     assert report.one("paging")["nx_ok"] == "1"
     tsc = report.one("tsc")
     assert 0 < int(tsc["loader_start"]) < int(tsc["handoff"]) <= int(tsc["now"])
+
+
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_position_independent_kernel_runs_slid(
+    firmware: str, tmp_path: Path, modules: tuple[ModuleSpec, ...], built: None
+) -> None:
+    """hvboot's own protocol takes a static PIE too (docs/protocol.md, "The kernel"): the report
+    kernel built so (tests/kernels/build-pie.sh), linked at 0 with its relocations, runs slid to
+    0xffffffff80000000 with what it reports as the fixed-address build does."""
+    import subprocess
+
+    from test_limine import PIE_BASE
+
+    build = TEST_KERNELS / "build-pie.sh"
+    subprocess.run([str(build)], check=True)
+    kernel = TEST_KERNELS / "target/pie/x86_64-unknown-linux-gnu/release/hvboot-report-kernel"
+    plan = load_plan(kernel)
+    assert (plan.relocatable, plan.slide, plan.virt_start) == (True, PIE_BASE, PIE_BASE)
+    assert plan.relocations > 0
+    image = make_image(tmp_path, kernel, CMDLINE, modules)
+    _, report = boot_report(image.output, firmware)
+    assert report.one("cmdline")["text"] == CMDLINE
+    for spec, m in zip(modules, report.all("module"), strict=True):
+        assert int(m["crc32"], 16) == zlib.crc32(spec.path.read_bytes())
+    k = report.one("kernel")
+    assert int(k["virt_base"], 0) == PIE_BASE
+    assert int(k["main"], 0) == symbol_address(kernel, "kernel_main") + PIE_BASE
+    assert int(k["phys_base"], 0) % (2 * MIB) == 0

@@ -2,7 +2,7 @@
 (tests/kernels/limine) is recognised by the loader core, its base-revision tag and requests are
 found where its symbol table says they are, and a base revision hvboot does not boot with is
 refused by name on the host and, in the same words, by the loader under both firmwares. The same
-kernel built as a position-independent executable (tests/kernels/limine/build-pie.sh) boots
+kernel built as a position-independent executable (tests/kernels/build-pie.sh) boots
 slid to 0xffffffff80000000, as Limine loads it."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hvboot.loader import artifacts
 from hvboot.loader.config_file import KERNEL_PATH
 
 LIMINE_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-limine-kernel"
-PIE_BUILD = artifacts.TEST_KERNELS / "limine" / "build-pie.sh"
+PIE_BUILD = artifacts.TEST_KERNELS / "build-pie.sh"
 LIMINE_PIE_KERNEL = (
     artifacts.TEST_KERNELS / "target/pie/x86_64-unknown-linux-gnu/release/hvboot-limine-kernel"
 )

@@ -1,7 +1,7 @@
 //! Link arguments for an hvboot kernel (docs/kernel-api.md): freestanding,
 //! static, linked with hvboot-api's kernel.ld.
 //!
-//! With HVBOOT_KERNEL_PIE set (tests/kernels/limine/build-pie.sh), a static PIE instead: the
+//! With HVBOOT_KERNEL_PIE set (tests/kernels/build-pie.sh), a static PIE instead: the
 //! same script linked at 0 that keeps the dynamic section and its relocations (in the R--
 //! segment, with a PT_DYNAMIC) which the loader applies; rustc passes -static-pie itself
 //! (relocation-model=pie with crt-static).
