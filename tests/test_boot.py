@@ -9,13 +9,12 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, boot_report, make_image
+from conftest import FIRMWARES, PIE_BASE, boot_report, make_image, pie_kernel
 from report_kernel import BootReport
 
 from hvboot.config.build import ModuleSpec
 from hvboot.image.build import BuildResult
 from hvboot.kernel.elf import load_plan, symbol_address
-from hvboot.loader.artifacts import TEST_KERNELS
 from hvboot.protocol.layout import PROTOCOL
 
 pytestmark = pytest.mark.boot
@@ -203,13 +202,7 @@ def test_position_independent_kernel_runs_slid(
     """hvboot's own protocol takes a static PIE too (docs/protocol.md, "The kernel"): the report
     kernel built so (tests/kernels/build-pie.sh), linked at 0 with its relocations, runs slid to
     0xffffffff80000000 with what it reports as the fixed-address build does."""
-    import subprocess
-
-    from test_limine import PIE_BASE
-
-    build = TEST_KERNELS / "build-pie.sh"
-    subprocess.run([str(build)], check=True)
-    kernel = TEST_KERNELS / "target/pie/x86_64-unknown-linux-gnu/release/hvboot-report-kernel"
+    kernel = pie_kernel("report")
     plan = load_plan(kernel)
     assert (plan.relocatable, plan.slide, plan.virt_start) == (True, PIE_BASE, PIE_BASE)
     assert plan.relocations > 0

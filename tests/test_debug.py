@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, REPORT_KERNEL, make_image
+from conftest import FIRMWARES, PIE_BASE, REPORT_KERNEL, make_image, pie_kernel
 
 from hvboot.image.disk import write_disk_image
 
@@ -205,16 +205,14 @@ def test_bios_loader_breakpoints(tmp_path: Path, kernel: Path) -> None:
 def test_position_independent_kernel_symbols_are_slid(tmp_path: Path) -> None:
     """The Limine test kernel as a static PIE runs slid to 0xffffffff80000000: GDB gets its
     symbols moved by the core plan's slide, so the entry it is released at names itself."""
-    from test_limine import LIMINE_PIE_KERNEL, PIE_BASE, PIE_BUILD
-
     from hvboot.kernel.elf import symbols
 
-    subprocess.run([str(PIE_BUILD)], check=True)
-    (link,) = [a for n, a in symbols(LIMINE_PIE_KERNEL).items() if "limine_entry" in n]
+    kernel = pie_kernel("limine")
+    (link,) = [a for n, a in symbols(kernel).items() if "limine_entry" in n]
     script = _script(tmp_path, "continue\ninfo symbol $pc\np/x $pc\n")
     r = hvboot(
         "debug",
-        str(LIMINE_PIE_KERNEL),
+        str(kernel),
         "--firmware",
         "bios",
         "--break",

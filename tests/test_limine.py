@@ -8,12 +8,11 @@ slid to 0xffffffff80000000, as Limine loads it."""
 from __future__ import annotations
 
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, boot, boot_report, make_image
+from conftest import FIRMWARES, PIE_BASE, boot, boot_report, make_image, pie_kernel
 from report_kernel import BootReport
 from test_loader_errors import _host_error, _replace
 
@@ -24,12 +23,6 @@ from hvboot.loader import artifacts
 from hvboot.loader.config_file import KERNEL_PATH
 
 LIMINE_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-limine-kernel"
-PIE_BUILD = artifacts.TEST_KERNELS / "build-pie.sh"
-LIMINE_PIE_KERNEL = (
-    artifacts.TEST_KERNELS / "target/pie/x86_64-unknown-linux-gnu/release/hvboot-limine-kernel"
-)
-# Where a relocatable kernel linked at 0 runs (PROTOCOL.md "Entry memory layout").
-PIE_BASE = 0xFFFF_FFFF_8000_0000
 TAG_MAGIC = struct.pack("<QQ", 0xF9562B2D5C95A6C8, 0x6A7B384944536BDC)
 # The kernel's `Requests` block in declaration order after the 32-byte start marker and the
 # 24-byte tag: each request's name and size (48 bytes of header, 8 more for the stack size).
@@ -73,10 +66,10 @@ def limine_kernel(built: None) -> Path:
 
 @pytest.fixture(scope="module")
 def limine_pie_kernel(built: None) -> Path:
-    subprocess.run([str(PIE_BUILD)], check=True)
-    plan = check_kernel(LIMINE_PIE_KERNEL.read_bytes(), "pie").plan
+    kernel = pie_kernel("limine")
+    plan = check_kernel(kernel.read_bytes(), "pie").plan
     assert plan is not None and plan.relocatable and plan.relocations > 0
-    return LIMINE_PIE_KERNEL
+    return kernel
 
 
 def _with_revision(kernel: Path, revision: int) -> bytes:
