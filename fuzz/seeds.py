@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Seed inputs for the fuzz targets, made from what the test set-up builds (scripts/setup.sh):
-an image by `hvboot build` of the report kernel, and the test kernels.
+an image by `hvboot build` of the report kernel, and the test kernels; for the reloc target two
+static PIEs that gcc and ld link here (RELA and RELR) and rust-osdev's `pie` kernel when built.
 
     fuzz/seeds.py            # the small seeds, into fuzz/seeds/TARGET/ (committed)
     fuzz/seeds.py --large    # also the stripped test kernels (30-45 KiB each) into
