@@ -25,6 +25,19 @@ MB2_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-kernel.elf"
 # path.
 MB2_FB_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-fb-kernel.elf"
 MB2_EFI64_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-efi64-kernel.elf"
+# The report and Limine test kernels built as static PIEs linked at 0 (tests/kernels/build-pie.sh),
+# and where the loader runs them (docs/loader.md, "Relocation").
+PIE_BUILD = artifacts.TEST_KERNELS / "build-pie.sh"
+PIE_BASE = 0xFFFF_FFFF_8000_0000
+
+
+def pie_kernel(name: str) -> Path:
+    """`hvboot-<name>-kernel` as a static PIE, built (a no-op when it is up to date)."""
+    subprocess.run([str(PIE_BUILD)], check=True)
+    release = artifacts.TEST_KERNELS / "target/pie/x86_64-unknown-linux-gnu/release"
+    return release / f"hvboot-{name}-kernel"
+
+
 # Boot tests run under every firmware the loader supports: OVMF (UEFI) and SeaBIOS (BIOS).
 FIRMWARES = ["uefi", "bios"]
 BOOT_TIMEOUT = 120.0

@@ -1,7 +1,9 @@
 """Limine kernels (docs/limine.md): our kernel built against the crates.io `limine` crate
 (tests/kernels/limine) is recognised by the loader core, its base-revision tag and requests are
 found where its symbol table says they are, and a base revision hvboot does not boot with is
-refused by name on the host and, in the same words, by the loader under both firmwares."""
+refused by name on the host and, in the same words, by the loader under both firmwares. The same
+kernel built as a position-independent executable (tests/kernels/build-pie.sh) boots
+slid to 0xffffffff80000000, as Limine loads it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, boot, boot_report, make_image
+from conftest import FIRMWARES, PIE_BASE, boot, boot_report, make_image, pie_kernel
 from report_kernel import BootReport
 from test_loader_errors import _host_error, _replace
 
@@ -60,6 +62,14 @@ UNANSWERED = {
 def limine_kernel(built: None) -> Path:
     assert LIMINE_KERNEL.is_file()
     return LIMINE_KERNEL
+
+
+@pytest.fixture(scope="module")
+def limine_pie_kernel(built: None) -> Path:
+    kernel = pie_kernel("limine")
+    plan = check_kernel(kernel.read_bytes(), "pie").plan
+    assert plan is not None and plan.relocatable and plan.relocations > 0
+    return kernel
 
 
 def _with_revision(kernel: Path, revision: int) -> bytes:
@@ -136,9 +146,15 @@ def _memory_map(report: BootReport) -> list[tuple[int, int, int]]:
 
 @pytest.mark.boot
 @pytest.mark.parametrize("firmware", FIRMWARES)
+@pytest.mark.parametrize("build", ["exec", "pie"])
 def test_every_response_matches_the_hosts_truth(
-    limine_kernel: Path, tmp_path: Path, firmware: str
+    request: pytest.FixtureRequest, tmp_path: Path, firmware: str, build: str
 ) -> None:
+    """Every response checked; `pie`: the kernel as a static PIE, its R_X86_64_RELATIVE words
+    (the entry point request's function pointer among them) relocated where it runs."""
+    fixture = "limine_kernel" if build == "exec" else "limine_pie_kernel"
+    limine_kernel: Path = request.getfixturevalue(fixture)
+    slide = PIE_BASE if build == "pie" else 0
     cmdline = "limine test=1"
     mods = []
     for i, size in enumerate((3000, 70000)):
@@ -198,7 +214,7 @@ def test_every_response_matches_the_hosts_truth(
     assert report.one("smbios")["ok"] == "1"
     address = report.one("address")
     assert address["ok"] == "1"
-    assert int(address["virtual"], 0) == symbols(kernel_bytes)["__kernel_start"]
+    assert int(address["virtual"], 0) == symbols(kernel_bytes)["__kernel_start"] + slide
     unanswered = {u["_words"] for u in report.all("unanswered")}
     if firmware == "uefi":
         assert report.one("efi")["ok"] == "1"

@@ -35,7 +35,7 @@ def mutants(kernel: bytes) -> list[bytes]:
         (4, 1),  # EI_CLASS
         (5, 2),  # EI_DATA
         (6, 0),  # EI_VERSION
-        (16, 3),  # e_type ET_DYN
+        (16, 4),  # e_type ET_CORE (ET_DYN is a position-independent kernel)
         (18, 3),  # e_machine EM_386
         (54, 32),  # e_phentsize
         (64 + 4, 7),  # first program header's p_flags: RWX

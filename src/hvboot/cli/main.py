@@ -211,6 +211,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"{result.layout.fat_type} ESP, {len(cfg.modules)} module(s), "
         f"kernel kind {result.plan.kind})"
     )
+    if result.plan.relocatable:
+        _say(
+            f"position-independent kernel: {result.plan.relocations} relocations, "
+            f"runs at {result.plan.virt_start:#x} (slide {result.plan.slide:#x})"
+        )
     if result.limine is not None:
         _say("kernel protocol: limine")
         for line in limine.describe(result.limine):

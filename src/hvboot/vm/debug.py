@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hvboot.errors import HvbootError
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
-from hvboot.kernel.elf import load_plan, symbols
+from hvboot.kernel.elf import check_kernel, load_plan, symbols
 from hvboot.loader import artifacts, checker
 from hvboot.loader.config_file import KERNEL_PATH
 from hvboot.units import SECTOR_SIZE
@@ -103,8 +103,10 @@ def check_breaks(elf: Path, breaks: Sequence[str]) -> None:
 
 def default_kernel_break(kernel: Path) -> str:
     """The kernel's entry: its symbol's name when it has one (`_start`), else the address."""
-    entry = load_plan(kernel).entry
-    names = sorted(n for n, a in symbols(kernel).items() if a == entry)
+    plan = load_plan(kernel)
+    entry = plan.entry
+    link_entry = (entry - plan.slide) % (1 << 64)  # symbols are at link addresses
+    names = sorted(n for n, a in symbols(kernel).items() if a == link_entry)
     if "_start" in names:
         return "_start"
     return names[0] if names else f"{entry:#x}"
@@ -155,7 +157,9 @@ def _script(req: DebugRequest, kernel: Path | None, port: int, tmp: Path) -> tup
     assert kernel is not None
     breaks = list(req.breaks) or [default_kernel_break(kernel)]
     check_breaks(kernel, breaks)
-    return gdb.kernel_script(kernel, port, breaks), ", ".join(breaks)
+    plan = check_kernel(kernel.read_bytes(), str(kernel)).plan
+    slide = plan.slide if plan is not None else 0
+    return gdb.kernel_script(kernel, port, breaks, slide), ", ".join(breaks)
 
 
 def _spec(req: DebugRequest, port: int | None) -> qemu.QemuSpec:

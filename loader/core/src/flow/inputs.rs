@@ -317,6 +317,7 @@ fn kernel_image(file: &[u8], path: &str) -> Result<(KernelImage, Wants), Error> 
             }
         };
         let wants = Wants::limine(file, &v.found);
+        let plan = slid(plan.default_slide(), plan, path)?;
         return Ok((KernelImage::Limine(plan, v.found), wants));
     }
     let plan = elf::plan(file).map_err(|why| Error::Elf {
@@ -324,6 +325,13 @@ fn kernel_image(file: &[u8], path: &str) -> Result<(KernelImage, Wants), Error> 
         why,
     })?;
     if let Some(api) = bootloader_api_of(file, path)? {
+        let slide = bootloader_api::kernel_slide(&api.config, &plan).map_err(|why| {
+            Error::BootloaderApi {
+                kernel: kernel(),
+                why,
+            }
+        })?;
+        let plan = slid(slide, plan, path)?;
         let wants = Wants::bootloader_api(&api.config, &plan);
         return Ok((KernelImage::BootloaderApi(api, plan), wants));
     }
@@ -331,7 +339,17 @@ fn kernel_image(file: &[u8], path: &str) -> Result<(KernelImage, Wants), Error> 
         kernel: kernel(),
         why,
     })?;
+    let plan = slid(plan.default_slide(), plan, path)?;
     Ok((KernelImage::HvbootElf(plan), Wants::of(request)))
+}
+
+/// `plan` moved to where its protocol runs it (`slide`, checked by the rule that chose it; a
+/// fixed-address kernel's is 0).
+fn slid(slide: u64, plan: elf::LoadPlan, path: &str) -> Result<elf::LoadPlan, Error> {
+    plan.slid(slide).ok_or_else(|| Error::Elf {
+        kernel: String::from(path),
+        why: elf::ElfError::NoRoomToSlide { size: plan.size() },
+    })
 }
 
 /// A `bootloader_api` kernel's config (None for any other kernel), refused when it cannot be
@@ -375,6 +393,7 @@ fn elf_view(p: &multiboot2::Plan) -> elf::LoadPlan {
         segments,
         virt_start: p.start,
         virt_end: p.end,
+        relocations: None,
     }
 }
 
@@ -398,5 +417,6 @@ fn linux_view(p: &linux::Plan) -> elf::LoadPlan {
         segments: alloc::vec![segment],
         virt_start: p.load,
         virt_end: p.load + p.memsz,
+        relocations: None,
     }
 }

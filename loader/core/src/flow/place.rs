@@ -154,7 +154,8 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
     let k = &inputs.kernel;
     let plan = k.plan();
     let size = plan.virt_end - plan.virt_start;
-    let placement = if plan.higher_half {
+    // A position-independent kernel runs wherever its slide put it: any 2 MiB-aligned block too.
+    let placement = if plan.higher_half || plan.relocatable() {
         Placement::Aligned(2 << 20)
     } else {
         let base = plan.phys_base().ok_or_else(|| Error::NotOneBlock {
@@ -197,6 +198,15 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
         )
     };
     plan.copy_into(file, image);
+    // The relocation phase: a position-independent kernel's addresses moved by its slide.
+    plan.relocate(file, image);
+    if let Some(r) = &plan.relocations {
+        log::info!(
+            "kernel: {} relocations applied, slide {:#x}",
+            r.count,
+            r.slide
+        );
+    }
     log::info!(
         "kernel: entry {:#x}, {:#x} bytes at virtual {:#x}, physical {:#x}",
         plan.entry,

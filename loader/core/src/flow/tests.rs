@@ -328,6 +328,40 @@ fn lower_half_kernel_is_placed_at_its_physical_address() {
     check_map(&p, b);
 }
 
+/// A position-independent kernel linked at 0 runs at `elf::DEFAULT_PIE_BASE`, placed anywhere,
+/// entered at its slid entry, with its R_X86_64_RELATIVE word written before the hand-off.
+#[test]
+fn position_independent_kernel_is_slid_and_relocated() {
+    use crate::testing::elf::{pie, rela, PIE_DATA, PIE_RELA, PIE_TEXT};
+    let relas = rela(PIE_DATA + 8, ::elf::abi::R_X86_64_RELATIVE, 0x1234);
+    let kernel = pie(
+        &[
+            (::elf::abi::DT_RELA, PIE_RELA),
+            (::elf::abi::DT_RELASZ, 24),
+            (::elf::abi::DT_RELAENT, 24),
+        ],
+        &[(PIE_RELA, &relas)],
+    );
+    let mut p = machine(kernel.clone(), &config("", &[]));
+    let h = boot(&mut p).unwrap();
+    let b = info(&p, &h);
+    let base = crate::elf::DEFAULT_PIE_BASE;
+    let slide = base - PIE_TEXT;
+    assert_eq!((b.kernel_virt_base, h.entry), (base, slide + PIE_TEXT));
+    assert_eq!(b.kernel_phys_base % (2 << 20), 0, "2 MiB-aligned block");
+    let at = |link: u64| {
+        let t = walk(&p, &h, slide + link).expect("kernel page mapped");
+        u64::from_le_bytes(p.bytes(t.phys, 8).try_into().unwrap())
+    };
+    assert_eq!(at(PIE_DATA + 8), slide + 0x1234, "relocated");
+    let file_word =
+        |o: u64| u64::from_le_bytes(kernel[o as usize..o as usize + 8].try_into().unwrap());
+    assert_eq!(at(PIE_DATA), file_word(PIE_DATA), "the rest as in the file");
+    let t = walk(&p, &h, slide + PIE_DATA).unwrap();
+    assert!(t.writable && !t.executable);
+    check_map(&p, b);
+}
+
 #[test]
 fn direct_map_in_2mib_pages_and_beyond_4gib() {
     let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
