@@ -3,7 +3,8 @@
 its base-revision tag and requests are found where its symbol table says they are, each
 revision boots with its responses and entry state, and a base revision hvboot does not boot
 with is refused by name on the host and, in the same words, by the loader under both
-firmwares."""
+firmwares. The revision-3 kernel built as a position-independent executable
+(tests/kernels/build-pie.sh) boots slid to 0xffffffff80000000, as Limine loads it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, boot, boot_report, make_image
+from conftest import FIRMWARES, PIE_BASE, boot, boot_report, make_image, pie_kernel
 from report_kernel import BootReport
 from test_loader_errors import _host_error, _replace
 
@@ -86,6 +87,14 @@ UNANSWERED = {
 def limine_kernel(built: None) -> Path:
     assert LIMINE_KERNEL.is_file()
     return LIMINE_KERNEL
+
+
+@pytest.fixture(scope="module")
+def limine_pie_kernel(built: None) -> Path:
+    kernel = pie_kernel("limine")
+    plan = check_kernel(kernel.read_bytes(), "pie").plan
+    assert plan is not None and plan.relocatable and plan.relocations > 0
+    return kernel
 
 
 def _with_revision(kernel: Path, revision: int) -> bytes:
@@ -162,12 +171,19 @@ def _memory_map(report: BootReport) -> list[tuple[int, int, int]]:
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("revision", sorted(REVISION_KERNELS))
 @pytest.mark.parametrize("firmware", FIRMWARES)
+@pytest.mark.parametrize(("revision", "build"), [(3, "exec"), (3, "pie"), (4, "exec"), (6, "exec")])
 def test_every_response_matches_the_hosts_truth(
-    built: None, tmp_path: Path, firmware: str, revision: int
+    request: pytest.FixtureRequest, tmp_path: Path, firmware: str, revision: int, build: str
 ) -> None:
-    limine_kernel = REVISION_KERNELS[revision]
+    """Every response checked; `pie`: the kernel as a static PIE, its R_X86_64_RELATIVE words
+    (the entry point request's function pointer among them) relocated where it runs."""
+    request.getfixturevalue("built")
+    if build == "exec":
+        limine_kernel = REVISION_KERNELS[revision]
+    else:
+        limine_kernel = request.getfixturevalue("limine_pie_kernel")
+    slide = PIE_BASE if build == "pie" else 0
     cmdline = "limine test=1"
     mods = []
     for i, size in enumerate((3000, 70000)):
@@ -255,7 +271,7 @@ def test_every_response_matches_the_hosts_truth(
     assert report.one("smbios")["ok"] == "1"
     address = report.one("address")
     assert address["ok"] == "1"
-    assert int(address["virtual"], 0) == symbols(kernel_bytes)["__kernel_start"]
+    assert int(address["virtual"], 0) == symbols(kernel_bytes)["__kernel_start"] + slide
     unanswered = {u["_words"] for u in report.all("unanswered")}
     if firmware == "uefi":
         assert report.one("efi")["ok"] == "1"

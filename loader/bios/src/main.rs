@@ -73,6 +73,11 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
         Ok(m) => mem::MEMORY.install(m),
         Err(e) => console::fail(format_args!("{e}")),
     };
+    match mem::MEMORY.with(|m| m.map_high()) {
+        Ok(0) => {}
+        Ok(bytes) => log::info!("RAM above 4 GiB: {} MiB identity-mapped", bytes >> 20),
+        Err(e) => console::fail(format_args!("mapping the RAM above 4 GiB: {e}")),
+    }
     let kind = MemoryKind::LOADER_RECLAIMABLE.0;
     match mem::MEMORY.with(|m| m.allocate(kind, HEAP_SIZE, Placement::Anywhere)) {
         // SAFETY: the arena, and every one grow_heap adds, is ours for the loader's whole life.
@@ -183,6 +188,7 @@ impl Platform for Bios {
             smbios: sm2.unwrap_or(0),
             smbios3: sm3.unwrap_or(0),
             system_table: 0,
+            tpm_final_events: 0,
         }
     }
 

@@ -44,7 +44,7 @@ pub const SUPPORTED_REVISIONS: core::ops::RangeInclusive<u64> = 1..=6;
 pub const STRICT_ENTRY_REVISION: u64 = 5;
 
 /// The lowest address a Limine kernel may be linked at (PROTOCOL.md "Entry memory layout").
-pub const LOWEST_VADDR: u64 = 0xffff_ffff_8000_0000;
+pub const LOWEST_VADDR: u64 = crate::elf::DEFAULT_PIE_BASE;
 
 /// Bytes of a request's mandatory members: `id[4]`, `revision`, `response`.
 pub const REQUEST_HEADER: u64 = 48;
@@ -385,7 +385,8 @@ pub fn verdict(image: &[u8]) -> Verdict {
     };
     let (found, mut problems) = scan(image, &plan);
     // PROTOCOL.md "Entry memory layout": at or above -2 GiB, never in the lower half.
-    if plan.virt_start < LOWEST_VADDR {
+    // A relocatable one linked lower is slid there (`LoadPlan::default_slide`).
+    if plan.virt_start < LOWEST_VADDR && !plan.relocatable() {
         let message = format!(
             "the image starts at {:#x}; a Limine kernel is linked at or above {LOWEST_VADDR:#x}",
             plan.virt_start

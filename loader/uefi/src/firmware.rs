@@ -37,6 +37,7 @@ pub fn tables() -> FirmwareTables {
                 ConfigTableEntry::ACPI_GUID => acpi1 = addr,
                 ConfigTableEntry::SMBIOS_GUID => t.smbios = addr,
                 ConfigTableEntry::SMBIOS3_GUID => t.smbios3 = addr,
+                crate::tpm::FINAL_EVENTS_GUID => t.tpm_final_events = addr,
                 _ => {}
             }
         }

@@ -67,7 +67,12 @@ pub struct FakePlatform {
     pub vbe: Option<super::VbeInfo>,
     /// The real-time clock's reading (Unix seconds), None for a machine without one.
     pub clock: Option<i64>,
+    /// A TPM: every measurement (PCR, bytes hashed, event data) in order; None for none.
+    pub tpm: Option<Vec<(u32, Vec<u8>, Vec<u8>)>>,
 }
+
+/// The fake TPM's event log: these bytes in a fresh BOOT_INFO page.
+pub const FAKE_EVENT_LOG: &[u8] = b"Spec ID Event03";
 
 /// The fake's image handle, given when it has a system table.
 pub const IMAGE_HANDLE: u64 = 0x7_1000;
@@ -107,6 +112,7 @@ impl FakePlatform {
             kept: false,
             vbe: None,
             clock: None,
+            tpm: None,
         }
     }
 
@@ -299,6 +305,28 @@ impl Drop for FakePlatform {
 impl Platform for FakePlatform {
     const FIRMWARE: FirmwareKind = FirmwareKind::BIOS;
 
+    fn tpm(&mut self) -> Result<(), PlatformError> {
+        match self.tpm {
+            Some(_) => Ok(()),
+            None => Err(PlatformError::Unsupported("the fake has no TPM")),
+        }
+    }
+
+    fn measure(&mut self, pcr: u32, data: &[u8], event: &[u8]) -> Result<(), PlatformError> {
+        assert!(!self.exited, "measured after leaving the firmware");
+        let log = self.tpm.as_mut().expect("measured without a TPM");
+        log.push((pcr, data.to_vec(), event.to_vec()));
+        Ok(())
+    }
+
+    fn tpm_event_log(&mut self) -> Result<(u64, u64), PlatformError> {
+        let len = FAKE_EVENT_LOG.len() as u64;
+        let phys = self.allocate(MemoryKind::BOOT_INFO.0, len, Placement::Anywhere)?;
+        // SAFETY: just allocated, `len` bytes.
+        unsafe { super::phys_slice(self, phys, len) }.copy_from_slice(FAKE_EVENT_LOG);
+        Ok((phys, len))
+    }
+
     fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
         let phys = self.take(kind, bytes, at)?;
         self.zero(phys, bytes);
@@ -359,6 +387,7 @@ impl Platform for FakePlatform {
             smbios: 0xF_0000,
             smbios3: 0xF_0100,
             system_table: self.system_table,
+            tpm_final_events: 0,
         }
     }
 

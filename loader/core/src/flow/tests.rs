@@ -328,6 +328,40 @@ fn lower_half_kernel_is_placed_at_its_physical_address() {
     check_map(&p, b);
 }
 
+/// A position-independent kernel linked at 0 runs at `elf::DEFAULT_PIE_BASE`, placed anywhere,
+/// entered at its slid entry, with its R_X86_64_RELATIVE word written before the hand-off.
+#[test]
+fn position_independent_kernel_is_slid_and_relocated() {
+    use crate::testing::elf::{pie, rela, PIE_DATA, PIE_RELA, PIE_TEXT};
+    let relas = rela(PIE_DATA + 8, ::elf::abi::R_X86_64_RELATIVE, 0x1234);
+    let kernel = pie(
+        &[
+            (::elf::abi::DT_RELA, PIE_RELA),
+            (::elf::abi::DT_RELASZ, 24),
+            (::elf::abi::DT_RELAENT, 24),
+        ],
+        &[(PIE_RELA, &relas)],
+    );
+    let mut p = machine(kernel.clone(), &config("", &[]));
+    let h = boot(&mut p).unwrap();
+    let b = info(&p, &h);
+    let base = crate::elf::DEFAULT_PIE_BASE;
+    let slide = base - PIE_TEXT;
+    assert_eq!((b.kernel_virt_base, h.entry), (base, slide + PIE_TEXT));
+    assert_eq!(b.kernel_phys_base % (2 << 20), 0, "2 MiB-aligned block");
+    let at = |link: u64| {
+        let t = walk(&p, &h, slide + link).expect("kernel page mapped");
+        u64::from_le_bytes(p.bytes(t.phys, 8).try_into().unwrap())
+    };
+    assert_eq!(at(PIE_DATA + 8), slide + 0x1234, "relocated");
+    let file_word =
+        |o: u64| u64::from_le_bytes(kernel[o as usize..o as usize + 8].try_into().unwrap());
+    assert_eq!(at(PIE_DATA), file_word(PIE_DATA), "the rest as in the file");
+    let t = walk(&p, &h, slide + PIE_DATA).unwrap();
+    assert!(t.writable && !t.executable);
+    check_map(&p, b);
+}
+
 #[test]
 fn direct_map_in_2mib_pages_and_beyond_4gib() {
     let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
@@ -1363,4 +1397,73 @@ fn a_firmware_map_of_thousands_of_entries() {
             .expect("a reserved page is in the map");
         assert_eq!(r.kind, MemoryKind::RESERVED, "page {page:#x}");
     }
+}
+
+/// Measured boot (flow/measure.rs): with a TPM, the config and the command line go into PCR 8,
+/// the kernel's and each module's BLAKE3 digest (of the bytes as read) into PCR 9, in order,
+/// before the firmware is left; the boot info points to the event log copy. Without one the
+/// policy decides: `if-present` boots, `required` refuses by name.
+#[test]
+fn measured_boot_and_the_tpm_policy() {
+    use super::measure::CMDLINE_EVENT;
+    use crate::digest::Digest;
+    use hvboot_api::{TPM_PCR_CONFIG, TPM_PCR_FILES};
+    let (a, b) = ("/hvboot/modules/a", "/hvboot/modules/b");
+    let mods = [(a, "a", "x"), (b, "b", "")];
+    for request in [None, Some(KernelRequest::new().modules_2mib_aligned())] {
+        let kernel = kernel_at(KBASE, request);
+        let cfg = config("console=ttyS0 y=2", &mods);
+        let mut p = machine(kernel.clone(), &cfg);
+        p.file(a, &b"module a"[..]).file(b, &b"module b"[..]);
+        p.tpm = Some(Vec::new());
+        let h = boot(&mut p).expect("a measured boot");
+        let event = |s: &str| s.as_bytes().to_vec();
+        let file =
+            |bytes: &[u8], path: &str| (TPM_PCR_FILES, Digest::of(bytes).0.to_vec(), event(path));
+        let want = alloc::vec![
+            (TPM_PCR_CONFIG, cfg.clone().into_bytes(), event(CONFIG_PATH)),
+            (
+                TPM_PCR_CONFIG,
+                event("console=ttyS0 y=2"),
+                event(&format!("{CMDLINE_EVENT}console=ttyS0 y=2"))
+            ),
+            file(&kernel, KERNEL),
+            file(b"module a", a),
+            file(b"module b", b),
+        ];
+        assert_eq!(p.tpm.as_ref().unwrap(), &want);
+        let i = info(&p, &h);
+        assert_eq!(
+            i.tpm_event_log_size,
+            super::fake::FAKE_EVENT_LOG.len() as u64
+        );
+        let log = p.bytes(i.tpm_event_log_phys, i.tpm_event_log_size);
+        assert_eq!(log, super::fake::FAKE_EVENT_LOG);
+    }
+    // No TPM: `if-present` (the default) boots unmeasured, the boot info says no log.
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    let h = boot(&mut p).expect("an unmeasured boot");
+    assert_eq!(
+        (
+            info(&p, &h).tpm_event_log_phys,
+            info(&p, &h).tpm_event_log_size
+        ),
+        (0, 0)
+    );
+    // `required` refuses before the kernel is read.
+    let cfg = format!("{}tpm required\n", config("", &[]));
+    let e = with(&cfg, kernel_at(KBASE, None), |_| {});
+    assert_eq!(
+        e,
+        "/hvboot/hvboot.cfg: tpm required, but there is no TPM to measure into: the fake has no TPM"
+    );
+    // A pin still refuses a replaced file when measuring, and nothing of it is measured.
+    let kernel = kernel_at(KBASE, None);
+    let cfg = format!(
+        "{}kernel-blake3 {}\n",
+        config("", &[]),
+        Digest::of(b"other")
+    );
+    let e = with(&cfg, kernel.clone(), |p| p.tpm = Some(Vec::new()));
+    assert!(e.starts_with("/hvboot/kernel.elf: blake3 mismatch"), "{e}");
 }

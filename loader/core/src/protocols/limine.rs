@@ -306,13 +306,22 @@ impl Limine {
     /// Word `at` (a virtual address in the kernel's image) written through the kernel's
     /// physical placement.
     fn write_word(&self, boot: &Boot, vaddr: u64, value: u64) {
-        let plan = boot.inputs.kernel.plan();
-        let phys = boot.placed.kernel_phys + (vaddr - plan.virt_start);
+        let phys = Self::image_phys(boot, vaddr);
         // SAFETY: the scan found the word inside a segment's file bytes, which `place` copied
         // to the kernel's block; the loader reaches physical memory at `phys_offset`.
         unsafe {
             core::ptr::write_unaligned((phys + self.phys_offset) as *mut u64, value);
         }
+    }
+
+    /// Where the word at link-time address `vaddr` (the scan's) of the kernel's image is in
+    /// physical memory: the image runs at its link address moved by its slide.
+    fn image_phys(boot: &Boot, vaddr: u64) -> u64 {
+        let plan = boot.inputs.kernel.plan();
+        let offset = vaddr
+            .wrapping_add(plan.slide())
+            .wrapping_sub(plan.virt_start);
+        boot.placed.kernel_phys + offset
     }
 
     /// The MP response (PROTOCOL.md "SMP (multiprocessor) Feature", x86-64) over hvboot's SMP
@@ -375,17 +384,17 @@ impl Limine {
         w.words(&[0, u64::from(bsp_apic) << 32, infos.len() as u64, array])
     }
 
-    /// Member `index` (in words after the header) of request `r`, from the kernel's file as
-    /// it was read; 0 past the file's end (a request claiming a revision whose members it
-    /// does not have).
+    /// Member `index` (in words after the header) of request `r`, from the loaded image (a
+    /// relocatable kernel's pointers there are relocated); 0 past the image's end (a request
+    /// claiming a revision whose members it does not have).
     fn request_member(&self, boot: &Boot, r: &Request, index: u64) -> u64 {
-        let k = &boot.inputs.kernel;
-        let off = r.offset + REQUEST_HEADER + index * 8;
-        if off + 8 > k.file_len {
+        let off = REQUEST_HEADER + index * 8;
+        let at = Self::image_phys(boot, r.vaddr + off);
+        if at + 8 > boot.placed.kernel_phys + boot.placed.image_size {
             return 0;
         }
-        // SAFETY: inside the file's bytes, which the loader reaches at `phys_offset`.
-        unsafe { core::ptr::read_unaligned((k.file_phys + off + self.phys_offset) as *const u64) }
+        // SAFETY: inside the kernel's block, which the loader reaches at `phys_offset`.
+        unsafe { core::ptr::read_unaligned((at + self.phys_offset) as *const u64) }
     }
 
     /// The entry point: the Entry Point request's, else the ELF's.
