@@ -18,6 +18,7 @@ from hvboot.cli.main import _parser
 from hvboot.config import settings
 from hvboot.errors import HvbootError
 from hvboot.loader import artifacts
+from hvboot.vm import qemu
 from hvboot.vm.machine import Machine
 
 MIB = 1 << 20
@@ -146,6 +147,7 @@ def test_build_kernel_argument_overrides_the_files(project: Path) -> None:
         ("timeout = 0", "machine.timeout", "expected a number of seconds greater than 0"),
         ('qemu_args = "-s"', "machine.qemu_args", "expected an array of strings"),
         ('type = ""', "machine.type", "expected a non-empty string"),
+        ('accel = "hvf"', "machine.accel", 'expected "tcg" or "kvm", got string "hvf"'),
     ],
 )
 def test_machine_value_errors(project: Path, text: str, key: str, message: str) -> None:
@@ -256,3 +258,41 @@ def test_runner_boots_on_the_crates_machine(tmp_path: Path, built: None) -> None
     r = hvboot("test", str(REPORT_KERNEL), "--cpus", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert parse_report(r.stdout).int("cpus", "count") == 1
+
+
+# --- the accelerator -----------------------------------------------------------------------------
+
+
+def test_accel_reaches_qemus_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(512))
+    spec = qemu.QemuSpec(image=image, machine=Machine(firmware="bios"))
+    cmd = qemu.command(spec, None)
+    assert cmd[cmd.index("-machine") + 1] == "q35,accel=tcg"
+    assert parse("run", "k", "--accel", "kvm").accel == "kvm"
+    kvm = tmp_path / "kvm"
+    kvm.touch()
+    monkeypatch.setattr(qemu, "KVM_DEVICE", kvm)
+    spec = dataclasses.replace(spec, machine=Machine(firmware="bios", accel="kvm"))
+    cmd = qemu.command(spec, None)
+    assert cmd[cmd.index("-machine") + 1] == "q35,accel=kvm"
+
+
+def test_accel_kvm_without_dev_kvm_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(512))
+    missing = tmp_path / "no-kvm"
+    monkeypatch.setattr(qemu, "KVM_DEVICE", missing)
+    spec = qemu.QemuSpec(image=image, machine=Machine(firmware="bios", accel="kvm"))
+    with pytest.raises(HvbootError) as e:
+        qemu.command(spec, None)
+    assert e.value.where == "--accel kvm"
+    assert f"{missing} does not exist" in e.value.what and "--accel tcg" in e.value.what
+
+
+def test_kvm_msr_abort_gets_its_hint() -> None:
+    said = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\nAssertion failed"
+    assert "--cpu max,-arch-capabilities" in qemu.kvm_hint(said)
+    assert qemu.kvm_hint("qemu-system-x86_64: some other error") == ""

@@ -43,7 +43,7 @@ from hvboot.config.build import (
 )
 from hvboot.errors import HvbootError
 from hvboot.units import MIB, SECTOR_SIZE
-from hvboot.vm.machine import Machine
+from hvboot.vm.machine import ACCELERATORS, Machine
 
 __all__ = [
     "CONFIG_NAME",
@@ -168,6 +168,12 @@ def _boolean(value: object, where: str, base: Path) -> bool:
 def _firmware(value: object, where: str, base: Path) -> str:
     if value not in ("uefi", "bios"):
         raise HvbootError(where, f'expected "uefi" or "bios", got {_describe(value)}')
+    return str(value)
+
+
+def _accel(value: object, where: str, base: Path) -> str:
+    if value not in ACCELERATORS:
+        raise HvbootError(where, f'expected "tcg" or "kvm", got {_describe(value)}')
     return str(value)
 
 
@@ -408,6 +414,20 @@ SETTINGS: tuple[Setting, ...] = (
         verb_defaults={"test": 120.0, "demo": 180.0},
         verbs=(*BOOT_VERBS, "demo"),
         help="Seconds before hvboot gives up on the boot; greater than 0.",
+    ),
+    Setting(
+        name="accel",
+        table=MACHINE_TABLE,
+        key="accel",
+        flags=("--accel",),
+        kind='"tcg" or "kvm"',
+        check=_accel,
+        choices=ACCELERATORS,
+        default="tcg",
+        verbs=(*BOOT_VERBS, "demo"),
+        help="QEMU's accelerator: `tcg` (emulation, the same on every host) or `kvm` "
+        "(hardware virtualization through /dev/kvm: real timing, the host's CPU features; "
+        "SVM/VMX in the guest only where the host allows nested virtualization).",
     ),
     Setting(
         name="qemu_args",

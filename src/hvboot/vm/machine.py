@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# QEMU's accelerators hvboot drives: emulation, or the host's hardware through /dev/kvm.
+ACCELERATORS = ("tcg", "kvm")
+
 
 @dataclass(frozen=True)
 class Machine:
@@ -19,6 +22,7 @@ class Machine:
     cpus: int = 1
     type: str = "q35"  # QEMU's machine type (-machine)
     cpu: str = "max"  # QEMU's CPU model (-cpu)
+    accel: str = "tcg"  # QEMU's accelerator: "tcg" or "kvm"
     timeout: float | None = None  # seconds before hvboot gives up on the boot (None: never)
     qemu_args: Sequence[str] = ()  # extra QEMU arguments, appended to hvboot's
     serial_log: Path | None = None  # also write the serial output to this file

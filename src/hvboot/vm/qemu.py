@@ -99,7 +99,7 @@ def command(
     firmware_log: Path | None = None,
     tpm: SoftwareTpm | None = None,
 ) -> list[str]:
-    """The full QEMU command line for `spec` (TCG; KVM is not used, see docs/testing.md);
+    """The full QEMU command line for `spec` (TCG, or KVM with `accel = "kvm"`);
     with `firmware_log`, the firmware's debug console goes to that file; with `tpm`, that
     software TPM is attached."""
     m = spec.machine
@@ -114,10 +114,12 @@ def command(
                 "--secure-boot", "needs --firmware uefi on --machine q35 (OVMF's SMM build)"
             )
         smm = ",smm=on"
+    if m.accel == "kvm":
+        check_kvm()
     cmd = [
         qemu_binary(),
         "-machine",
-        f"{m.type},accel=tcg{smm}",
+        f"{m.type},accel={m.accel}{smm}",
         "-cpu",
         m.cpu,
         "-m",
@@ -172,6 +174,39 @@ def command(
         for device in DISK_BUSES[spec.disk_bus]:
             cmd += ["-device", device]
     return _tail(cmd, spec)
+
+
+KVM_DEVICE = Path("/dev/kvm")
+
+
+def check_kvm() -> None:
+    """KVM needs /dev/kvm, readable and writable by this user; say which is missing."""
+    if not KVM_DEVICE.exists():
+        raise HvbootError(
+            "--accel kvm",
+            f"{KVM_DEVICE} does not exist: this host offers no hardware virtualization "
+            "(load kvm_intel or kvm_amd, or use --accel tcg)",
+        )
+    if not os.access(KVM_DEVICE, os.R_OK | os.W_OK):
+        raise HvbootError(
+            "--accel kvm",
+            f"{KVM_DEVICE} is not readable and writable by this user (add the user to the "
+            "group 'kvm', or use --accel tcg)",
+        )
+
+
+# QEMU 7.2 with some host kernels aborts at start with `-cpu max`/`host` under KVM: it sets
+# IA32_ARCH_CAPABILITIES (MSR 0x10a), which the host's KVM refuses.
+_KVM_MSR_REFUSED = re.compile(r"failed to set MSR 0x10a\b")
+
+
+def kvm_hint(stderr: str) -> str:
+    if _KVM_MSR_REFUSED.search(stderr):
+        return (
+            "; KVM refused the CPU model's IA32_ARCH_CAPABILITIES MSR: add "
+            "-arch-capabilities to the model (--cpu max,-arch-capabilities)"
+        )
+    return ""
 
 
 def _tail(cmd: list[str], spec: QemuSpec) -> list[str]:
@@ -257,6 +292,8 @@ def run(
             tpm = stack.enter_context(SoftwareTpm(Path(tmp) / "tpm"))
         cmd = command(spec, vars_copy, firmware_log, tpm)
         result = _supervise(cmd, timeout, echo, serial_log, interactive, until, firmware_log)
+        if spec.machine.accel == "kvm" and not result.ok:
+            result.outcome += kvm_hint(result.stderr)
         if tpm is not None:  # QEMU is gone: _supervise waited for it or stopped it
             result.pcrs = tpm.read_pcrs()
         return result
