@@ -449,6 +449,32 @@ pub struct FakeCpu {
     pub msr_writes: RefCell<Vec<(u32, u64)>>,
     /// The application processors it simulates.
     pub aps: RefCell<ApSim>,
+    /// PIT channel 2 (None: no PIT, its ports read 0xFF).
+    pub pit: RefCell<Option<FakePit>>,
+}
+
+/// PIT channel 2 as `tsc::measure_pit` drives it: mode 0 counting down from the loaded count
+/// at `tsc::PIT_HZ` (derived from the TSC at [`FAKE_TSC_HZ`]) from the gate's rise; the latch
+/// command and the low-then-high byte order of both the count and the latched value.
+#[derive(Default, Clone, Copy)]
+pub struct FakePit {
+    gate: bool,
+    reload: u16,
+    started: u64,
+    latched: Option<u16>,
+    high_next: bool,
+    port61: u8,
+}
+
+impl FakePit {
+    fn count(&self, tsc: u64) -> u16 {
+        if !self.gate {
+            return self.reload;
+        }
+        let ticks = u128::from(tsc - self.started) * u128::from(super::tsc::PIT_HZ)
+            / u128::from(FAKE_TSC_HZ);
+        self.reload.wrapping_sub(ticks as u16)
+    }
 }
 
 /// Simulated APs: each one listed in `answer` does at its first SIPI what the trampoline does
@@ -523,6 +549,7 @@ impl FakeCpu {
             gib_pages,
             msr_writes: RefCell::new(Vec::new()),
             aps: RefCell::new(ApSim::default()),
+            pit: RefCell::new(Some(FakePit::default())),
         }
     }
 }
@@ -571,6 +598,62 @@ impl Cpu for FakeCpu {
         let ticks = u128::from(self.tsc.get()) * u128::from(super::tsc::PM_TIMER_HZ)
             / u128::from(FAKE_TSC_HZ);
         (ticks as u32) & 0xFF_FFFF
+    }
+
+    /// Port 0x61 (bit 0 the gate) and the latched count at 0x42, low byte first; every access
+    /// takes 1000 TSC ticks.
+    fn inb(&self, port: u16) -> u8 {
+        let tsc = self.tsc.get() + 1000;
+        self.tsc.set(tsc);
+        let mut pit = self.pit.borrow_mut();
+        let Some(pit) = pit.as_mut() else {
+            return 0xFF;
+        };
+        match port {
+            0x61 => pit.port61,
+            0x42 => {
+                let v = pit.latched.unwrap_or_else(|| pit.count(tsc));
+                let byte = if pit.high_next { (v >> 8) as u8 } else { v as u8 };
+                if pit.high_next {
+                    pit.latched = None;
+                }
+                pit.high_next = !pit.high_next;
+                byte
+            }
+            _ => 0xFF,
+        }
+    }
+
+    fn outb(&self, port: u16, value: u8) {
+        let tsc = self.tsc.get() + 1000;
+        self.tsc.set(tsc);
+        let mut pit = self.pit.borrow_mut();
+        let Some(pit) = pit.as_mut() else {
+            return;
+        };
+        match (port, value) {
+            (0x61, v) => {
+                if v & 1 != 0 && !pit.gate {
+                    pit.started = tsc;
+                }
+                pit.gate = v & 1 != 0;
+                pit.port61 = v;
+            }
+            (0x43, 0x80) => pit.latched = Some(pit.count(tsc)),
+            (0x43, 0xB0) => {
+                pit.reload = 0;
+                pit.high_next = false;
+            }
+            (0x42, v) => {
+                pit.reload = if pit.high_next {
+                    pit.reload | u16::from(v) << 8
+                } else {
+                    u16::from(v)
+                };
+                pit.high_next = !pit.high_next;
+            }
+            _ => {}
+        }
     }
 
     fn send_ipi(&self, apic_base: u64, dest: u32, ipi: Ipi) {

@@ -730,8 +730,9 @@ fn acpi_table_addresses_are_reported() {
 }
 
 /// Without CPUID 15h/16h the TSC is measured against the FADT's PM timer (the fake's runs off
-/// the same counter at FAKE_TSC_HZ): within 0.1 %, reported as PM_TIMER; without a FADT the
-/// frequency is unknown.
+/// the same counter at FAKE_TSC_HZ): within 0.1 %, reported as PM_TIMER; without a FADT
+/// against the PIT's channel 2 (the fake's also off that counter), within 0.1 %; without
+/// either the frequency is unknown.
 #[test]
 fn tsc_frequency_is_measured_against_the_pm_timer() {
     use super::fake::FAKE_TSC_HZ;
@@ -747,6 +748,15 @@ fn tsc_frequency_is_measured_against_the_pm_timer() {
     let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
     p.with_madt(1);
     let h = boot(&mut p).unwrap();
+    let (hz, source) = info(&p, &h).tsc_frequency().unwrap();
+    assert_eq!(source, TscSource::PIT);
+    assert!(hz.abs_diff(FAKE_TSC_HZ) < FAKE_TSC_HZ / 1000, "{hz}");
+
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    p.with_madt(1);
+    let cpu = FakeCpu::new(true);
+    *cpu.pit.borrow_mut() = None;
+    let h = run(&mut p, &cpu, &mut Hvboot::default(), 42).unwrap();
     assert_eq!(info(&p, &h).tsc_frequency(), None);
 }
 
