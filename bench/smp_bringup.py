@@ -10,9 +10,10 @@
    Limine and by hvboot on the same CPUs, measured by the kernel the same way under both: the
    TSC at its entry (QEMU's TCG TSC counts from the start of the VM, so this is the time from
    power-on through firmware and loader, start-up of every AP included), and the TSC when the
-   last AP checked in through its `goto_address`; the kernel measures the TSC rate against the
-   PIT itself (the median over all runs converts every figure). Medians of --runs boots per
-   cell. Not a test; its figures are in bench/README.md.
+   last AP checked in through its `goto_address`. One TSC rate converts every figure of both
+   tables: the median of the loader's calibrated `tsc_frequency_hz` over the runs of table 1
+   (the same host TSC under both loaders). Medians of --runs boots per cell. Not a test; its
+   figures are in bench/README.md.
 
     .venv/bin/python bench/smp_bringup.py [--smp 1 --smp 8 ...] [--firmware uefi ...]
         [--limine PATH | --no-limine]
@@ -42,7 +43,7 @@ from hvboot.vm.machine import Machine  # noqa: E402
 SMP_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-smp-kernel"
 LIMINE_KERNEL = artifacts.TEST_KERNELS / "target" / "release" / "hvboot-limine-kernel"
 BSP, PARKED = 1, 2
-MPBENCH = re.compile(r"HVB mpbench cpus=(\d+) entry_tsc=(\d+) last_in_tsc=(\d+) tsc_hz=(\d+)")
+MPBENCH = re.compile(r"HVB mpbench cpus=(\d+) entry_tsc=(\d+) last_in_tsc=(\d+)")
 
 
 def boot(image: Path, firmware: str, smp: int) -> qemu.RunResult | str:
@@ -52,14 +53,16 @@ def boot(image: Path, firmware: str, smp: int) -> qemu.RunResult | str:
     return result if result.ok else f"boot failed: {result.outcome}"
 
 
-def bring_up(image: Path, firmware: str, smp: int) -> str:
-    """One row of table 1: CPUs parked, first INIT to first / last parked in µs, TSC rate."""
+def bring_up(image: Path, firmware: str, smp: int, rates: list[int]) -> str:
+    """One row of table 1: CPUs parked, first INIT to first / last parked in µs, TSC rate
+    (also appended to `rates`)."""
     result = boot(image, firmware, smp)
     if isinstance(result, str):
         return f"| {firmware} | {smp} | {result} | | |"
     report = parse_report(result.serial)
     starts = report.all("cpu_start")
     hz = int(report.one("tsc_freq")["loader_hz"])
+    rates.append(hz)
     bsp = next(int(s["tsc"]) for s in starts if int(s["state"]) == BSP)
     parked = [int(s["tsc"]) for s in starts if int(s["state"]) == PARKED]
     if not parked:
@@ -72,7 +75,7 @@ def bring_up(image: Path, firmware: str, smp: int) -> str:
     )
 
 
-Stamps = tuple[int, int, int, int]  # CPUs, entry TSC, last-AP-in TSC, the kernel's PIT rate
+Stamps = tuple[int, int, int]  # CPUs, entry TSC, last-AP-in TSC
 
 
 def mpbench(image: Path, firmware: str, smp: int) -> Stamps | str:
@@ -83,18 +86,15 @@ def mpbench(image: Path, firmware: str, smp: int) -> Stamps | str:
     found = MPBENCH.search(result.serial)
     if found is None:
         return "no `HVB mpbench` line"
-    cpus, entry, last, hz = (int(g) for g in found.groups())
-    return cpus, entry, last, hz
+    cpus, entry, last = (int(g) for g in found.groups())
+    return cpus, entry, last
 
 
 def side_by_side(runs: dict[tuple[str, int, str], list[Stamps | str]], firmwares: list[str],
-                 smps: list[int], loaders: list[str]) -> None:  # fmt: skip
-    """Table 2: per firmware, -smp and loader, the medians of the runs. One TSC rate for all
-    (the median of every run's PIT measurement: one 50 ms window can be stretched by the
-    host), so the loaders' figures differ only by their stamps."""
-    rates = [r[3] for cell in runs.values() for r in cell if not isinstance(r, str)]
-    hz = statistics.median(rates) if rates else 1
-    print(f"TSC rate: {hz / 1e9:.3f} GHz (median of {len(rates)} PIT measurements)")
+                 smps: list[int], loaders: list[str], hz: float) -> None:  # fmt: skip
+    """Table 2: per firmware, -smp and loader, the medians of the runs, at one TSC rate `hz`,
+    so the loaders' figures differ only by their stamps."""
+    print(f"TSC rate: {hz / 1e9:.3f} GHz (median of the loader's calibrations in table 1)")
     print(
         "| firmware | -smp | loader | CPUs | kernel entry after power-on, ms "
         "| growth over -smp 1, ms | entry to last AP in, ms | runs |"
@@ -141,9 +141,10 @@ def main() -> int:
         image = build_image(cfg, Path(tmp) / "disk.img").output
         print("| firmware | -smp | CPUs | first INIT to first / last AP parked, µs | TSC GHz |")
         print("|---|---:|---|---:|---:|")
+        rates: list[int] = []
         for firmware in firmwares:
             for smp in smps:
-                print(bring_up(image, firmware, smp), flush=True)
+                print(bring_up(image, firmware, smp, rates), flush=True)
         if args.no_limine:
             return 0
         cache = limine_image.release(args.limine)
@@ -166,7 +167,10 @@ def main() -> int:
                         got = mpbench(image, fw, smp)
                         runs.setdefault((fw, smp, loader), []).append(got)
                         print(f"  {fw} -smp {smp} {loader}: {got}", file=sys.stderr, flush=True)
-        side_by_side(runs, firmwares, sorted(smps), list(images))
+        if not rates:
+            print("no TSC rate: every boot of table 1 failed", file=sys.stderr)
+            return 1
+        side_by_side(runs, firmwares, sorted(smps), list(images), statistics.median(rates))
     return 0
 
 

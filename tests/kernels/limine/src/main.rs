@@ -12,7 +12,7 @@
 //!
 //! With the command line `mpbench` (under Limine 8.x, which boots it at base revision 0) it only times the MP request for bench/smp_bringup.py, the
 //! same way under any loader: the TSC at its entry and when the last AP checked in through its
-//! `goto_address`, and the TSC rate measured against the PIT, on one `HVB mpbench` line.
+//! `goto_address`, on one `HVB mpbench` line.
 #![no_std]
 #![no_main]
 
@@ -357,7 +357,7 @@ fn enable_sse() {
 /// The largest TSC an AP read when it checked in (bench mode).
 static LAST_IN_TSC: AtomicU64 = AtomicU64::new(0);
 
-/// Bench mode: releases every AP, waits for all, prints the TSC stamps and the TSC rate, exits.
+/// Bench mode: releases every AP, waits for all, prints the TSC stamps, exits.
 fn mp_bench(r: &Requests, entry_tsc: u64) -> ! {
     let Some(m) = r.mp.get_response() else {
         serial_println!("HVB failed no MP response");
@@ -376,39 +376,10 @@ fn mp_bench(r: &Requests, entry_tsc: u64) -> ! {
     }
     let last = LAST_IN_TSC.load(Ordering::SeqCst);
     serial_println!(
-        "HVB mpbench cpus={} entry_tsc={entry_tsc} last_in_tsc={last} tsc_hz={}",
-        m.cpus().len(),
-        pit_tsc_hz()
+        "HVB mpbench cpus={} entry_tsc={entry_tsc} last_in_tsc={last}",
+        m.cpus().len()
     );
     exit_qemu(EXIT_SUCCESS);
-}
-
-/// TSC ticks per second: the median of three 50 ms windows of PIT channel 2 (mode 0, gate
-/// through port 0x61, OUT2 read back in its bit 5; Intel 8254 datasheet), so the stamps need
-/// nothing from the loader; the median drops a window the host preempted.
-fn pit_tsc_hz() -> u64 {
-    let mut hz = [pit_window(), pit_window(), pit_window()];
-    hz.sort_unstable();
-    hz[1]
-}
-
-fn pit_window() -> u64 {
-    use hvboot_api::cpu::{inb, outb};
-    const PIT_HZ: u64 = 1_193_182;
-    const COUNT: u64 = PIT_HZ / 20;
-    unsafe {
-        // Gate low (mode 0 holds the count while it is), speaker off, load the count, then
-        // raise the gate: the count starts there.
-        outb(0x61, inb(0x61) & !0x03);
-        outb(0x43, 0xB0);
-        outb(0x42, COUNT as u8);
-        outb(0x42, (COUNT >> 8) as u8);
-        outb(0x61, inb(0x61) | 0x01);
-        let t0 = core::arch::x86_64::_rdtsc();
-        while inb(0x61) & 0x20 == 0 {}
-        let t1 = core::arch::x86_64::_rdtsc();
-        (t1 - t0) * PIT_HZ / COUNT
-    }
 }
 
 /// An AP's first instruction after its release: RSP as the loader left it goes to `ap_main`.
