@@ -139,6 +139,34 @@ impl FakePlatform {
     /// Like [`FakePlatform::with_madt_cpus`], and after the MADT in the RSDT one table (a bare
     /// header; a FADT with a PM timer) of each signature in `more`; table `i` lies at [`FakePlatform::acpi_table_at`].
     pub fn with_acpi_tables(&mut self, cpus: &[(u8, u32)], more: &[[u8; 4]]) -> &mut Self {
+        let entries: Vec<u8> = cpus
+            .iter()
+            .flat_map(|&(id, flags)| {
+                let mut e = std::vec![0, 8, id, id]; // Processor Local APIC
+                e.extend_from_slice(&flags.to_le_bytes());
+                e
+            })
+            .collect();
+        self.with_madt_entries(&entries, more)
+    }
+
+    /// A MADT whose processors are (x2APIC ID, flags) in Processor Local x2APIC entries (type
+    /// 9, ACPI 6.5 §5.2.12.12; ACPI UID = the ID), and nothing else in the RSDT.
+    pub fn with_x2apic_madt(&mut self, cpus: &[(u32, u32)]) -> &mut Self {
+        let entries: Vec<u8> = cpus
+            .iter()
+            .flat_map(|&(id, flags)| {
+                let mut e = std::vec![9, 16, 0, 0];
+                for v in [id, flags, id] {
+                    e.extend_from_slice(&v.to_le_bytes());
+                }
+                e
+            })
+            .collect();
+        self.with_madt_entries(&entries, &[])
+    }
+
+    fn with_madt_entries(&mut self, entries: &[u8], more: &[[u8; 4]]) -> &mut Self {
         let rsdt_at = RSDP + 0x100;
         let sdt = |sig: &[u8; 4], body: &[u8]| {
             let mut t = std::vec![0u8; 36];
@@ -152,10 +180,7 @@ impl FakePlatform {
         let mut madt = Vec::new();
         madt.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
         madt.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT
-        for &(id, flags) in cpus {
-            madt.extend_from_slice(&[0, 8, id, id]); // Processor Local APIC
-            madt.extend_from_slice(&flags.to_le_bytes());
-        }
+        madt.extend_from_slice(entries);
         let mut rsdp = std::vec![0u8; 20];
         rsdp[..8].copy_from_slice(b"RSD PTR ");
         rsdp[16..20].copy_from_slice(&(rsdt_at as u32).to_le_bytes());

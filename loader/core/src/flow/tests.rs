@@ -760,6 +760,32 @@ fn tsc_frequency_is_measured_against_the_pm_timer() {
     assert_eq!(info(&p, &h).tsc_frequency(), None);
 }
 
+/// x2APIC processors (MADT type 9, APIC IDs of 255 and above, which QEMU 7.2's TCG cannot
+/// boot: docs/testing.md): listed with their 32-bit IDs and UIDs, sent INIT and SIPI at those
+/// IDs, found in the trampoline's slot table by them, and recorded as parked.
+#[test]
+fn x2apic_processors_are_listed_started_and_recorded() {
+    use super::cpu::Ipi;
+    use super::fake::ApSim;
+    use hvboot_api::CpuState;
+
+    let req = KernelRequest::new().start_aps(32 * 1024);
+    let mut p = machine(kernel_at(KBASE, Some(req)), &config("", &[]));
+    p.with_x2apic_madt(&[(0, 1), (300, 1), (0x1_0000, 1), (301, 0)]);
+    let cpu = FakeCpu::new(true);
+    *cpu.aps.borrow_mut() = ApSim::on(&p, &[300, 0x1_0000]);
+    let h = run(&mut p, &cpu, &mut Hvboot::default(), 42).unwrap();
+    let b = info(&p, &h);
+    let listed: Vec<(u32, u32)> = b.cpus().iter().map(|c| (c.apic_id, c.acpi_uid)).collect();
+    assert_eq!(listed, std::vec![(0, 0), (300, 300), (0x1_0000, 0x1_0000), (301, 301)]);
+    let sim = cpu.aps.borrow();
+    let inits: Vec<u32> = sim.ipis.iter().filter(|i| i.1 == Ipi::Init).map(|i| i.0).collect();
+    assert_eq!(inits, std::vec![300, 0x1_0000]);
+    let states: Vec<CpuState> = b.cpu_starts().iter().map(|s| s.state).collect();
+    let want = [CpuState::BSP, CpuState::PARKED, CpuState::PARKED, CpuState::DISABLED];
+    assert_eq!(states, want);
+}
+
 /// START_APS: every enabled AP but the BSP gets INIT, then SIPI (all back to back), a second
 /// SIPI only where nobody arrived; the records say BSP / parked / no answer / online capable /
 /// disabled; each started AP has its own stack above a guard page, its mailbox points at its
