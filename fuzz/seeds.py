@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Seed inputs for the fuzz targets, made from what the test set-up builds (scripts/setup.sh):
-an image by `hvboot build` of the report kernel, and the test kernels.
+an image by `hvboot build` of the report kernel, and the test kernels; for the reloc target two
+static PIEs that gcc and ld link here (RELA and RELR) and rust-osdev's `pie` kernel when built.
 
     fuzz/seeds.py            # the small seeds, into fuzz/seeds/TARGET/ (committed)
-    fuzz/seeds.py --large    # also the stripped test kernels (30-45 KiB each) into
+    fuzz/seeds.py --large    # only the stripped test kernels (30-45 KiB each), into
                              # fuzz/corpus/TARGET/ (not committed; scripts/fuzz.sh runs this)
+
+--large leaves the committed seeds alone: they are made from kernels whose bytes change with
+every build, so rewriting them on each fuzz run would dirty the checkout with no new coverage.
 
 Small means a few KiB: the GPT seeds keep the image's own MBR and entries but with a 4-entry
 array (8 sectors in all); the FAT seed is a FAT16 volume (mkfs.fat, one FAT, 16 root entries)
@@ -139,6 +143,44 @@ def bootapi_seeds() -> None:
             write("bootloader_config", f"bootapi-{k}-{name}.bin", bytes(data))
 
 
+def rtc_seeds() -> None:
+    """CMOS clock registers (loader/core/src/rtc.rs: seconds, minutes, hours, day, month, year,
+    century, status register B) for 2026-12-01 18:30:59 in each format, and a clock never set."""
+    write("rtc", "bcd-24h", bytes([0x59, 0x30, 0x18, 0x01, 0x12, 0x26, 0x20, 0x02]))
+    write("rtc", "binary-24h", bytes([59, 30, 18, 1, 12, 26, 20, 0x06]))
+    write("rtc", "bcd-12h-pm", bytes([0x59, 0x30, 0x86, 0x01, 0x12, 0x26, 0x20, 0x00]))
+    write("rtc", "binary-12h-pm", bytes([59, 30, 0x86, 1, 12, 26, 20, 0x04]))
+    write("rtc", "unset", bytes([0xFF] * 8))
+
+
+# A static PIE with a few initialised pointers: R_X86_64_RELATIVE relocations (RELA, or RELR
+# with -z pack-relative-relocs), for the reloc target.
+PIE_SOURCE = """static int a, b, c;
+int *table[] = {&a, &b, &c, &a};
+void _start(void) { for (;;) *table[a & 3] = 1; }
+"""
+
+
+def reloc_seeds(tmp: Path) -> None:
+    src, obj = tmp / "pie.c", tmp / "pie.o"
+    src.write_text(PIE_SOURCE)
+    flags = ["-O2", "-ffreestanding", "-fno-asynchronous-unwind-tables", "-fpie", "-nostdlib"]
+    run("gcc", *flags, "-c", src, "-o", obj)
+    for name, extra in [("pie-rela", []), ("pie-relr", ["-z", "pack-relative-relocs"])]:
+        out = tmp / name
+        run(
+            "ld", "-nostdlib", "-pie", "--no-dynamic-linker", *extra, "-e", "_start", "-o", out, obj
+        )
+        run("strip", out)
+        write("reloc", name, out.read_bytes())
+    # rust-osdev's PIE test kernel as tests/rust_osdev.py builds it, when it is built.
+    built = ROOT / "tests/.cache/rust-osdev-bootloader/adapted/test_kernels/target/pie"
+    kernel = built / "x86_64-unknown-linux-gnu/release/pie--global_variable"
+    if kernel.is_file():
+        run("strip", "-o", tmp / "rust-pie", kernel)
+        write("reloc", "rust-osdev-pie-global-variable", (tmp / "rust-pie").read_bytes())
+
+
 def write(target: str, name: str, data: bytes, under: str = "seeds") -> None:
     d = ROOT / "fuzz" / under / target
     d.mkdir(parents=True, exist_ok=True)
@@ -146,12 +188,15 @@ def write(target: str, name: str, data: bytes, under: str = "seeds") -> None:
 
 
 def main() -> None:
-    large = "--large" in sys.argv[1:]
+    if "--large" in sys.argv[1:]:
+        large_corpus()
+        return
     kernel = KERNELS / "hvboot-report-kernel"
     if not kernel.exists():
         sys.exit(f"fuzz/seeds.py: {kernel} is missing: run scripts/setup.sh --no-demo first")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
+        reloc_seeds(tmp)
         mod = tmp / "guest.bin"
         mod.write_bytes(b"guest" * 10)
         image_path = tmp / "disk.img"
@@ -195,7 +240,8 @@ def main() -> None:
         data = vmlinuz.read_bytes()
         write("bzimage", "debian-12-setup", data[: (data[0x1F1] + 1) * 512 + 4096])
     # The Limine test kernel (tests/kernels/limine), stripped: its markers, base-revision tag
-    # and requests in the data segment; and the same with the tag asking for revision 6.
+    # and requests in the data segment; and the same with the tag asking for revision 7, one
+    # hvboot refuses.
     with tempfile.TemporaryDirectory() as t:
         stripped = Path(t) / "limine"
         run("strip", "-o", stripped, KERNELS / "hvboot-limine-kernel")
@@ -203,18 +249,25 @@ def main() -> None:
         write("limine", "test-kernel", data)
         tag = struct.pack("<QQ", 0xF9562B2D5C95A6C8, 0x6A7B384944536BDC)
         at = data.index(tag) + 16
-        write("limine", "test-kernel-revision-6", data[:at] + struct.pack("<Q", 6) + data[at + 8 :])
+        write("limine", "test-kernel-revision-7", data[:at] + struct.pack("<Q", 7) + data[at + 8 :])
     for k in ("report", "request"):
         elf = small_elf((KERNELS / f"hvboot-{k}-kernel").read_bytes())
         write("elf", f"{k}-kernel-headers", elf)
         write("request", f"{k}-kernel-headers", elf)
     bootapi_seeds()
-    if large:
-        for k in ("report", "request", "outcome"):
-            out = ROOT / "fuzz/corpus/elf" / f"{k}-kernel"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            run("strip", "-o", out, KERNELS / f"hvboot-{k}-kernel")
-            write("request", f"{k}-kernel", out.read_bytes(), under="corpus")
+    rtc_seeds()
+
+
+def large_corpus() -> None:
+    """The whole stripped test kernels, as corpus entries for the ELF and request targets."""
+    for k in ("report", "request", "outcome"):
+        built = KERNELS / f"hvboot-{k}-kernel"
+        if not built.exists():
+            sys.exit(f"fuzz/seeds.py: {built} is missing: run scripts/setup.sh --no-demo first")
+        out = ROOT / "fuzz/corpus/elf" / f"{k}-kernel"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run("strip", "-o", out, built)
+        write("request", f"{k}-kernel", out.read_bytes(), under="corpus")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,12 @@
 /* The stack is mapped just above an unmapped guard page at this address. */
 #define HVBOOT_STACK_REGION_BASE 0xfffffe0000000000ull
 
+/* The PCR the loader extends with hvboot.cfg and the kernel command line (measured boot, docs/trust.md): 8-15 are the OS's (TCG PC Client PFP), 8 holds a loader's config and command line as GRUB's does. */
+#define HVBOOT_TPM_PCR_CONFIG 0x8u
+
+/* The PCR the loader extends with the kernel and each module (docs/trust.md), as GRUB and Linux's EFI stub use PCR 9 for the files they load. */
+#define HVBOOT_TPM_PCR_FILES 0x9u
+
 /* BootInfo.header_size of the first v1 layout (up to tsc_handoff); the smallest header a kernel must accept. Fields past header_size are absent. */
 #define HVBOOT_BOOT_INFO_V1_HEADER_SIZE 0xe0u
 
@@ -445,8 +451,11 @@ typedef struct hvboot_boot_info {
     uint64_t tsc_frequency_hz; /* The BSP's TSC frequency; 0 if unknown. */
     uint32_t tsc_source; /* Where tsc_frequency_hz comes from. */
     uint32_t reserved2; /* Zero. */
+    uint64_t tpm_event_log_phys; /* The TPM event log (TCG2 crypto-agile format, TCG PC Client PFP §10) as it stood after the loader's last measurement, copied into BOOT_INFO memory; 0 when nothing was measured. */
+    uint64_t tpm_event_log_size; /* Bytes of that log; 0 when none. */
+    uint64_t tpm_final_events_phys; /* EFI_TCG2_FINAL_EVENTS_TABLE (TCG EFI Protocol §6.4): the events logged after the copy was taken (ExitBootServices'); 0 when none. */
 } hvboot_boot_info;
-_Static_assert(sizeof(hvboot_boot_info) == 432, "BootInfo size");
+_Static_assert(sizeof(hvboot_boot_info) == 456, "BootInfo size");
 _Static_assert(offsetof(hvboot_boot_info, magic) == 0, "BootInfo.magic");
 _Static_assert(offsetof(hvboot_boot_info, version) == 8, "BootInfo.version");
 _Static_assert(offsetof(hvboot_boot_info, size) == 12, "BootInfo.size");
@@ -489,5 +498,8 @@ _Static_assert(offsetof(hvboot_boot_info, acpi_tables) == 368, "BootInfo.acpi_ta
 _Static_assert(offsetof(hvboot_boot_info, tsc_frequency_hz) == 416, "BootInfo.tsc_frequency_hz");
 _Static_assert(offsetof(hvboot_boot_info, tsc_source) == 424, "BootInfo.tsc_source");
 _Static_assert(offsetof(hvboot_boot_info, reserved2) == 428, "BootInfo.reserved2");
+_Static_assert(offsetof(hvboot_boot_info, tpm_event_log_phys) == 432, "BootInfo.tpm_event_log_phys");
+_Static_assert(offsetof(hvboot_boot_info, tpm_event_log_size) == 440, "BootInfo.tpm_event_log_size");
+_Static_assert(offsetof(hvboot_boot_info, tpm_final_events_phys) == 448, "BootInfo.tpm_final_events_phys");
 
 #endif /* HVBOOT_H */

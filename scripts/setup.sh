@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(qemu-system-x86 ovmf nasm gdb mtools dosfstools gdisk lld binutils gcc python3-venv xorriso ipxe-qemu sbsigntool)
+DEBS=(qemu-system-x86 ovmf nasm gdb mtools dosfstools gdisk lld binutils gcc python3-venv xorriso ipxe-qemu sbsigntool swtpm swtpm-tools tpm2-tools)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -38,6 +38,7 @@ cargo build --release --quiet --manifest-path examples/hypervisor/Cargo.toml
 echo "setup: building the test kernels (tests/kernels/)"
 cargo build --release --quiet --manifest-path tests/kernels/Cargo.toml
 tests/kernels/multiboot2/build.sh
+tests/kernels/build-pie.sh
 echo "setup: fetching Debian's Xen 4.17 for the tests (tests/.cache/debian, not installed)"
 tests/fetch_debian.sh
 # rust-osdev/bootloader's test kernels (not on crates.io): from GitHub or $HVBOOT_BOOTLOADER_GIT.

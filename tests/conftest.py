@@ -25,6 +25,19 @@ MB2_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-kernel.elf"
 # path.
 MB2_FB_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-fb-kernel.elf"
 MB2_EFI64_KERNEL = artifacts.TEST_KERNELS / "build" / "hvboot-mb2-efi64-kernel.elf"
+# The report and Limine test kernels built as static PIEs linked at 0 (tests/kernels/build-pie.sh),
+# and where the loader runs them (docs/loader.md, "Relocation").
+PIE_BUILD = artifacts.TEST_KERNELS / "build-pie.sh"
+PIE_BASE = 0xFFFF_FFFF_8000_0000
+
+
+def pie_kernel(name: str) -> Path:
+    """`hvboot-<name>-kernel` as a static PIE, built (a no-op when it is up to date)."""
+    subprocess.run([str(PIE_BUILD)], check=True)
+    release = artifacts.TEST_KERNELS / "target/pie/x86_64-unknown-linux-gnu/release"
+    return release / f"hvboot-{name}-kernel"
+
+
 # Boot tests run under every firmware the loader supports: OVMF (UEFI) and SeaBIOS (BIOS).
 FIRMWARES = ["uefi", "bios"]
 BOOT_TIMEOUT = 120.0
@@ -49,10 +62,17 @@ def report_kernel(built: None) -> Path:
 
 
 def boot(
-    image: Path, firmware: str, *, memory: str = "512M", cpus: int = 1, cpu: str = "max"
+    image: Path,
+    firmware: str,
+    *,
+    memory: str = "512M",
+    cpus: int = 1,
+    cpu: str = "max",
+    machine: str = "q35",
 ) -> qemu.RunResult:
-    machine = Machine(firmware=firmware, memory=memory, cpus=cpus, cpu=cpu)
-    spec = qemu.QemuSpec(image=image, machine=machine, snapshot=True)
+    """Boots `image`; `machine` is QEMU's -machine value (a type and its properties)."""
+    vm = Machine(firmware=firmware, memory=memory, cpus=cpus, cpu=cpu, type=machine)
+    spec = qemu.QemuSpec(image=image, machine=vm, snapshot=True)
     return qemu.run(spec, timeout=BOOT_TIMEOUT)
 
 

@@ -45,8 +45,18 @@ KERNELS_TARGET = ROOT / "tests" / "kernels" / "target" / "release"
 RUSTFLAGS = ["relocation-model=static", "code-model=kernel", "no-redzone=yes"]
 # Crates their workspace links elsewhere (profile.test.package.*.rustflags, nightly's
 # profile-rustflags): higher_half at --image-base 0xFFFF800000000000 with code-model=large.
-# Built on their own, statically at that base (the loader applies no relocations).
+# Built on their own, statically at that base.
 LINKED_AT = {"higher_half": "0xffff800000000000"}
+# Crates whose tests are about where a position-independent kernel runs (kernel_base) or that
+# it is relocated: built as x86_64-unknown-none builds every kernel, a static PIE linked at 0
+# in the linker's own layout (bootapi's build.rs with HVBOOT_KERNEL_PIE), each on its own.
+PIE = ("pie", "fixed_kernel_address", "stack_address")
+PIE_RUSTFLAGS = [
+    "relocation-model=pie",
+    "code-model=small",
+    "no-redzone=yes",
+    "target-feature=+crt-static",
+]
 
 
 def fetch() -> None:
@@ -142,15 +152,16 @@ def _flags(codegen: list[str]) -> list[str]:
 def build() -> None:
     # An explicit --target keeps the kernels' flags off their proc-macro dependencies.
     cmd = ["cargo", "build", "--release", "--quiet", "--target", HOST]
-    excluded = [a for name in LINKED_AT for a in ("--exclude", f"test_kernel_{name}")]
+    alone = [*LINKED_AT, *PIE]
+    excluded = [a for name in alone for a in ("--exclude", f"test_kernel_{name}")]
     subprocess.run([*cmd, "--workspace", *excluded], cwd=BUILD, check=True)
-    for name, base in LINKED_AT.items():
-        codegen = [f if f != "code-model=kernel" else "code-model=large" for f in RUSTFLAGS]
-        env = {
-            **os.environ,
-            "CARGO_ENCODED_RUSTFLAGS": "\x1f".join(_flags(codegen)),
-            "HVBOOT_KERNEL_BASE": base,
-        }
+    for name in alone:
+        if name in PIE:
+            codegen, extra = PIE_RUSTFLAGS, {"HVBOOT_KERNEL_PIE": "1"}
+        else:
+            codegen = [f if f != "code-model=kernel" else "code-model=large" for f in RUSTFLAGS]
+            extra = {"HVBOOT_KERNEL_BASE": LINKED_AT[name]}
+        env = {**os.environ, "CARGO_ENCODED_RUSTFLAGS": "\x1f".join(_flags(codegen)), **extra}
         target = ["--target-dir", str(BUILD / "target" / name)]
         cargo = [*cmd, "-p", f"test_kernel_{name}", *target]
         subprocess.run(cargo, cwd=BUILD, check=True, env=env)
@@ -158,7 +169,8 @@ def build() -> None:
 
 def kernel_path(crate: str, binary: str) -> Path:
     """Where the adapted build put the kernel."""
-    target = BUILD / "target" / crate if crate in LINKED_AT else BUILD / "target"
+    alone = crate in LINKED_AT or crate in PIE
+    target = BUILD / "target" / crate if alone else BUILD / "target"
     return target / HOST / "release" / f"{crate}--{binary}"
 
 

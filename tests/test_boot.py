@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, boot_report, make_image
+from conftest import FIRMWARES, PIE_BASE, boot_report, make_image, pie_kernel
 from report_kernel import BootReport
 
 from hvboot.config.build import ModuleSpec
@@ -193,3 +193,25 @@ def test_boot_report_matches_host(
     assert report.one("paging")["nx_ok"] == "1"
     tsc = report.one("tsc")
     assert 0 < int(tsc["loader_start"]) < int(tsc["handoff"]) <= int(tsc["now"])
+
+
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_position_independent_kernel_runs_slid(
+    firmware: str, tmp_path: Path, modules: tuple[ModuleSpec, ...], built: None
+) -> None:
+    """hvboot's own protocol takes a static PIE too (docs/protocol.md, "The kernel"): the report
+    kernel built so (tests/kernels/build-pie.sh), linked at 0 with its relocations, runs slid to
+    0xffffffff80000000 with what it reports as the fixed-address build does."""
+    kernel = pie_kernel("report")
+    plan = load_plan(kernel)
+    assert (plan.relocatable, plan.slide, plan.virt_start) == (True, PIE_BASE, PIE_BASE)
+    assert plan.relocations > 0
+    image = make_image(tmp_path, kernel, CMDLINE, modules)
+    _, report = boot_report(image.output, firmware)
+    assert report.one("cmdline")["text"] == CMDLINE
+    for spec, m in zip(modules, report.all("module"), strict=True):
+        assert int(m["crc32"], 16) == zlib.crc32(spec.path.read_bytes())
+    k = report.one("kernel")
+    assert int(k["virt_base"], 0) == PIE_BASE
+    assert int(k["main"], 0) == symbol_address(kernel, "kernel_main") + PIE_BASE
+    assert int(k["phys_base"], 0) % (2 * MIB) == 0

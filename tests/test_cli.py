@@ -102,6 +102,9 @@ def test_test_good_kernel_with_serial_log(tmp_path: Path, kernel: Path) -> None:
     text = log.read_text()
     assert "hvboot: leaving the firmware" in text and "HVB end" in text
     assert "HVB end" in r.stdout  # and still on the terminal
+    # The entry the hand-off chose; for hvboot's own protocol, the ELF's.
+    entry = int.from_bytes(kernel.read_bytes()[24:32], "little")
+    assert f"hvboot: jumping to the kernel at {entry:#x} (boot information at 0x" in text
 
 
 @pytest.mark.boot

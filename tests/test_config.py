@@ -210,7 +210,7 @@ def test_unknown_top_level_key(project: Path) -> None:
     assert err.where == f"{path}: kernel_path"
     assert err.what.startswith(
         "unknown key (known keys: kernel, cmdline, output, image_size, iso, netboot, sign, "
-        "modules, machine)"
+        "tpm_policy, modules, machine)"
     )
     assert "did you mean 'kernel'?" in err.what
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, REPORT_KERNEL, make_image
+from conftest import FIRMWARES, PIE_BASE, REPORT_KERNEL, make_image, pie_kernel
 
 from hvboot.image.disk import write_disk_image
 
@@ -200,3 +200,28 @@ def test_bios_loader_breakpoints(tmp_path: Path, kernel: Path) -> None:
     assert "stage2_start in section .stage2" in out
     hit = out.index("Breakpoint 1,")
     assert "hvboot: " not in out[:hit]
+
+
+def test_position_independent_kernel_symbols_are_slid(tmp_path: Path) -> None:
+    """The Limine test kernel as a static PIE runs slid to 0xffffffff80000000: GDB gets its
+    symbols moved by the core plan's slide, so the entry it is released at names itself."""
+    from hvboot.kernel.elf import symbols
+
+    kernel = pie_kernel("limine")
+    (link,) = [a for n, a in symbols(kernel).items() if "limine_entry" in n]
+    script = _script(tmp_path, "continue\ninfo symbol $pc\np/x $pc\n")
+    r = hvboot(
+        "debug",
+        str(kernel),
+        "--firmware",
+        "bios",
+        "--break",
+        f"{PIE_BASE + link:#x}",
+        "--batch",
+        str(script),
+        "--timeout",
+        str(SESSION_TIMEOUT),
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert re.search(r"limine_entry.* in section \.text", r.stdout), r.stdout[-3000:]
+    assert f"= {PIE_BASE + link:#x}" in r.stdout

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPORT_KERNEL, make_image
+from conftest import PIE_BASE, REPORT_KERNEL, make_image, pie_kernel
 
 from hvboot.kernel.elf import load_plan
 from hvboot.loader import artifacts
@@ -31,6 +31,7 @@ KERNEL_KEYS = {
     "entry",
     "entry_symbol",
     "higher_half",
+    "relocatable",
     "image",
     "segments",
     "request_header",
@@ -89,6 +90,29 @@ def test_good_kernel_text(kernel: Path) -> None:
     assert "loader's choice (2 MiB aligned)" in out
 
 
+def test_position_independent_kernel(built: None, tmp_path: Path) -> None:
+    """The report kernel as a static PIE (tests/kernels/build-pie.sh): where it runs, its slide
+    and relocation count, the entry named through the link-time symbols; `build` says so."""
+    pie = pie_kernel("report")
+    plan = load_plan(pie)
+    r = hvboot("inspect", "--json", str(pie))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["relocatable"] == {"slide": f"{PIE_BASE:#x}", "relocations": plan.relocations}
+    assert plan.relocations > 0 and doc["entry_symbol"] == "_start"
+    assert doc["image"]["virt_start"] == f"{PIE_BASE:#x}"
+    assert {s["placement"] for s in doc["segments"]} == {"loader"}
+    text = hvboot("inspect", str(pie)).stdout
+    assert (
+        f"position-independent (ET_DYN): linked at 0x0, runs slid by {PIE_BASE:#x}, "
+        f"{plan.relocations} relocations applied at load"
+    ) in text
+    r = hvboot("build", str(pie), "-o", str(tmp_path / "pie.img"))
+    assert r.returncode == 0, r.stderr
+    said = f"position-independent kernel: {plan.relocations} relocations, runs at {PIE_BASE:#x}"
+    assert said in r.stdout + r.stderr
+
+
 def test_good_kernel_json(kernel: Path) -> None:
     r = hvboot("inspect", "--json", str(kernel))
     assert r.returncode == 0, r.stderr
@@ -99,6 +123,7 @@ def test_good_kernel_json(kernel: Path) -> None:
     assert doc["kernel_kind"] == "hvboot-elf"
     assert doc["entry"] == f"{plan.entry:#x}" and doc["entry_symbol"] == "_start"
     assert doc["higher_half"] is True and doc["request_header"] is None
+    assert doc["relocatable"] is None
     assert doc["image"] == {
         "virt_start": f"{plan.virt_start:#x}",
         "virt_end": f"{plan.virt_end:#x}",
@@ -238,6 +263,7 @@ def test_image(tmp_path: Path, kernel: Path) -> None:
     assert "| cmdline console=ttyS0 inspect=1" in out
     assert "entry symbol: _start" in out
     assert "UEFI loader: unsigned" in out and "UEFI loader pins hvboot.cfg: none" in out
+    assert "measured boot (UEFI, PCRs 8 and 9): tpm if-present;" in out
 
     doc = json.loads(hvboot("inspect", "--json", str(built.output)).stdout)
     assert set(doc) == IMAGE_KEYS and doc["kind"] == "image" and doc["problems"] == []

@@ -342,14 +342,45 @@ def test_wrong_machine(kernels: Kernels) -> None:
 
 
 def test_position_independent_kernel(kernels: Kernels) -> None:
-    err = expect_error(
-        kernels.pie.read_bytes(),
-        "ET_DYN",
-        "position-independent kernels are not supported yet",
-        "-no-pie",
-        "-static",
+    """An ET_DYN kernel linked at 0 runs slid to -2 GiB (docs/loader.md, "Relocation")."""
+    data = kernels.pie.read_bytes()
+    plan = load_plan_bytes(data, "kernel.elf")
+    base = 0xFFFF_FFFF_8000_0000
+    (e_entry,) = struct.unpack_from("<Q", data, 24)
+    assert (plan.relocatable, plan.slide, plan.virt_start) == (True, base, base)
+    assert plan.higher_half and plan.entry == e_entry + base
+    assert "position-independent (ET_DYN): linked at 0x0, runs slid by 0xffffffff80000000" in (
+        describe(plan)
     )
-    assert err.where == "kernel.elf: ELF header e_type"
+
+
+def _pie_with_pointer(tmp: Path) -> bytes:
+    """A static PIE whose one initialised pointer is an R_X86_64_RELATIVE in .rela.dyn."""
+    src = tmp / "pointer.c"
+    src.write_text("static int x;\nint *p = &x;\nvoid _start(void) { for (;;) *p = 1; }\n")
+    obj, out = tmp / "pointer.o", tmp / "pointer.elf"
+    _run("gcc", *CFLAGS, "-fpie", "-c", src, "-o", obj)
+    _run("ld", "-nostdlib", "-pie", "--no-dynamic-linker", "-e", "_start", "-o", out, obj)
+    return out.read_bytes()
+
+
+def test_relocations_are_counted_and_other_types_refused_by_name(tmp_path: Path) -> None:
+    from elftools.elf.elffile import ELFFile
+
+    data = _pie_with_pointer(tmp_path)
+    assert load_plan_bytes(data, "kernel.elf").relocations == 1
+    with (tmp_path / "pointer.elf").open("rb") as f:
+        rela = ELFFile(f).get_section_by_name(".rela.dyn")
+        offset = rela["sh_offset"]
+        (target,) = struct.unpack_from("<Q", data, offset)
+    patched = bytearray(data)
+    patched[offset + 8] = 6  # r_info's type: R_X86_64_GLOB_DAT
+    err = expect_error(
+        bytes(patched),
+        f"relocation type R_X86_64_GLOB_DAT (6) at offset {target:#x} is not supported",
+        "R_X86_64_RELATIVE only",
+    )
+    assert err.where == "kernel.elf: DT_RELA entry 0"
 
 
 def test_object_file(kernels: Kernels) -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from test_image_fat import file_sets
 
 from hvboot.config.build import check_cmdline, check_module_name
+from hvboot.config.settings import TPM_POLICIES
 from hvboot.errors import HvbootError
 from hvboot.image.disk import write_disk_image
 from hvboot.image.fat import FatFile
@@ -53,21 +54,23 @@ names = st.text(min_size=1, max_size=20).filter(_accepted(check_module_name, "na
         st.tuples(names, cmdlines, st.none() | pins), max_size=6, unique_by=lambda m: m[0]
     ),
     kernel_pin=st.none() | pins,
+    tpm=st.sampled_from(TPM_POLICIES),
 )
 def test_the_core_parses_the_config_the_host_writes(
-    cmdline: str, modules: list[tuple[str, str, str | None]], kernel_pin: str | None
+    cmdline: str, modules: list[tuple[str, str, str | None]], kernel_pin: str | None, tpm: str
 ) -> None:
     entries = [
         loader_config.LoaderModule(f"{loader_config.MODULE_DIR}/module{i}", name, line, pin)
         for i, (name, line, pin) in enumerate(modules)
     ]
-    text = loader_config.render(cmdline, entries, kernel_digest=kernel_pin)
+    text = loader_config.render(cmdline, entries, kernel_digest=kernel_pin, tpm=tpm)
     doc = checker.check_config(text)
     assert doc["ok"], doc["problems"]
     assert doc["config"] == {
         "kernel": f"/{loader_config.KERNEL_PATH}",
         "kernel_blake3": kernel_pin,
         "cmdline": cmdline,
+        "tpm": tpm,
         "modules": [
             {"path": f"/{m.path}", "name": m.name, "cmdline": m.cmdline, "blake3": m.digest}
             for m in entries

@@ -35,7 +35,7 @@ def mutants(kernel: bytes) -> list[bytes]:
         (4, 1),  # EI_CLASS
         (5, 2),  # EI_DATA
         (6, 0),  # EI_VERSION
-        (16, 3),  # e_type ET_DYN
+        (16, 4),  # e_type ET_CORE (ET_DYN is a position-independent kernel)
         (18, 3),  # e_machine EM_386
         (54, 32),  # e_phentsize
         (64 + 4, 7),  # first program header's p_flags: RWX
@@ -78,7 +78,9 @@ def test_build_refuses_a_config_the_loader_would_refuse() -> None:
 def test_config_verdict_is_the_core_parse() -> None:
     pin = config_file.digest(b"guest")
     text = config_file.render(
-        "x=1", [config_file.LoaderModule("hvboot/modules/g.bin", "guest", "mem=64M", pin)]
+        "x=1",
+        [config_file.LoaderModule("hvboot/modules/g.bin", "guest", "mem=64M", pin)],
+        tpm="required",
     )
     doc = core("config", text.encode())
     assert doc["ok"] is True
@@ -86,6 +88,7 @@ def test_config_verdict_is_the_core_parse() -> None:
         "kernel": "/hvboot/kernel.elf",
         "kernel_blake3": None,
         "cmdline": "x=1",
+        "tpm": "required",
         "modules": [
             {"path": "/hvboot/modules/g.bin", "name": "guest", "cmdline": "mem=64M", "blake3": pin}
         ],

@@ -156,6 +156,16 @@ def test_checkout_commands_say_so(installed: Installed, verb: str) -> None:
     assert f"hvboot {verb}: changes the files of a source checkout of hvboot" in r.stderr
 
 
+def test_doctor_asks_an_installed_package_only_for_what_it_runs(installed: Installed) -> None:
+    r = installed.hvboot("doctor")
+    assert r.returncode in (0, 1), r.stderr
+    names = {line.split()[1] for line in r.stdout.splitlines() if line[:1] in "oM"}
+    # The loader comes built in the wheel: no assembler, no test-suite image checkers.
+    assert {"qemu-system-x86_64", "cargo", "UEFI", "checker"} <= names, r.stdout
+    assert not names & {"nasm", "sgdisk", "fsck.fat", "mdir"}, r.stdout
+    assert "ok      UEFI loader" in r.stdout and str(installed.venv) in r.stdout
+
+
 def test_wheel_carries_the_loader_converted_at_build_time(
     installed: Installed, kernel: Path
 ) -> None:

@@ -483,6 +483,7 @@ const HEADER_CPU_STARTS_END: usize = end_of(
     size_of::<ArrayRef>(),
 );
 const HEADER_TSC_SOURCE_END: usize = end_of(core::mem::offset_of!(BootInfo, tsc_source), 4);
+const HEADER_TPM_END: usize = end_of(core::mem::offset_of!(BootInfo, tpm_final_events_phys), 8);
 const HEADER_ACPI_TABLES_END: usize = end_of(
     core::mem::offset_of!(BootInfo, acpi_tables),
     size_of::<AcpiTables>(),
@@ -581,6 +582,24 @@ impl BootInfo {
     pub fn tsc_frequency(&self) -> Option<(u64, TscSource)> {
         self.later((self.tsc_frequency_hz, self.tsc_source), HEADER_TSC_SOURCE_END)
             .filter(|&(hz, _)| hz != 0)
+    }
+
+    /// The TPM event log (TCG2 crypto-agile format) as it stood after the loader's last
+    /// measurement, copied into BOOT_INFO memory: (physical address, bytes). None when the
+    /// loader measured nothing (no TPM, BIOS) or predates the field (docs/trust.md).
+    pub fn tpm_event_log(&self) -> Option<(u64, u64)> {
+        self.later(
+            (self.tpm_event_log_phys, self.tpm_event_log_size),
+            HEADER_TPM_END,
+        )
+        .filter(|&(phys, size)| phys != 0 && size != 0)
+    }
+
+    /// EFI_TCG2_FINAL_EVENTS_TABLE's physical address (the events logged after the copy
+    /// [`BootInfo::tpm_event_log`] was taken), or None.
+    pub fn tpm_final_events(&self) -> Option<u64> {
+        self.later(self.tpm_final_events_phys, HEADER_TPM_END)
+            .filter(|&a| a != 0)
     }
 
     /// The version of the kernel's `.hvboot_request` that the loader found and

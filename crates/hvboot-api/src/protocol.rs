@@ -18,6 +18,12 @@ pub const DEFAULT_STACK_SIZE: u64 = 0x1_0000;
 /// The stack is mapped just above an unmapped guard page at this address.
 pub const STACK_REGION_BASE: u64 = 0xffff_fe00_0000_0000;
 
+/// The PCR the loader extends with hvboot.cfg and the kernel command line (measured boot, docs/trust.md): 8-15 are the OS's (TCG PC Client PFP), 8 holds a loader's config and command line as GRUB's does.
+pub const TPM_PCR_CONFIG: u32 = 8;
+
+/// The PCR the loader extends with the kernel and each module (docs/trust.md), as GRUB and Linux's EFI stub use PCR 9 for the files they load.
+pub const TPM_PCR_FILES: u32 = 9;
+
 /// BootInfo.header_size of the first v1 layout (up to tsc_handoff); the smallest header a kernel must accept. Fields past header_size are absent.
 pub const BOOT_INFO_V1_HEADER_SIZE: u32 = 224;
 
@@ -979,9 +985,15 @@ pub struct BootInfo {
     pub tsc_source: TscSource,
     /// Zero.
     pub reserved2: u32,
+    /// The TPM event log (TCG2 crypto-agile format, TCG PC Client PFP §10) as it stood after the loader's last measurement, copied into BOOT_INFO memory; 0 when nothing was measured.
+    pub tpm_event_log_phys: u64,
+    /// Bytes of that log; 0 when none.
+    pub tpm_event_log_size: u64,
+    /// EFI_TCG2_FINAL_EVENTS_TABLE (TCG EFI Protocol §6.4): the events logged after the copy was taken (ExitBootServices'); 0 when none.
+    pub tpm_final_events_phys: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 432);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 456);
 const _: () = assert!(core::mem::align_of::<BootInfo>() == 8);
 const _: () = assert!(core::mem::offset_of!(BootInfo, magic) == 0);
 const _: () = assert!(core::mem::offset_of!(BootInfo, version) == 8);
@@ -1025,3 +1037,6 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, acpi_tables) == 368);
 const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_frequency_hz) == 416);
 const _: () = assert!(core::mem::offset_of!(BootInfo, tsc_source) == 424);
 const _: () = assert!(core::mem::offset_of!(BootInfo, reserved2) == 428);
+const _: () = assert!(core::mem::offset_of!(BootInfo, tpm_event_log_phys) == 432);
+const _: () = assert!(core::mem::offset_of!(BootInfo, tpm_event_log_size) == 440);
+const _: () = assert!(core::mem::offset_of!(BootInfo, tpm_final_events_phys) == 448);

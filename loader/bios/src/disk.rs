@@ -4,6 +4,10 @@
 //! failing transfer, after a drive reset (INT 13h AH=00h), up to RETRIES times before it is
 //! reported.
 //!
+//! Stage 2 copies each transfer up in 32-bit protected mode without paging, so it reaches only
+//! the first 4 GiB: a read into RAM above 4 GiB goes through a staging buffer below 4 GiB (taken
+//! once, when the machine has such RAM) and is copied up from there in long mode.
+//!
 //! The loader reads 512-byte sectors (GPT, FAT). A CD booted through El Torito has 2048-byte
 //! sectors (EDD AH=48h says so); there a read is turned into reads of whole CD sectors, with
 //! a partial first or last CD sector going through a one-sector scratch buffer (docs/bios.md,
@@ -16,7 +20,11 @@ use alloc::vec::Vec;
 
 use hvboot_loader_core::fat::{BlockDevice, SECTOR};
 
+use hvboot_api::MemoryKind;
+use hvboot_loader_core::flow::Placement;
+
 use crate::lowmem::{self, BOUNCE, BOUNCE_SECTORS};
+use crate::mem::{FOUR_GIB, MEMORY};
 use crate::thunk::{self, Regs};
 
 /// How many times a failed transfer is tried again before the error is reported.
@@ -25,22 +33,35 @@ pub const RETRIES: u32 = 3;
 /// The largest device sector the loader reads through (a CD's).
 const MAX_SECTOR: usize = 2048;
 
+/// The staging buffer for reads above 4 GiB: one trip to real mode per this many bytes.
+const STAGING: usize = 2 << 20;
+
 pub struct Disk {
     drive: u8,
     /// log2 of the drive's sector size: 9, or 11 on a CD.
     shift: u32,
     /// One device sector, for the partial ends of a read on a CD.
     scratch: Vec<u8>,
+    /// The staging buffer below 4 GiB (STAGING bytes), when there is RAM above 4 GiB.
+    staging: Option<u64>,
 }
 
 impl Disk {
     /// The drive, with its sector size from EDD AH=48h (512 when the BIOS does not say, or
     /// says a size the loader does not read through).
     pub fn new(drive: u8) -> Self {
+        let staging = MEMORY.with(|m| {
+            let kind = MemoryKind::LOADER_RECLAIMABLE.0;
+            let below = Placement::Below(FOUR_GIB - 1);
+            m.has_high()
+                .then(|| m.allocate_untouched(kind, STAGING as u64, below).ok())
+                .flatten()
+        });
         let mut d = Self {
             drive,
             shift: 9,
             scratch: Vec::new(),
+            staging,
         };
         if let Some((_, bytes)) = d.parameters() {
             if bytes == MAX_SECTOR as u16 {
@@ -91,21 +112,36 @@ impl Disk {
         }
     }
 
-    /// Whole device sectors from device LBA `lba` into `buf` (a multiple of the sector size).
-    /// One trip to real mode for the whole read: stage 2's `rm_read_batch` issues the transfers
-    /// into the bounce buffer and copies each up to `buf` (docs/bios.md, "Disk").
+    /// Whole device sectors from device LBA `lba` into `buf` (a multiple of the sector size):
+    /// straight there below 4 GiB, else through the staging buffer a chunk at a time.
     fn read_device(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
+        let dest = buf.as_ptr() as u64;
+        if dest + buf.len() as u64 <= FOUR_GIB {
+            return self.read_low(lba, buf);
+        }
+        let staging = self.staging.ok_or_else(|| {
+            format!("read into {dest:#x}: above 4 GiB, and no staging buffer below it")
+        })?;
+        // SAFETY: the staging buffer is the disk's alone, STAGING bytes below 4 GiB, mapped.
+        let staged = unsafe { core::slice::from_raw_parts_mut(staging as *mut u8, STAGING) };
+        let mut lba = lba;
+        for chunk in buf.chunks_mut(STAGING) {
+            self.read_low(lba, &mut staged[..chunk.len()])?;
+            chunk.copy_from_slice(&staged[..chunk.len()]);
+            lba += (chunk.len() >> self.shift) as u64;
+        }
+        Ok(())
+    }
+
+    /// Whole device sectors from device LBA `lba` into `buf` below 4 GiB. One trip to real mode
+    /// for the whole read: stage 2's `rm_read_batch` issues the transfers into the bounce buffer
+    /// and copies each up to `buf` (docs/bios.md, "Disk").
+    fn read_low(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), String> {
         let sectors = (buf.len() >> self.shift) as u64;
         if sectors == 0 {
             return Ok(());
         }
         let dest = buf.as_mut_ptr() as u64;
-        let end = dest + (sectors << self.shift);
-        if end > 1 << 32 {
-            return Err(format!(
-                "read of {sectors} sectors into {dest:#x}: not below 4 GiB"
-            ));
-        }
         let mut lba = lba;
         let mut dest = dest;
         let mut sectors = sectors;

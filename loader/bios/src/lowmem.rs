@@ -10,6 +10,8 @@ pub const E820_BUF: u64 = 0x6_FF80;
 /// The VBE controller information block (512 bytes), then the mode information block.
 pub const VBE_INFO: u64 = 0x6_0000;
 pub const VBE_MODE: u64 = 0x6_0200;
+/// Stage 2's PML4 (then its PDPT and four page directories, identity-mapping 0..4 GiB).
+pub const PML4: u64 = 0x8_0000;
 /// Everything from here up to LOADER_END is the loader's (stage 1, stage 2, buffers, stack,
 /// page tables): reported as loader-reclaimable.
 pub const LOADER_START: u64 = 0x1000;

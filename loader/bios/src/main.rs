@@ -73,6 +73,11 @@ pub extern "sysv64" fn bios_main(drive: u32) -> ! {
         Ok(m) => mem::MEMORY.install(m),
         Err(e) => console::fail(format_args!("{e}")),
     };
+    match mem::MEMORY.with(|m| m.map_high()) {
+        Ok(0) => {}
+        Ok(bytes) => log::info!("RAM above 4 GiB: {} MiB identity-mapped", bytes >> 20),
+        Err(e) => console::fail(format_args!("mapping the RAM above 4 GiB: {e}")),
+    }
     let kind = MemoryKind::LOADER_RECLAIMABLE.0;
     match mem::MEMORY.with(|m| m.allocate(kind, HEAP_SIZE, Placement::Anywhere)) {
         // SAFETY: the arena, and every one grow_heap adds, is ours for the loader's whole life.
@@ -149,6 +154,20 @@ impl Platform for Bios {
             .map_err(PlatformError::File)
     }
 
+    fn wall_clock(&mut self) -> Option<i64> {
+        // The CMOS clock through index port 0x70 and data port 0x71; a reading that keeps
+        // changing is retried a few times.
+        let read = |reg: u8| {
+            // SAFETY: selecting and reading a CMOS register has no other effect.
+            unsafe {
+                hvboot_api::cpu::outb(0x70, reg);
+                hvboot_api::cpu::inb(0x71)
+            }
+        };
+        let cmos = hvboot_loader_core::rtc::read_cmos(read, 8)?;
+        hvboot_loader_core::rtc::decode(&cmos).map(|t| t.unix_seconds())
+    }
+
     fn tables(&mut self) -> FirmwareTables {
         // SAFETY: below 1 MiB, identity-mapped, read-only here.
         let slice = |base: u64, len: u64| unsafe {
@@ -169,6 +188,7 @@ impl Platform for Bios {
             smbios: sm2.unwrap_or(0),
             smbios3: sm3.unwrap_or(0),
             system_table: 0,
+            tpm_final_events: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The memory map from INT 15h E820 (ACPI 6.5 §15.1, "INT 15H, E820H - Query System Address
-//! Map") and the loader's page allocator over it: top-down, above 1 MiB and below 4 GiB (the
-//! range stage 2's tables identity-map), never over another allocation.
+//! Map") and the loader's page allocator over it: top-down, above 1 MiB, never over another
+//! allocation; below 4 GiB (what stage 2's tables identity-map) while anything fits there, else in
+//! the RAM above 4 GiB, which [`Memory::map_high`] identity-maps in whole 2 MiB pages first.
 //!
 //! The list of allocations grows with the work: it lives in pages the allocator takes for it
 //! (loader-reclaimable, listed like any other allocation) and moves to a run twice as large when
@@ -25,7 +26,15 @@ const MAX_E820: usize = 128;
 const FIRST_ALLOCS: usize = PAGE_SIZE as usize / core::mem::size_of::<Region>();
 const SMAP: u32 = 0x534D_4150;
 const MIB: u64 = 1 << 20;
-const LIMIT: u64 = 4 << 30;
+/// The end of what stage 2 identity-maps, and of what real-mode code and its 32-bit copies reach.
+pub const FOUR_GIB: u64 = 4 << 30;
+/// The page size of the map above 4 GiB; RAM there is handed out in whole such pages.
+const LARGE: u64 = 2 << 20;
+/// Page-table entry bits: present, writable, and (in a page directory) a 2 MiB page.
+const PRESENT_RW: u64 = 0b11;
+const LARGE_PAGE: u64 = 1 << 7;
+/// The physical address bits of a page-table entry (Intel SDM Vol. 3A §5.5, 4-level paging).
+const ENTRY_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 const EMPTY: Region = Region {
     base: 0,
     length: 0,
@@ -233,12 +242,69 @@ impl Memory {
         self.na += 1;
     }
 
+    /// What the allocator hands out: usable RAM from 1 MiB; below 4 GiB as E820 says, above it
+    /// the whole 2 MiB pages inside each range (what [`Memory::map_high`] maps).
     fn usable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.e820()
-            .iter()
-            .filter(|r| r.kind == MemoryKind::USABLE.0)
-            .map(|r| (r.base.max(MIB), r.end().min(LIMIT)))
+        // Each entry twice, its part below and its part above 4 GiB (no `flat_map`: its code
+        // is large, and the loader image has little room below 0x60000).
+        (0..2 * self.n)
+            .map(|i| (&self.e820[i / 2], i % 2 == 1))
+            .filter(|(r, _)| r.kind == MemoryKind::USABLE.0)
+            .map(|(r, high)| match high {
+                false => (r.base.max(MIB), r.end().min(FOUR_GIB)),
+                true => high_part(r),
+            })
             .filter(|(b, e)| e > b)
+    }
+
+    /// Whether E820 has usable RAM above 4 GiB (in at least one whole 2 MiB page).
+    pub fn has_high(&self) -> bool {
+        self.usable().any(|(_, e)| e > FOUR_GIB)
+    }
+
+    /// Identity-maps the usable RAM above 4 GiB with 2 MiB pages in the loader's tables (stage
+    /// 2 maps only the first 4 GiB), so the allocator can hand it out. The new tables come from
+    /// below 4 GiB, loader-reclaimable. Returns the bytes mapped.
+    pub fn map_high(&mut self) -> Result<u64, PlatformError> {
+        let mut mapped = 0;
+        for i in 0..self.n {
+            let r = self.e820[i];
+            if r.kind != MemoryKind::USABLE.0 {
+                continue;
+            }
+            let (start, end) = high_part(&r);
+            for page in (start..end).step_by(LARGE as usize) {
+                let pdpt = self.next_table(lowmem::PML4, page >> 39)?;
+                let pd = self.next_table(pdpt, page >> 30)?;
+                // SAFETY: `pd` is a page directory of the loader's tables (below 4 GiB, mapped).
+                unsafe { entry(pd, page >> 21).write(page | PRESENT_RW | LARGE_PAGE) };
+                mapped += LARGE;
+            }
+        }
+        // Entries only went from not present to present, which needs no invalidation (Intel SDM
+        // Vol. 3A §5.10.4.3); CR3 is reloaded anyway so no paging-structure cache can miss them.
+        // SAFETY: the same tables, extended.
+        unsafe {
+            core::arch::asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack));
+        }
+        Ok(mapped)
+    }
+
+    /// The table entry `index` (its low 9 bits) of `table` points to; a zeroed one below 4 GiB
+    /// if it is not present yet.
+    fn next_table(&mut self, table: u64, index: u64) -> Result<u64, PlatformError> {
+        // SAFETY: `table` is one of the loader's tables, below 4 GiB and mapped.
+        let e = unsafe { entry(table, index) };
+        // SAFETY: as above.
+        let old = unsafe { e.read() };
+        if old & 1 != 0 {
+            return Ok(old & ENTRY_ADDR);
+        }
+        let kind = MemoryKind::LOADER_RECLAIMABLE.0;
+        let new = self.allocate(kind, PAGE_SIZE, Placement::Below(FOUR_GIB - 1))?;
+        // SAFETY: as above.
+        unsafe { e.write(new | PRESENT_RW) };
+        Ok(new)
     }
 
     fn free(&self, start: u64, size: u64) -> bool {
@@ -309,33 +375,45 @@ impl Memory {
                     return Err(PlatformError::NotFree {
                         start: p,
                         end: p + size,
-                        allowed: "between 1 MiB and 4 GiB",
+                        allowed: "in usable RAM above 1 MiB",
                     });
                 }
                 p
             }
             _ => {
                 let (limit, align) = match at {
-                    Placement::Below(max) => (max.saturating_add(1).min(LIMIT), PAGE_SIZE),
-                    Placement::Aligned(a) => (LIMIT, a.max(PAGE_SIZE)),
+                    Placement::Below(max) => (max.saturating_add(1), PAGE_SIZE),
+                    Placement::Aligned(a) => (u64::MAX, a.max(PAGE_SIZE)),
                     Placement::AlignedBelow { align, max } => {
-                        (max.saturating_add(1).min(LIMIT), align.max(PAGE_SIZE))
+                        (max.saturating_add(1), align.max(PAGE_SIZE))
                     }
-                    _ => (LIMIT, PAGE_SIZE),
+                    _ => (u64::MAX, PAGE_SIZE),
                 };
-                // Top-down: try ending at each usable range's end and below each allocation.
-                // (No heap here: the heap itself is the first allocation.)
-                let ends = self.usable().map(|(_, e)| e.min(limit));
-                let below = self.allocations().iter().map(|a| a.base.min(limit));
-                ends.chain(below)
-                    .filter(|&e| e >= size)
-                    .map(|e| align_down(e - size, align))
-                    .filter(|&s| self.free(s, size))
-                    .max()
-                    .ok_or(PlatformError::NoFreeBlock { size, limit })?
+                // Below 4 GiB while anything fits there (where 32-bit hand-offs reach and the
+                // BIOS loader has always put things), above it only when nothing does.
+                let top = self.usable().map(|(_, e)| e).max().unwrap_or(0);
+                self.top_down(size, limit.min(FOUR_GIB), align)
+                    .or_else(|| self.top_down(size, limit, align))
+                    .ok_or(PlatformError::NoFreeBlock {
+                        size,
+                        limit: limit.min(top),
+                    })?
             }
         };
         Ok(start)
+    }
+
+    /// The highest free block of `size` bytes aligned to `align` and ending at or below
+    /// `limit`: tried ending at each usable range's end and below each allocation. (No heap
+    /// here: the heap itself is the first allocation.)
+    fn top_down(&self, size: u64, limit: u64, align: u64) -> Option<u64> {
+        let ends = self.usable().map(|(_, e)| e.min(limit));
+        let below = self.allocations().iter().map(|a| a.base.min(limit));
+        ends.chain(below)
+            .filter(|&e| e >= size)
+            .map(|e| align_down(e - size, align))
+            .filter(|&s| self.free(s, size))
+            .max()
     }
 
     /// The map for the kernel: E820, the loader's allocations, the low-memory areas.
@@ -361,6 +439,20 @@ impl Memory {
             kind: MemoryKind::RESERVED.0,
         });
     }
+}
+
+/// The part of usable range `r` above 4 GiB, in whole 2 MiB pages (empty if none).
+fn high_part(r: &Region) -> (u64, u64) {
+    let start = align_up(r.base.max(FOUR_GIB), LARGE).unwrap_or(u64::MAX);
+    (start, align_down(r.end(), LARGE))
+}
+
+/// Entry `index` (its low 9 bits) of the page table at physical (= identity) address `table`.
+///
+/// # Safety
+/// `table` must be a mapped page table of the loader's.
+unsafe fn entry(table: u64, index: u64) -> *mut u64 {
+    (table as *mut u64).add((index & 511) as usize)
 }
 
 /// The start of the EBDA (BDA word 0x40E, a segment), page-aligned down; 0xA0000 without one.

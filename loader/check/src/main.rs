@@ -75,6 +75,12 @@ fn plan(p: &elf::LoadPlan) -> Json {
         ("virt_start", p.virt_start.into()),
         ("virt_end", p.virt_end.into()),
         ("phys_base", p.phys_base().map_or(Json::Null, Json::from)),
+        ("relocatable", p.relocatable().into()),
+        ("slide", p.slide().into()),
+        (
+            "relocations",
+            p.relocations.as_ref().map_or(0, |r| r.count).into(),
+        ),
         (
             "segments",
             Json::Array(p.segments.iter().map(segment).collect()),
@@ -253,7 +259,12 @@ fn check_limine(data: &[u8]) -> (bool, Json) {
         ("size", Json::from(data.len() as u64)),
         ("kind", elf::KernelKind::Limine.name().into()),
         ("ok", ok.into()),
-        ("plan", v.plan.as_ref().map_or(Json::Null, plan)),
+        (
+            "plan",
+            v.plan
+                .as_ref()
+                .map_or(Json::Null, |p| where_it_runs(p, None)),
+        ),
         ("request", Json::Null),
         ("multiboot2", Json::Null),
         ("limine", limine_found(&v.found)),
@@ -295,7 +306,13 @@ fn bootloader_config(c: &bootloader_api::Config) -> Json {
 
 /// A `bootloader_api` kernel's config, decoded, and its problems (what cannot be decoded, or
 /// what hvboot cannot honour), as the loader's `flow::inputs` refuses them.
-fn check_bootloader_api(data: &[u8], problems: &mut Vec<Json>) -> Json {
+/// The config, and the slide it gives the ELF's `plan` (`bootloader_api::kernel_slide`, the
+/// loader's rule) when it can.
+fn check_bootloader_api(
+    data: &[u8],
+    plan: Option<&elf::LoadPlan>,
+    problems: &mut Vec<Json>,
+) -> (Json, Option<u64>) {
     let mut refuse = |p: bootloader_api::Problem| {
         problems.push(problem(format!("{CONFIG_SECTION}: {}", p.field), p.message));
     };
@@ -304,14 +321,25 @@ fn check_bootloader_api(data: &[u8], problems: &mut Vec<Json>) -> Json {
             bootloader_api::unsupported(&c)
                 .into_iter()
                 .for_each(&mut refuse);
-            bootloader_config(&c)
+            let slide = plan.and_then(|p| {
+                bootloader_api::kernel_slide(&c, p)
+                    .map_err(&mut refuse)
+                    .ok()
+            });
+            (bootloader_config(&c), slide)
         }
-        Ok(None) => Json::Null,
+        Ok(None) => (Json::Null, None),
         Err(p) => {
             refuse(p);
-            Json::Null
+            (Json::Null, None)
         }
     }
+}
+
+/// A plan where the kernel runs: moved by `slide`, or the protocol's default slide without one.
+fn where_it_runs(p: &elf::LoadPlan, slide: Option<u64>) -> Json {
+    let slid = p.slid(slide.unwrap_or_else(|| p.default_slide()));
+    plan(slid.as_ref().unwrap_or(p))
 }
 
 /// The verdict on a kernel: its kind, plan, request and problems (ELF first, then the request).
@@ -323,11 +351,11 @@ fn check_kernel(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
         _ => {}
     }
     let mut problems = Vec::new();
-    let plan = match elf::check(data) {
-        Ok(p) => plan(&p),
+    let checked = match elf::check(data) {
+        Ok(p) => Some(p),
         Err(all) => {
             problems.extend(all.iter().map(|e| problem(e.field(), e.message())));
-            Json::Null
+            None
         }
     };
     let request = match request::find(data) {
@@ -337,7 +365,10 @@ fn check_kernel(data: &[u8], cmdline: Option<&str>) -> (bool, Json) {
             Json::Null
         }
     };
-    let api = check_bootloader_api(data, &mut problems);
+    let (api, slide) = check_bootloader_api(data, checked.as_ref(), &mut problems);
+    let plan = checked
+        .as_ref()
+        .map_or(Json::Null, |p| where_it_runs(p, slide));
     let ok = problems.is_empty();
     let kind = elf::kind(data).map_or(Json::Null, |k| k.name().into());
     let doc = Json::object([
@@ -374,6 +405,7 @@ fn check_config(data: &[u8]) -> (bool, Json) {
                 ("kernel", Json::from(c.kernel.as_str())),
                 ("kernel_blake3", digest_json(c.kernel_digest)),
                 ("cmdline", c.cmdline.as_str().into()),
+                ("tpm", c.tpm.name().into()),
                 ("modules", Json::Array(modules.collect())),
             ]);
             (cfg, vec![])
@@ -506,11 +538,22 @@ fn check_pin(data: &[u8]) -> (bool, Json) {
                 let bytes = data[at + DIGEST_OFFSET..][..32].try_into().unwrap();
                 hvboot_loader_core::digest::Digest(bytes).to_string()
             });
-            (Json::from(at as u64), digest.map_or(Json::Null, Json::from), vec![])
+            (
+                Json::from(at as u64),
+                digest.map_or(Json::Null, Json::from),
+                vec![],
+            )
         }
         _ => {
-            let why = format!("expected its reserved bytes once, found them {} times", found.len());
-            (Json::Null, Json::Null, vec![problem("config pin".into(), why)])
+            let why = format!(
+                "expected its reserved bytes once, found them {} times",
+                found.len()
+            );
+            (
+                Json::Null,
+                Json::Null,
+                vec![problem("config pin".into(), why)],
+            )
         }
     };
     let ok = problems.is_empty();

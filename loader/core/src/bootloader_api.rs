@@ -370,6 +370,33 @@ pub fn tls_template(image: &[u8]) -> Option<(u64, u64, u64)> {
     Some((tls.p_vaddr, tls.p_filesz, tls.p_memsz))
 }
 
+/// Where a kernel with this config runs: the slide of its `plan` (`elf::LoadPlan::slid`), as
+/// rust-osdev's loader chooses it (its load_kernel.rs): `kernel_base: FixedAddress(a)` moves a
+/// position-independent kernel by `a` (its link addresses plus `a`) and is refused for a
+/// fixed-address (ET_EXEC) one, which runs where it is linked; `Dynamic` is hvboot's default
+/// slide (`LoadPlan::default_slide`; rust-osdev's loader takes the first free 512 GiB slot).
+/// The loader and `hvboot-check` both ask it.
+pub fn kernel_slide(c: &Config, plan: &crate::elf::LoadPlan) -> Result<u64, Problem> {
+    let Mapping::Fixed(a) = c.kernel_base else {
+        return Ok(plan.default_slide());
+    };
+    let field = "mappings.kernel_base";
+    let why = if !plan.relocatable() {
+        "only a position-independent (ET_DYN) kernel can be moved; this one is a fixed-address \
+         ET_EXEC, which runs where it is linked: use Mapping::Dynamic or build it as a PIE"
+    } else if a % crate::PAGE_SIZE != 0 {
+        "the address is not 4 KiB-aligned"
+    } else if plan.slid(a).is_none() {
+        "the image moved there would not lie in one canonical half of the address space"
+    } else {
+        return Ok(a);
+    };
+    Err(Problem::new(
+        field,
+        format!("FixedAddress({a:#x}) is not supported: {why}"),
+    ))
+}
+
 /// What hvboot cannot honour in a config it decoded, each by its field: the loader refuses
 /// such a kernel before it is placed, and `hvboot build` refuses it in the same words.
 pub fn unsupported(c: &Config) -> Vec<Problem> {
@@ -393,12 +420,6 @@ pub fn unsupported(c: &Config) -> Vec<Problem> {
         "mappings.framebuffer",
         &mut out,
         "hvboot reaches the framebuffer through the physical-memory mapping; use Mapping::Dynamic",
-    );
-    fixed(
-        c.kernel_base,
-        "mappings.kernel_base",
-        &mut out,
-        "hvboot loads fixed-address (ET_EXEC) kernels where they are linked; link the kernel there",
     );
     if c.page_table_recursive.is_some() {
         out.push(Problem::new(
@@ -562,6 +583,37 @@ pub(crate) mod tests {
             }
         }
         assert!(accepted > 0, "no mutation decoded: the seeds are wrong");
+    }
+
+    #[test]
+    fn kernel_base_moves_position_independent_kernels_only() {
+        use crate::testing::elf::{build, load, pie, KBASE, PF_R, PF_X};
+        let mut c = decode(&serialized(17, None, 0x8000)).unwrap();
+        let fixed = crate::elf::plan(&build(KBASE, &[load(PF_R | PF_X, 0x1000, KBASE, 16, 16)]));
+        let (fixed, pie) = (fixed.unwrap(), crate::elf::plan(&pie(&[], &[])).unwrap());
+        assert_eq!(kernel_slide(&c, &fixed), Ok(0));
+        assert_eq!(kernel_slide(&c, &pie), Ok(pie.default_slide()));
+        c.kernel_base = Mapping::Fixed(0x1987_6543_0000);
+        // rust-osdev's fixed_kernel_address: the link addresses plus the address.
+        assert_eq!(kernel_slide(&c, &pie), Ok(0x1987_6543_0000));
+        let p = kernel_slide(&c, &fixed).unwrap_err();
+        assert_eq!(p.field, "mappings.kernel_base");
+        assert!(p.message.starts_with(
+            "FixedAddress(0x198765430000) is not supported: only a position-independent (ET_DYN)"
+        ));
+        c.kernel_base = Mapping::Fixed(0x1987_6543_0010);
+        assert!(kernel_slide(&c, &pie)
+            .unwrap_err()
+            .message
+            .ends_with("not 4 KiB-aligned"));
+        c.kernel_base = Mapping::Fixed(0x7fff_ffff_f000);
+        let p = kernel_slide(&c, &pie).unwrap_err();
+        assert!(
+            p.message
+                .ends_with("one canonical half of the address space"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! - `kernel-blake3 HEX` (at most once) and `module-blake3 HEX` (at most once per module, for
 //!   the last `module`) pin a file by its BLAKE3, 64 hexadecimal digits; the loader refuses a
 //!   file whose bytes differ (`crate::digest`). `hvboot build` always writes them.
+//! - `tpm required` or `tpm if-present` (at most once; absent means `if-present`): what the
+//!   loader does when the machine has no TPM to measure into (docs/trust.md, "Measured boot").
 //! - Paths are absolute and `/`-separated (the UEFI loader turns them into
 //!   `\`-separated file paths on the ESP).
 
@@ -54,6 +56,28 @@ pub struct LoaderConfig {
     pub cmdline: String,
     /// Modules, in file order.
     pub modules: Vec<ModuleConfig>,
+    /// What to do without a TPM (`tpm`).
+    pub tpm: TpmPolicy,
+}
+
+/// The config's `tpm` line: whether a boot without a TPM to measure into goes on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TpmPolicy {
+    /// Measure when the firmware offers a TPM, boot unmeasured (and say so) otherwise.
+    #[default]
+    IfPresent,
+    /// Refuse to boot without a TPM to measure into.
+    Required,
+}
+
+impl TpmPolicy {
+    /// The value as the config spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::IfPresent => "if-present",
+            Self::Required => "required",
+        }
+    }
 }
 
 /// One `module` entry of the config file.
@@ -98,7 +122,7 @@ impl fmt::Display for ConfigError {
 }
 
 const KEYS: &str =
-    "kernel, kernel-blake3, cmdline, module, module-name, module-cmdline, module-blake3";
+    "kernel, kernel-blake3, cmdline, tpm, module, module-name, module-cmdline, module-blake3";
 
 /// Splits a line into key and value at the first space.
 fn split_key_value(line: &str) -> (&str, &str) {
@@ -186,6 +210,7 @@ pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
     let mut kernel: Option<String> = None;
     let mut kernel_digest: Option<Digest> = None;
     let mut cmdline: Option<String> = None;
+    let mut tpm: Option<TpmPolicy> = None;
     let mut modules: Vec<ModuleConfig> = Vec::new();
     // Per the last module: whether module-name / module-cmdline were given.
     let mut module_name_set = false;
@@ -249,6 +274,21 @@ pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
                     ));
                 }
                 cmdline = Some(value.to_owned());
+            }
+            "tpm" => {
+                if tpm.is_some() {
+                    return Err(ConfigError::at(line_no, "duplicate key `tpm`".to_owned()));
+                }
+                tpm = Some(match value {
+                    "required" => TpmPolicy::Required,
+                    "if-present" => TpmPolicy::IfPresent,
+                    _ => {
+                        return Err(ConfigError::at(
+                            line_no,
+                            format!("tpm: `{value}`: expected `required` or `if-present`"),
+                        ))
+                    }
+                });
             }
             "module" => {
                 let name = check_path(line_no, key, value)?;
@@ -332,6 +372,7 @@ pub fn parse(text: &str) -> Result<LoaderConfig, ConfigError> {
         kernel_digest,
         cmdline: cmdline.unwrap_or_default(),
         modules,
+        tpm: tpm.unwrap_or_default(),
     })
 }
 
@@ -447,7 +488,7 @@ module-name other
         assert_eq!(e.line, 3);
         assert_eq!(
             e.to_string(),
-            "line 3: unknown key `foo` (expected kernel, kernel-blake3, cmdline, module, \
+            "line 3: unknown key `foo` (expected kernel, kernel-blake3, cmdline, tpm, module, \
              module-name, module-cmdline, module-blake3)"
         );
     }
@@ -522,12 +563,19 @@ module-name other
         assert_eq!(c.kernel_digest, Digest::from_hex(k));
         assert_eq!(c.modules[0].digest, None);
         assert_eq!(c.modules[1].digest, Digest::from_hex(k));
-        let e = err(&format!("hvboot-config 1\nkernel /k\nkernel-blake3 {k}\nkernel-blake3 {k}\n"));
-        assert_eq!((e.line, e.message.as_str()), (4, "duplicate key `kernel-blake3`"));
+        let e = err(&format!(
+            "hvboot-config 1\nkernel /k\nkernel-blake3 {k}\nkernel-blake3 {k}\n"
+        ));
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (4, "duplicate key `kernel-blake3`")
+        );
         let e = err(&format!("hvboot-config 1\nkernel /k\nmodule-blake3 {k}\n"));
         assert_eq!(e.line, 3);
         assert!(e.message.contains("before any `module`"), "{e}");
-        let e = err(&format!("hvboot-config 1\nkernel /k\nmodule /m\nmodule-blake3 {k}\nmodule-blake3 {k}\n"));
+        let e = err(&format!(
+            "hvboot-config 1\nkernel /k\nmodule /m\nmodule-blake3 {k}\nmodule-blake3 {k}\n"
+        ));
         assert_eq!(e.line, 5);
         let e = err("hvboot-config 1\nkernel /k\nkernel-blake3 abc\n");
         assert_eq!(
@@ -560,5 +608,27 @@ module-name other
     fn key_is_case_sensitive_and_needs_no_leading_space() {
         assert_eq!(err("hvboot-config 1\nKernel /k\n").line, 2);
         assert_eq!(err("hvboot-config 1\n kernel /k\n").line, 2);
+    }
+}
+
+#[cfg(test)]
+mod tpm_tests {
+    use super::{parse, TpmPolicy};
+
+    #[test]
+    fn the_tpm_policy_defaults_to_if_present_and_takes_two_words() {
+        let base = "hvboot-config 1\nkernel /k\n";
+        assert_eq!(parse(base).unwrap().tpm, TpmPolicy::IfPresent);
+        let req = parse(&alloc::format!("{base}tpm required\n")).unwrap();
+        assert_eq!(req.tpm, TpmPolicy::Required);
+        let ifp = parse(&alloc::format!("{base}tpm if-present\n")).unwrap();
+        assert_eq!(ifp.tpm, TpmPolicy::IfPresent);
+        let bad = parse(&alloc::format!("{base}tpm always\n")).unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "line 3: tpm: `always`: expected `required` or `if-present`"
+        );
+        let dup = parse(&alloc::format!("{base}tpm required\ntpm required\n")).unwrap_err();
+        assert_eq!(dup.to_string(), "line 4: duplicate key `tpm`");
     }
 }

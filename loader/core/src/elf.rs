@@ -8,7 +8,8 @@
 //!
 //! - ELF header (§3 "ELF Header"): magic `\x7fELF`, `ELFCLASS64`,
 //!   `ELFDATA2LSB`, `EV_CURRENT`, `e_machine == EM_X86_64` (62),
-//!   `e_type == ET_EXEC`; `e_phentsize == 56`, `e_phnum` neither 0 nor
+//!   `e_type == ET_EXEC`, or `ET_DYN` (a position-independent kernel, relocated by
+//!   `crate::reloc`); `e_phentsize == 56`, `e_phnum` neither 0 nor
 //!   `PN_XNUM`, the program header table inside the file.
 //! - At least one `PT_LOAD`, and at least one with `p_memsz > 0`.
 //! - Each `PT_LOAD` (§8 "Program Header Table"): `p_filesz <= p_memsz`; the
@@ -27,6 +28,9 @@
 //!   end below 2^52, be congruent to `p_vaddr` modulo 4 KiB, and the physical
 //!   ranges must not overlap or share a 4 KiB page either.
 //! - `e_entry` lies inside an executable `PT_LOAD`.
+//! - `ET_DYN` kernels: no placement at `p_paddr` (they go anywhere, slid as their protocol says:
+//!   [`LoadPlan::slid`]); their `PT_DYNAMIC` and relocations pass `crate::reloc::parse`; the
+//!   image fits at the default slide ([`LoadPlan::default_slide`]).
 
 use ::elf::abi;
 use ::elf::endian::LittleEndian;
@@ -39,12 +43,17 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::reloc::{self, Relocations};
 use crate::{align_down, align_up, PAGE_SIZE};
 
 /// Lowest canonical higher-half address (48-bit virtual addresses).
 pub const HIGHER_HALF_START: u64 = 0xffff_8000_0000_0000;
 /// End (exclusive) of the canonical lower half (48-bit virtual addresses).
 pub const LOWER_HALF_END: u64 = 0x0000_8000_0000_0000;
+/// Where a position-independent kernel linked below it runs by default: the lowest page of its
+/// image there (limine-protocol PROTOCOL.md "Entry memory layout": the minimum slide of a
+/// relocatable kernel; hvboot-api's kernel.ld links fixed-address kernels there too).
+pub const DEFAULT_PIE_BASE: u64 = 0xffff_ffff_8000_0000;
 /// Lowest physical address at which a lower-half kernel may be placed.
 pub const MIN_LOWER_HALF_PADDR: u64 = 0x10_0000;
 /// Architectural limit of physical addresses (MAXPHYADDR <= 52).
@@ -198,6 +207,8 @@ pub struct LoadPlan {
     pub virt_start: u64,
     /// Highest segment end, rounded up to 4 KiB.
     pub virt_end: u64,
+    /// A position-independent (`ET_DYN`) kernel's relocations; None for `ET_EXEC`.
+    pub relocations: Option<Relocations>,
 }
 
 /// Why a program header is rejected.
@@ -374,6 +385,13 @@ pub enum ElfError {
     },
     /// `e_entry` is not inside any `PT_LOAD` (the segments, in program header order).
     EntryOutside(u64, Vec<Segment>),
+    /// An `ET_DYN` kernel's dynamic section or a relocation is refused.
+    Dynamic(reloc::Problem),
+    /// An `ET_DYN` kernel does not fit at the default slide (`DEFAULT_PIE_BASE`).
+    NoRoomToSlide {
+        /// The image's size (page-rounded).
+        size: u64,
+    },
     /// `e_entry` is inside a `PT_LOAD` that is not executable.
     EntryNotExecutable {
         /// `e_entry`
@@ -566,6 +584,8 @@ impl ElfError {
             ElfError::EntryOutside(..) | ElfError::EntryNotExecutable { .. } => {
                 "ELF header e_entry".into()
             }
+            ElfError::Dynamic(p) => p.field.clone(),
+            ElfError::NoRoomToSlide { .. } => "program headers".into(),
         }
     }
 
@@ -623,18 +643,14 @@ impl fmt::Display for Message<'_> {
                 "machine is {}, expected EM_X86_64 (62): build the kernel for x86_64",
                 named(MACHINES, *m)
             ),
-            ElfError::Type(3) => f.write_str(
-                "ET_DYN (position-independent executable or shared object): position-independent \
-                 kernels are not supported yet; link the kernel as a fixed-address ET_EXEC with \
-                 -no-pie / -static (Rust: -C relocation-model=static)",
-            ),
             ElfError::Type(1) => f.write_str(
                 "ET_REL (relocatable object file), expected an executable (ET_EXEC): link the \
                  object files into a kernel first",
             ),
             ElfError::Type(t) => write!(
                 f,
-                "file type is {}, expected an executable (ET_EXEC (2))",
+                "file type is {}, expected an executable (ET_EXEC (2)) or a position-independent \
+                 one (ET_DYN (3))",
                 named(TYPES, *t)
             ),
             ElfError::NoProgramHeaders => f.write_str(
@@ -725,6 +741,12 @@ impl fmt::Display for Message<'_> {
                      linker script",
                 )
             }
+            ElfError::Dynamic(p) => f.write_str(&p.message),
+            ElfError::NoRoomToSlide { size } => write!(
+                f,
+                "the position-independent image ({size:#x} bytes) does not fit between \
+                 {DEFAULT_PIE_BASE:#x} and the end of the address space, where it would run"
+            ),
             ElfError::EntryNotExecutable {
                 entry,
                 index,
@@ -797,7 +819,7 @@ fn check_header(image: &[u8]) -> Result<FileHeader<LittleEndian>, ElfError> {
     if ehdr.e_machine != abi::EM_X86_64 {
         return Err(ElfError::Machine(ehdr.e_machine));
     }
-    if ehdr.e_type != abi::ET_EXEC {
+    if ehdr.e_type != abi::ET_EXEC && ehdr.e_type != abi::ET_DYN {
         return Err(ElfError::Type(ehdr.e_type));
     }
     if ehdr.e_phnum == 0 {
@@ -989,8 +1011,12 @@ pub fn check(image: &[u8]) -> Result<LoadPlan, Vec<ElfError>> {
     let mut types: Vec<u32> = Vec::new();
     let mut segments: Vec<Segment> = Vec::new();
     let mut problems: Vec<ElfError> = Vec::new();
+    let mut dynamic = None;
     for index in 0..table.len() {
         let ph = table.get(index).map_err(|e| vec![e.into()])?;
+        if ph.p_type == abi::PT_DYNAMIC && dynamic.is_none() {
+            dynamic = Some((index, ph.p_offset, ph.p_filesz));
+        }
         if ph.p_type != abi::PT_LOAD {
             if let Err(at) = types.binary_search(&ph.p_type) {
                 types.insert(at, ph.p_type);
@@ -1028,7 +1054,8 @@ pub fn check(image: &[u8]) -> Result<LoadPlan, Vec<ElfError>> {
     let higher_half = higher.is_some();
     problems.extend(check_disjoint(&segments, false, |s| (s.vaddr, s.vend())).err());
 
-    if !higher_half {
+    let relocatable = ehdr.e_type == abi::ET_DYN;
+    if !higher_half && !relocatable {
         let placement: Vec<ElfError> = segments
             .iter()
             .filter_map(|s| check_lower_half(s).err())
@@ -1060,19 +1087,92 @@ pub fn check(image: &[u8]) -> Result<LoadPlan, Vec<ElfError>> {
     segments.sort_by_key(|s| s.vaddr);
     let virt_start = segments[0].page_start();
     let virt_end = segments[segments.len() - 1].page_end();
-    Ok(LoadPlan {
+    let relocations = if relocatable {
+        let r = reloc::parse(image, dynamic, &segments, virt_start)
+            .map_err(|p| vec![ElfError::Dynamic(p)])?;
+        Some(r)
+    } else {
+        None
+    };
+    let plan = LoadPlan {
         entry,
         higher_half,
         segments,
         virt_start,
         virt_end,
-    })
+        relocations,
+    };
+    if plan.slid(plan.default_slide()).is_none() {
+        return Err(vec![ElfError::NoRoomToSlide { size: plan.size() }]);
+    }
+    Ok(plan)
 }
 
 impl LoadPlan {
     /// Size in bytes of the loaded image, `virt_end - virt_start`.
     pub fn size(&self) -> u64 {
         self.virt_end - self.virt_start
+    }
+
+    /// Whether this is a position-independent (`ET_DYN`) kernel: placed anywhere in physical
+    /// memory and run where its protocol slides it.
+    pub fn relocatable(&self) -> bool {
+        self.relocations.is_some()
+    }
+
+    /// The slide a position-independent kernel gets unless its protocol asks for another: one
+    /// linked below `DEFAULT_PIE_BASE` runs with its lowest page there, one linked at or above
+    /// it where it is linked (Limine's rule without KASLR, PROTOCOL.md "Entry memory layout").
+    /// 0 for a fixed-address kernel.
+    pub fn default_slide(&self) -> u64 {
+        match self.relocatable() && self.virt_start < DEFAULT_PIE_BASE {
+            true => DEFAULT_PIE_BASE - self.virt_start,
+            false => 0,
+        }
+    }
+
+    /// The plan of a position-independent kernel moved by `slide` (added to every address,
+    /// wrapping: a slide may move it down), None when the moved image would not be canonical and
+    /// in one half, or would wrap; the relocations then write addresses moved by `slide`. A
+    /// fixed-address kernel only with slide 0.
+    pub fn slid(&self, slide: u64) -> Option<LoadPlan> {
+        if slide == 0 {
+            return Some(self.clone());
+        }
+        let relocations = self.relocations.as_ref()?;
+        let start = self.virt_start.wrapping_add(slide);
+        let last = start.checked_add(self.size() - 1)?;
+        let half = |a: u64| a >= HIGHER_HALF_START;
+        if !(is_canonical(start) && is_canonical(last) && half(start) == half(last)) {
+            return None;
+        }
+        let mut relocations = relocations.clone();
+        relocations.slide = slide;
+        let mut segments = self.segments.clone();
+        for s in &mut segments {
+            s.vaddr = s.vaddr.wrapping_add(slide);
+        }
+        Some(LoadPlan {
+            entry: self.entry.wrapping_add(slide),
+            higher_half: half(start),
+            segments,
+            virt_start: start,
+            virt_end: start.wrapping_add(self.size()),
+            relocations: Some(relocations),
+        })
+    }
+
+    /// The distance from where the kernel is linked to where it runs (0 for fixed-address kernels).
+    pub fn slide(&self) -> u64 {
+        self.relocations.as_ref().map_or(0, |r| r.slide)
+    }
+
+    /// Applies a position-independent kernel's relocations to `dest`, the image
+    /// [`copy_into`](Self::copy_into) laid out from `image`; nothing for a fixed-address kernel.
+    pub fn relocate(&self, image: &[u8], dest: &mut [u8]) {
+        if let Some(r) = &self.relocations {
+            r.apply(image, dest);
+        }
     }
 
     /// For a lower-half plan: the physical address of `virt_start` when every
@@ -1293,10 +1393,15 @@ mod tests {
             plan_err(&f).to_string(),
             "ELF header e_machine: machine is EM_386 (3), expected EM_X86_64 (62): build the kernel for x86_64"
         );
+        let f = build_with(abi::ET_CORE, abi::EM_X86_64, KBASE, &kernel_phs(), 0);
+        assert_eq!(
+            plan_err(&f).to_string(),
+            "ELF header e_type: file type is ET_CORE (4), expected an executable (ET_EXEC (2)) \
+             or a position-independent one (ET_DYN (3))"
+        );
+        // ET_DYN is a position-independent kernel (crate::reloc's tests).
         let f = build_with(abi::ET_DYN, abi::EM_X86_64, KBASE, &kernel_phs(), 0);
-        assert!(plan_err(&f)
-            .to_string()
-            .starts_with("ELF header e_type: ET_DYN (position-independent"));
+        assert!(plan(&f).unwrap().relocatable());
     }
 
     #[test]

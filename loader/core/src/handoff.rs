@@ -79,10 +79,14 @@ global_asm!(
     "xor r8d, r8d",
     "xor r9d, r9d",
     "jmp rdx",
-    // The Limine entry (limine-protocol PROTOCOL.md, "Machine state at entry", x86-64):
-    // rdi = CR3, rsi = stack top, rdx = entry, rcx = GDT base (virtual), r8 = GDT limit.
-    // The legacy PICs masked, the GDT's 64-bit selectors 0x28/0x30 loaded, no TSS, IF and DF
-    // clear, a return address of 0 pushed, every other general-purpose register 0.
+    // The Limine entry (limine-protocol PROTOCOL.md, "Machine State at Entry", x86-64):
+    // rdi = CR3, rsi = stack top, rdx = entry, rcx = GDT base (virtual), r8 = GDT limit,
+    // r9 = 1 for base revision 5's stricter state, [rsp + 8] the 5-level switch page (0: 4-level
+    // paging; `flow::five_level`). The legacy PICs masked, the GDT's 64-bit
+    // selectors 0x28/0x30 loaded, RFLAGS 2 (IF, DF clear), a return address of 0 pushed and the
+    // entry reached by RET so that every general-purpose register is 0. Revision 5 also: TR =
+    // the GDT's base-0 limit-0 TSS (0x38), LDTR null, IDTR base 0 limit 0, CR0 = PE|ET|WP|PG,
+    // CR4 = PAE (LA57 kept), EFER = LME|LMA|NXE.
     ".global hvboot_limine",
     "hvboot_limine:",
     "cli",
@@ -90,6 +94,56 @@ global_asm!(
     "mov al, 0xff",
     "out 0x21, al",
     "out 0xa1, al",
+    // 5-level paging: CR4.LA57 changes only with paging off (SDM Vol. 3A §2.5, §10.8.5), so
+    // through 32-bit protected mode: the switch page's PML5 takes the loader's PML4 of the
+    // moment as its entry 0 (the same identity map, stack and code included), its GDT copy is
+    // loaded by its physical address, code 0x18 is the protocol's 32-bit segment; paging off,
+    // LA57 on, CR3 = the switch PML5, paging on, back to 64-bit code at 0x28. This code and
+    // the loader's stack lie below 4 GiB on both firmwares.
+    "mov r11, [rsp + 8]",
+    "test r11, r11",
+    "jz 6f",
+    "mov rax, cr4",
+    "btr rax, 17",
+    "mov cr4, rax",
+    "mov rax, cr3",
+    "and rax, -4096",
+    "or rax, 3",
+    "mov [r11], rax",
+    "sub rsp, 16",
+    "mov word ptr [rsp + 6], r8w",
+    "lea rax, [r11 + 0x800]",
+    "mov qword ptr [rsp + 8], rax",
+    "lgdt [rsp + 6]",
+    "add rsp, 16",
+    "mov rbp, r11",
+    "lea rbx, [rip + 8f]",
+    "push 0x18",
+    "lea rax, [rip + 7f]",
+    "push rax",
+    "retfq",
+    ".code32",
+    "7:",
+    "mov eax, 0x20",
+    "mov ds, eax",
+    "mov es, eax",
+    "mov ss, eax",
+    "mov eax, cr0",
+    "and eax, 0x7fffffff",
+    "mov cr0, eax",
+    "mov eax, cr4",
+    "or eax, 0x1000",
+    "mov cr4, eax",
+    "mov cr3, ebp",
+    "mov eax, cr0",
+    "or eax, 0x80000000",
+    "mov cr0, eax",
+    "push 0x28",
+    "push ebx",
+    "retf",
+    ".code64",
+    "8:",
+    "6:",
     "mov cr3, rdi",
     "mov rsp, rsi",
     "sub rsp, 16",
@@ -108,7 +162,31 @@ global_asm!(
     "mov ss, eax",
     "mov fs, eax",
     "mov gs, eax",
+    "mov r10, rdx",
+    "test r9, r9",
+    "jz 5f",
+    "mov eax, 0x38",
+    "ltr ax",
+    "xor eax, eax",
+    "lldt ax",
     "push 0",
+    "push 0",
+    "lidt [rsp + 6]",
+    "add rsp, 16",
+    "mov rax, cr4",
+    "and eax, 0x1020",
+    "mov cr4, rax",
+    "mov eax, 0x80010011",
+    "mov cr0, rax",
+    "mov ecx, 0xc0000080",
+    "rdmsr",
+    "and eax, 0xd00",
+    "xor edx, edx",
+    "wrmsr",
+    "5:",
+    "push 0",
+    "push r10",
+    "push 2",
     "xor eax, eax",
     "xor ebx, ebx",
     "xor ecx, ecx",
@@ -123,9 +201,9 @@ global_asm!(
     "xor r13d, r13d",
     "xor r14d, r14d",
     "xor r15d, r15d",
-    "mov rax, rdx",
     "xor edx, edx",
-    "jmp rax",
+    "popfq",
+    "ret",
     ".global hvboot_handoff_end",
     "hvboot_handoff_end:",
     ".text",
@@ -211,7 +289,15 @@ extern "C" {
     fn hvboot_multiboot2(entry: u64, info: u64) -> !;
     fn hvboot_multiboot2_efi64(entry: u64, info: u64) -> !;
     fn hvboot_handoff(cr3: u64, stack_top: u64, entry: u64, info: u64, gdt: u64, limit: u64) -> !;
-    fn hvboot_limine(cr3: u64, stack_top: u64, entry: u64, gdt: u64, limit: u64) -> !;
+    fn hvboot_limine(
+        cr3: u64,
+        stack_top: u64,
+        entry: u64,
+        gdt: u64,
+        limit: u64,
+        strict: u64,
+        la57_switch: u64,
+    ) -> !;
     static hvboot_handoff_end: u8;
 }
 
@@ -244,8 +330,16 @@ pub enum EntryMode {
     Multiboot2Efi64,
     /// Limine: 64-bit, the kernel's tables, the protocol's GDT at `gdt_virt` (selectors 0x28 and
     /// 0x30, `crate::protocols::limine::GDT`), a 0 return address on the stack, every other
-    /// register 0; `boot_info` is unused.
-    Limine,
+    /// register 0; `boot_info` is unused. `strict`: base revision 5's control registers, null
+    /// descriptor tables and local APIC state (`crate::protocols::limine_apic`). `la57_switch`:
+    /// `cr3` is a PML5 and this the switch page that turns LA57 on (`flow::five_level`), 0 for
+    /// 4-level paging.
+    Limine {
+        /// Base revision 5 or later.
+        strict: bool,
+        /// The 5-level switch page (physical), 0 for none.
+        la57_switch: u64,
+    },
 }
 
 /// Everything the hand-off needs, already valid in the kernel's address space.
@@ -277,7 +371,7 @@ pub unsafe fn jump(h: &Handoff) -> ! {
         EntryMode::Multiboot2 => hvboot_multiboot2(h.entry, h.boot_info),
         EntryMode::Multiboot2Efi64 => hvboot_multiboot2_efi64(h.entry, h.boot_info),
         EntryMode::Linux => crate::protocols::linux::enter(h),
-        EntryMode::Hvboot | EntryMode::Limine => {}
+        EntryMode::Hvboot | EntryMode::Limine { .. } => {}
     }
     const IA32_EFER: u32 = 0xC000_0080;
     const EFER_NXE: u64 = 1 << 11;
@@ -289,9 +383,24 @@ pub unsafe fn jump(h: &Handoff) -> ! {
     // CR0.WP (bit 16), CR0.NE (bit 5); CR4.VMXE (bit 13).
     core::arch::asm!("mov rax, cr0", "or rax, 0x10020", "mov cr0, rax", out("rax") _);
     core::arch::asm!("mov rax, cr4", "btr rax, 13", "mov cr4, rax", out("rax") _);
-    if h.mode == EntryMode::Limine {
+    if let EntryMode::Limine {
+        strict,
+        la57_switch,
+    } = h.mode
+    {
+        if strict {
+            crate::protocols::limine_apic::reset();
+        }
         let limit = core::mem::size_of_val(&crate::protocols::limine::GDT) as u64 - 1;
-        hvboot_limine(h.cr3, h.stack_top, h.entry, h.gdt_virt, limit)
+        hvboot_limine(
+            h.cr3,
+            h.stack_top,
+            h.entry,
+            h.gdt_virt,
+            limit,
+            u64::from(strict),
+            la57_switch,
+        )
     }
     let limit = (GDT_ENTRIES * 8 - 1) as u64;
     hvboot_handoff(h.cr3, h.stack_top, h.entry, h.boot_info, h.gdt_virt, limit)

@@ -35,14 +35,16 @@ pub mod gpt;
 pub mod handoff;
 pub mod heap;
 pub mod hv;
-pub mod linux;
 pub mod limine;
+pub mod linux;
 pub mod memmap;
 pub mod multiboot2;
 pub mod paging;
 pub mod pin;
 pub mod protocols;
+pub mod reloc;
 pub mod request;
+pub mod rtc;
 #[cfg(test)]
 pub mod testing;
 pub mod trampoline;

@@ -33,13 +33,18 @@ pub const START_MARKER: [u64; 4] = [
 /// The requests end marker.
 pub const END_MARKER: [u64; 2] = [0xadc0_e053_1bb1_0d03, 0x9572_709f_3176_4c62];
 
-/// The base revisions hvboot boots with: 1 to 3. Revision 0 (no tag) is deprecated and maps the
-/// low 4 GiB identically; the revisions after 3 change what the responses' pointers are, and
-/// hvboot does not claim them (a kernel asking for one is refused, not booted on a guess).
-pub const SUPPORTED_REVISIONS: core::ops::RangeInclusive<u64> = 1..=3;
+/// The base revisions hvboot boots with: 1 to 6 (6 is the `limine` crate 0.6's default; PROTOCOL.md
+/// "Base Revision Changes Summary"). Revision 0 (no tag) is deprecated and maps the low 4 GiB
+/// identically; a revision above 6 is refused, not booted on a guess at what it changes.
+pub const SUPPORTED_REVISIONS: core::ops::RangeInclusive<u64> = 1..=6;
+
+/// The first base revision with revision 5's stricter x86-64 entry state (PROTOCOL.md "Machine
+/// State at Entry": other CR0/CR4/EFER bits clear, RFLAGS 2, null TR/LDTR/IDTR, the local APIC
+/// reset). Revision 6 changes nothing on x86-64.
+pub const STRICT_ENTRY_REVISION: u64 = 5;
 
 /// The lowest address a Limine kernel may be linked at (PROTOCOL.md "Entry memory layout").
-pub const LOWEST_VADDR: u64 = 0xffff_ffff_8000_0000;
+pub const LOWEST_VADDR: u64 = crate::elf::DEFAULT_PIE_BASE;
 
 /// Bytes of a request's mandatory members: `id[4]`, `revision`, `response`.
 pub const REQUEST_HEADER: u64 = 48;
@@ -380,7 +385,8 @@ pub fn verdict(image: &[u8]) -> Verdict {
     };
     let (found, mut problems) = scan(image, &plan);
     // PROTOCOL.md "Entry memory layout": at or above -2 GiB, never in the lower half.
-    if plan.virt_start < LOWEST_VADDR {
+    // A relocatable one linked lower is slid there (`LoadPlan::default_slide`).
+    if plan.virt_start < LOWEST_VADDR && !plan.relocatable() {
         let message = format!(
             "the image starts at {:#x}; a Limine kernel is linked at or above {LOWEST_VADDR:#x}",
             plan.virt_start

@@ -54,12 +54,15 @@ pub struct ApParams {
     pub long_entry: u32,
     /// Its selector (0x08).
     pub long_selector: u16,
-    /// Zero.
-    pub reserved: u16,
+    /// CR4 bits set besides PAE, OSFXSR and OSXMMEXCPT: [`CR4_LA57`] for 5-level tables.
+    pub cr4_extra: u16,
     /// u64 per slot: the TSC when the AP reached its 64-bit code (virtual), for the phase
     /// figures of `flow::cpus::start`.
     pub stamps: u64,
 }
+
+/// CR4.LA57 (bit 12): `cr3` is a PML5 (SDM Vol. 3A §2.5).
+pub const CR4_LA57: u16 = 1 << 12;
 
 /// Bytes per AP of GDT + TSS in the CPU data.
 pub const GDT_SLOT: u64 = 256;
@@ -73,6 +76,7 @@ const _: () = assert!(core::mem::offset_of!(ApParams, gdtr_limit) == 26);
 const _: () = assert!(core::mem::offset_of!(ApParams, cr3) == 32);
 const _: () = assert!(core::mem::offset_of!(ApParams, apic_ids) == 56);
 const _: () = assert!(core::mem::offset_of!(ApParams, long_entry) == 96);
+const _: () = assert!(core::mem::offset_of!(ApParams, cr4_extra) == 102);
 const _: () = assert!(core::mem::offset_of!(ApParams, stamps) == 104);
 const _: () = assert!(core::mem::offset_of!(CpuMailbox, state) == 24);
 const _: () = assert!(core::mem::offset_of!(CpuMailbox, cpuid1_ecx) == 64);
@@ -89,8 +93,11 @@ global_asm!(
     ".byte 0x8E, 0xD8",             // mov ds, ax
     ".byte 0x66, 0x0F, 0x01, 0x16", // o32 lgdt [params + 26]
     ".word hvboot_ap_params - hvboot_ap_start + 26",
-    ".byte 0x66, 0xB8",
-    ".long 0x620",            // mov eax, PAE | OSFXSR | OSXMMEXCPT
+    ".byte 0x66, 0xA1", // mov eax, [params + 100] (cr4_extra << 16 | selector)
+    ".word hvboot_ap_params - hvboot_ap_start + 100",
+    ".byte 0x66, 0xC1, 0xE8, 0x10", // shr eax, 16
+    ".byte 0x66, 0x0D",
+    ".long 0x620",            // or eax, PAE | OSFXSR | OSXMMEXCPT
     ".byte 0x0F, 0x22, 0xE0", // mov cr4, eax
     ".byte 0x66, 0xA1",       // mov eax, [params + 32] (cr3)
     ".word hvboot_ap_params - hvboot_ap_start + 32",

@@ -1,11 +1,30 @@
 //! What the firmware tells us about the machine: configuration tables (ACPI, SMBIOS; UEFI 2.10
-//! §4.6) and the framebuffer (Graphics Output Protocol, UEFI 2.10 §12.9).
+//! §4.6), the framebuffer (Graphics Output Protocol, UEFI 2.10 §12.9) and the time (GetTime,
+//! §8.3.1).
 
 use hvboot_api::{Framebuffer, PixelFormat};
 use hvboot_loader_core::flow::{self, FirmwareTables};
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams};
 use uefi::proto::console::gop::{self, GraphicsOutput};
 use uefi::table::cfg::ConfigTableEntry;
+
+/// The runtime services' GetTime as Unix seconds (`hvboot_loader_core::rtc` for the zone).
+pub fn wall_clock() -> Option<i64> {
+    let t = uefi::runtime::get_time().ok()?;
+    let date = hvboot_loader_core::rtc::DateTime {
+        year: t.year(),
+        month: t.month(),
+        day: t.day(),
+        hour: t.hour(),
+        minute: t.minute(),
+        second: t.second(),
+    };
+    hvboot_loader_core::rtc::efi_unix_seconds(
+        &date,
+        t.time_zone()
+            .unwrap_or(hvboot_loader_core::rtc::EFI_UNSPECIFIED_TIMEZONE),
+    )
+}
 
 pub fn tables() -> FirmwareTables {
     let mut t = FirmwareTables::default();
@@ -18,6 +37,7 @@ pub fn tables() -> FirmwareTables {
                 ConfigTableEntry::ACPI_GUID => acpi1 = addr,
                 ConfigTableEntry::SMBIOS_GUID => t.smbios = addr,
                 ConfigTableEntry::SMBIOS3_GUID => t.smbios3 = addr,
+                crate::tpm::FINAL_EVENTS_GUID => t.tpm_final_events = addr,
                 _ => {}
             }
         }

@@ -19,6 +19,7 @@ mod files;
 mod firmware;
 mod memory;
 mod net;
+mod tpm;
 
 use alloc::format;
 use alloc::string::String;
@@ -180,6 +181,10 @@ impl Platform for Uefi {
             .map_err(PlatformError::File)
     }
 
+    fn wall_clock(&mut self) -> Option<i64> {
+        firmware::wall_clock()
+    }
+
     fn tables(&mut self) -> FirmwareTables {
         firmware::tables()
     }
@@ -220,6 +225,18 @@ impl Platform for Uefi {
 
     fn image_handle(&self) -> u64 {
         boot::image_handle().as_ptr() as u64
+    }
+
+    fn tpm(&mut self) -> Result<(), PlatformError> {
+        tpm::present()
+    }
+
+    fn measure(&mut self, pcr: u32, data: &[u8], event: &[u8]) -> Result<(), PlatformError> {
+        tpm::measure(pcr, data, event)
+    }
+
+    fn tpm_event_log(&mut self) -> Result<(u64, u64), PlatformError> {
+        tpm::event_log_copy()
     }
 }
 

@@ -36,14 +36,26 @@ def checks() -> list[Check]:
     apt = "apt-get install -y"
     out = [
         _tool("qemu-system-x86_64", "--version", f"{apt} qemu-system-x86", "boots images"),
-        _tool("cargo", "--version", "install Rust (rustup) and re-run scripts/setup.sh", "builds"),
-        _tool("nasm", "--version", f"{apt} nasm", "assembles the BIOS stages"),
         _tool("gdb", "--version", f"{apt} gdb", "hvboot debug"),
-        _tool("sgdisk", "--version", f"{apt} gdisk", "checks images in tests"),
-        _tool("fsck.fat", "--help", f"{apt} dosfstools", "checks images in tests"),
-        _tool("mdir", "--version", f"{apt} mtools", "checks images in tests"),
         _tool("xorriso", "-version", f"{apt} xorriso", "hvboot build --iso"),
+        _tool("sbsign", "--version", f"{apt} sbsigntool", "hvboot build --sign"),
+        _tool("swtpm", "--version", f"{apt} swtpm swtpm-tools", "hvboot run|test --tpm"),
+        _tool("tpm2_pcrread", "--version", f"{apt} tpm2-tools", "hvboot run|test --tpm"),
     ]
+    if artifacts.INSTALLED:
+        # An installed wheel carries the loader built: cargo only builds the user's kernels.
+        fix = "install Rust (rustup: https://rustup.rs)"
+        out.append(_tool("cargo", "--version", fix, "builds kernels made by hvboot new"))
+    else:
+        # A checkout builds the loader itself and runs the test suite's image checks.
+        fix = "install Rust (rustup) and re-run scripts/setup.sh"
+        out += [
+            _tool("cargo", "--version", fix, "builds the loader and kernels"),
+            _tool("nasm", "--version", f"{apt} nasm", "assembles the BIOS stages"),
+            _tool("sgdisk", "--version", f"{apt} gdisk", "checks images in tests"),
+            _tool("fsck.fat", "--help", f"{apt} dosfstools", "checks images in tests"),
+            _tool("mdir", "--version", f"{apt} mtools", "checks images in tests"),
+        ]
     try:
         ovmf = find_ovmf()
         out.append(Check("OVMF", True, f"{ovmf.code}", ""))
@@ -53,7 +65,8 @@ def checks() -> list[Check]:
         try:
             out.append(Check(name, True, str(find()), ""))
         except HvbootError as e:
-            out.append(Check(name, False, e.what, "scripts/setup.sh"))
+            fix = "reinstall the hvboot wheel" if artifacts.INSTALLED else "scripts/setup.sh"
+            out.append(Check(name, False, e.what, fix))
     return out
 
 

@@ -272,6 +272,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         "entry": None,
         "entry_symbol": None,
         "higher_half": None,
+        "relocatable": None,
         "image": None,
         "segments": [],
         "request_header": None,
@@ -291,7 +292,9 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         report["segments"] = _raw_segments(data)
         return report
     try:
-        names = sorted(n for n, a in kernel_elf.symbols(data).items() if a == plan.entry)
+        # Symbols are at link addresses; a position-independent kernel runs slid.
+        link_entry = (plan.entry - plan.slide) % (1 << 64)
+        names = sorted(n for n, a in kernel_elf.symbols(data).items() if a == link_entry)
     except HvbootError:
         names = []
     report.update(
@@ -299,6 +302,11 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
         entry=_hex(plan.entry),
         entry_symbol=("_start" if "_start" in names else names[0]) if names else None,
         higher_half=plan.higher_half,
+        relocatable=(
+            {"slide": _hex(plan.slide), "relocations": plan.relocations}
+            if plan.relocatable
+            else None
+        ),
         image={
             "virt_start": _hex(plan.virt_start),
             "virt_end": _hex(plan.virt_end),
@@ -314,7 +322,7 @@ def inspect_kernel_bytes(data: bytes, source: str) -> Json:
                 "filesz": s.filesz,
                 "offset": s.offset,
                 "flags": s.flags,
-                "placement": "loader" if plan.higher_half else "paddr",
+                "placement": "loader" if plan.higher_half or plan.relocatable else "paddr",
             }
             for s in plan.segments
         ],

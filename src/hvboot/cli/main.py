@@ -1,4 +1,5 @@
-"""The `hvboot` command line: build, run, test, debug, inspect, new, demo, doctor, gen-*.
+"""The `hvboot` command line: build, run, test, debug, inspect, predict-pcrs, new, demo, doctor,
+gen-*.
 
 Exit statuses of `hvboot run` and `hvboot test` (docs/getting-started.md, "Exit statuses"):
 
@@ -10,6 +11,7 @@ Exit statuses of `hvboot run` and `hvboot test` (docs/getting-started.md, "Exit 
     8   the machine reset or powered off before the kernel reported (e.g. a triple fault)
     10  QEMU failed (its own messages are shown) or was killed
     12  the firmware never started the loader (the message quotes the firmware's last words)
+    14  --tpm: the loader measured, and the PCRs differ from `hvboot predict-pcrs`
     odd the kernel exited with another code V: QEMU's status (V << 1) | 1 (mod 256), as is
 
 Every other command exits 0 on success, 2 on bad input and 1 on other failures.
@@ -49,6 +51,8 @@ EXIT_LOADER_ERROR = 6
 EXIT_NO_RESULT = 8
 EXIT_QEMU_FAILED = 10
 EXIT_NO_LOADER = 12
+EXIT_PCRS_DIFFER = 14
+PCRS_DIFFER = "the PCRs differ from predict-pcrs"
 BATCH_TIMEOUT = 600.0
 
 
@@ -143,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("target", type=Path, help="a kernel ELF or an hvboot disk image")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
 
+    pp = sub.add_parser(
+        "predict-pcrs",
+        help="the PCR values a measured boot of an image leaves (docs/trust.md)",
+    )
+    pp.add_argument("image", type=Path, help="an hvboot disk image")
     new = sub.add_parser("new", help="write a new kernel crate (cargo run / cargo test boot it)")
     new.add_argument("name", help="the crate's name, e.g. my-kernel")
     new.add_argument(
@@ -202,6 +211,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"{result.layout.fat_type} ESP, {len(cfg.modules)} module(s), "
         f"kernel kind {result.plan.kind})"
     )
+    if result.plan.relocatable:
+        _say(
+            f"position-independent kernel: {result.plan.relocations} relocations, "
+            f"runs at {result.plan.virt_start:#x} (slide {result.plan.slide:#x})"
+        )
     if result.limine is not None:
         _say("kernel protocol: limine")
         for line in limine.describe(result.limine):
@@ -291,7 +305,38 @@ def _boot(target: Path, image: Path, machine: Machine, *, interactive: bool) -> 
 def _boot_target(verb: str, args: argparse.Namespace) -> tuple[Machine, qemu.RunResult]:
     with tempfile.TemporaryDirectory(prefix="hvboot-") as tmp:
         t = _prepare(verb, args, Path(tmp))
-        return t.machine, _boot(t.given, t.image, t.machine, interactive=verb == "run")
+        result = _boot(t.given, t.image, t.machine, interactive=verb == "run")
+        if result.pcrs is not None:
+            _tpm_report(t.image, result)
+        return t.machine, result
+
+
+def _tpm_report(image: Path, result: qemu.RunResult) -> None:
+    """With --tpm: the PCRs the loader extends, against `predict-pcrs`; a boot the loader
+    measured fails when they differ."""
+    from hvboot.loader import checker
+    from hvboot.trust import pcrs
+
+    assert result.pcrs is not None
+    try:
+        expected = pcrs.predict(checker.esp_files(image.read_bytes(), str(image)), str(image))
+    except HvbootError as e:
+        _say(f"tpm: no prediction ({e})")
+        expected = {}
+    measured = any(pcrs.MEASURED in line for line in result.lines)
+    if not measured:
+        _say("tpm: the loader measured nothing (its reason is on serial)")
+    wrong = []
+    for bank, values in result.pcrs.items():
+        for index in (pcrs.PCR_CONFIG, pcrs.PCR_FILES):
+            got, want = values.get(index), expected.get(bank, {}).get(index)
+            note = "" if want is None else " (as predicted)" if got == want else " (DIFFERS)"
+            _say(f"tpm: {bank}:{index} {got}{note}")
+            if want is not None and got != want:
+                wrong.append(f"{bank}:{index}")
+    if measured and wrong:
+        result.ok = False
+        result.outcome = f"{PCRS_DIFFER}: {', '.join(wrong)}"
 
 
 def exit_status(result: qemu.RunResult) -> int:
@@ -300,6 +345,8 @@ def exit_status(result: qemu.RunResult) -> int:
         return EXIT_OK
     if result.outcome.startswith("the loader stopped"):
         return EXIT_LOADER_ERROR
+    if result.outcome.startswith(PCRS_DIFFER):
+        return EXIT_PCRS_DIFFER
     if not result.loader_started:
         return EXIT_NO_LOADER
     if result.timed_out:
@@ -371,6 +418,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from hvboot.cli import inspect as inspect_cmd
 
     return inspect_cmd.main(args.target, as_json=args.json)
+
+
+def cmd_predict_pcrs(args: argparse.Namespace) -> int:
+    from hvboot.loader import checker
+    from hvboot.trust import pcrs
+
+    image: Path = args.image
+    if not image.is_file():
+        raise HvbootError(image, "no such disk image")
+    files = checker.esp_files(image.read_bytes(), str(image))
+    for line in pcrs.text(pcrs.predict(files, str(image))):
+        print(line)
+    return 0
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -470,6 +530,7 @@ COMMANDS = {
     "test": cmd_test,
     "debug": cmd_debug,
     "inspect": cmd_inspect,
+    "predict-pcrs": cmd_predict_pcrs,
     "new": cmd_new,
     "keys": cmd_keys,
     "demo": cmd_demo,

@@ -90,6 +90,7 @@ class BuildConfig:
     output: Path | None
     image_size: int | None
     sign: Path | None = None  # a key set (hvboot keys new): pin the config, sign the loader
+    tpm: str = "if-present"  # the loader's policy without a TPM: "required" or "if-present"
 
 
 # ---------------------------------------------------------------------------

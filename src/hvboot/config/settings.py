@@ -121,6 +121,16 @@ def _existing_file(value: object, where: str, base: Path) -> Path:
     return path
 
 
+TPM_POLICIES = ("required", "if-present")
+
+
+def _tpm_policy(value: object, where: str, base: Path) -> str:
+    text = _expect_str(value, where)
+    if text not in TPM_POLICIES:
+        raise HvbootError(where, f'{text!r}: expected "required" or "if-present"')
+    return text
+
+
 def _path(value: object, where: str, base: Path) -> Path:
     return _resolve(_expect_str(value, where), base, where)
 
@@ -298,6 +308,19 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="DIR",
     ),
     Setting(
+        name="tpm_policy",
+        table="",
+        key="tpm_policy",
+        flags=("--tpm-policy",),
+        kind='"required" or "if-present"',
+        check=_tpm_policy,
+        default="if-present",
+        verbs=BUILD_VERBS,
+        choices=TPM_POLICIES,
+        help="What the loader does on a machine without a TPM to measure into: `required` "
+        "stops with an error, `if-present` boots unmeasured and says so (docs/trust.md).",
+    ),
+    Setting(
         name="modules",
         table="",
         key="modules",
@@ -412,6 +435,19 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="FILE",
     ),
     Setting(
+        name="tpm",
+        table=MACHINE_TABLE,
+        key="tpm",
+        flags=("--tpm",),
+        kind="boolean",
+        check=_boolean,
+        default=False,
+        verbs=BOOT_VERBS,
+        switch=True,
+        help="Attach a software TPM 2.0 (Debian's swtpm, fresh for each boot); `run` and `test` "
+        'then print PCRs 8 and 9 against `hvboot predict-pcrs` (docs/trust.md, "Measured boot").',
+    ),
+    Setting(
         name="secure_boot",
         table=MACHINE_TABLE,
         key="secure_boot",
@@ -439,6 +475,8 @@ def _shown(value: Any) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
@@ -453,7 +491,7 @@ def machine_toml(verb: str = "test") -> str:
     lines = [f"[{MACHINE_TABLE}]"]
     for s in _TABLES[MACHINE_TABLE]:
         value = s.default_for(verb)
-        if value is None or value == ():
+        if value is None or value == () or value is False:  # a switch left off
             continue
         first_sentence = s.help.split(". ")[0].rstrip(".") + "."
         line = f"{s.key} = {_toml_value(value)}"
@@ -568,6 +606,7 @@ def load_config(path: str | os.PathLike[str]) -> BuildConfig:
         output=values.get("output"),
         image_size=values.get("image_size"),
         sign=values.get("sign"),
+        tpm=values.get("tpm_policy", "if-present"),
     )
 
 
@@ -605,6 +644,7 @@ class Settings:
     config: Path | None  # the file the settings came from, if any
     iso: bool = False
     netboot: Path | None = None
+    tpm_policy: str = "if-present"
 
     def build_config(self, kernel: Path | None = None) -> BuildConfig:
         """The build configuration for `kernel` (default: the settings' own kernel)."""
@@ -617,6 +657,7 @@ class Settings:
             output=self.output,
             image_size=self.image_size,
             sign=self.sign,
+            tpm=self.tpm_policy,
         )
 
 
@@ -639,6 +680,7 @@ def resolve(verb: str, args: argparse.Namespace | None, config: Path | None) -> 
         config=config,
         iso=values["iso"],
         netboot=values["netboot"],
+        tpm_policy=values["tpm_policy"],
     )
 
 

@@ -79,7 +79,11 @@ def _module_file_name(index: int, name: str) -> str:
 
 
 def esp_files(
-    kernel: bytes, cmdline: str, modules: Sequence[tuple[ModuleSpec, bytes]], loader_pe: bytes
+    kernel: bytes,
+    cmdline: str,
+    modules: Sequence[tuple[ModuleSpec, bytes]],
+    loader_pe: bytes,
+    tpm: str = "if-present",
 ) -> list[FatFile]:
     """The files of the EFI system partition, in a fixed order."""
     entries = []
@@ -90,7 +94,9 @@ def esp_files(
         entries.append(loader_config.LoaderModule(path, spec.name, spec.cmdline, pin))
         files.append(FatFile(path, data))
     # Every placed file pinned: the loader checks each against its digest (docs/trust.md).
-    text = loader_config.render(cmdline, entries, kernel_digest=loader_config.digest(kernel))
+    text = loader_config.render(
+        cmdline, entries, kernel_digest=loader_config.digest(kernel), tpm=tpm
+    )
     loader_config.check(text)
     files.insert(1, FatFile(loader_config.CONFIG_PATH, text.encode()))
     return files
@@ -143,7 +149,7 @@ def boot_files(cfg: BuildConfig) -> BootFiles:
     for m in cfg.modules:
         what = f"module {m.name!r}"
         modules.append((m, gunzip(_read(m.path, what), m.path, what)))
-    files = esp_files(kernel, cfg.cmdline, modules, artifacts.uefi_loader_pe())
+    files = esp_files(kernel, cfg.cmdline, modules, artifacts.uefi_loader_pe(), cfg.tpm)
     bios = bios_boot.load(artifacts.bios_loader_elf())
     if cfg.sign is not None:
         files[0], bios = _sign(files, bios, cfg.sign, str(artifacts.uefi_loader_elf()))

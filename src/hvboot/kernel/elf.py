@@ -94,6 +94,11 @@ class LoadPlan:
     request: Request | None = None  # the kernel's .hvboot_request, if it has one
     phys_base: int | None = None  # lower half, one contiguous block: its physical address
     kind: str | None = None  # hvboot-check's kind name ("hvboot-elf", "bootloader-api", ...)
+    # A position-independent (ET_DYN) kernel: the addresses above are where it runs, its link
+    # addresses moved by `slide`; `relocations` R_X86_64_RELATIVE words are written at load.
+    relocatable: bool = False
+    slide: int = 0
+    relocations: int = 0
 
     @property
     def image_size(self) -> int:
@@ -145,6 +150,9 @@ def check_kernel(data: bytes, source: str, cmdline: str | None = None) -> Kernel
             request=request,
             phys_base=p["phys_base"],
             kind=doc["kind"],
+            relocatable=p.get("relocatable", False),
+            slide=p.get("slide", 0),
+            relocations=p.get("relocations", 0),
         )
     problems = tuple(pr.error(source) for pr in checker.problems(doc))
     return KernelCheck(
@@ -242,10 +250,18 @@ def describe(plan: LoadPlan) -> str:
         f"{plan.source}: x86_64 ELF kernel, {half}, entry {plan.entry:#x}",
         f"image: {_range(plan.virt_start, plan.virt_end)} ({_human(plan.image_size)})",
     ]
+    if plan.relocatable:
+        linked = (plan.virt_start - plan.slide) % (1 << 64)
+        lines.append(
+            f"position-independent (ET_DYN): linked at {linked:#x}, runs slid by {plan.slide:#x}, "
+            f"{plan.relocations} relocations applied at load"
+        )
     rows = [("segment", "virtual range", "flags", "size", "in file", "placement")]
     for s in plan.segments:
         placement = (
-            "loader's choice (2 MiB aligned)" if plan.higher_half else f"at p_paddr {s.paddr:#x}"
+            "loader's choice (2 MiB aligned)"
+            if plan.higher_half or plan.relocatable
+            else f"at p_paddr {s.paddr:#x}"
         )
         rows.append(
             (

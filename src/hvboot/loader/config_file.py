@@ -39,12 +39,15 @@ def render(
     modules: Sequence[LoaderModule],
     kernel_path: str = KERNEL_PATH,
     kernel_digest: str | None = None,
+    tpm: str = "if-present",
 ) -> str:
     lines = ["hvboot-config 1", "# written by hvboot build", f"kernel /{kernel_path}"]
     if kernel_digest:
         lines.append(f"kernel-blake3 {kernel_digest}")
     if cmdline:
         lines.append(f"cmdline {cmdline}")
+    if tpm != "if-present":  # the loader's default (docs/trust.md, "Measured boot")
+        lines.append(f"tpm {tpm}")
     for m in modules:
         lines.append(f"module /{m.path}")
         lines.append(f"module-name {m.name}")

@@ -129,6 +129,21 @@ PROTOCOL = Protocol(
             "The stack is mapped just above an unmapped guard page at this address.",
         ),
         Constant(
+            "TPM_PCR_CONFIG",
+            "u32",
+            8,
+            "The PCR the loader extends with hvboot.cfg and the kernel command line (measured "
+            "boot, docs/trust.md): 8-15 are the OS's (TCG PC Client PFP), 8 holds a loader's "
+            "config and command line as GRUB's does.",
+        ),
+        Constant(
+            "TPM_PCR_FILES",
+            "u32",
+            9,
+            "The PCR the loader extends with the kernel and each module (docs/trust.md), as "
+            "GRUB and Linux's EFI stub use PCR 9 for the files they load.",
+        ),
+        Constant(
             "BOOT_INFO_V1_HEADER_SIZE",
             "u32",
             224,
@@ -697,6 +712,20 @@ PROTOCOL = Protocol(
                 _f("tsc_frequency_hz", "u64", "The BSP's TSC frequency; 0 if unknown."),
                 _f("tsc_source", "u32", "Where tsc_frequency_hz comes from.", "TscSource"),
                 _f("reserved2", "u32", "Zero."),
+                _f(
+                    "tpm_event_log_phys",
+                    "u64",
+                    "The TPM event log (TCG2 crypto-agile format, TCG PC Client PFP §10) as it "
+                    "stood after the loader's last measurement, copied into BOOT_INFO memory; "
+                    "0 when nothing was measured.",
+                ),
+                _f("tpm_event_log_size", "u64", "Bytes of that log; 0 when none."),
+                _f(
+                    "tpm_final_events_phys",
+                    "u64",
+                    "EFI_TCG2_FINAL_EVENTS_TABLE (TCG EFI Protocol §6.4): the events logged "
+                    "after the copy was taken (ExitBootServices'); 0 when none.",
+                ),
             ),
         ),
     ),

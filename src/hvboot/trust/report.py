@@ -28,8 +28,10 @@ def trust(files: dict[str, bytes], stage2: bytes | None, source: str) -> Json:
     signed = sign.signature(pe, f"{source}:/{EFI_BOOT_PATH}") if pe is not None else None
     cfg = files.get(config_file.CONFIG_PATH)
     pins: list[Json] = []
+    tpm = None
     if cfg is not None:
         doc = checker.check_config(cfg.decode("utf-8", "replace")).get("config") or {}
+        tpm = doc.get("tpm")
         wanted = [(doc.get("kernel"), doc.get("kernel_blake3"))] + [
             (m["path"], m["blake3"]) for m in doc.get("modules", [])
         ]
@@ -43,6 +45,7 @@ def trust(files: dict[str, bytes], stage2: bytes | None, source: str) -> Json:
         "uefi_config_pin": _pinned(pe, source),
         "bios_config_pin": _pinned(stage2, source),
         "file_pins": pins,
+        "tpm_policy": tpm,
     }
 
 
@@ -63,4 +66,9 @@ def text(t: Json) -> list[str]:
         else:
             ok = "matches" if f["pinned"] == f["actual"] else f"DIFFERS (file: {f['actual']})"
             lines.append(f"  {f['path']}: blake3 {f['pinned']} ({ok})")
+    if t["tpm_policy"] is not None:
+        lines.append(
+            f"  measured boot (UEFI, PCRs 8 and 9): tpm {t['tpm_policy']}; "
+            "the values: hvboot predict-pcrs IMAGE"
+        )
     return lines

@@ -27,12 +27,13 @@ from pathlib import Path
 
 from hvboot.errors import HvbootError
 from hvboot.image.gpt import BIOS_BOOT_TYPE, ESP_TYPE, read_gpt
-from hvboot.kernel.elf import load_plan, symbols
+from hvboot.kernel.elf import check_kernel, load_plan, symbols
 from hvboot.loader import artifacts, checker
 from hvboot.loader.config_file import KERNEL_PATH
 from hvboot.units import SECTOR_SIZE
 from hvboot.vm import gdb, qemu
 from hvboot.vm.machine import Machine
+from hvboot.vm.tpm import SoftwareTpm
 
 LOADER_ENTRY = "efi_main"
 #: Stage 1 (the MBR code, where the BIOS jumps) and stage 2's first instruction.
@@ -102,8 +103,10 @@ def check_breaks(elf: Path, breaks: Sequence[str]) -> None:
 
 def default_kernel_break(kernel: Path) -> str:
     """The kernel's entry: its symbol's name when it has one (`_start`), else the address."""
-    entry = load_plan(kernel).entry
-    names = sorted(n for n, a in symbols(kernel).items() if a == entry)
+    plan = load_plan(kernel)
+    entry = plan.entry
+    link_entry = (entry - plan.slide) % (1 << 64)  # symbols are at link addresses
+    names = sorted(n for n, a in symbols(kernel).items() if a == link_entry)
     if "_start" in names:
         return "_start"
     return names[0] if names else f"{entry:#x}"
@@ -154,7 +157,9 @@ def _script(req: DebugRequest, kernel: Path | None, port: int, tmp: Path) -> tup
     assert kernel is not None
     breaks = list(req.breaks) or [default_kernel_break(kernel)]
     check_breaks(kernel, breaks)
-    return gdb.kernel_script(kernel, port, breaks), ", ".join(breaks)
+    plan = check_kernel(kernel.read_bytes(), str(kernel)).plan
+    slide = plan.slide if plan is not None else 0
+    return gdb.kernel_script(kernel, port, breaks, slide), ", ".join(breaks)
 
 
 def _spec(req: DebugRequest, port: int | None) -> qemu.QemuSpec:
@@ -226,7 +231,10 @@ class _Qemu:
 
 
 def run(req: DebugRequest) -> DebugResult:
-    with tempfile.TemporaryDirectory(prefix="hvboot-debug-") as tmpdir:
+    with (
+        tempfile.TemporaryDirectory(prefix="hvboot-debug-") as tmpdir,
+        contextlib.ExitStack() as stack,  # the TPM stops before its directory goes
+    ):
         tmp = Path(tmpdir)
         check_firmware(req.image, req.machine.firmware)
         kernel = req.kernel
@@ -240,7 +248,8 @@ def run(req: DebugRequest) -> DebugResult:
         if req.machine.firmware == "uefi":
             vars_copy = tmp / "OVMF_VARS.fd"
             vars_copy.write_bytes(qemu.vars_template(req.machine).read_bytes())
-        cmd = qemu.command(_spec(req, port), vars_copy)
+        tpm = stack.enter_context(SoftwareTpm(tmp / "tpm")) if req.machine.tpm else None
+        cmd = qemu.command(_spec(req, port), vars_copy, tpm=tpm)
         vm = _Qemu(cmd, req.machine.serial_log)
         try:
             vm.wait_listening(port)

@@ -1,8 +1,10 @@
 """GDB scripts for `hvboot debug`, and finding where the firmware loaded the UEFI loader.
 
-The kernel is easy: it is an ET_EXEC linked at its run-time addresses, so GDB takes its symbols
-as they are (``symbol-file``). Breakpoints in it are hardware ones (``hbreak``): the kernel's
-pages do not exist until the loader maps them, and a software breakpoint written into memory
+The kernel is easy: an ET_EXEC is linked at its run-time addresses, so GDB takes its symbols
+as they are (``symbol-file``); a position-independent one runs slid by what the loader core's
+plan says (docs/loader.md, "Relocation"), so its symbols are loaded with ``-o SLIDE``.
+Breakpoints in it are hardware ones (``hbreak``): the kernel's pages do not exist until the
+loader maps them, and a software breakpoint written into memory
 early would be overwritten when the loader copies the kernel in.
 
 The UEFI loader is a static PIE linked at 0 and converted to PE32+ (src/hvboot/pe.py): ELF address
@@ -66,13 +68,15 @@ def breakpoint_location(symbol: str) -> str:
     return symbol
 
 
-def kernel_script(kernel: Path, port: int, breaks: Sequence[str]) -> str:
-    """Commands that attach to QEMU's stub with the kernel's symbols and hardware breakpoints."""
+def kernel_script(kernel: Path, port: int, breaks: Sequence[str], slide: int = 0) -> str:
+    """Commands that attach to QEMU's stub with the kernel's symbols (moved by `slide`, a
+    position-independent kernel's) and hardware breakpoints."""
+    symbols = f"symbol-file -o {slide:#x} {quote(kernel)}" if slide else f"file {quote(kernel)}"
     lines = [
         "set pagination off",
         "set confirm off",
         "set architecture i386:x86-64",
-        f"file {quote(kernel)}",
+        symbols,
         f"target remote 127.0.0.1:{port}",
     ]
     lines += [f"hbreak {breakpoint_location(b)}" for b in breaks]

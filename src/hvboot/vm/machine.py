@@ -22,4 +22,5 @@ class Machine:
     timeout: float | None = None  # seconds before hvboot gives up on the boot (None: never)
     qemu_args: Sequence[str] = ()  # extra QEMU arguments, appended to hvboot's
     serial_log: Path | None = None  # also write the serial output to this file
+    tpm: bool = False  # a software TPM 2.0 (swtpm) attached for the boot
     secure_boot: Path | None = None  # a key set (hvboot keys new): OVMF enforcing with it

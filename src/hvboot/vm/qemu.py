@@ -8,6 +8,7 @@ as a triple fault, and 1 on its own errors).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from hvboot.trust import secure_boot
 from hvboot.vm import firmware_words
 from hvboot.vm.firmware import find_ovmf
 from hvboot.vm.machine import Machine
+from hvboot.vm.tpm import Pcrs, SoftwareTpm
 
 DEBUG_EXIT_PORT = 0xF4
 EXIT_SUCCESS = 0x10
@@ -78,6 +80,7 @@ class RunResult:
     outcome: str = ""
     ok: bool = False
     lines: list[str] = field(default_factory=list)
+    pcrs: Pcrs | None = None  # with --tpm: every PCR of every active bank after the boot
 
 
 def qemu_binary() -> str:
@@ -90,9 +93,15 @@ def qemu_binary() -> str:
     return found
 
 
-def command(spec: QemuSpec, vars_copy: Path | None, firmware_log: Path | None = None) -> list[str]:
+def command(
+    spec: QemuSpec,
+    vars_copy: Path | None,
+    firmware_log: Path | None = None,
+    tpm: SoftwareTpm | None = None,
+) -> list[str]:
     """The full QEMU command line for `spec` (TCG; KVM is not used, see docs/testing.md);
-    with `firmware_log`, the firmware's debug console goes to that file."""
+    with `firmware_log`, the firmware's debug console goes to that file; with `tpm`, that
+    software TPM is attached."""
     m = spec.machine
     if m.firmware not in ("uefi", "bios"):
         raise HvbootError("--firmware", f"{m.firmware!r}: expected 'uefi' or 'bios'")
@@ -138,6 +147,8 @@ def command(spec: QemuSpec, vars_copy: Path | None, firmware_log: Path | None = 
             "-drive",
             f"if=pflash,format=raw,unit=1,file={vars_copy}",
         ]
+    if tpm is not None:
+        cmd += tpm.qemu_args(m.type)
     if spec.tftp is not None:
         boot_file = spec.image.relative_to(spec.tftp).as_posix()
         cmd += ["-netdev", f"user,id=n0,tftp={spec.tftp},bootfile={boot_file}"]
@@ -232,14 +243,23 @@ def run(
 ) -> RunResult:
     """Boot `spec` and wait for QEMU to exit, the loader to halt on an error, the timeout, or
     (with `until`) a serial line matching that pattern, whereupon QEMU is stopped."""
-    with tempfile.TemporaryDirectory(prefix="hvboot-qemu-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="hvboot-qemu-") as tmp,
+        contextlib.ExitStack() as stack,  # the TPM stops before its directory goes
+    ):
         vars_copy = None
         if spec.machine.firmware == "uefi":
             vars_copy = Path(tmp) / "OVMF_VARS.fd"
             shutil.copyfile(vars_template(spec.machine), vars_copy)
         firmware_log = Path(tmp) / "firmware.log"
-        cmd = command(spec, vars_copy, firmware_log)
-        return _supervise(cmd, timeout, echo, serial_log, interactive, until, firmware_log)
+        tpm = None
+        if spec.machine.tpm:
+            tpm = stack.enter_context(SoftwareTpm(Path(tmp) / "tpm"))
+        cmd = command(spec, vars_copy, firmware_log, tpm)
+        result = _supervise(cmd, timeout, echo, serial_log, interactive, until, firmware_log)
+        if tpm is not None:  # QEMU is gone: _supervise waited for it or stopped it
+            result.pcrs = tpm.read_pcrs()
+        return result
 
 
 def _supervise(

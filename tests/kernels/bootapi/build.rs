@@ -52,6 +52,25 @@ fn main() {
         );
         script = script.replacen(from, to, 1);
     }
+    // A position-independent kernel (tests/rust_osdev.py's PIE crates): linked as a static PIE
+    // in the linker's own layout at address 0, as rust-lld links `x86_64-unknown-none` kernels
+    // (rustc passes -static-pie for relocation-model=pie with crt-static); no script, which
+    // would drop the dynamic section the loader relocates with.
+    println!("cargo:rerun-if-env-changed=HVBOOT_KERNEL_PIE");
+    if std::env::var_os("HVBOOT_KERNEL_PIE").is_some() {
+        for arg in [
+            "-nostartfiles",
+            "-nostdlib",
+            "-Wl,--build-id=none",
+            "-Wl,--no-dynamic-linker",
+            "-Wl,-z,text",
+            "-Wl,-z,max-page-size=0x1000",
+            "-Wl,-z,separate-code",
+        ] {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        }
+        return;
+    }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("bootapi.ld");
     std::fs::write(&out, script).unwrap();
     for arg in [

@@ -34,6 +34,9 @@ pub struct AddressSpace {
     pub stack_bottom: u64,
     /// Bytes of stack.
     pub stack_size: u64,
+    /// With 5-level paging, `cr3` is a PML5 and this the hand-off's switch page
+    /// (`five_level::FiveLevel::switch`); 0 with 4-level paging.
+    pub la57_switch: u64,
 }
 
 impl AddressSpace {
@@ -122,8 +125,20 @@ pub fn build<P: Platform>(
         .map_err(paging(format!(
             "mapping the hand-off code at {code_start:#x}"
         )))?;
+    let mut cr3 = tables.pml4_phys();
+    let mut la57_switch = 0;
+    if inputs.wants.five_level && super::five_level::has_la57(cpu) {
+        let gdt = &crate::protocols::limine::GDT;
+        let five =
+            super::five_level::build(p, &mut frames, cr3, gdt).ok_or_else(|| Error::Paging {
+                what: "the 5-level tables".into(),
+                why: PagingError::OutOfFrames,
+            })?;
+        (cr3, la57_switch) = (five.pml5, five.switch);
+    }
     Ok(AddressSpace {
-        cr3: tables.pml4_phys(),
+        cr3,
+        la57_switch,
         gdt_phys: pool,
         direct_map_offset: offset,
         direct_map_size,

@@ -255,14 +255,15 @@ impl DataLayout {
 }
 
 /// Before the firmware is left: the trampoline and the per-CPU data. `cr3` and the BSP stack
-/// come from the address-space phase, which mapped the AP stacks at [`stack_bottom`].
+/// come from the address-space phase, which mapped the AP stacks at [`stack_bottom`]; `la57`:
+/// `cr3` is a PML5, so the APs turn CR4.LA57 on before paging.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare<P: Platform>(
     p: &mut P,
     cpu: &impl Cpu,
     wants: &Wants,
     placed: &mut Placed,
-    (cr3, direct_map_offset): (u64, u64),
+    (cr3, direct_map_offset, la57): (u64, u64, bool),
     cpus: &[CpuEntry],
     local_apic: u64,
     virt: &VirtReport,
@@ -331,7 +332,7 @@ pub fn prepare<P: Platform>(
         msrs: virt_of(layout.msrs),
         long_entry: (page + trampoline::long_offset() as u64) as u32,
         long_selector: 0x08,
-        reserved: 0,
+        cr4_extra: if la57 { trampoline::CR4_LA57 } else { 0 },
         stamps: virt_of(layout.stamps),
     };
     write_trampoline(p, page, &params);

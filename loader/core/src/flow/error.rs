@@ -90,6 +90,15 @@ pub enum Error {
         /// Both digests.
         why: digest::Mismatch,
     },
+    /// The config says `tpm required` and there is no TPM to measure into.
+    NoTpm(PlatformError),
+    /// The TPM refused a measurement of `what` (a path, or `cmdline`).
+    Measure {
+        /// What was being measured.
+        what: String,
+        /// The firmware's reason.
+        why: PlatformError,
+    },
     /// The kernel is not an ELF file hvboot loads.
     Elf {
         /// The kernel's path.
@@ -222,6 +231,11 @@ impl fmt::Display for Error {
             Self::Platform(e) => write!(f, "{e}"),
             Self::Config(e) => write!(f, "{CONFIG_PATH}: {e}"),
             Self::Digest { path, why } => write!(f, "{path}: {why}"),
+            Self::NoTpm(why) => write!(
+                f,
+                "{CONFIG_PATH}: tpm required, but there is no TPM to measure into: {why}"
+            ),
+            Self::Measure { what, why } => write!(f, "{what}: cannot measure into the TPM: {why}"),
             Self::Elf { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Multiboot2 { kernel, why } => write!(f, "{kernel}: {why}"),
             Self::Linux { kernel, why } => write!(f, "{kernel}: {why}"),

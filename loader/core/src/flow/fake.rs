@@ -65,7 +65,14 @@ pub struct FakePlatform {
     pub kept: bool,
     /// What "VBE" says of the mode set, as a BIOS platform keeps it.
     pub vbe: Option<super::VbeInfo>,
+    /// The real-time clock's reading (Unix seconds), None for a machine without one.
+    pub clock: Option<i64>,
+    /// A TPM: every measurement (PCR, bytes hashed, event data) in order; None for none.
+    pub tpm: Option<Vec<(u32, Vec<u8>, Vec<u8>)>>,
 }
+
+/// The fake TPM's event log: these bytes in a fresh BOOT_INFO page.
+pub const FAKE_EVENT_LOG: &[u8] = b"Spec ID Event03";
 
 /// The fake's image handle, given when it has a system table.
 pub const IMAGE_HANDLE: u64 = 0x7_1000;
@@ -104,6 +111,8 @@ impl FakePlatform {
             system_table: 0,
             kept: false,
             vbe: None,
+            clock: None,
+            tpm: None,
         }
     }
 
@@ -321,6 +330,28 @@ impl Drop for FakePlatform {
 impl Platform for FakePlatform {
     const FIRMWARE: FirmwareKind = FirmwareKind::BIOS;
 
+    fn tpm(&mut self) -> Result<(), PlatformError> {
+        match self.tpm {
+            Some(_) => Ok(()),
+            None => Err(PlatformError::Unsupported("the fake has no TPM")),
+        }
+    }
+
+    fn measure(&mut self, pcr: u32, data: &[u8], event: &[u8]) -> Result<(), PlatformError> {
+        assert!(!self.exited, "measured after leaving the firmware");
+        let log = self.tpm.as_mut().expect("measured without a TPM");
+        log.push((pcr, data.to_vec(), event.to_vec()));
+        Ok(())
+    }
+
+    fn tpm_event_log(&mut self) -> Result<(u64, u64), PlatformError> {
+        let len = FAKE_EVENT_LOG.len() as u64;
+        let phys = self.allocate(MemoryKind::BOOT_INFO.0, len, Placement::Anywhere)?;
+        // SAFETY: just allocated, `len` bytes.
+        unsafe { super::phys_slice(self, phys, len) }.copy_from_slice(FAKE_EVENT_LOG);
+        Ok((phys, len))
+    }
+
     fn allocate(&mut self, kind: u32, bytes: u64, at: Placement) -> Result<u64, PlatformError> {
         let phys = self.take(kind, bytes, at)?;
         self.zero(phys, bytes);
@@ -381,6 +412,7 @@ impl Platform for FakePlatform {
             smbios: 0xF_0000,
             smbios3: 0xF_0100,
             system_table: self.system_table,
+            tpm_final_events: 0,
         }
     }
 
@@ -415,6 +447,10 @@ impl Platform for FakePlatform {
 
     fn vbe_info(&self) -> Option<super::VbeInfo> {
         self.vbe
+    }
+
+    fn wall_clock(&mut self) -> Option<i64> {
+        self.clock
     }
 
     fn image_handle(&self) -> u64 {
@@ -470,6 +506,8 @@ pub struct FakeCpu {
     tsc: Cell<u64>,
     /// CPUID.80000001h:EDX[26].
     pub gib_pages: bool,
+    /// CPUID.(07H,0):ECX[16], 5-level paging (the highest leaf is then 7, else 1).
+    pub la57: bool,
     /// WRMSRs made.
     pub msr_writes: RefCell<Vec<(u32, u64)>>,
     /// The application processors it simulates.
@@ -572,6 +610,7 @@ impl FakeCpu {
         Self {
             tsc: Cell::new(1000),
             gib_pages,
+            la57: false,
             msr_writes: RefCell::new(Vec::new()),
             aps: RefCell::new(ApSim::default()),
             pit: RefCell::new(Some(FakePit::default())),
@@ -591,7 +630,12 @@ impl Cpu for FakeCpu {
             [1, w(0), w(8), w(4)]
         };
         match leaf {
-            0 => vendor(b"AuthenticAMD"),
+            0 => {
+                let mut v = vendor(b"AuthenticAMD");
+                v[0] = if self.la57 { 7 } else { 1 };
+                v
+            }
+            7 if self.la57 => [0, 0, 1 << 16, 0],
             0x8000_0000 => [0x8000_000a, 0, 0, 0],
             0x8000_0001 => [0, 0, 1 << 2, if self.gib_pages { 1 << 26 } else { 0 }],
             0x8000_000a => [1, 64, 0, 1],

@@ -3,7 +3,7 @@
 
 use hvboot_api::{Framebuffer, FRAMEBUFFER_NONE};
 
-use super::inputs::Wants;
+use super::inputs::Inputs;
 use super::{Error, FirmwareTables, Platform};
 use crate::memmap;
 
@@ -22,13 +22,27 @@ pub struct Firmware {
     /// Capacity for the map with the headroom `memmap::normalize` needs, so that it never
     /// allocates after the firmware is gone.
     pub map_capacity: usize,
+    /// The real-time clock's reading, Unix seconds (UTC), when it could be read.
+    pub boot_time: Option<i64>,
+    /// The TPM event log copied after the last measurement (physical address, bytes); (0, 0)
+    /// when nothing was measured.
+    pub tpm_log: (u64, u64),
 }
 
 /// Asks the platform for its tables, the framebuffer (none, the default one, or one of the
-/// requested size) and its memory map's extent.
-pub fn survey<P: Platform>(p: &mut P, wants: &Wants) -> Result<Firmware, Error> {
+/// requested size), its memory map's extent and, after a measured boot's last measurement, the
+/// TPM event log.
+pub fn survey<P: Platform>(p: &mut P, inputs: &Inputs) -> Result<Firmware, Error> {
     let tables = p.tables();
-    let req = wants.request.unwrap_or_default();
+    let tpm_log = if inputs.measuring.0 {
+        p.tpm_event_log().map_err(|why| Error::Measure {
+            what: "the TPM event log".into(),
+            why,
+        })?
+    } else {
+        (0, 0)
+    };
+    let req = inputs.wants.request.unwrap_or_default();
     let framebuffer = match (req.framebuffer_width, req.framebuffer_height) {
         (FRAMEBUFFER_NONE, FRAMEBUFFER_NONE) => None,
         (0, 0) => p.framebuffer(),
@@ -36,11 +50,14 @@ pub fn survey<P: Platform>(p: &mut P, wants: &Wants) -> Result<Firmware, Error> 
     };
     let (map_top, map_len) = p.memory_extent()?;
     let map_entries = map_len + 64;
+    let boot_time = p.wall_clock();
     Ok(Firmware {
         tables,
         framebuffer,
         map_top,
         map_entries,
         map_capacity: memmap::normalize_capacity(map_entries),
+        boot_time,
+        tpm_log,
     })
 }

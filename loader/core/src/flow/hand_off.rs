@@ -43,14 +43,13 @@ pub fn hand_off<P: Platform, H: Protocol>(
     let entries = boot.firmware.map_entries;
     let mut regions = Vec::with_capacity(boot.firmware.map_capacity);
     let mut fw_map: Vec<FirmwareMemoryEntry> = Vec::with_capacity(entries);
-    let entry = boot.inputs.kernel.plan().entry;
     match protocol.leave() {
         Leave::Exit => {
-            log::info!("leaving the firmware; jumping to the kernel at {entry:#x}");
+            log::info!("leaving the firmware");
             p.exit_firmware(&mut regions);
         }
         Leave::KeepBootServices => {
-            log::info!("keeping the boot services; jumping to the kernel's EFI entry");
+            log::info!("keeping the boot services for the kernel's EFI entry");
             p.keep_firmware(&mut regions)?;
         }
     }
@@ -72,7 +71,16 @@ pub fn hand_off<P: Platform, H: Protocol>(
         map: &regions,
         firmware_map: &fw_map,
     };
-    protocol.write(&boot, info)
+    let handoff = protocol.write(&boot, info)?;
+    // The protocol decides the entry (Linux's startup_64, Limine's entry-point request, Xen's
+    // EFI entry plus the slide), so it is logged here rather than the ELF's e_entry. The
+    // serial console outlives the firmware on both platforms.
+    log::info!(
+        "jumping to the kernel at {:#x} (boot information at {:#x})",
+        handoff.entry,
+        handoff.boot_info
+    );
+    Ok(handoff)
 }
 
 /// The firmware's final map plus the framebuffer, normalized (sorted, merged, the more

@@ -8,7 +8,7 @@ use hvboot_api::{
     DEFAULT_STACK_SIZE, FRAMEBUFFER_NONE, STACK_REGION_BASE,
 };
 
-use super::{phys_slice, Error, Platform, CONFIG_PATH};
+use super::{measure, phys_slice, Error, Platform, CONFIG_PATH};
 use crate::config::{self, LoaderConfig};
 use crate::{bootloader_api, elf, limine, linux, multiboot2, request, PAGE_SIZE as PAGE};
 
@@ -20,6 +20,8 @@ pub struct Inputs {
     pub kernel: Kernel,
     /// What the kernel asks for.
     pub wants: Wants,
+    /// Whether this boot measures into a TPM (`measure`).
+    pub measuring: measure::Measuring,
 }
 
 /// The kernel file in loader-reclaimable pages, and its kind.
@@ -140,6 +142,8 @@ pub struct Wants {
     /// Where the first module is mapped again, in 4 KiB pages (a `bootloader_api` ramdisk);
     /// None: only through the direct map.
     pub ramdisk_virt: Option<u64>,
+    /// 5-level paging where the CPU has LA57 (a Limine kernel's Paging Mode request).
+    pub five_level: bool,
 }
 
 impl Wants {
@@ -155,6 +159,7 @@ impl Wants {
             ap_stack_size: or(r.ap_stack_size, DEFAULT_AP_STACK_SIZE),
             stack_base: STACK_REGION_BASE,
             ramdisk_virt: None,
+            five_level: false,
         }
     }
 
@@ -226,12 +231,23 @@ impl Wants {
         } else {
             RequestFlags::default()
         };
-        Self::of(Some(KernelRequest {
+        let mut w = Self::of(Some(KernelRequest {
             stack_size,
             ap_stack_size: stack_size,
             flags,
             ..KernelRequest::default()
-        }))
+        }));
+        // The Paging Mode request (PROTOCOL.md): its preferred `mode`, or from request
+        // revision 1 its `min_mode`, 5-level (LIMINE_PAGING_MODE_X86_64_5LVL, 1).
+        w.five_level = found.request("paging mode").is_some_and(|r| {
+            let member = |i: u64| {
+                let at = (r.offset + limine::REQUEST_HEADER + i * 8) as usize;
+                file.get(at..at + 8)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            };
+            member(0) == 1 || (r.revision >= 1 && member(2) == 1)
+        });
+        w
     }
 
     /// Whether the request sets flag `f`.
@@ -258,12 +274,13 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         config.kernel,
         config.modules.len()
     );
+    let measuring = measure::start(p, &config, bytes)?;
 
     let path = config.kernel.clone();
     let (file_phys, file_len) = p.read_file(&path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
     // SAFETY: read_file filled exactly this range.
     let file = unsafe { phys_slice(p, file_phys, file_len) };
-    Error::check_digest(&path, file, config.kernel_digest)?;
+    measuring.file(p, &path, file, config.kernel_digest)?;
     let (image, wants) = kernel_image(file, &path)?;
     let kernel = Kernel {
         path,
@@ -275,6 +292,7 @@ pub fn read<P: Platform>(p: &mut P) -> Result<Inputs, Error> {
         config,
         kernel,
         wants,
+        measuring,
     })
 }
 
@@ -313,6 +331,7 @@ fn kernel_image(file: &[u8], path: &str) -> Result<(KernelImage, Wants), Error> 
             }
         };
         let wants = Wants::limine(file, &v.found);
+        let plan = slid(plan.default_slide(), plan, path)?;
         return Ok((KernelImage::Limine(plan, v.found), wants));
     }
     let plan = elf::plan(file).map_err(|why| Error::Elf {
@@ -320,6 +339,13 @@ fn kernel_image(file: &[u8], path: &str) -> Result<(KernelImage, Wants), Error> 
         why,
     })?;
     if let Some(api) = bootloader_api_of(file, path)? {
+        let slide = bootloader_api::kernel_slide(&api.config, &plan).map_err(|why| {
+            Error::BootloaderApi {
+                kernel: kernel(),
+                why,
+            }
+        })?;
+        let plan = slid(slide, plan, path)?;
         let wants = Wants::bootloader_api(&api.config, &plan);
         return Ok((KernelImage::BootloaderApi(api, plan), wants));
     }
@@ -327,7 +353,17 @@ fn kernel_image(file: &[u8], path: &str) -> Result<(KernelImage, Wants), Error> 
         kernel: kernel(),
         why,
     })?;
+    let plan = slid(plan.default_slide(), plan, path)?;
     Ok((KernelImage::HvbootElf(plan), Wants::of(request)))
+}
+
+/// `plan` moved to where its protocol runs it (`slide`, checked by the rule that chose it; a
+/// fixed-address kernel's is 0).
+fn slid(slide: u64, plan: elf::LoadPlan, path: &str) -> Result<elf::LoadPlan, Error> {
+    plan.slid(slide).ok_or_else(|| Error::Elf {
+        kernel: String::from(path),
+        why: elf::ElfError::NoRoomToSlide { size: plan.size() },
+    })
 }
 
 /// A `bootloader_api` kernel's config (None for any other kernel), refused when it cannot be
@@ -371,6 +407,7 @@ fn elf_view(p: &multiboot2::Plan) -> elf::LoadPlan {
         segments,
         virt_start: p.start,
         virt_end: p.end,
+        relocations: None,
     }
 }
 
@@ -394,5 +431,6 @@ fn linux_view(p: &linux::Plan) -> elf::LoadPlan {
         segments: alloc::vec![segment],
         virt_start: p.load,
         virt_end: p.load + p.memsz,
+        relocations: None,
     }
 }

@@ -33,7 +33,7 @@ pub fn run<P: Platform, C: Cpu>(
     let mut stamps = stamps_from(tsc_start);
     let placed = place::place(p, &inputs)?;
     stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
-    let firmware = firmware::survey(p, &inputs.wants)?;
+    let firmware = firmware::survey(p, &inputs)?;
     // Linux reads ACPI through acpi_rsdp_addr and calibrates its own TSC.
     let boot = Boot::without_address_space::<P>(inputs, placed, firmware, stamps);
     hand_off::hand_off(p, cpu, &mut Linux::new(header), boot)
@@ -112,6 +112,52 @@ mod tests {
             let t = unsafe { paging::translate(p.phys_offset(), h.cr3, addr) };
             assert_eq!(t.map(|t| t.phys), Some(addr), "{addr:#x} identity-mapped");
         }
+    }
+
+    /// The initrd's parts are checked against their pins and measured like any module (they
+    /// were neither before measured boot): a replaced part is refused by name before the
+    /// firmware is left; with a TPM each part's BLAKE3 digest goes into PCR 9 in order.
+    #[test]
+    fn initrd_parts_are_pinned_and_measured() {
+        use crate::digest::Digest;
+        let pinned = |p: &mut FakePlatform| {
+            let cfg = alloc::format!(
+                "hvboot-config 1\nkernel {KERNEL}\nmodule /m/a\nmodule-blake3 {}\n\
+                 module /m/b\nmodule-blake3 {}\n",
+                Digest::of(b"first part "),
+                Digest::of(b"second part")
+            );
+            p.file(CONFIG_PATH, cfg);
+        };
+        let mut p = machine(bzimage(), "");
+        pinned(&mut p);
+        p.file("/m/b", &b"second PART"[..]);
+        let e = boot(&mut p, &FakeCpu::new(true), 1).unwrap_err();
+        assert!(!p.exited);
+        assert_eq!(
+            e.to_string(),
+            alloc::format!(
+                "/m/b: blake3 mismatch: expected {}, got {}",
+                Digest::of(b"second part"),
+                Digest::of(b"second PART")
+            )
+        );
+        let mut p = machine(bzimage(), "");
+        pinned(&mut p);
+        p.tpm = Some(alloc::vec::Vec::new());
+        boot(&mut p, &FakeCpu::new(true), 1).unwrap();
+        let files: alloc::vec::Vec<_> = p.tpm.take().unwrap().into_iter().skip(3).collect();
+        let part = |b: &[u8], path: &str| {
+            (
+                hvboot_api::TPM_PCR_FILES,
+                Digest::of(b).0.to_vec(),
+                path.as_bytes().to_vec(),
+            )
+        };
+        assert_eq!(
+            files,
+            [part(b"first part ", "/m/a"), part(b"second part", "/m/b")]
+        );
     }
 
     /// A command line longer than the kernel's cmdline_size is refused before the firmware is

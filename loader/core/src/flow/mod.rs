@@ -20,9 +20,11 @@ mod cpu;
 pub mod cpus;
 mod error;
 pub mod firmware;
+pub mod five_level;
 pub mod hand_off;
 pub mod inputs;
 mod linux;
+pub mod measure;
 pub mod place;
 mod platform;
 pub mod tsc;
@@ -141,7 +143,7 @@ pub fn run_multiboot2<P: Platform, C: Cpu>(
     let mut stamps = stamps_from(tsc_start);
     let placed = place::place(p, &inputs)?;
     stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
-    let firmware = firmware::survey(p, &inputs.wants)?;
+    let firmware = firmware::survey(p, &inputs)?;
     let plan = inputs.kernel.multiboot2().expect("a Multiboot2 kernel");
     let keep = keeps_boot_services(plan, firmware.tables.system_table);
     // Under BIOS the loader is linked at 0x8000; OVMF loads it where it likes. The EFI
@@ -291,7 +293,7 @@ fn run_inputs<P: Platform, C: Cpu, H: Protocol>(
     let mut stamps = stamps_from(tsc_start);
     let mut placed = place::place(p, &inputs)?;
     stamps[TscStage::FILES_READ.0 as usize] = cpu.rdtsc();
-    let firmware = firmware::survey(p, &inputs.wants)?;
+    let firmware = firmware::survey(p, &inputs)?;
     // The MADT's processors first: the address space maps a stack for each AP to start.
     let window = hv::PhysWindow {
         offset: p.phys_offset(),
@@ -314,7 +316,7 @@ fn run_inputs<P: Platform, C: Cpu, H: Protocol>(
     // CPU start-up, first half: the trampoline and the per-CPU data (the APs are started
     // after the firmware is left, in `hand_off`).
     let aps = if start_aps {
-        let tables = (space.cr3, space.direct_map_offset);
+        let tables = (space.cr3, space.direct_map_offset, space.la57_switch != 0);
         let aps = cpus::prepare(
             p,
             cpu,

@@ -154,7 +154,8 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
     let k = &inputs.kernel;
     let plan = k.plan();
     let size = plan.virt_end - plan.virt_start;
-    let placement = if plan.higher_half {
+    // A position-independent kernel runs wherever its slide put it: any 2 MiB-aligned block too.
+    let placement = if plan.higher_half || plan.relocatable() {
         Placement::Aligned(2 << 20)
     } else {
         let base = plan.phys_base().ok_or_else(|| Error::NotOneBlock {
@@ -197,6 +198,15 @@ fn kernel<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resul
         )
     };
     plan.copy_into(file, image);
+    // The relocation phase: a position-independent kernel's addresses moved by its slide.
+    plan.relocate(file, image);
+    if let Some(r) = &plan.relocations {
+        log::info!(
+            "kernel: {} relocations applied, slide {:#x}",
+            r.count,
+            r.slide
+        );
+    }
     log::info!(
         "kernel: entry {:#x}, {:#x} bytes at virtual {:#x}, physical {:#x}",
         plan.entry,
@@ -258,7 +268,8 @@ fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resu
         let (phys, size) = if align > PAGE {
             let (tmp, size) = p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
             // SAFETY: read_file filled exactly this range.
-            Error::check_digest(&m.path, unsafe { phys_slice(p, tmp, size) }, m.digest)?;
+            let file = unsafe { phys_slice(p, tmp, size) };
+            inputs.measuring.file(p, &m.path, file, m.digest)?;
             let phys = p
                 .allocate(
                     MemoryKind::MODULES.0,
@@ -276,7 +287,8 @@ fn modules<P: Platform>(p: &mut P, inputs: &Inputs, placed: &mut Placed) -> Resu
         } else {
             let (phys, size) = p.read_file(&m.path, MemoryKind::MODULES.0, u64::MAX)?;
             // SAFETY: read_file filled exactly this range.
-            Error::check_digest(&m.path, unsafe { phys_slice(p, phys, size) }, m.digest)?;
+            let file = unsafe { phys_slice(p, phys, size) };
+            inputs.measuring.file(p, &m.path, file, m.digest)?;
             (phys, size)
         };
         log::info!("module {}: {size} bytes at {phys:#x}", m.name);
@@ -299,7 +311,11 @@ fn initrd<P: Platform>(
 ) -> Result<(), Error> {
     let mut files = Vec::with_capacity(inputs.config.modules.len());
     for m in &inputs.config.modules {
-        files.push(p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?);
+        let (tmp, size) = p.read_file(&m.path, MemoryKind::LOADER_RECLAIMABLE.0, u64::MAX)?;
+        // SAFETY: read_file filled exactly this range.
+        let file = unsafe { phys_slice(p, tmp, size) };
+        inputs.measuring.file(p, &m.path, file, m.digest)?;
+        files.push((tmp, size));
     }
     let total: u64 = files.iter().map(|f| f.1).sum();
     if total == 0 {

@@ -41,6 +41,8 @@ pub struct FirmwareTables {
     pub smbios3: u64,
     /// EFI system table, 0 under BIOS.
     pub system_table: u64,
+    /// EFI_TCG2_FINAL_EVENTS_TABLE (TCG EFI Protocol §6.4), 0 if none.
+    pub tpm_final_events: u64,
 }
 
 /// What VBE said of the display mode the loader set (VBE 3.0 §4.3 VbeInfoBlock, §4.4
@@ -86,7 +88,8 @@ pub trait Platform {
     /// Where the loader reaches physical memory: physical address `a` is at loader-virtual
     /// `a + phys_offset()` (wrapping). 0 on both firmware platforms: UEFI identity-maps by
     /// definition (UEFI 2.10 §2.3.4), the BIOS stage 2 identity-maps the first 4 GiB and the
-    /// BIOS platform allocates below 4 GiB. A host test's fake backs memory with an arena.
+    /// BIOS platform maps the RAM above it before allocating there. A host test's fake backs
+    /// memory with an arena.
     fn phys_offset(&self) -> u64 {
         0
     }
@@ -136,13 +139,41 @@ pub trait Platform {
         None
     }
 
+    /// The wall-clock time now, in seconds since the Unix epoch (UTC), from the firmware's
+    /// real-time clock (`crate::rtc`); None when the clock cannot be read or reads as no valid
+    /// time. Asked while the firmware is still there. The default has no clock.
+    fn wall_clock(&mut self) -> Option<i64> {
+        None
+    }
+
     /// The firmware's handle of the loader itself (UEFI: the image handle the loader was
     /// started with), 0 when there is none.
     fn image_handle(&self) -> u64 {
         0
     }
 
-    /// After [`Platform::exit_firmware`]: appends the firmware's own final memory map,
+    /// Whether a TPM is there to measure into (docs/trust.md, "Measured boot"): Err with the
+    /// reason when not. The default: this platform does not measure.
+    fn tpm(&mut self) -> Result<(), PlatformError> {
+        Err(PlatformError::Unsupported(
+            "this loader measures only under UEFI (EFI_TCG2_PROTOCOL)",
+        ))
+    }
+
+    /// Extends PCR `pcr` in every active bank with the digest of `data` and logs an EV_IPL
+    /// event whose data is `event`. Only called after [`Platform::tpm`] said yes.
+    fn measure(&mut self, pcr: u32, data: &[u8], event: &[u8]) -> Result<(), PlatformError> {
+        let _ = (pcr, data, event);
+        self.tpm()
+    }
+
+    /// The TPM event log after the loader's last measurement, copied where the kernel can
+    /// read it (physical address, bytes); (0, 0) without one. Called before the firmware is
+    /// left.
+    fn tpm_event_log(&mut self) -> Result<(u64, u64), PlatformError> {
+        Ok((0, 0))
+    }
+
     /// untranslated (EFI descriptors / E820 entries), to `out`, whose capacity the caller
     /// reserved (room for the entry count of [`Platform::memory_extent`] plus 64). The default
     /// appends nothing (the kernel sees no firmware map).

@@ -328,6 +328,40 @@ fn lower_half_kernel_is_placed_at_its_physical_address() {
     check_map(&p, b);
 }
 
+/// A position-independent kernel linked at 0 runs at `elf::DEFAULT_PIE_BASE`, placed anywhere,
+/// entered at its slid entry, with its R_X86_64_RELATIVE word written before the hand-off.
+#[test]
+fn position_independent_kernel_is_slid_and_relocated() {
+    use crate::testing::elf::{pie, rela, PIE_DATA, PIE_RELA, PIE_TEXT};
+    let relas = rela(PIE_DATA + 8, ::elf::abi::R_X86_64_RELATIVE, 0x1234);
+    let kernel = pie(
+        &[
+            (::elf::abi::DT_RELA, PIE_RELA),
+            (::elf::abi::DT_RELASZ, 24),
+            (::elf::abi::DT_RELAENT, 24),
+        ],
+        &[(PIE_RELA, &relas)],
+    );
+    let mut p = machine(kernel.clone(), &config("", &[]));
+    let h = boot(&mut p).unwrap();
+    let b = info(&p, &h);
+    let base = crate::elf::DEFAULT_PIE_BASE;
+    let slide = base - PIE_TEXT;
+    assert_eq!((b.kernel_virt_base, h.entry), (base, slide + PIE_TEXT));
+    assert_eq!(b.kernel_phys_base % (2 << 20), 0, "2 MiB-aligned block");
+    let at = |link: u64| {
+        let t = walk(&p, &h, slide + link).expect("kernel page mapped");
+        u64::from_le_bytes(p.bytes(t.phys, 8).try_into().unwrap())
+    };
+    assert_eq!(at(PIE_DATA + 8), slide + 0x1234, "relocated");
+    let file_word =
+        |o: u64| u64::from_le_bytes(kernel[o as usize..o as usize + 8].try_into().unwrap());
+    assert_eq!(at(PIE_DATA), file_word(PIE_DATA), "the rest as in the file");
+    let t = walk(&p, &h, slide + PIE_DATA).unwrap();
+    assert!(t.writable && !t.executable);
+    check_map(&p, b);
+}
+
 #[test]
 fn direct_map_in_2mib_pages_and_beyond_4gib() {
     let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
@@ -1143,6 +1177,7 @@ fn limine_kernel_hand_off() {
         "executable address",
         "MP",
         "device tree blob",
+        "date at boot",
     ];
     let mut words = [start(), tag(2)].concat();
     for n in names {
@@ -1156,15 +1191,27 @@ fn limine_kernel_hand_off() {
     let mut p = machine(kernel(&words), &cfg);
     p.file("/hvboot/modules/a", &b"module bytes"[..])
         .with_madt(3);
+    p.clock = Some(1_796_149_859);
     let cpu = FakeCpu::new(true);
     *cpu.aps.borrow_mut() = ApSim::on(&p, &[1, 2]);
     let h = super::boot(&mut p, &cpu, 42).unwrap();
-    assert_eq!((h.mode, h.entry), (EntryMode::Limine, KBASE + 0x40));
+    assert_eq!(
+        (h.mode, h.entry),
+        (
+            EntryMode::Limine {
+                strict: false,
+                la57_switch: 0
+            },
+            KBASE + 0x40
+        )
+    );
 
     let dm = DEFAULT_DIRECT_MAP_OFFSET;
     let kernel_phys = |virt: u64| walk(&p, &h, virt).expect("mapped").phys;
     let word = |phys: u64| u64::from_le_bytes(p.bytes(phys, 8).try_into().unwrap());
-    let gdt: Vec<u64> = (0..7).map(|i| word(h.gdt_virt - dm + i * 8)).collect();
+    let gdt: Vec<u64> = (0..GDT.len() as u64)
+        .map(|i| word(h.gdt_virt - dm + i * 8))
+        .collect();
     assert_eq!(gdt, GDT);
     // The tag: supported (third word 0), booted with revision 2 (second word).
     let tag_phys = kernel_phys(DATA + 32);
@@ -1225,6 +1272,82 @@ fn limine_kernel_hand_off() {
         None,
         "a device tree blob on x86-64 is left unanswered"
     );
+    // Date at boot: the clock's reading, as the platform gave it before the firmware was left.
+    assert_eq!(word(response(6).unwrap() + 8), 1_796_149_859);
+}
+
+/// A Limine kernel whose Paging Mode request asks for 5-level paging, on a CPU with LA57: CR3
+/// is a PML5 whose entry 0 is the PML4's lower half and entry 511 a copy of its upper half
+/// (so a 48-bit address translates as before and no 57-bit one aliases the other half), the
+/// switch page carries the protocol's GDT, the APs' trampoline sets LA57, and the response
+/// says 5-level; the same kernel on a CPU without LA57 gets 4-level tables and answer.
+#[test]
+fn limine_five_level_paging() {
+    use super::fake::ApSim;
+    use super::five_level::SWITCH_GDT_OFFSET;
+    use crate::handoff::EntryMode;
+    use crate::limine::KNOWN;
+    use crate::protocols::limine::GDT;
+    use crate::testing::limine::{end, kernel, request, start, tag, DATA};
+
+    let id = |name: &str| KNOWN.iter().find(|k| k.0 == name).unwrap().1;
+    let mut words = [start(), tag(4)].concat();
+    // Paging mode, revision 1: mode 5-level, max_mode 5-level, min_mode 4-level.
+    words.extend(request(id("paging mode"), 1, 0));
+    words.extend([1, 1, 0]);
+    words.extend(request(id("MP"), 0, 1));
+    words.extend(end());
+    for la57 in [true, false] {
+        let cfg = config("", &[]);
+        let mut p = machine(kernel(&words), &cfg);
+        p.with_madt(2);
+        let mut cpu = FakeCpu::new(true);
+        cpu.la57 = la57;
+        *cpu.aps.borrow_mut() = ApSim::on(&p, &[1]);
+        let h = super::boot(&mut p, &cpu, 42).unwrap();
+        let EntryMode::Limine { la57_switch, .. } = h.mode else {
+            panic!("{:?}", h.mode)
+        };
+        let dm = DEFAULT_DIRECT_MAP_OFFSET;
+        let word = |phys: u64| u64::from_le_bytes(p.bytes(phys, 8).try_into().unwrap());
+        let kernel_phys = |cr3: u64, virt: u64| {
+            // SAFETY: the tables live in the arena.
+            unsafe { paging::translate(p.phys_offset_for_tests(), cr3, virt) }.map(|t| t.phys)
+        };
+        let trampoline_cr4 = cpu.aps.borrow().params.unwrap().cr4_extra;
+        if !la57 {
+            assert_eq!((la57_switch, trampoline_cr4), (0, 0));
+            let r = word(kernel_phys(h.cr3, DATA + 56).unwrap() + 40);
+            assert_eq!(word(r - DEFAULT_DIRECT_MAP_OFFSET + 8), 0, "4-level");
+            continue;
+        }
+        assert_ne!(la57_switch, 0);
+        assert_eq!(trampoline_cr4, crate::trampoline::CR4_LA57);
+        let (low, high) = (word(h.cr3) & !0xfff, word(h.cr3 + 511 * 8) & !0xfff);
+        assert_eq!((word(h.cr3) & 3, word(h.cr3 + 511 * 8) & 3), (3, 3));
+        assert!((1..511).all(|i| word(h.cr3 + i * 8) == 0));
+        assert!(
+            (256..512).all(|i| word(low + i * 8) == 0),
+            "the low PML4 keeps its lower half"
+        );
+        assert!(
+            (0..256).all(|i| word(high + i * 8) == 0),
+            "the high copy its upper half"
+        );
+        // The kernel and the direct map through the upper half, the hand-off code through the
+        // lower one.
+        assert!(kernel_phys(high, KBASE).is_some() && kernel_phys(low, KBASE).is_none());
+        assert_eq!(kernel_phys(high, dm + 0x1000), Some(0x1000));
+        let (code, _) = crate::handoff::code_pages();
+        assert_eq!(kernel_phys(low, code), Some(code));
+        let gdt: Vec<u64> = (0..GDT.len() as u64)
+            .map(|i| word(la57_switch + SWITCH_GDT_OFFSET + i * 8))
+            .collect();
+        assert_eq!(gdt, GDT);
+        // The response: LIMINE_PAGING_MODE_X86_64_5LVL.
+        let r = word(kernel_phys(high, DATA + 56).unwrap() + 40);
+        assert_eq!(word(r - dm + 8), 1);
+    }
 }
 
 #[test]
@@ -1310,4 +1433,73 @@ fn a_firmware_map_of_thousands_of_entries() {
             .expect("a reserved page is in the map");
         assert_eq!(r.kind, MemoryKind::RESERVED, "page {page:#x}");
     }
+}
+
+/// Measured boot (flow/measure.rs): with a TPM, the config and the command line go into PCR 8,
+/// the kernel's and each module's BLAKE3 digest (of the bytes as read) into PCR 9, in order,
+/// before the firmware is left; the boot info points to the event log copy. Without one the
+/// policy decides: `if-present` boots, `required` refuses by name.
+#[test]
+fn measured_boot_and_the_tpm_policy() {
+    use super::measure::CMDLINE_EVENT;
+    use crate::digest::Digest;
+    use hvboot_api::{TPM_PCR_CONFIG, TPM_PCR_FILES};
+    let (a, b) = ("/hvboot/modules/a", "/hvboot/modules/b");
+    let mods = [(a, "a", "x"), (b, "b", "")];
+    for request in [None, Some(KernelRequest::new().modules_2mib_aligned())] {
+        let kernel = kernel_at(KBASE, request);
+        let cfg = config("console=ttyS0 y=2", &mods);
+        let mut p = machine(kernel.clone(), &cfg);
+        p.file(a, &b"module a"[..]).file(b, &b"module b"[..]);
+        p.tpm = Some(Vec::new());
+        let h = boot(&mut p).expect("a measured boot");
+        let event = |s: &str| s.as_bytes().to_vec();
+        let file =
+            |bytes: &[u8], path: &str| (TPM_PCR_FILES, Digest::of(bytes).0.to_vec(), event(path));
+        let want = alloc::vec![
+            (TPM_PCR_CONFIG, cfg.clone().into_bytes(), event(CONFIG_PATH)),
+            (
+                TPM_PCR_CONFIG,
+                event("console=ttyS0 y=2"),
+                event(&format!("{CMDLINE_EVENT}console=ttyS0 y=2"))
+            ),
+            file(&kernel, KERNEL),
+            file(b"module a", a),
+            file(b"module b", b),
+        ];
+        assert_eq!(p.tpm.as_ref().unwrap(), &want);
+        let i = info(&p, &h);
+        assert_eq!(
+            i.tpm_event_log_size,
+            super::fake::FAKE_EVENT_LOG.len() as u64
+        );
+        let log = p.bytes(i.tpm_event_log_phys, i.tpm_event_log_size);
+        assert_eq!(log, super::fake::FAKE_EVENT_LOG);
+    }
+    // No TPM: `if-present` (the default) boots unmeasured, the boot info says no log.
+    let mut p = machine(kernel_at(KBASE, None), &config("", &[]));
+    let h = boot(&mut p).expect("an unmeasured boot");
+    assert_eq!(
+        (
+            info(&p, &h).tpm_event_log_phys,
+            info(&p, &h).tpm_event_log_size
+        ),
+        (0, 0)
+    );
+    // `required` refuses before the kernel is read.
+    let cfg = format!("{}tpm required\n", config("", &[]));
+    let e = with(&cfg, kernel_at(KBASE, None), |_| {});
+    assert_eq!(
+        e,
+        "/hvboot/hvboot.cfg: tpm required, but there is no TPM to measure into: the fake has no TPM"
+    );
+    // A pin still refuses a replaced file when measuring, and nothing of it is measured.
+    let kernel = kernel_at(KBASE, None);
+    let cfg = format!(
+        "{}kernel-blake3 {}\n",
+        config("", &[]),
+        Digest::of(b"other")
+    );
+    let e = with(&cfg, kernel.clone(), |p| p.tpm = Some(Vec::new()));
+    assert!(e.starts_with("/hvboot/kernel.elf: blake3 mismatch"), "{e}");
 }

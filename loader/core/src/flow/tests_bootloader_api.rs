@@ -182,3 +182,40 @@ fn refusals_name_the_field_before_the_firmware_is_left() {
         "/hvboot/kernel.elf: .bootloader-config: mappings.boot_info: FixedAddress(0x0)"
     ));
 }
+
+/// `mappings.kernel_base: FixedAddress(a)` moves a position-independent kernel by `a`, as
+/// rust-osdev's fixed_kernel_address kernels expect: entered at `a` + its link-time entry, its
+/// relocations written with `a`, `kernel_image_offset` = `a`. A fixed-address kernel is refused.
+#[test]
+fn kernel_base_moves_a_position_independent_kernel() {
+    use crate::testing::elf::{pie, rela, PIE_DATA, PIE_RELA, PIE_TEXT};
+    const BASE: u64 = 0x1987_6543_0000;
+    let mut config = serialized(17, None, 0x4000);
+    config[40] = 1; // mappings.kernel_base: FixedAddress(BASE)
+    config[41..49].copy_from_slice(&BASE.to_le_bytes());
+    let relas = rela(PIE_DATA, ::elf::abi::R_X86_64_RELATIVE, 0x42);
+    let dynamic = [
+        (::elf::abi::DT_RELA, PIE_RELA),
+        (::elf::abi::DT_RELASZ, 24),
+        (::elf::abi::DT_RELAENT, 24),
+    ];
+    let image = with_sections(
+        pie(&dynamic, &[(PIE_RELA, &relas)]),
+        &[(CONFIG_SECTION, &config)],
+    );
+    let mut p = machine(&config, b"rd");
+    p.file(KERNEL, image);
+    let h = boot(&mut p, &FakeCpu::new(true), 42).expect("boots");
+    assert_eq!(h.entry, BASE + PIE_TEXT);
+    let info = h.boot_info - hvboot_api::DEFAULT_DIRECT_MAP_OFFSET;
+    assert_eq!(u64_at(&p, info + 200), BASE, "kernel_image_offset");
+    let data = mapped(&p, &h, BASE + PIE_DATA).expect("the data page is mapped");
+    assert_eq!(u64_at(&p, data), BASE + 0x42, "relocated with the slide");
+
+    let mut p = machine(&config, b"rd");
+    let e = boot(&mut p, &FakeCpu::new(true), 42).expect_err("an ET_EXEC cannot move");
+    assert!(e.to_string().starts_with(
+        "/hvboot/kernel.elf: .bootloader-config: mappings.kernel_base: \
+         FixedAddress(0x198765430000) is not supported: only a position-independent (ET_DYN)"
+    ));
+}

@@ -167,6 +167,7 @@ impl Protocol for BootloaderApi {
         match api.tls {
             Some((start, file_size, mem_size)) => {
                 b.u32(at::TLS_TEMPLATE, 0);
+                let start = start.wrapping_add(boot.inputs.kernel.plan().slide());
                 b.u64(at::TLS_TEMPLATE + 8, start);
                 b.u64(at::TLS_TEMPLATE + 16, file_size);
                 b.u64(at::TLS_TEMPLATE + 24, mem_size);
@@ -184,8 +185,9 @@ impl Protocol for BootloaderApi {
             let k = &boot.inputs.kernel;
             b.u64(at::KERNEL_ADDR, k.file_phys);
             b.u64(at::KERNEL_LEN, k.file_len);
-            // A fixed-address (ET_EXEC) kernel runs where it is linked: no offset.
-            b.u64(at::KERNEL_IMAGE_OFFSET, 0);
+            // The slide: 0 for a fixed-address (ET_EXEC) kernel, which runs where it is linked
+            // (rust-osdev's load_kernel.rs, `virtual_address_offset`).
+            b.u64(at::KERNEL_IMAGE_OFFSET, k.plan().slide());
         }
         if layout >= InfoLayout::V0_11_14 {
             b.u64(at::KERNEL_STACK_BOTTOM, space.stack_bottom);

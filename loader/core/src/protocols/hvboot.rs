@@ -109,6 +109,8 @@ impl Hvboot {
         header.smbios_entry_phys = t.smbios;
         header.smbios3_entry_phys = t.smbios3;
         header.efi_system_table = t.system_table;
+        (header.tpm_event_log_phys, header.tpm_event_log_size) = boot.firmware.tpm_log;
+        header.tpm_final_events_phys = t.tpm_final_events;
         let (plan, placed, space) = (boot.inputs.kernel.plan(), &boot.placed, &boot.space);
         header.kernel_phys_base = placed.kernel_phys;
         header.kernel_virt_base = plan.virt_start;

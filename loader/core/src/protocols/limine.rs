@@ -32,12 +32,16 @@ mod map_type {
     pub const BOOTLOADER_RECLAIMABLE: u64 = 5;
     pub const KERNEL_AND_MODULES: u64 = 6;
     pub const FRAMEBUFFER: u64 = 7;
+    /// Base revision 4 on: reserved, and mapped in the HHDM.
+    pub const RESERVED_MAPPED: u64 = 8;
 }
 
 /// The GDT of PROTOCOL.md "Machine state at entry" (x86-64): null, 16-bit code and data
 /// (limit 0xffff), 32-bit code and data (flat 4 GiB), 64-bit code and data (Intel SDM Vol. 3A
-/// §3.4.5 descriptor layout).
-pub const GDT: [u64; 7] = [
+/// §3.4.5 descriptor layout); then, as the protocol's "at least" allows, a 64-bit TSS descriptor
+/// of base 0 and limit 0 (SDM Vol. 3A §8.2.3: type 9, present; two entries) that base revision
+/// 5's "task register loaded with base 0 and limit 0" loads at [`TSS_SELECTOR`].
+pub const GDT: [u64; 9] = [
     0,
     0x0000_9a00_0000_ffff,
     0x0000_9200_0000_ffff,
@@ -45,7 +49,11 @@ pub const GDT: [u64; 7] = [
     0x00cf_9200_0000_ffff,
     0x00af_9a00_0000_ffff,
     0x00cf_9200_0000_ffff,
+    0x0000_8900_0000_0000,
+    0,
 ];
+/// The TSS selector in [`GDT`] (base revision 5 on).
+pub const TSS_SELECTOR: u16 = 0x38;
 /// The 64-bit code and data selectors in [`GDT`].
 pub const CODE_SELECTOR: u16 = 0x28;
 /// See [`CODE_SELECTOR`].
@@ -121,10 +129,16 @@ pub fn map_type(k: MemoryKind) -> u64 {
 
 /// The final map in Limine's types into `out` (room made in `prepare`): PROTOCOL.md "Memory Map
 /// Feature" never marks the first page usable, so a usable range from 0 gives its first page to
-/// a reserved entry.
-fn limine_map(map: &[memmap::Region], out: &mut Vec<[u64; 3]>) {
+/// a reserved entry. From base revision 4 a reserved range the HHDM maps (below
+/// `mapped_below`, the direct map's end: hvboot maps every range there) is "reserved mapped",
+/// which is where revisions 4 and 5 promise the ACPI and SMBIOS tables and the EFI runtime
+/// regions the kernel may read through the HHDM.
+fn limine_map(map: &[memmap::Region], out: &mut Vec<[u64; 3]>, mapped_below: u64) {
     for r in map {
-        let t = map_type(MemoryKind(r.kind));
+        let mut t = map_type(MemoryKind(r.kind));
+        if t == map_type::RESERVED && r.base.saturating_add(r.length) <= mapped_below {
+            t = map_type::RESERVED_MAPPED;
+        }
         if t == map_type::USABLE && r.base < PAGE && r.length > 0 {
             let first = (PAGE - r.base).min(r.length);
             out.push([r.base, first, map_type::RESERVED]);
@@ -235,7 +249,13 @@ impl Protocol for Limine {
         };
         let gdt = w.words(&GDT)?;
         debug_assert_eq!(w.used, gdt_len);
-        limine_map(info.map, &mut self.map);
+        // Base revision 4's "reserved mapped" type; 0 (none) before it.
+        let mapped_below = if self.revision() >= 4 {
+            boot.space.direct_map_size
+        } else {
+            0
+        };
+        limine_map(info.map, &mut self.map, mapped_below);
         for i in 0..self.found.requests.len() {
             let r = self.found.requests[i];
             if let Some(response) = self.respond(boot, &r, &mut w, info.firmware_map)? {
@@ -251,8 +271,12 @@ impl Protocol for Limine {
             self.write_word(boot, vaddr + 8, revision);
         }
         let entry = self.entry(boot);
+        let strict = self.revision() >= crate::limine::STRICT_ENTRY_REVISION;
         Ok(Handoff {
-            mode: EntryMode::Limine,
+            mode: EntryMode::Limine {
+                strict,
+                la57_switch: boot.space.la57_switch,
+            },
             cr3: boot.space.cr3,
             stack_top: boot.space.stack_top(),
             entry,
@@ -268,11 +292,11 @@ impl Limine {
         self.found.base_revision()
     }
 
-    /// A firmware table's address in a response: physical for the base revisions that say so
-    /// (the `limine` crate's notes: RSDP in revision 3, SMBIOS and the EFI system table in 3
-    /// and 4), else through the HHDM; 0 stays 0 (absent).
-    fn table(&self, phys: u64, physical_from: u64, hhdm: u64) -> u64 {
-        if phys == 0 || self.revision() >= physical_from {
+    /// A firmware table's address in a response: physical in the base revisions `physical`
+    /// (PROTOCOL.md "Base Revision Changes Summary": the RSDP in revision 3 only, SMBIOS and
+    /// the EFI system table in 3 and 4), else through the HHDM; 0 stays 0 (absent).
+    fn table(&self, phys: u64, physical: core::ops::RangeInclusive<u64>, hhdm: u64) -> u64 {
+        if phys == 0 || physical.contains(&self.revision()) {
             phys
         } else {
             phys + hhdm
@@ -282,13 +306,22 @@ impl Limine {
     /// Word `at` (a virtual address in the kernel's image) written through the kernel's
     /// physical placement.
     fn write_word(&self, boot: &Boot, vaddr: u64, value: u64) {
-        let plan = boot.inputs.kernel.plan();
-        let phys = boot.placed.kernel_phys + (vaddr - plan.virt_start);
+        let phys = Self::image_phys(boot, vaddr);
         // SAFETY: the scan found the word inside a segment's file bytes, which `place` copied
         // to the kernel's block; the loader reaches physical memory at `phys_offset`.
         unsafe {
             core::ptr::write_unaligned((phys + self.phys_offset) as *mut u64, value);
         }
+    }
+
+    /// Where the word at link-time address `vaddr` (the scan's) of the kernel's image is in
+    /// physical memory: the image runs at its link address moved by its slide.
+    fn image_phys(boot: &Boot, vaddr: u64) -> u64 {
+        let plan = boot.inputs.kernel.plan();
+        let offset = vaddr
+            .wrapping_add(plan.slide())
+            .wrapping_sub(plan.virt_start);
+        boot.placed.kernel_phys + offset
     }
 
     /// The MP response (PROTOCOL.md "SMP (multiprocessor) Feature", x86-64) over hvboot's SMP
@@ -351,17 +384,17 @@ impl Limine {
         w.words(&[0, u64::from(bsp_apic) << 32, infos.len() as u64, array])
     }
 
-    /// Member `index` (in words after the header) of request `r`, from the kernel's file as
-    /// it was read; 0 past the file's end (a request claiming a revision whose members it
-    /// does not have).
+    /// Member `index` (in words after the header) of request `r`, from the loaded image (a
+    /// relocatable kernel's pointers there are relocated); 0 past the image's end (a request
+    /// claiming a revision whose members it does not have).
     fn request_member(&self, boot: &Boot, r: &Request, index: u64) -> u64 {
-        let k = &boot.inputs.kernel;
-        let off = r.offset + REQUEST_HEADER + index * 8;
-        if off + 8 > k.file_len {
+        let off = REQUEST_HEADER + index * 8;
+        let at = Self::image_phys(boot, r.vaddr + off);
+        if at + 8 > boot.placed.kernel_phys + boot.placed.image_size {
             return 0;
         }
-        // SAFETY: inside the file's bytes, which the loader reaches at `phys_offset`.
-        unsafe { core::ptr::read_unaligned((k.file_phys + off + self.phys_offset) as *const u64) }
+        // SAFETY: inside the kernel's block, which the loader reaches at `phys_offset`.
+        unsafe { core::ptr::read_unaligned((at + self.phys_offset) as *const u64) }
     }
 
     /// The entry point: the Entry Point request's, else the ELF's.
@@ -420,13 +453,13 @@ impl Limine {
                 } else {
                     0
                 };
-                if min > 0 {
-                    return unanswered(
-                        name,
-                        "5-level paging (min_mode 1) is not offered by hvboot",
-                    );
+                // LIMINE_PAGING_MODE_X86_64_5LVL (1) when the address space is 5-level
+                // (`flow::five_level`: asked for, and the CPU has LA57), else 4LVL (0).
+                let five = boot.space.la57_switch != 0;
+                if min > 0 && !five {
+                    return unanswered(name, "min_mode 5-level, no LA57");
                 }
-                w.words(&[0, 0])? // LIMINE_PAGING_MODE_X86_64_4LVL
+                w.words(&[0, u64::from(five)])?
             }
             "memory map" => {
                 self.scratch.clear();
@@ -450,16 +483,16 @@ impl Limine {
                 let array = w.words(&self.scratch)?;
                 w.words(&[0, self.scratch.len() as u64, array])?
             }
-            "RSDP" if t.rsdp != 0 => w.words(&[0, self.table(t.rsdp, 3, hhdm)])?,
+            "RSDP" if t.rsdp != 0 => w.words(&[0, self.table(t.rsdp, 3..=3, hhdm)])?,
             "SMBIOS" if t.smbios != 0 || t.smbios3 != 0 => {
                 let (e32, e64) = (
-                    self.table(t.smbios, 3, hhdm),
-                    self.table(t.smbios3, 3, hhdm),
+                    self.table(t.smbios, 3..=4, hhdm),
+                    self.table(t.smbios3, 3..=4, hhdm),
                 );
                 w.words(&[0, e32, e64])?
             }
             "EFI system table" if uefi && t.system_table != 0 => {
-                w.words(&[0, self.table(t.system_table, 3, hhdm)])?
+                w.words(&[0, self.table(t.system_table, 3..=4, hhdm)])?
             }
             "EFI memory map" if uefi && !firmware_map.is_empty() => {
                 let start = w.used.next_multiple_of(8);
@@ -497,10 +530,20 @@ impl Limine {
                 return unanswered(name, "booted by BIOS, there is no EFI")
             }
             "MP" => match &boot.aps {
-                Some(aps) => self.mp(boot, aps, w)?,
+                Some(aps) => {
+                    // The request's `flags` bit 0: x2APIC mode "if possible" (PROTOCOL.md).
+                    if self.request_member(boot, r, 0) & 1 != 0 {
+                        log::warn!("limine: MP request's x2APIC flag left unset: no x2APIC switch");
+                    }
+                    self.mp(boot, aps, w)?
+                }
                 None => return unanswered(name, "no MADT lists the processors"),
             },
-            "date at boot" => return unanswered(name, "hvboot does not read the RTC"),
+            // The Unix time the real-time clock gave while the firmware was there.
+            "date at boot" => match boot.firmware.boot_time {
+                Some(t) => w.words(&[0, t as u64])?,
+                None => return unanswered(name, "no valid RTC time"),
+            },
             _ => return unanswered(name, "not on x86-64"),
         };
         Ok(Some(response))

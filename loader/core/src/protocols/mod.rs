@@ -15,6 +15,7 @@ pub mod bootloader_api;
 pub mod hvboot;
 pub mod linux;
 pub mod limine;
+pub mod limine_apic;
 pub mod multiboot2;
 
 use hvboot_api::FirmwareMemoryEntry;

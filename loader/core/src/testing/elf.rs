@@ -127,3 +127,58 @@ pub fn with_sections(mut image: Vec<u8>, sections: &[(&str, &[u8])]) -> Vec<u8> 
     image[0x3e..0x40].copy_from_slice(&(count - 1).to_le_bytes());
     image
 }
+
+/// Where `pie` puts things (link addresses; file offset = address): text, the read-only
+/// segment with the relocation tables and the dynamic array, data (+ one page of bss).
+pub const PIE_TEXT: u64 = 0x1000;
+pub const PIE_RELA: u64 = 0x2000;
+pub const PIE_REL: u64 = 0x2400;
+pub const PIE_RELR: u64 = 0x2800;
+pub const PIE_DYNAMIC: u64 = 0x2c00;
+pub const PIE_DATA: u64 = 0x3000;
+
+/// An `Elf64_Rela` (AMD64 psABI §4.4: `r_info` = symbol << 32 | type).
+pub fn rela(offset: u64, r_type: u32, addend: i64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&offset.to_le_bytes());
+    b.extend_from_slice(&u64::from(r_type).to_le_bytes());
+    b.extend_from_slice(&addend.to_le_bytes());
+    b
+}
+
+/// A static PIE (`ET_DYN`) linked at 0 as `build` lays it out: the `dynamic` entries (tag, value;
+/// a DT_NULL is appended) in a `PT_DYNAMIC`, and `tables` (link address, bytes) written into the
+/// file, such as relocation tables at `PIE_RELA`.. and data words at `PIE_DATA`...
+pub fn pie(dynamic: &[(i64, u64)], tables: &[(u64, &[u8])]) -> Vec<u8> {
+    let dyn_size = 16 * (dynamic.len() as u64 + 1);
+    let mut phs = alloc::vec![
+        load(PF_R | PF_X, PIE_TEXT, PIE_TEXT, 0x1000, 0x1000),
+        load(PF_R, 0x2000, 0x2000, 0x1000, 0x1000),
+        load(PF_R | PF_W, PIE_DATA, PIE_DATA, 0x1000, 0x2000),
+        Ph {
+            p_type: abi::PT_DYNAMIC,
+            flags: PF_R,
+            offset: PIE_DYNAMIC,
+            vaddr: PIE_DYNAMIC,
+            paddr: PIE_DYNAMIC,
+            filesz: dyn_size,
+            memsz: dyn_size,
+        },
+    ];
+    for p in &mut phs {
+        p.paddr = p.vaddr;
+    }
+    let mut f = build_with(abi::ET_DYN, abi::EM_X86_64, PIE_TEXT, &phs, 0x4000);
+    let mut d = Vec::new();
+    for &(tag, val) in dynamic.iter().chain(&[(0, 0)]) {
+        d.extend_from_slice(&tag.to_le_bytes());
+        d.extend_from_slice(&val.to_le_bytes());
+    }
+    let at = PIE_DYNAMIC as usize;
+    f[at..at + d.len()].copy_from_slice(&d);
+    for (addr, bytes) in tables {
+        let at = *addr as usize;
+        f[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+    f
+}

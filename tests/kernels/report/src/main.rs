@@ -18,6 +18,7 @@
 //! HVB rsdp phys=0x.. signature_hex=.. checksum_ok=1 revision=N xsdt=0x.. ext_checksum_ok=1 | HVB rsdp none
 //! HVB smbios entry=0x.. entry3=0x..
 //! HVB efi system_table=0x..
+//! HVB tpm ... / tpm_event ...   (see tpm.rs)
 //! HVB kernel phys_base=0x.. virt_base=0x.. size=0x.. main=0x.. stack_top=0x.. stack_size=N entry_rsp=0x..
 //! HVB direct_map offset=0x.. size=0x..
 //! HVB tsc loader_start=N handoff=N now=N
@@ -60,6 +61,7 @@ mod hv;
 mod paging;
 #[cfg(feature = "smp")]
 mod smp;
+mod tpm;
 
 use core::arch::asm;
 
@@ -108,6 +110,7 @@ fn kernel_main(info: &'static BootInfo) -> ! {
         info.smbios3_entry_phys
     );
     serial_println!("HVB efi system_table={:#x}", info.efi_system_table);
+    tpm::report(info);
     report_kernel(info);
     serial_println!(
         "HVB direct_map offset={:#x} size={:#x}",
