@@ -118,6 +118,7 @@
 #define HVBOOT_TSC_SOURCE_UNKNOWN 0u /* Not known: no CPUID leaf and no timer to measure against. */
 #define HVBOOT_TSC_SOURCE_CPUID 1u /* CPUID leaf 15h (or 16h), as hvboot-api's virt report. */
 #define HVBOOT_TSC_SOURCE_PM_TIMER 2u /* Measured against the ACPI PM timer (FADT), 3.579545 MHz. */
+#define HVBOOT_TSC_SOURCE_PIT 3u /* Measured against the 8254 PIT's channel 2, 1.193182 MHz (no PM timer). */
 
 /* Bits of CpuStart.flags: what the processor reported about itself on arrival. */
 #define HVBOOT_CPU_START_FLAGS_VMX 1u /* Intel VMX (CPUID.1:ECX[5]). */

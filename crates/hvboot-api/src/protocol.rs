@@ -348,6 +348,8 @@ impl TscSource {
     pub const CPUID: Self = Self(1);
     /// Measured against the ACPI PM timer (FADT), 3.579545 MHz.
     pub const PM_TIMER: Self = Self(2);
+    /// Measured against the 8254 PIT's channel 2, 1.193182 MHz (no PM timer).
+    pub const PIT: Self = Self(3);
 
     /// The value's name, or None for a value this version does not know.
     pub const fn name(self) -> Option<&'static str> {
@@ -355,6 +357,7 @@ impl TscSource {
             0 => Some("UNKNOWN"),
             1 => Some("CPUID"),
             2 => Some("PM_TIMER"),
+            3 => Some("PIT"),
             _ => None,
         }
     }

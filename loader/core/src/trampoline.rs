@@ -56,6 +56,9 @@ pub struct ApParams {
     pub long_selector: u16,
     /// CR4 bits set besides PAE, OSFXSR and OSXMMEXCPT: [`CR4_LA57`] for 5-level tables.
     pub cr4_extra: u16,
+    /// u64 per slot: the TSC when the AP reached its 64-bit code (virtual), for the phase
+    /// figures of `flow::cpus::start`.
+    pub stamps: u64,
 }
 
 /// CR4.LA57 (bit 12): `cr3` is a PML5 (SDM Vol. 3A §2.5).
@@ -67,13 +70,14 @@ pub const GDT_SLOT: u64 = 256;
 /// MTRRdefType).
 pub const MAX_MSRS: usize = 48;
 
-const _: () = assert!(core::mem::size_of::<ApParams>() == 104);
+const _: () = assert!(core::mem::size_of::<ApParams>() == 112);
 const _: () = assert!(core::mem::size_of::<CpuMailbox>() == 128);
 const _: () = assert!(core::mem::offset_of!(ApParams, gdtr_limit) == 26);
 const _: () = assert!(core::mem::offset_of!(ApParams, cr3) == 32);
 const _: () = assert!(core::mem::offset_of!(ApParams, apic_ids) == 56);
 const _: () = assert!(core::mem::offset_of!(ApParams, long_entry) == 96);
 const _: () = assert!(core::mem::offset_of!(ApParams, cr4_extra) == 102);
+const _: () = assert!(core::mem::offset_of!(ApParams, stamps) == 104);
 const _: () = assert!(core::mem::offset_of!(CpuMailbox, state) == 24);
 const _: () = assert!(core::mem::offset_of!(CpuMailbox, cpuid1_ecx) == 64);
 
@@ -152,6 +156,11 @@ global_asm!(
     "inc r10d",
     "jmp 3b",
     "4:",
+    "rdtsc",
+    "shl rdx, 32",
+    "or rax, rdx",
+    "mov r9, [rip + hvboot_ap_params + 104]",
+    "mov [r9 + r10 * 8], rax",
     "mov r9, [rip + hvboot_ap_params + 64]",
     "mov rsp, [r9 + r10 * 8]",
     // Its own GDT (and TSS), then CS and the data segments from it.
@@ -312,7 +321,7 @@ global_asm!(
     ".balign 8",
     ".global hvboot_ap_params",
     "hvboot_ap_params:",
-    ".fill 104, 1, 0",
+    ".fill 112, 1, 0",
     ".global hvboot_ap_end",
     "hvboot_ap_end:",
     ".text",
@@ -353,11 +362,12 @@ pub fn long_offset() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::mem::size_of;
 
     #[test]
     fn blob_fits_a_page_and_starts_in_real_mode() {
         let c = code();
-        assert!(c.len() <= 4096 && params_offset() + 104 == c.len());
+        assert!(c.len() <= 4096 && params_offset() + size_of::<ApParams>() == c.len());
         assert_eq!(&c[..2], &[0xFA, 0xFC]);
         let lgdt_disp = u16::from_le_bytes([c[10], c[11]]) as usize;
         assert_eq!(lgdt_disp, params_offset() + 26);

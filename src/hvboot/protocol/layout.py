@@ -355,6 +355,11 @@ PROTOCOL = Protocol(
                 EnumValue(
                     "PM_TIMER", 2, "Measured against the ACPI PM timer (FADT), 3.579545 MHz."
                 ),
+                EnumValue(
+                    "PIT",
+                    3,
+                    "Measured against the 8254 PIT's channel 2, 1.193182 MHz (no PM timer).",
+                ),
             ),
         ),
         Enum(

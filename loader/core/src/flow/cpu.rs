@@ -22,6 +22,10 @@ pub trait Cpu {
     fn pause(&self) {}
     /// IN of a 32-bit I/O port (the ACPI PM timer).
     fn inl(&self, port: u16) -> u32;
+    /// IN of an 8-bit I/O port (the PIT's port 0x61).
+    fn inb(&self, port: u16) -> u8;
+    /// OUT to an 8-bit I/O port (the PIT's channel 2 and port 0x61).
+    fn outb(&self, port: u16, value: u8);
 }
 
 /// The inter-processor interrupts of the start-up sequence (Intel SDM Vol. 3A §9.4.4.1).
@@ -120,6 +124,17 @@ impl Cpu for Machine {
                 options(nomem, nostack, preserves_flags));
         }
         value
+    }
+
+    fn inb(&self, port: u16) -> u8 {
+        // SAFETY: ring 0; callers read the PIT's control port 0x61 only.
+        unsafe { hvboot_api::cpu::inb(port) }
+    }
+
+    fn outb(&self, port: u16, value: u8) {
+        // SAFETY: ring 0; callers program PIT channel 2 and its gate (tsc.rs), which the
+        // firmware does not use once it is left and which drives nothing but the speaker.
+        unsafe { hvboot_api::cpu::outb(port, value) }
     }
 }
 

@@ -82,6 +82,9 @@ pub struct Aps {
     pub mailboxes: Vec<*mut CpuMailbox>,
     /// Per started AP: the RSP it is released with, as the loader reaches it.
     pub stack_tops: *mut u64,
+    /// Per started AP: the TSC when it reached its 64-bit code (0 before), as the loader
+    /// reaches it; for [`start`]'s phase figures.
+    stamps: *mut u64,
     /// One record per CPU-list entry (the protocol's `cpu_starts`).
     pub starts: Vec<CpuStart>,
     /// TSC ticks per µs for the delays.
@@ -226,6 +229,7 @@ struct DataLayout {
     msrs: u64,
     mailboxes: u64,
     gdts: u64,
+    stamps: u64,
     size: u64,
 }
 
@@ -237,12 +241,14 @@ impl DataLayout {
         // mailbox starts 16 bytes before it (protocols/limine.rs, "MP").
         let mailboxes = (msrs + 16 * MAX_MSRS as u64 + 16).next_multiple_of(128);
         let gdts = mailboxes + n * size_of::<CpuMailbox>() as u64;
-        let size = (gdts + n * GDT_SLOT).next_multiple_of(PAGE);
+        let stamps = gdts + n * GDT_SLOT;
+        let size = (stamps + 8 * n).next_multiple_of(PAGE);
         Self {
             stack_tops,
             msrs,
             mailboxes,
             gdts,
+            stamps,
             size,
         }
     }
@@ -327,6 +333,7 @@ pub fn prepare<P: Platform>(
         long_entry: (page + trampoline::long_offset() as u64) as u32,
         long_selector: 0x08,
         cr4_extra: if la57 { trampoline::CR4_LA57 } else { 0 },
+        stamps: virt_of(layout.stamps),
     };
     write_trampoline(p, page, &params);
     let mut starts = initial_records(cpus, &bsp);
@@ -342,13 +349,16 @@ pub fn prepare<P: Platform>(
             s.flags = CpuStartFlags(s.flags.0 | CpuStartFlags::MWAIT.0);
         }
     }
-    let stack_tops = (data + layout.stack_tops).wrapping_add(p.phys_offset()) as *mut u64;
+    let reach = |off: u64| (data + off).wrapping_add(p.phys_offset()) as *mut u64;
+    let stack_tops = reach(layout.stack_tops);
+    let stamps = reach(layout.stamps);
     Ok(Aps {
         page,
         local_apic,
         slots,
         mailboxes,
         stack_tops,
+        stamps,
         starts,
         ticks_per_us: if tsc_hz == 0 {
             UNKNOWN_TICKS_PER_US
@@ -407,16 +417,28 @@ pub fn start(cpu: &impl Cpu, aps: &mut Aps, cpus: &[CpuEntry]) {
     for &id in &ids {
         cpu.send_ipi(aps.local_apic, id, Ipi::InitDeassert);
     }
+    let inits_sent = cpu.rdtsc();
     wait_us(INIT_DELAY_US);
+    let sipi_start = cpu.rdtsc();
     for &id in &ids {
         cpu.send_ipi(aps.local_apic, id, Ipi::Startup(vector));
     }
+    let sipis_sent = cpu.rdtsc();
     wait_us(SIPI_DELAY_US);
+    let mut again = 0;
     for (k, &id) in ids.iter().enumerate() {
         if mailbox_state(aps.mailboxes[k]) == MailboxState::EMPTY {
             cpu.send_ipi(aps.local_apic, id, Ipi::Startup(vector));
+            again += 1;
         }
     }
+    let phases = Phases {
+        first_init,
+        inits_sent,
+        sipi_start,
+        sipis_sent,
+        second_sipis: (again, cpu.rdtsc()),
+    };
     let deadline = cpu.rdtsc() + ANSWER_TIMEOUT_US * aps.ticks_per_us;
     let all = |aps: &Aps| {
         aps.mailboxes
@@ -427,6 +449,52 @@ pub fn start(cpu: &impl Cpu, aps: &mut Aps, cpus: &[CpuEntry]) {
         cpu.pause();
     }
     record(aps);
+    phases.log(aps);
+}
+
+/// The BSP's TSC at each step of [`start`], for the figures it logs (bench/README.md,
+/// "Processor bring-up": where the time goes).
+struct Phases {
+    first_init: u64,
+    inits_sent: u64,
+    sipi_start: u64,
+    sipis_sent: u64,
+    /// How many APs got the second SIPI, and the TSC once it was sent.
+    second_sipis: (usize, u64),
+}
+
+impl Phases {
+    /// One line on the console: each step in µs after the first INIT, then the first and
+    /// last AP to reach 64-bit code and to park.
+    fn log(&self, aps: &Aps) {
+        let us = |tsc: u64| tsc.saturating_sub(self.first_init) / aps.ticks_per_us;
+        let n = aps.slots.len();
+        // SAFETY: `stamps` has one u64 per slot in the CPU data; the APs have written theirs.
+        let long = (0..n).map(|k| unsafe { aps.stamps.add(k).read_volatile() });
+        let parked = aps.slots.iter().map(|&i| aps.starts[i].tsc_arrived);
+        let span = |it: &mut dyn Iterator<Item = u64>| {
+            let (lo, hi) = it
+                .filter(|&t| t != 0)
+                .fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
+            if hi == 0 {
+                (0, 0)
+            } else {
+                (us(lo), us(hi))
+            }
+        };
+        let (l0, l1) = span(&mut long.into_iter());
+        let (p0, p1) = span(&mut parked.into_iter());
+        log::info!(
+            "APs: {n} started; µs after the first INIT: INITs sent {}, SIPIs from {} to {}, \
+             second SIPIs to {} by {}, 64-bit code first {l0} last {l1}, parked first {p0} \
+             last {p1}",
+            us(self.inits_sent),
+            us(self.sipi_start),
+            us(self.sipis_sent),
+            self.second_sipis.0,
+            us(self.second_sipis.1),
+        );
+    }
 }
 
 /// Copies each arrived AP's own report into its record and flags what differs from the BSP.

@@ -148,6 +148,34 @@ impl FakePlatform {
     /// Like [`FakePlatform::with_madt_cpus`], and after the MADT in the RSDT one table (a bare
     /// header; a FADT with a PM timer) of each signature in `more`; table `i` lies at [`FakePlatform::acpi_table_at`].
     pub fn with_acpi_tables(&mut self, cpus: &[(u8, u32)], more: &[[u8; 4]]) -> &mut Self {
+        let entries: Vec<u8> = cpus
+            .iter()
+            .flat_map(|&(id, flags)| {
+                let mut e = std::vec![0, 8, id, id]; // Processor Local APIC
+                e.extend_from_slice(&flags.to_le_bytes());
+                e
+            })
+            .collect();
+        self.with_madt_entries(&entries, more)
+    }
+
+    /// A MADT whose processors are (x2APIC ID, flags) in Processor Local x2APIC entries (type
+    /// 9, ACPI 6.5 §5.2.12.12; ACPI UID = the ID), and nothing else in the RSDT.
+    pub fn with_x2apic_madt(&mut self, cpus: &[(u32, u32)]) -> &mut Self {
+        let entries: Vec<u8> = cpus
+            .iter()
+            .flat_map(|&(id, flags)| {
+                let mut e = std::vec![9, 16, 0, 0];
+                for v in [id, flags, id] {
+                    e.extend_from_slice(&v.to_le_bytes());
+                }
+                e
+            })
+            .collect();
+        self.with_madt_entries(&entries, &[])
+    }
+
+    fn with_madt_entries(&mut self, entries: &[u8], more: &[[u8; 4]]) -> &mut Self {
         let rsdt_at = RSDP + 0x100;
         let sdt = |sig: &[u8; 4], body: &[u8]| {
             let mut t = std::vec![0u8; 36];
@@ -161,10 +189,7 @@ impl FakePlatform {
         let mut madt = Vec::new();
         madt.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
         madt.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT
-        for &(id, flags) in cpus {
-            madt.extend_from_slice(&[0, 8, id, id]); // Processor Local APIC
-            madt.extend_from_slice(&flags.to_le_bytes());
-        }
+        madt.extend_from_slice(entries);
         let mut rsdp = std::vec![0u8; 20];
         rsdp[..8].copy_from_slice(b"RSD PTR ");
         rsdp[16..20].copy_from_slice(&(rsdt_at as u32).to_le_bytes());
@@ -487,6 +512,32 @@ pub struct FakeCpu {
     pub msr_writes: RefCell<Vec<(u32, u64)>>,
     /// The application processors it simulates.
     pub aps: RefCell<ApSim>,
+    /// PIT channel 2 (None: no PIT, its ports read 0xFF).
+    pub pit: RefCell<Option<FakePit>>,
+}
+
+/// PIT channel 2 as `tsc::measure_pit` drives it: mode 0 counting down from the loaded count
+/// at `tsc::PIT_HZ` (derived from the TSC at [`FAKE_TSC_HZ`]) from the gate's rise; the latch
+/// command and the low-then-high byte order of both the count and the latched value.
+#[derive(Default, Clone, Copy)]
+pub struct FakePit {
+    gate: bool,
+    reload: u16,
+    started: u64,
+    latched: Option<u16>,
+    high_next: bool,
+    port61: u8,
+}
+
+impl FakePit {
+    fn count(&self, tsc: u64) -> u16 {
+        if !self.gate {
+            return self.reload;
+        }
+        let ticks = u128::from(tsc - self.started) * u128::from(super::tsc::PIT_HZ)
+            / u128::from(FAKE_TSC_HZ);
+        self.reload.wrapping_sub(ticks as u16)
+    }
 }
 
 /// Simulated APs: each one listed in `answer` does at its first SIPI what the trampoline does
@@ -562,6 +613,7 @@ impl FakeCpu {
             la57: false,
             msr_writes: RefCell::new(Vec::new()),
             aps: RefCell::new(ApSim::default()),
+            pit: RefCell::new(Some(FakePit::default())),
         }
     }
 }
@@ -615,6 +667,62 @@ impl Cpu for FakeCpu {
         let ticks = u128::from(self.tsc.get()) * u128::from(super::tsc::PM_TIMER_HZ)
             / u128::from(FAKE_TSC_HZ);
         (ticks as u32) & 0xFF_FFFF
+    }
+
+    /// Port 0x61 (bit 0 the gate) and the latched count at 0x42, low byte first; every access
+    /// takes 1000 TSC ticks.
+    fn inb(&self, port: u16) -> u8 {
+        let tsc = self.tsc.get() + 1000;
+        self.tsc.set(tsc);
+        let mut pit = self.pit.borrow_mut();
+        let Some(pit) = pit.as_mut() else {
+            return 0xFF;
+        };
+        match port {
+            0x61 => pit.port61,
+            0x42 => {
+                let v = pit.latched.unwrap_or_else(|| pit.count(tsc));
+                let byte = if pit.high_next { (v >> 8) as u8 } else { v as u8 };
+                if pit.high_next {
+                    pit.latched = None;
+                }
+                pit.high_next = !pit.high_next;
+                byte
+            }
+            _ => 0xFF,
+        }
+    }
+
+    fn outb(&self, port: u16, value: u8) {
+        let tsc = self.tsc.get() + 1000;
+        self.tsc.set(tsc);
+        let mut pit = self.pit.borrow_mut();
+        let Some(pit) = pit.as_mut() else {
+            return;
+        };
+        match (port, value) {
+            (0x61, v) => {
+                if v & 1 != 0 && !pit.gate {
+                    pit.started = tsc;
+                }
+                pit.gate = v & 1 != 0;
+                pit.port61 = v;
+            }
+            (0x43, 0x80) => pit.latched = Some(pit.count(tsc)),
+            (0x43, 0xB0) => {
+                pit.reload = 0;
+                pit.high_next = false;
+            }
+            (0x42, v) => {
+                pit.reload = if pit.high_next {
+                    pit.reload | u16::from(v) << 8
+                } else {
+                    u16::from(v)
+                };
+                pit.high_next = !pit.high_next;
+            }
+            _ => {}
+        }
     }
 
     fn send_ipi(&self, apic_base: u64, dest: u32, ipi: Ipi) {

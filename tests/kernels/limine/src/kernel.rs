@@ -10,8 +10,13 @@
 // one `HVB <item> key=value ...` line per response (strings as hex), `HVB unanswered <name>`
 // for a request without one, then `HVB end` and exits through isa-debug-exit (0x10; 0x11 when a
 // check failed).
+//
+// With the command line `mpbench` (under Limine 8.x, which boots revision 3 at base revision
+// 0) it only times the MP request for bench/smp_bringup.py, the same way under any loader: the
+// TSC at its entry and when the last AP checked in through its `goto_address`, on one
+// `HVB mpbench` line.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use hvboot_api::crc32::crc32;
 use hvboot_api::{exit_qemu, serial_print, serial_println, EXIT_FAILURE, EXIT_SUCCESS};
@@ -164,8 +169,14 @@ unsafe fn phys<'a>(hhdm: u64, phys: u64, len: usize) -> &'a [u8] {
 }
 
 extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
+    let entry_tsc = unsafe { core::arch::x86_64::_rdtsc() };
     hvboot_api::serial::init();
     let r = &REQUESTS;
+    // The executable file's string, not the command-line request: Limine 8.x answers only
+    // base revisions below 3 and so leaves that request (a revision-3 one) unanswered.
+    if r.file.get_response().map(|f| f.file().string().to_bytes()) == Some(b"mpbench") {
+        mp_bench(r, entry_tsc);
+    }
     serial_println!("HVB begin");
     // PROTOCOL.md: a 0 return address pushed on a 16-byte aligned stack; IF clear.
     let ret = unsafe { (rsp as *const u64).read() };
@@ -385,6 +396,34 @@ fn mp(m: &limine::response::MpResponse) {
     );
 }
 
+/// The largest TSC an AP read when it checked in (bench mode).
+static LAST_IN_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Bench mode: releases every AP, waits for all, prints the TSC stamps, exits.
+fn mp_bench(r: &Requests, entry_tsc: u64) -> ! {
+    let Some(m) = r.mp.get_response() else {
+        serial_println!("HVB failed no MP response");
+        exit_qemu(EXIT_FAILURE);
+    };
+    let mut released = 0;
+    for (i, cpu) in m.cpus().iter().enumerate() {
+        if cpu.lapic_id != m.bsp_lapic_id() {
+            cpu.extra.store(i as u64 + 1, Ordering::SeqCst);
+            cpu.goto_address.write(ap_entry);
+            released += 1;
+        }
+    }
+    while ARRIVED.load(Ordering::SeqCst) < released {
+        core::hint::spin_loop();
+    }
+    let last = LAST_IN_TSC.load(Ordering::SeqCst);
+    serial_println!(
+        "HVB mpbench cpus={} entry_tsc={entry_tsc} last_in_tsc={last}",
+        m.cpus().len()
+    );
+    exit_qemu(EXIT_SUCCESS);
+}
+
 /// An AP's first instruction after its release: RSP as the loader left it goes to `ap_main`.
 #[unsafe(naked)]
 unsafe extern "C" fn ap_entry(_cpu: &limine::mp::Cpu) -> ! {
@@ -405,6 +444,7 @@ unsafe extern "C" fn ap_main(cpu: &limine::mp::Cpu, rsp: u64) -> ! {
         | u32::from(ret != 0) << 3
         | u32::from(la57) << 4;
     WRONG.fetch_or(why, Ordering::SeqCst);
+    LAST_IN_TSC.fetch_max(core::arch::x86_64::_rdtsc(), Ordering::SeqCst);
     ARRIVED.fetch_add(1, Ordering::SeqCst);
     loop {
         core::arch::asm!("cli", "hlt");

@@ -80,8 +80,15 @@ fn phys_bytes(info: &BootInfo, phys: u64, len: usize) -> Option<&'static [u8]> {
 /// ACPI 6.5 §5.2.7, §5.2.8: 36-byte header, then u32 or u64 entries) and
 /// prints every table it lists with its signature, `HVB acpi_table_here
 /// sig_hex=.. phys=..`, then the loader's `HVB acpi_tables madt=.. fadt=..
-/// mcfg=.. srat=.. dmar=.. ivrs=..` (or `HVB acpi_tables none`).
+/// mcfg=.. srat=.. dmar=.. ivrs=..` (or `HVB acpi_tables none`), then the TSC rate
+/// (`report_tsc`), with or without ACPI.
 pub fn report_tables(info: &BootInfo) {
+    let fadt = walk_tables(info);
+    report_tsc(info, fadt);
+}
+
+/// The tables' lines; the FADT's first 116 bytes when there is one.
+fn walk_tables(info: &BootInfo) -> Option<&'static [u8]> {
     match info.acpi_tables() {
         Some(t) => serial_println!(
             "HVB acpi_tables madt={:#x} fadt={:#x} mcfg={:#x} srat={:#x} dmar={:#x} ivrs={:#x}",
@@ -94,9 +101,7 @@ pub fn report_tables(info: &BootInfo) {
         ),
         None => serial_println!("HVB acpi_tables none"),
     }
-    let Some(rsdp) = phys_bytes(info, info.rsdp_phys, V2_LEN) else {
-        return;
-    };
+    let rsdp = phys_bytes(info, info.rsdp_phys, V2_LEN)?;
     let xsdt = u64::from_le_bytes(rsdp[24..32].try_into().unwrap());
     let (root, entry) = if rsdp[15] >= 2 && xsdt != 0 {
         (xsdt, 8)
@@ -106,13 +111,9 @@ pub fn report_tables(info: &BootInfo) {
             4,
         )
     };
-    let Some(head) = phys_bytes(info, root, 36) else {
-        return;
-    };
+    let head = phys_bytes(info, root, 36)?;
     let len = (u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize).clamp(36, MAX_LEN);
-    let Some(table) = phys_bytes(info, root, len) else {
-        return;
-    };
+    let table = phys_bytes(info, root, len)?;
     let mut fadt = None;
     for e in table[36..].chunks_exact(entry) {
         let phys = if entry == 8 {
@@ -127,7 +128,7 @@ pub fn report_tables(info: &BootInfo) {
             }
         }
     }
-    report_tsc(info, fadt);
+    fadt
 }
 
 /// The PM timer's rate (ACPI 6.5 §4.8.3.3).
@@ -148,34 +149,69 @@ fn pm_sample(read: &impl Fn() -> u32) -> (u32, u64) {
     (best.0, best.1)
 }
 
-/// Prints `HVB tsc_freq loader_hz=.. source=.. here_hz=..`: the loader's TSC frequency and
-/// the one measured here against the PM timer of the FADT found above (PM_TMR_BLK at 76,
-/// TMR_VAL_EXT = bit 8 of the flags at 112; ACPI 6.5 §5.2.9): the median of 3 windows of
-/// 30 ms; here_hz=0 without a FADT.
+/// Prints `HVB tsc_freq loader_hz=.. source=.. here_hz=.. here=..`: the loader's TSC frequency
+/// and the one measured here: against the PM timer of the FADT found above (PM_TMR_BLK at 76,
+/// TMR_VAL_EXT = bit 8 of the flags at 112; ACPI 6.5 §5.2.9), `here=pm`, or without a FADT
+/// against PIT channel 2 (`pit_hz`), `here=pit`.
 fn report_tsc(info: &BootInfo, fadt: Option<&[u8]>) {
     let (loader_hz, source) = info.tsc_frequency().map_or((0, 0), |(hz, s)| (hz, s.0));
-    let here_hz = fadt.map_or(0, |f| {
-        let port = u32::from_le_bytes(f[76..80].try_into().unwrap()) as u16;
-        let ext = u32::from_le_bytes(f[112..116].try_into().unwrap()) & (1 << 8) != 0;
-        let mask = if ext { u32::MAX } else { 0xFF_FFFF };
-        let read = || {
-            let v: u32;
-            // SAFETY: ring 0; the PM timer register has no side effects.
-            unsafe {
-                core::arch::asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack))
+    let (here, here_hz) = match fadt {
+        Some(f) => {
+            let port = u32::from_le_bytes(f[76..80].try_into().unwrap()) as u16;
+            let ext = u32::from_le_bytes(f[112..116].try_into().unwrap()) & (1 << 8) != 0;
+            let mask = if ext { u32::MAX } else { 0xFF_FFFF };
+            let read = || {
+                let v: u32;
+                // SAFETY: ring 0; the PM timer register has no side effects.
+                unsafe {
+                    core::arch::asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack))
+                };
+                v
             };
-            v & mask
-        };
-        let window = PM_TIMER_HZ * 3 / 100;
-        let mut hz = [0u64; 3];
-        for h in &mut hz {
-            let (start, tsc0) = pm_sample(&read);
-            while u64::from(read().wrapping_sub(start) & mask) < window {}
-            let (end, tsc1) = pm_sample(&read);
-            *h = (tsc1 - tsc0) * PM_TIMER_HZ / u64::from(end.wrapping_sub(start) & mask);
+            ("pm", tsc_hz(&read, mask, PM_TIMER_HZ, || {}))
         }
-        hz.sort_unstable();
-        hz[1]
-    });
-    serial_println!("HVB tsc_freq loader_hz={loader_hz} source={source} here_hz={here_hz}");
+        None => ("pit", pit_hz()),
+    };
+    serial_println!(
+        "HVB tsc_freq loader_hz={loader_hz} source={source} here_hz={here_hz} here={here}"
+    );
+}
+
+/// TSC ticks per second against a counter counting up at `hz` (`read`, `mask` wide): the
+/// median of 3 windows of 30 ms, each after `restart`.
+fn tsc_hz(read: &impl Fn() -> u32, mask: u32, hz: u64, restart: impl Fn()) -> u64 {
+    let read = || read() & mask;
+    let window = hz * 3 / 100;
+    let mut out = [0u64; 3];
+    for h in &mut out {
+        restart();
+        let (start, tsc0) = pm_sample(&read);
+        while u64::from(read().wrapping_sub(start) & mask) < window {}
+        let (end, tsc1) = pm_sample(&read);
+        *h = (tsc1 - tsc0) * hz / u64::from(end.wrapping_sub(start) & mask);
+    }
+    out.sort_unstable();
+    out[1]
+}
+
+/// TSC ticks per second against PIT channel 2 (Intel 8254): mode 0 from 0xFFFF (55 ms before
+/// it wraps), read through the latch command (port 0x43 = 0x80, then the count's low and high
+/// byte at 0x42), counting up as 0xFFFF minus the count.
+fn pit_hz() -> u64 {
+    use hvboot_api::cpu::{inb, outb};
+    // SAFETY (both closures): ring 0; PIT channel 2 and its gate (port 0x61 bit 0) drive only
+    // the speaker, kept off (bit 1).
+    let restart = || unsafe {
+        outb(0x61, inb(0x61) & !0x03);
+        outb(0x43, 0xB0);
+        outb(0x42, 0xFF);
+        outb(0x42, 0xFF);
+        outb(0x61, inb(0x61) | 0x01);
+    };
+    let read = || unsafe {
+        outb(0x43, 0x80);
+        let lo = u32::from(inb(0x42));
+        0xFFFF - (u32::from(inb(0x42)) << 8 | lo)
+    };
+    tsc_hz(&read, 0xFFFF, 1_193_182, restart)
 }
