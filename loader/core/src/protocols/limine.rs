@@ -279,6 +279,7 @@ impl Protocol for Limine {
             self.write_word(boot, vaddr + 8, revision);
         }
         let entry = self.entry(boot);
+        self.mask_io_apics(boot);
         Ok(Handoff {
             mode: EntryMode::Limine {
                 strict: self.strict(),
@@ -303,6 +304,24 @@ impl Limine {
     /// Base revision 5's stricter entry state, on the BSP and every AP.
     fn strict(&self) -> bool {
         self.revision() >= crate::limine::STRICT_ENTRY_REVISION
+    }
+
+    /// The I/O APICs' redirection entries as PROTOCOL.md's entry state has them
+    /// (`crate::ioapic`), the firmware being gone; each I/O APIC said on serial.
+    fn mask_io_apics(&self, boot: &Boot) {
+        let window = crate::hv::PhysWindow {
+            offset: self.phys_offset,
+        };
+        let Ok(madt) = hvboot_api::acpi::Madt::find(&window, boot.firmware.tables.rsdp) else {
+            return;
+        };
+        for (id, phys) in crate::ioapic::io_apics(&madt) {
+            // SAFETY: the MADT's I/O APIC, below 4 GiB where both loaders reach physical
+            // memory at `phys_offset`; the firmware that used it has been left.
+            let mut w = unsafe { crate::ioapic::Mmio::new(phys + self.phys_offset) };
+            let (entries, newly) = crate::ioapic::mask_entries(&mut w, self.strict());
+            log::info!("limine: I/O APIC {id} at {phys:#x}: {entries} entries, {newly} masked");
+        }
     }
 
     /// A firmware table's address in a response: physical in the base revisions `physical`

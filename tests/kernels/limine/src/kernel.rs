@@ -234,6 +234,7 @@ extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
             let v2 = t[15] < 2 || t.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0;
             let ok = check(&t[..8] == b"RSD PTR " && v1 && v2, "RSDP through the HHDM");
             serial_println!("HVB rsdp address={at:#x} ok={ok}");
+            io_apics(hhdm, at);
             if REVISION >= 4 {
                 let n = acpi_tables_mapped(r, hhdm, at);
                 let ok = check(n != u32::MAX, "ACPI tables in ACPI or reserved-mapped entries");
@@ -496,6 +497,69 @@ fn acpi_tables_mapped(r: &Requests, hhdm: u64, rsdp: u64) -> u32 {
         n += 1;
     }
     n
+}
+
+/// Little-endian `n`-byte word at `at` of `b`.
+fn le(b: &[u8], at: usize, n: usize) -> u64 {
+    b[at..at + n].iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x))
+}
+
+/// The ACPI table `sig` listed by the RSDT/XSDT of the RSDP at `rsdp` (physical), through the
+/// HHDM.
+fn acpi_table<'a>(hhdm: u64, rsdp: u64, sig: &[u8; 4]) -> Option<&'a [u8]> {
+    let t = unsafe { phys(hhdm, rsdp, 36) };
+    let (sdt, size) = if t[15] >= 2 && le(t, 24, 8) != 0 {
+        (le(t, 24, 8), 8)
+    } else {
+        (le(t, 16, 4), 4)
+    };
+    let len = le(unsafe { phys(hhdm, sdt, 8) }, 4, 4) as usize;
+    let all = unsafe { phys(hhdm, sdt, len) };
+    (36..len).step_by(size).find_map(|at| {
+        let table = le(all, at, size);
+        let head = unsafe { phys(hhdm, table, 8) };
+        (&head[..4] == sig).then(|| unsafe { phys(hhdm, table, le(head, 4, 4) as usize) })
+    })
+}
+
+/// Every I/O APIC the MADT lists, each redirection entry read back through the HHDM (IOREGSEL
+/// at +0, IOWIN at +0x10): PROTOCOL.md masks those with Fixed or Lowest Priority delivery, and
+/// from base revision 5 NMI and ExtINT ones too. One `HVB ioapic` line per I/O APIC, with how
+/// many entries it has, how many are masked and how many the rule says should be but are not.
+fn io_apics(hhdm: u64, rsdp: u64) {
+    let Some(madt) = acpi_table(hhdm, rsdp, b"APIC") else {
+        serial_println!("HVB failed no MADT");
+        return;
+    };
+    let mut at = 44;
+    while at + 2 <= madt.len() {
+        let (kind, len) = (madt[at], usize::from(madt[at + 1]).max(2));
+        if kind == 1 && len >= 12 {
+            let base = hhdm + le(madt, at + 4, 4);
+            let reg = |r: u32| unsafe {
+                (base as *mut u32).write_volatile(r);
+                ((base + 0x10) as *const u32).read_volatile()
+            };
+            let entries = (reg(1) >> 16 & 0xff) + 1;
+            let (mut masked, mut wrong) = (0, 0);
+            for n in 0..entries {
+                let low = reg(0x10 + 2 * n);
+                let rule = match low >> 8 & 7 {
+                    0 | 1 => true,
+                    4 | 7 => REVISION >= 5,
+                    _ => false,
+                };
+                masked += u32::from(low & (1 << 16) != 0);
+                wrong += u32::from(rule && low & (1 << 16) == 0);
+            }
+            let ok = check(wrong == 0, "I/O APIC entries masked");
+            serial_println!(
+                "HVB ioapic id={} entries={entries} masked={masked} wrong={wrong} ok={ok}",
+                madt[at + 2]
+            );
+        }
+        at += len;
+    }
 }
 
 /// Base revision 5's x86-64 entry state (PROTOCOL.md "Machine State at Entry"), as the entry
