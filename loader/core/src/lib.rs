@@ -35,6 +35,7 @@ pub mod gpt;
 pub mod handoff;
 pub mod heap;
 pub mod hv;
+pub mod iommu;
 pub mod ioapic;
 pub mod limine;
 pub mod linux;

@@ -280,6 +280,9 @@ impl Protocol for Limine {
         }
         let entry = self.entry(boot);
         self.mask_io_apics(boot);
+        if self.strict() {
+            self.iommus_off(boot);
+        }
         Ok(Handoff {
             mode: EntryMode::Limine {
                 strict: self.strict(),
@@ -321,6 +324,47 @@ impl Limine {
             let mut w = unsafe { crate::ioapic::Mmio::new(phys + self.phys_offset) };
             let (entries, newly) = crate::ioapic::mask_entries(&mut w, self.strict());
             log::info!("limine: I/O APIC {id} at {phys:#x}: {entries} entries, {newly} masked");
+        }
+    }
+
+    /// Base revision 5: every VT-d and AMD-Vi unit the DMAR and IVRS list turned off
+    /// (`crate::iommu`), the firmware being gone; each said on serial, a unit that does not
+    /// acknowledge as a warning (the kernel is entered all the same: its DMA may then be
+    /// translated, which it can see in the unit's status).
+    fn iommus_off(&self, boot: &Boot) {
+        use crate::iommu::{turn_off, units, Kind, Mmio};
+        let window = crate::hv::PhysWindow {
+            offset: self.phys_offset,
+        };
+        let t = &boot.acpi_tables;
+        for (kind, phys, sig) in [(Kind::VtD, t.dmar, b"DMAR"), (Kind::AmdVi, t.ivrs, b"IVRS")] {
+            let Ok(table) = hvboot_api::acpi::read_table(&window, phys, Some(sig)) else {
+                continue;
+            };
+            for base in units(kind, table) {
+                if base.saturating_add(0x1000) > 4 << 30 {
+                    // The BIOS loader reaches only the first 4 GiB; hardware puts these
+                    // registers in the MMIO hole below it.
+                    log::warn!("limine: {} unit at {base:#x} left on: above 4 GiB", kind.name());
+                    continue;
+                }
+                // SAFETY: a register page the firmware's table names, below 4 GiB on every
+                // machine that has one (VT-d and AMD-Vi place them in the MMIO hole), where
+                // both loaders reach physical memory at `phys_offset`.
+                let mut r = unsafe { Mmio::new(base + self.phys_offset) };
+                let o = turn_off(kind, &mut r);
+                let what = format!(
+                    "limine: {} unit at {base:#x} off: status {:#x} -> {:#x}",
+                    kind.name(),
+                    o.before,
+                    o.after
+                );
+                if o.acknowledged {
+                    log::info!("{what}");
+                } else {
+                    log::warn!("{what}, not acknowledged");
+                }
+            }
         }
     }
 

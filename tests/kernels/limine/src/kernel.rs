@@ -235,6 +235,7 @@ extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
             let ok = check(&t[..8] == b"RSD PTR " && v1 && v2, "RSDP through the HHDM");
             serial_println!("HVB rsdp address={at:#x} ok={ok}");
             io_apics(hhdm, at);
+            iommus(hhdm, at);
             if REVISION >= 4 {
                 let n = acpi_tables_mapped(r, hhdm, at);
                 let ok = check(n != u32::MAX, "ACPI tables in ACPI or reserved-mapped entries");
@@ -557,6 +558,30 @@ fn io_apics(hhdm: u64, rsdp: u64) {
                 "HVB ioapic id={} entries={entries} masked={masked} wrong={wrong} ok={ok}",
                 madt[at + 2]
             );
+        }
+        at += len;
+    }
+}
+
+/// Every VT-d unit the DMAR lists (DRHD structures, type 0, register base at +8, after the
+/// 48-byte header), its GSTS (+0x1C) read through the HHDM: from base revision 5 translation
+/// (TES, bit 31) and interrupt remapping (IRES, bit 25) off. One `HVB iommu` line per unit.
+fn iommus(hhdm: u64, rsdp: u64) {
+    let Some(dmar) = acpi_table(hhdm, rsdp, b"DMAR") else {
+        return;
+    };
+    let mut at = 48;
+    while at + 4 <= dmar.len() {
+        let (kind, len) = (le(dmar, at, 2), le(dmar, at + 2, 2) as usize);
+        if len < 4 || at + len > dmar.len() {
+            break;
+        }
+        if kind == 0 && len >= 16 {
+            let base = le(dmar, at + 8, 8);
+            let gsts = unsafe { ((hhdm + base + 0x1C) as *const u32).read_volatile() };
+            let on = gsts & (1 << 31 | 1 << 25);
+            let ok = check(REVISION < 5 || on == 0, "VT-d translation and remapping off");
+            serial_println!("HVB iommu kind=vtd base={base:#x} gsts={gsts:#x} ok={ok}");
         }
         at += len;
     }
