@@ -93,7 +93,6 @@ global_asm!(
     "mov al, 0xff",
     "out 0x21, al",
     "out 0xa1, al",
-    "mov r12, [rsp + 16]",
     // 5-level paging: CR4.LA57 changes only with paging off (SDM Vol. 3A §2.5, §10.8.5), so
     // through 32-bit protected mode: the switch page's PML5 takes the loader's PML4 of the
     // moment as its entry 0 (the same identity map, stack and code included), its GDT copy is
@@ -144,6 +143,9 @@ global_asm!(
     ".code64",
     "8:",
     "6:",
+    // The HHDM offset, read here rather than kept in a register across the 5-level switch (SDM
+    // Vol. 1 §3.4.1.1: R8-R15 are undefined after a trip through legacy mode).
+    "mov r12, [rsp + 16]",
     "mov cr3, rdi",
     "mov rsp, rsi",
     "sub rsp, 16",
