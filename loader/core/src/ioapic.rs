@@ -65,39 +65,16 @@ pub fn io_apics<'a>(madt: &Madt<'a>) -> impl Iterator<Item = (u8, u64)> + 'a {
         })
 }
 
-/// An I/O APIC's registers in memory the loader reaches (its page below 4 GiB, identity-mapped
-/// on both firmwares).
-pub struct Mmio {
-    base: usize,
-}
-
-impl Mmio {
-    /// The I/O APIC whose registers are at `base` in the loader's address space.
-    ///
-    /// # Safety
-    /// `base` must be an I/O APIC's register page, mapped, used by nothing else meanwhile.
-    pub unsafe fn new(base: u64) -> Self {
-        Self {
-            base: base as usize,
-        }
-    }
-}
-
-impl Window for Mmio {
+/// IOREGSEL selects, IOWIN (+0x10) reads and writes.
+impl Window for crate::mmio::Mmio {
     fn read(&mut self, reg: u32) -> u32 {
-        // SAFETY: the constructor's contract; IOREGSEL then IOWIN, 32-bit accesses.
-        unsafe {
-            core::ptr::write_volatile(self.base as *mut u32, reg);
-            core::ptr::read_volatile((self.base + 0x10) as *const u32)
-        }
+        self.write32(0, reg);
+        self.read32(0x10)
     }
 
     fn write(&mut self, reg: u32, value: u32) {
-        // SAFETY: as in `read`.
-        unsafe {
-            core::ptr::write_volatile(self.base as *mut u32, reg);
-            core::ptr::write_volatile((self.base + 0x10) as *mut u32, value);
-        }
+        self.write32(0, reg);
+        self.write32(0x10, value);
     }
 }
 

@@ -149,43 +149,18 @@ pub fn turn_off(kind: Kind, r: &mut impl Regs) -> Outcome {
     }
 }
 
-/// A unit's registers in memory the loader reaches.
-pub struct Mmio {
-    base: usize,
-}
-
-impl Mmio {
-    /// The unit whose registers are at `base` in the loader's address space.
-    ///
-    /// # Safety
-    /// `base` must be an IOMMU's register page (4 KiB), mapped, used by nothing else meanwhile.
-    pub unsafe fn new(base: u64) -> Self {
-        Self {
-            base: base as usize,
-        }
-    }
-
-    fn at(&self, offset: u64) -> usize {
-        self.base + offset as usize
-    }
-}
-
-impl Regs for Mmio {
+impl Regs for crate::mmio::Mmio {
     fn read32(&mut self, offset: u64) -> u32 {
-        // SAFETY: the constructor's contract; aligned registers inside the page.
-        unsafe { core::ptr::read_volatile(self.at(offset) as *const u32) }
+        crate::mmio::Mmio::read32(self, offset)
     }
     fn write32(&mut self, offset: u64, value: u32) {
-        // SAFETY: as in `read32`.
-        unsafe { core::ptr::write_volatile(self.at(offset) as *mut u32, value) }
+        crate::mmio::Mmio::write32(self, offset, value)
     }
     fn read64(&mut self, offset: u64) -> u64 {
-        // SAFETY: as in `read32`.
-        unsafe { core::ptr::read_volatile(self.at(offset) as *const u64) }
+        crate::mmio::Mmio::read64(self, offset)
     }
     fn write64(&mut self, offset: u64, value: u64) {
-        // SAFETY: as in `read32`.
-        unsafe { core::ptr::write_volatile(self.at(offset) as *mut u64, value) }
+        crate::mmio::Mmio::write64(self, offset, value)
     }
 }
 

@@ -40,6 +40,7 @@ pub mod ioapic;
 pub mod limine;
 pub mod linux;
 pub mod memmap;
+pub mod mmio;
 pub mod multiboot2;
 pub mod paging;
 pub mod pin;

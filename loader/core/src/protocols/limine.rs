@@ -321,7 +321,7 @@ impl Limine {
         for (id, phys) in crate::ioapic::io_apics(&madt) {
             // SAFETY: the MADT's I/O APIC, below 4 GiB where both loaders reach physical
             // memory at `phys_offset`; the firmware that used it has been left.
-            let mut w = unsafe { crate::ioapic::Mmio::new(phys + self.phys_offset) };
+            let mut w = unsafe { crate::mmio::Mmio::new(phys + self.phys_offset) };
             let (entries, newly) = crate::ioapic::mask_entries(&mut w, self.strict());
             log::info!("limine: I/O APIC {id} at {phys:#x}: {entries} entries, {newly} masked");
         }
@@ -332,7 +332,8 @@ impl Limine {
     /// acknowledge as a warning (the kernel is entered all the same: its DMA may then be
     /// translated, which it can see in the unit's status).
     fn iommus_off(&self, boot: &Boot) {
-        use crate::iommu::{turn_off, units, Kind, Mmio};
+        use crate::iommu::{turn_off, units, Kind};
+        use crate::mmio::Mmio;
         let window = crate::hv::PhysWindow {
             offset: self.phys_offset,
         };
