@@ -297,27 +297,36 @@ def test_every_response_matches_the_hosts_truth(
         assert f"hvboot: limine: {name} request left unanswered: {why}" in result.serial
 
 
+# QEMU's IOMMUs (q35): the device, the kernel's and the loader's names for it, its registers.
+IOMMUS = {
+    "intel-iommu": ("vtd", "VT-d", 0xFED9_0000, 1 << 31 | 1 << 25),
+    "amd-iommu": ("amdvi", "AMD-Vi", 0xFED8_0000, 1),
+}
+
+
 @pytest.mark.parametrize("firmware", FIRMWARES)
-def test_vtd_is_off_at_a_revision_5_kernels_entry(
-    built: None, tmp_path: Path, firmware: str
+@pytest.mark.parametrize("device", sorted(IOMMUS))
+def test_the_iommu_is_off_at_a_revision_5_kernels_entry(
+    built: None, tmp_path: Path, firmware: str, device: str
 ) -> None:
-    """Base revision 5's IOMMU rule on QEMU's VT-d (`-device intel-iommu`, q35, TCG): the loader
-    finds the unit through the DMAR and turns translation and interrupt remapping off, and the
-    revision-6 kernel reads GSTS back through the HHDM with both off. (Neither SeaBIOS nor OVMF
-    turns VT-d on, so the loader finds it off already: the commands themselves are checked by
-    loader/core/src/iommu/tests.rs against a unit model.)"""
+    """Base revision 5's IOMMU rule on QEMU's VT-d (`-device intel-iommu`) and AMD-Vi
+    (`-device amd-iommu`), q35 under TCG: the loader finds the unit through the DMAR or IVRS and
+    turns it off (VT-d: translation and interrupt remapping; AMD-Vi: IommuEn), and the
+    revision-6 kernel reads its status (GSTS; the control register) back through the HHDM, off.
+    (Neither SeaBIOS nor OVMF turns an IOMMU on, so the loader finds it off already: the
+    commands themselves are checked by loader/core/src/iommu/tests.rs against unit models.)"""
+    kind, name, base, on_bits = IOMMUS[device]
     image = make_image(tmp_path, REVISION_KERNELS[6], "", ())
     result, report = boot_report(
-        image.output, firmware, memory="512M", cpus=4, qemu_args=("-device", "intel-iommu")
+        image.output, firmware, memory="512M", cpus=4, qemu_args=("-device", device)
     )
     assert "failed" not in report.items, report.all("failed")
     unit = report.one("iommu")
-    assert (unit["kind"], unit["base"], unit["ok"]) == ("vtd", "0xfed90000", "1"), unit
-    gsts = int(unit["gsts"], 0)
-    assert gsts & (1 << 31 | 1 << 25) == 0
+    assert (unit["kind"], int(unit["base"], 0), unit["ok"]) == (kind, base, "1"), unit
+    status = int(unit["status"], 0)
+    assert status & on_bits == 0
     said = re.search(
-        r"hvboot: limine: VT-d unit at 0xfed90000 off: status (0x\w+) -> (0x\w+)",
-        result.serial,
+        rf"hvboot: limine: {name} unit at {base:#x} off: status (0x\w+) -> (0x\w+)", result.serial
     )
     assert said, result.serial[-3000:]
-    assert int(said[2], 0) == gsts
+    assert int(said[2], 0) == status

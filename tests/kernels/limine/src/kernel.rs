@@ -563,27 +563,40 @@ fn io_apics(hhdm: u64, rsdp: u64) {
     }
 }
 
-/// Every VT-d unit the DMAR lists (DRHD structures, type 0, register base at +8, after the
-/// 48-byte header), its GSTS (+0x1C) read through the HHDM: from base revision 5 translation
-/// (TES, bit 31) and interrupt remapping (IRES, bit 25) off. One `HVB iommu` line per unit.
+/// Every IOMMU unit the ACPI tables list, read through the HHDM: from base revision 5 off.
+/// VT-d (the DMAR's DRHD structures, type u16 0, register base at +8, after the 48-byte
+/// header): GSTS (+0x1C) with translation (TES, bit 31) and interrupt remapping (IRES, bit 25)
+/// off. AMD-Vi (the IVRS's IVHD blocks, type u8 10h/11h/40h, MMIO base at +8): the control
+/// register (+0x18) with IommuEn (bit 0) off. One `HVB iommu` line per unit.
 fn iommus(hhdm: u64, rsdp: u64) {
-    let Some(dmar) = acpi_table(hhdm, rsdp, b"DMAR") else {
-        return;
-    };
-    let mut at = 48;
-    while at + 4 <= dmar.len() {
-        let (kind, len) = (le(dmar, at, 2), le(dmar, at + 2, 2) as usize);
-        if len < 4 || at + len > dmar.len() {
-            break;
+    for (sig, kind) in [(b"DMAR", "vtd"), (b"IVRS", "amdvi")] {
+        let Some(t) = acpi_table(hhdm, rsdp, sig) else {
+            continue;
+        };
+        let mut at = 48;
+        while at + 4 <= t.len() {
+            let len = le(t, at + 2, 2) as usize;
+            if len < 4 || at + len > t.len() {
+                break;
+            }
+            let unit = match kind {
+                "vtd" => le(t, at, 2) == 0 && len >= 16,
+                _ => [0x10, 0x11, 0x40].contains(&t[at]) && len >= 24,
+            };
+            if unit {
+                let base = le(t, at + 8, 8);
+                let (reg, on) = if kind == "vtd" {
+                    let gsts = unsafe { ((hhdm + base + 0x1C) as *const u32).read_volatile() };
+                    (u64::from(gsts), gsts & (1 << 31 | 1 << 25) != 0)
+                } else {
+                    let control = unsafe { ((hhdm + base + 0x18) as *const u64).read_volatile() };
+                    (control, control & 1 != 0)
+                };
+                let ok = check(REVISION < 5 || !on, "IOMMU off");
+                serial_println!("HVB iommu kind={kind} base={base:#x} status={reg:#x} ok={ok}");
+            }
+            at += len;
         }
-        if kind == 0 && len >= 16 {
-            let base = le(dmar, at + 8, 8);
-            let gsts = unsafe { ((hhdm + base + 0x1C) as *const u32).read_volatile() };
-            let on = gsts & (1 << 31 | 1 << 25);
-            let ok = check(REVISION < 5 || on == 0, "VT-d translation and remapping off");
-            serial_println!("HVB iommu kind=vtd base={base:#x} gsts={gsts:#x} ok={ok}");
-        }
-        at += len;
     }
 }
 
