@@ -153,6 +153,28 @@ def rtc_seeds() -> None:
     write("rtc", "unset", bytes([0xFF] * 8))
 
 
+def iommu_seeds() -> None:
+    """ACPI DMAR and IVRS tables (loader/core/src/iommu.rs; the input's first byte picks the
+    table kind, 0 DMAR, 1 IVRS): QEMU intel-iommu's DRHD with a device scope plus an RMRR; an
+    AMD-Vi unit as IVHD 10h and 11h, an IVMD and an IVHD 40h."""
+
+    def table(sig: bytes, body: bytes) -> bytes:
+        head = bytearray(48)
+        head[:4] = sig
+        head[4:8] = struct.pack("<I", 48 + len(body))
+        return bytes(head) + body
+
+    scope = bytes([1, 8, 0, 0, 0, 0, 0x1F, 0])
+    drhd = struct.pack("<HHBBHQ", 0, 16 + len(scope), 1, 0, 0, 0xFED9_0000) + scope
+    rmrr = struct.pack("<HHHHQQ", 1, 24, 0, 0, 0x7F00_0000, 0x7F0F_FFFF)
+    write("iommu", "qemu-dmar", b"\0" + table(b"DMAR", drhd + rmrr))
+    ivhd10 = struct.pack("<BBHHHQHHI", 0x10, 0xB0, 24, 2, 0x40, 0xFEB8_0000, 0, 0, 0)
+    ivhd11 = struct.pack("<BBHHHQHHI", 0x11, 0xB0, 40, 2, 0x40, 0xFEB8_0000, 0, 0, 0) + bytes(16)
+    ivmd = struct.pack("<BBHHHQQQ", 0x20, 0, 32, 0, 0, 0, 0x7F00_0000, 0x10_0000)
+    ivhd40 = struct.pack("<BBHHHQHHI", 0x40, 0xB0, 40, 3, 0x40, 0xFEB9_0000, 0, 0, 0) + bytes(16)
+    write("iommu", "amd-ivrs", b"\1" + table(b"IVRS", ivhd10 + ivhd11 + ivmd + ivhd40))
+
+
 # A static PIE with a few initialised pointers: R_X86_64_RELATIVE relocations (RELA, or RELR
 # with -z pack-relative-relocs), for the reloc target.
 PIE_SOURCE = """static int a, b, c;
@@ -256,6 +278,7 @@ def main() -> None:
         write("request", f"{k}-kernel-headers", elf)
     bootapi_seeds()
     rtc_seeds()
+    iommu_seeds()
 
 
 def large_corpus() -> None:

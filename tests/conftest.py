@@ -69,9 +69,13 @@ def boot(
     cpus: int = 1,
     cpu: str = "max",
     machine: str = "q35",
+    qemu_args: tuple[str, ...] = (),
 ) -> qemu.RunResult:
-    """Boots `image`; `machine` is QEMU's -machine value (a type and its properties)."""
-    vm = Machine(firmware=firmware, memory=memory, cpus=cpus, cpu=cpu, type=machine)
+    """Boots `image`; `machine` is QEMU's -machine value (a type and its properties),
+    `qemu_args` more QEMU arguments (a device, say)."""
+    vm = Machine(
+        firmware=firmware, memory=memory, cpus=cpus, cpu=cpu, type=machine, qemu_args=qemu_args
+    )
     spec = qemu.QemuSpec(image=image, machine=vm, snapshot=True)
     return qemu.run(spec, timeout=BOOT_TIMEOUT)
 

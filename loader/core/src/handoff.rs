@@ -82,11 +82,10 @@ global_asm!(
     // The Limine entry (limine-protocol PROTOCOL.md, "Machine State at Entry", x86-64):
     // rdi = CR3, rsi = stack top, rdx = entry, rcx = GDT base (virtual), r8 = GDT limit,
     // r9 = 1 for base revision 5's stricter state, [rsp + 8] the 5-level switch page (0: 4-level
-    // paging; `flow::five_level`). The legacy PICs masked, the GDT's 64-bit
+    // paging; `flow::five_level`), [rsp + 16] the HHDM offset (the xAPIC page through it). The legacy PICs masked, the GDT's 64-bit
     // selectors 0x28/0x30 loaded, RFLAGS 2 (IF, DF clear), a return address of 0 pushed and the
-    // entry reached by RET so that every general-purpose register is 0. Revision 5 also: TR =
-    // the GDT's base-0 limit-0 TSS (0x38), LDTR null, IDTR base 0 limit 0, CR0 = PE|ET|WP|PG,
-    // CR4 = PAE (LA57 kept), EFER = LME|LMA|NXE.
+    // entry reached by RET so that every general-purpose register is 0. Revision 5 also: the
+    // strict state of `hvboot_limine_strict` below.
     ".global hvboot_limine",
     "hvboot_limine:",
     "cli",
@@ -144,6 +143,9 @@ global_asm!(
     ".code64",
     "8:",
     "6:",
+    // The HHDM offset, read here rather than kept in a register across the 5-level switch (SDM
+    // Vol. 1 §3.4.1.1: R8-R15 are undefined after a trip through legacy mode).
+    "mov r12, [rsp + 16]",
     "mov cr3, rdi",
     "mov rsp, rsi",
     "sub rsp, 16",
@@ -165,6 +167,74 @@ global_asm!(
     "mov r10, rdx",
     "test r9, r9",
     "jz 5f",
+    "mov r11, r12",
+    "call hvboot_limine_strict",
+    "5:",
+    "push 0",
+    "xor edi, edi",
+    // The release, the BSP's and (`hvboot_limine_ap`) an AP's: r10 = the entry, rdi = its
+    // argument, a 0 return address on top of the stack; RFLAGS 2, every other register 0.
+    "9:",
+    "push r10",
+    "push 2",
+    "xor eax, eax",
+    "xor ebx, ebx",
+    "xor ecx, ecx",
+    "xor esi, esi",
+    "xor ebp, ebp",
+    "xor r8d, r8d",
+    "xor r9d, r9d",
+    "xor r10d, r10d",
+    "xor r11d, r11d",
+    "xor r12d, r12d",
+    "xor r13d, r13d",
+    "xor r14d, r14d",
+    "xor r15d, r15d",
+    "xor edx, edx",
+    "popfq",
+    "ret",
+    // An AP of a base revision 5+ kernel released through its `goto_address` (PROTOCOL.md, MP
+    // feature: "the CPU state will be the same as described for the bootstrap processor"),
+    // reached from the trampoline's park loop through its mailbox's release hook
+    // (`trampoline::MAILBOX_RELEASE_HOOK`): rax = goto_address, rdi = its MP info, rsp its stack
+    // with the 0 return address on top, r14 = the mailbox, which holds (`protocols::limine`)
+    // this AP's own copy of the protocol's GDT (its TSS descriptor turns busy at LTR, so one
+    // per CPU) and the HHDM offset. The protocol's GDT, CS 0x28 and DS..SS 0x30, the strict
+    // state, then the BSP's release.
+    ".global hvboot_limine_ap",
+    "hvboot_limine_ap:",
+    "mov r10, rax",
+    "mov rcx, [r14 + {ap_gdt}]",
+    "sub rsp, 16",
+    "mov word ptr [rsp + 6], {gdt_limit}",
+    "mov [rsp + 8], rcx",
+    "lgdt [rsp + 6]",
+    "add rsp, 16",
+    "push 0x28",
+    "lea rax, [rip + 22f]",
+    "push rax",
+    "retfq",
+    "22:",
+    "mov eax, 0x30",
+    "mov ds, eax",
+    "mov es, eax",
+    "mov ss, eax",
+    "mov fs, eax",
+    "mov gs, eax",
+    "mov r11, [r14 + {ap_hhdm}]",
+    "call hvboot_limine_strict",
+    "jmp 9b",
+    // Base revision 5's x86-64 state (PROTOCOL.md "Machine State at Entry"), one definition for
+    // the BSP and every AP, on the protocol's GDT (its TSS at 0x38): TR = that base-0 limit-0
+    // TSS, LDTR null, IDTR base 0 limit 0, CR0 = PE|ET|WP|PG, CR4 = PAE (LA57 kept), EFER =
+    // LME|LMA|NXE; the local APIC enabled (IA32_APIC_BASE bit 11, SDM Vol. 3A §11.4.4), SVR
+    // 0x1FF, TPR 0, each LVT entry (the table at 39, with the lowest "max LVT entry", version
+    // register bits 23:16, at which it exists) whose delivery mode (bits 10:8) is Fixed 0,
+    // Lowest Priority 1, NMI 4 or ExtINT 7 masked (bit 16; the timer's and error's mode bits
+    // are reserved 0: Fixed), the rest as the firmware left it. xAPIC registers (SDM §11.4.1
+    // Table 11-1) through r11 + the page's physical address, x2APIC ones as MSR 0x800 + offset
+    // / 16 (§11.12.1.2). Clobbers every register but r10, rdi and rsp.
+    "hvboot_limine_strict:",
     "mov eax, 0x38",
     "ltr ax",
     "xor eax, eax",
@@ -183,30 +253,89 @@ global_asm!(
     "and eax, 0xd00",
     "xor edx, edx",
     "wrmsr",
-    "5:",
-    "push 0",
-    "push r10",
-    "push 2",
-    "xor eax, eax",
+    "mov ecx, 0x1b",
+    "rdmsr",
+    "bts eax, 11",
+    "jc 23f",
+    "wrmsr",
+    "23:",
+    // rbx = the xAPIC's registers, 0 in x2APIC mode (bit 10).
     "xor ebx, ebx",
-    "xor ecx, ecx",
-    "xor esi, esi",
-    "xor edi, edi",
-    "xor ebp, ebp",
-    "xor r8d, r8d",
-    "xor r9d, r9d",
-    "xor r10d, r10d",
-    "xor r11d, r11d",
-    "xor r12d, r12d",
-    "xor r13d, r13d",
-    "xor r14d, r14d",
-    "xor r15d, r15d",
-    "xor edx, edx",
-    "popfq",
+    "bt eax, 10",
+    "jc 24f",
+    "shl rdx, 32",
+    "or rax, rdx",
+    "mov rbx, 0x000ffffffffff000",
+    "and rbx, rax",
+    "add rbx, r11",
+    "24:",
+    "mov esi, 0xf0",
+    "mov eax, 0x1ff",
+    "call 27f",
+    "mov esi, 0x80",
+    "xor eax, eax",
+    "call 27f",
+    "mov esi, 0x30",
+    "call 28f",
+    "shr eax, 16",
+    "movzx ebp, al",
+    "lea r13, [rip + 39f]",
+    "mov r9d, 7",
+    "25:",
+    "movzx esi, word ptr [r13]",
+    "movzx eax, word ptr [r13 + 2]",
+    "cmp ebp, eax",
+    "jb 26f",
+    "call 28f",
+    "mov ecx, eax",
+    "shr ecx, 8",
+    "and ecx, 7",
+    "mov edx, 0x93",
+    "bt edx, ecx",
+    "jnc 26f",
+    "or eax, 0x10000",
+    "call 27f",
+    "26:",
+    "add r13, 4",
+    "dec r9d",
+    "jnz 25b",
     "ret",
+    // Write eax to the local APIC register at offset esi.
+    "27:",
+    "test rbx, rbx",
+    "jz 29f",
+    "mov [rbx + rsi], eax",
+    "ret",
+    "29:",
+    "mov ecx, esi",
+    "shr ecx, 4",
+    "add ecx, 0x800",
+    "xor edx, edx",
+    "wrmsr",
+    "ret",
+    // Read the local APIC register at offset esi into eax.
+    "28:",
+    "test rbx, rbx",
+    "jz 38f",
+    "mov eax, [rbx + rsi]",
+    "ret",
+    "38:",
+    "mov ecx, esi",
+    "shr ecx, 4",
+    "add ecx, 0x800",
+    "rdmsr",
+    "ret",
+    // (LVT offset, lowest max-LVT entry): CMCI, timer, thermal, performance counter, LINT0,
+    // LINT1, error.
+    ".balign 4",
+    "39:",
+    ".short 0x2f0, 6, 0x320, 0, 0x330, 5, 0x340, 4, 0x350, 0, 0x360, 0, 0x370, 0",
     ".global hvboot_handoff_end",
     "hvboot_handoff_end:",
     ".text",
+    ap_gdt = const crate::protocols::limine::MAILBOX_AP_GDT,
+    ap_hhdm = const crate::protocols::limine::MAILBOX_AP_HHDM,
+    gdt_limit = const core::mem::size_of_val(&crate::protocols::limine::GDT) - 1,
 );
 
 // The Multiboot2 entry (Multiboot2 specification 2.0, §3.3): from 64-bit mode on the loader's
@@ -297,7 +426,9 @@ extern "C" {
         limit: u64,
         strict: u64,
         la57_switch: u64,
+        hhdm: u64,
     ) -> !;
+    fn hvboot_limine_ap() -> !;
     static hvboot_handoff_end: u8;
 }
 
@@ -312,6 +443,12 @@ pub fn code_pages() -> (u64, u64) {
     let start = hvboot_handoff as *const () as u64;
     let end = core::ptr::addr_of!(hvboot_handoff_end) as u64;
     (start & !0xfff, (end + 0xfff) & !0xfff)
+}
+
+/// Where an AP of a base revision 5+ Limine kernel goes at its release (identity-mapped with
+/// the rest of the hand-off code): the release hook `protocols::limine` puts in its mailbox.
+pub fn limine_ap_release() -> u64 {
+    hvboot_limine_ap as *const () as u64
 }
 
 /// How the kernel is entered.
@@ -331,12 +468,14 @@ pub enum EntryMode {
     /// Limine: 64-bit, the kernel's tables, the protocol's GDT at `gdt_virt` (selectors 0x28 and
     /// 0x30, `crate::protocols::limine::GDT`), a 0 return address on the stack, every other
     /// register 0; `boot_info` is unused. `strict`: base revision 5's control registers, null
-    /// descriptor tables and local APIC state (`crate::protocols::limine_apic`). `la57_switch`:
-    /// `cr3` is a PML5 and this the switch page that turns LA57 on (`flow::five_level`), 0 for
-    /// 4-level paging.
+    /// descriptor tables and local APIC state (`hvboot_limine_strict`, which the APs run too
+    /// at their release, `hvboot_limine_ap`). `la57_switch`: `cr3` is a PML5 and this the
+    /// switch page that turns LA57 on (`flow::five_level`), 0 for 4-level paging.
     Limine {
         /// Base revision 5 or later.
         strict: bool,
+        /// The HHDM offset: the strict state reaches the xAPIC's page through it.
+        hhdm: u64,
         /// The 5-level switch page (physical), 0 for none.
         la57_switch: u64,
     },
@@ -385,12 +524,10 @@ pub unsafe fn jump(h: &Handoff) -> ! {
     core::arch::asm!("mov rax, cr4", "btr rax, 13", "mov cr4, rax", out("rax") _);
     if let EntryMode::Limine {
         strict,
+        hhdm,
         la57_switch,
     } = h.mode
     {
-        if strict {
-            crate::protocols::limine_apic::reset();
-        }
         let limit = core::mem::size_of_val(&crate::protocols::limine::GDT) as u64 - 1;
         hvboot_limine(
             h.cr3,
@@ -400,6 +537,7 @@ pub unsafe fn jump(h: &Handoff) -> ! {
             limit,
             u64::from(strict),
             la57_switch,
+            hhdm,
         )
     }
     let limit = (GDT_ENTRIES * 8 - 1) as u64;

@@ -64,6 +64,12 @@ pub struct ApParams {
 /// CR4.LA57 (bit 12): `cr3` is a PML5 (SDM Vol. 3A §2.5).
 pub const CR4_LA57: u16 = 1 << 12;
 
+/// Where in a mailbox (its first reserved word) a loader may put a release hook: non-zero, the
+/// released AP jumps there with RAX = the entry, RDI = `cpu_start`, RSP = its stack top, R14 =
+/// the mailbox, instead of to the entry (`handoff::limine_ap_release`, a Limine kernel's
+/// base-revision-5 state). hvboot's own protocol leaves it 0.
+pub const MAILBOX_RELEASE_HOOK: usize = core::mem::offset_of!(CpuMailbox, reserved);
+
 /// Bytes per AP of GDT + TSS in the CPU data.
 pub const GDT_SLOT: u64 = 256;
 /// The most MSRs the trampoline copies (PAT, 11 fixed MTRRs, up to 16 variable pairs,
@@ -300,6 +306,13 @@ global_asm!(
     "mov r9, [rip + hvboot_ap_params + 64]",
     "mov rsp, [r9 + r10 * 8]",
     "mov dword ptr [r14 + 24], 2",
+    // A release hook in the mailbox (MAILBOX_RELEASE_HOOK): it gets rax = the entry, r14 = the
+    // mailbox and sets the state itself.
+    "mov r11, [r14 + {hook}]",
+    "test r11, r11",
+    "jz 15f",
+    "jmp r11",
+    "15:",
     "xor ebx, ebx",
     "xor ecx, ecx",
     "xor edx, edx",
@@ -325,6 +338,7 @@ global_asm!(
     ".global hvboot_ap_end",
     "hvboot_ap_end:",
     ".text",
+    hook = const MAILBOX_RELEASE_HOOK,
 );
 
 extern "C" {

@@ -1200,6 +1200,7 @@ fn limine_kernel_hand_off() {
         (
             EntryMode::Limine {
                 strict: false,
+                hhdm: DEFAULT_DIRECT_MAP_OFFSET,
                 la57_switch: 0
             },
             KBASE + 0x40
@@ -1266,6 +1267,12 @@ fn limine_kernel_hand_off() {
     for mailbox in b_starts {
         let cpu_start = core::mem::offset_of!(hvboot_api::CpuMailbox, cpu_start) as u64;
         assert_eq!(word(mailbox + cpu_start) + MP_INFO_GOTO, mailbox + dm);
+        let hook = crate::trampoline::MAILBOX_RELEASE_HOOK as u64;
+        assert_eq!(
+            word(mailbox + hook),
+            0,
+            "before revision 5: straight to goto_address"
+        );
     }
     assert_eq!(
         response(5),
@@ -1274,6 +1281,61 @@ fn limine_kernel_hand_off() {
     );
     // Date at boot: the clock's reading, as the platform gave it before the firmware was left.
     assert_eq!(word(response(6).unwrap() + 8), 1_796_149_859);
+}
+
+/// Base revision 5+ on the APs (docs/limine.md, "Entry state"): each AP's mailbox sends its
+/// release through `handoff::limine_ap_release` (mapped at its identity address in the kernel's
+/// tables, where the parked AP runs), with its own copy of the protocol's GDT (a TSS
+/// descriptor turns busy at LTR, so none is shared) and the HHDM offset the strict state
+/// reaches the xAPIC through; the BSP's entry mode is strict with the same offset.
+#[test]
+fn limine_strict_state_on_the_aps() {
+    use super::fake::ApSim;
+    use crate::handoff::EntryMode;
+    use crate::limine::KNOWN;
+    use crate::protocols::limine::{GDT, MAILBOX_AP_GDT, MAILBOX_AP_HHDM, MP_INFO_GOTO};
+    use crate::testing::limine::{end, kernel, request, start, tag, DATA};
+
+    let id = |name: &str| KNOWN.iter().find(|k| k.0 == name).unwrap().1;
+    let mut words = [start(), tag(6)].concat();
+    words.extend(request(id("MP"), 0, 1));
+    words.extend(end());
+    let cfg = config("", &[]);
+    let mut p = machine(kernel(&words), &cfg);
+    p.with_madt(3);
+    let cpu = FakeCpu::new(true);
+    *cpu.aps.borrow_mut() = ApSim::on(&p, &[1, 2]);
+    let h = super::boot(&mut p, &cpu, 42).unwrap();
+    let dm = DEFAULT_DIRECT_MAP_OFFSET;
+    assert_eq!(
+        h.mode,
+        EntryMode::Limine {
+            strict: true,
+            hhdm: dm,
+            la57_switch: 0
+        }
+    );
+    let word = |phys: u64| u64::from_le_bytes(p.bytes(phys, 8).try_into().unwrap());
+    let release = crate::handoff::limine_ap_release();
+    assert_eq!(walk(&p, &h, release).expect("mapped").phys, release);
+    // The MP request follows the start marker and the tag; its response is its sixth word.
+    let mp = word(walk(&p, &h, DATA + 56 + 40).expect("mapped").phys);
+    assert_eq!(word(mp - dm + 16), 3);
+    let mut gdts = alloc::vec![h.gdt_virt];
+    for i in 1..3 {
+        let info = word(word(mp - dm + 24) - dm + i * 8);
+        let mailbox = info - dm + MP_INFO_GOTO;
+        let hook = crate::trampoline::MAILBOX_RELEASE_HOOK as u64;
+        assert_eq!(word(mailbox + hook), release);
+        assert_eq!(word(mailbox + MAILBOX_AP_HHDM as u64), dm);
+        let gdt = word(mailbox + MAILBOX_AP_GDT as u64);
+        let copy: Vec<u64> = (0..GDT.len() as u64)
+            .map(|j| word(gdt - dm + j * 8))
+            .collect();
+        assert_eq!(copy, GDT, "AP {i}'s GDT");
+        assert!(!gdts.contains(&gdt), "AP {i}'s GDT its own");
+        gdts.push(gdt);
+    }
 }
 
 /// A Limine kernel whose Paging Mode request asks for 5-level paging, on a CPU with LA57: CR3

@@ -78,7 +78,15 @@ const _: () = {
     // `cpus::prepare` leaves before the first): the info's processor and APIC IDs.
     assert!(offset_of!(CpuMailbox, reserved) + 7 * 8 == size_of::<CpuMailbox>());
     assert!(size_of::<CpuMailbox>() - offset_of!(CpuMailbox, reserved) >= MP_INFO_GOTO as usize);
+    // The release hook and the two words after it lie before the next AP's info.
+    assert!(MAILBOX_AP_HHDM + 8 <= size_of::<CpuMailbox>() - MP_INFO_GOTO as usize);
+    assert!(MAILBOX_AP_GDT == crate::trampoline::MAILBOX_RELEASE_HOOK + 8);
 };
+/// Base revision 5+: where in an AP's mailbox (reserved words, after the release hook) its
+/// own copy of [`GDT`] (virtual) and the HHDM offset are, for `handoff`'s `hvboot_limine_ap`.
+pub const MAILBOX_AP_GDT: usize = 80;
+/// See [`MAILBOX_AP_GDT`].
+pub const MAILBOX_AP_HHDM: usize = 88;
 
 /// Bytes of an EFI_MEMORY_DESCRIPTOR (UEFI 2.10 §7.2, version 1).
 const EFI_DESCRIPTOR_SIZE: u64 = 40;
@@ -231,7 +239,7 @@ impl Protocol for Limine {
             + entries * EFI_DESCRIPTOR_SIZE as usize
             + files * (FILE_SIZE + 8)
             + FRAMEBUFFER_SIZE
-            + boot.cpus.len() * 8
+            + boot.cpus.len() * (8 + core::mem::size_of_val(&GDT))
             + MP_INFO_SIZE
             + 32
             + 8
@@ -271,10 +279,14 @@ impl Protocol for Limine {
             self.write_word(boot, vaddr + 8, revision);
         }
         let entry = self.entry(boot);
-        let strict = self.revision() >= crate::limine::STRICT_ENTRY_REVISION;
+        self.mask_io_apics(boot);
+        if self.strict() {
+            self.iommus_off(boot);
+        }
         Ok(Handoff {
             mode: EntryMode::Limine {
-                strict,
+                strict: self.strict(),
+                hhdm,
                 la57_switch: boot.space.la57_switch,
             },
             cr3: boot.space.cr3,
@@ -290,6 +302,71 @@ impl Limine {
     /// The base revision the kernel is booted with (the scan refused any other).
     fn revision(&self) -> u64 {
         self.found.base_revision()
+    }
+
+    /// Base revision 5's stricter entry state, on the BSP and every AP.
+    fn strict(&self) -> bool {
+        self.revision() >= crate::limine::STRICT_ENTRY_REVISION
+    }
+
+    /// The I/O APICs' redirection entries as PROTOCOL.md's entry state has them
+    /// (`crate::ioapic`), the firmware being gone; each I/O APIC said on serial.
+    fn mask_io_apics(&self, boot: &Boot) {
+        let window = crate::hv::PhysWindow {
+            offset: self.phys_offset,
+        };
+        let Ok(madt) = hvboot_api::acpi::Madt::find(&window, boot.firmware.tables.rsdp) else {
+            return;
+        };
+        for (id, phys) in crate::ioapic::io_apics(&madt) {
+            // SAFETY: the MADT's I/O APIC, below 4 GiB where both loaders reach physical
+            // memory at `phys_offset`; the firmware that used it has been left.
+            let mut w = unsafe { crate::mmio::Mmio::new(phys + self.phys_offset) };
+            let (entries, newly) = crate::ioapic::mask_entries(&mut w, self.strict());
+            log::info!("limine: I/O APIC {id} at {phys:#x}: {entries} entries, {newly} masked");
+        }
+    }
+
+    /// Base revision 5: every VT-d and AMD-Vi unit the DMAR and IVRS list turned off
+    /// (`crate::iommu`), the firmware being gone; each said on serial, a unit that does not
+    /// acknowledge as a warning (the kernel is entered all the same: its DMA may then be
+    /// translated, which it can see in the unit's status).
+    fn iommus_off(&self, boot: &Boot) {
+        use crate::iommu::{turn_off, units, Kind};
+        use crate::mmio::Mmio;
+        let window = crate::hv::PhysWindow {
+            offset: self.phys_offset,
+        };
+        let t = &boot.acpi_tables;
+        for (kind, phys, sig) in [(Kind::VtD, t.dmar, b"DMAR"), (Kind::AmdVi, t.ivrs, b"IVRS")] {
+            let Ok(table) = hvboot_api::acpi::read_table(&window, phys, Some(sig)) else {
+                continue;
+            };
+            for base in units(kind, table) {
+                if base.saturating_add(0x1000) > 4 << 30 {
+                    // The BIOS loader reaches only the first 4 GiB; hardware puts these
+                    // registers in the MMIO hole below it.
+                    log::warn!("limine: {} unit at {base:#x} left on: above 4 GiB", kind.name());
+                    continue;
+                }
+                // SAFETY: a register page the firmware's table names, below 4 GiB on every
+                // machine that has one (VT-d and AMD-Vi place them in the MMIO hole), where
+                // both loaders reach physical memory at `phys_offset`.
+                let mut r = unsafe { Mmio::new(base + self.phys_offset) };
+                let o = turn_off(kind, &mut r);
+                let what = format!(
+                    "limine: {} unit at {base:#x} off: status {:#x} -> {:#x}",
+                    kind.name(),
+                    o.before,
+                    o.after
+                );
+                if o.acknowledged {
+                    log::info!("{what}");
+                } else {
+                    log::warn!("{what}, not acknowledged");
+                }
+            }
+        }
     }
 
     /// A firmware table's address in a response: physical in the base revisions `physical`
@@ -329,7 +406,9 @@ impl Limine {
     /// `limine_mp_info` is laid over the mailbox so that `goto_address` is the word the park
     /// loop watches and `extra_argument` the one it passes on; the mailbox's `cpu_start` (RDI at
     /// release) points at the info, and the stack top it is released with is 8 bytes lower,
-    /// where a 0 return address lies, as on the BSP. The BSP's info is in the block.
+    /// where a 0 return address lies, as on the BSP. The BSP's info is in the block. From base
+    /// revision 5 the mailbox's release hook sends the AP through the BSP's strict state
+    /// (`handoff::limine_ap_release`) on its own copy of [`GDT`] in the block.
     /// x2APIC is not turned on (flags 0): the request's bit asks for it only "if possible".
     fn mp(
         &mut self,
@@ -338,6 +417,7 @@ impl Limine {
         w: &mut Writer<'_>,
     ) -> Result<u64, Error> {
         let hhdm = boot.space.direct_map_offset;
+        let strict = self.strict();
         let infos = &mut self.scratch;
         infos.clear();
         let mut bsp_apic = 0u32;
@@ -360,10 +440,18 @@ impl Limine {
             // SAFETY: the info's first 16 bytes are reserved, zero bytes before the mailbox
             // (see the assertions at `MP_INFO_GOTO`); the mailbox's `cpu_start` and the stack
             // top are read by the AP only once the kernel writes `goto_address`.
+            let gdt = if strict { w.words(&GDT)? } else { 0 };
             unsafe {
                 core::ptr::write_volatile(info as *mut u64, ids);
                 let m = aps.mailboxes[k];
                 core::ptr::addr_of_mut!((*m).cpu_start).write_volatile(virt);
+                if gdt != 0 {
+                    let word = |at: usize| (m as *mut u8).add(at) as *mut u64;
+                    word(MAILBOX_AP_GDT).write_volatile(gdt);
+                    word(MAILBOX_AP_HHDM).write_volatile(hhdm);
+                    let hook = word(crate::trampoline::MAILBOX_RELEASE_HOOK);
+                    hook.write_volatile(crate::handoff::limine_ap_release());
+                }
                 let top = aps.stack_tops.add(k);
                 top.write_volatile(top.read_volatile() - 8);
             }

@@ -13,9 +13,8 @@
 
 pub mod bootloader_api;
 pub mod hvboot;
-pub mod linux;
 pub mod limine;
-pub mod limine_apic;
+pub mod linux;
 pub mod multiboot2;
 
 use hvboot_api::FirmwareMemoryEntry;

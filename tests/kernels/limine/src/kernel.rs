@@ -200,6 +200,7 @@ extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
         exit_qemu(EXIT_FAILURE);
     };
     serial_println!("HVB hhdm offset={hhdm:#x}");
+    HHDM.store(hhdm, Ordering::SeqCst);
     if REVISION >= 5 {
         strict_state(hhdm, flags, cr0, cr4);
     }
@@ -244,6 +245,8 @@ extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
             let v2 = t[15] < 2 || t.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0;
             let ok = check(&t[..8] == b"RSD PTR " && v1 && v2, "RSDP through the HHDM");
             serial_println!("HVB rsdp address={at:#x} ok={ok}");
+            io_apics(hhdm, at);
+            iommus(hhdm, at);
             if REVISION >= 4 {
                 let n = acpi_tables_mapped(r, hhdm, at);
                 let ok = check(n != u32::MAX, "ACPI tables in ACPI or reserved-mapped entries");
@@ -360,10 +363,13 @@ extern "C" fn limine_main(rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
 
 /// APs that jumped to their `goto_address` with RDI = their own info, and what was not as the
 /// protocol says on any of them: 1 the APIC ID, 2 the extra argument, 4 the stack's alignment,
-/// 8 the return address, 16 CR4.LA57 (the paging mode) not the BSP's.
+/// 8 the return address, 16 CR4.LA57 (the paging mode) not the BSP's; from base revision 5,
+/// 32 the BSP's strict state (`Strict`), 64 CS/SS not the protocol's 0x28/0x30.
 static ARRIVED: AtomicU32 = AtomicU32::new(0);
 /// The BSP's CR4 at entry: each AP's paging mode (CR4.LA57) must be the same.
 static BSP_CR4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The HHDM offset, for the APs' look at their local APIC.
+static HHDM: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 static WRONG: AtomicU32 = AtomicU32::new(0);
 
 /// Releases every AP through its `goto_address` (extra argument = its index + 1) and waits for
@@ -424,25 +430,51 @@ fn mp_bench(r: &Requests, entry_tsc: u64) -> ! {
     exit_qemu(EXIT_SUCCESS);
 }
 
-/// An AP's first instruction after its release: RSP as the loader left it goes to `ap_main`.
+/// An AP's first instructions after its release: RSP, RFLAGS, CR0 and CR4 as the loader left
+/// them go to `ap_main`, after SSE is turned on as on the BSP (`limine_entry`).
 #[unsafe(naked)]
 unsafe extern "C" fn ap_entry(_cpu: &limine::mp::Cpu) -> ! {
-    core::arch::naked_asm!("mov rsi, rsp", "call {main}", "ud2", main = sym ap_main)
+    core::arch::naked_asm!(
+        "mov rsi, rsp",
+        "pushfq",
+        "pop rdx",
+        "mov rcx, cr0",
+        "mov r8, cr4",
+        "mov rax, r8",
+        "or rax, 0x600",
+        "mov cr4, rax",
+        "mov rax, rcx",
+        "and rax, -5",
+        "or rax, 2",
+        "mov cr0, rax",
+        "call {main}",
+        "ud2",
+        main = sym ap_main
+    )
 }
 
 /// RDI = its own info (the APIC ID it reads from CPUID must be the info's), the extra argument
-/// the BSP set, a 0 return address on a 16-byte aligned stack.
-unsafe extern "C" fn ap_main(cpu: &limine::mp::Cpu, rsp: u64) -> ! {
+/// the BSP set, a 0 return address on a 16-byte aligned stack; from base revision 5 the BSP's
+/// strict state.
+unsafe extern "C" fn ap_main(cpu: &limine::mp::Cpu, rsp: u64, flags: u64, cr0: u64, cr4: u64) -> ! {
     let ret = (rsp as *const u64).read();
     let apic = core::arch::x86_64::__cpuid(1).ebx >> 24;
-    let cr4: u64;
-    core::arch::asm!("mov {}, cr4", out(reg) cr4);
     let la57 = (cr4 ^ BSP_CR4.load(Ordering::SeqCst)) & (1 << 12) != 0;
+    let (strict, segments) = if REVISION >= 5 {
+        let (cs, ss): (u16, u16);
+        core::arch::asm!("mov {0:x}, cs", "mov {1:x}, ss", out(reg) cs, out(reg) ss);
+        let s = Strict::read(HHDM.load(Ordering::SeqCst), flags, cr0, cr4);
+        (!s.ok(), cs != 0x28 || ss != 0x30)
+    } else {
+        (false, false)
+    };
     let why = u32::from(cpu.lapic_id != apic)
         | u32::from(cpu.extra.load(Ordering::SeqCst) == 0) << 1
         | u32::from((rsp + 8) % 16 != 0) << 2
         | u32::from(ret != 0) << 3
-        | u32::from(la57) << 4;
+        | u32::from(la57) << 4
+        | u32::from(strict) << 5
+        | u32::from(segments) << 6;
     WRONG.fetch_or(why, Ordering::SeqCst);
     LAST_IN_TSC.fetch_max(core::arch::x86_64::_rdtsc(), Ordering::SeqCst);
     ARRIVED.fetch_add(1, Ordering::SeqCst);
@@ -508,69 +540,213 @@ fn acpi_tables_mapped(r: &Requests, hhdm: u64, rsdp: u64) -> u32 {
     n
 }
 
-/// Base revision 5's x86-64 entry state (PROTOCOL.md "Machine State at Entry"), as the entry
-/// read it (RFLAGS, CR0, CR4) and as it still is (EFER, TR, LDTR, IDTR, the local APIC).
-fn strict_state(hhdm: u64, flags: u64, cr0: u64, cr4: u64) {
-    let (efer, ldtr, tr): (u64, u16, u16);
-    let mut gdtr = [0u8; 10];
-    let mut idtr = [0u8; 10];
-    unsafe {
-        let (lo, hi): (u32, u32);
-        core::arch::asm!("rdmsr", in("ecx") 0xC000_0080u32, out("eax") lo, out("edx") hi);
-        efer = u64::from(hi) << 32 | u64::from(lo);
-        core::arch::asm!("sldt {0:x}", out(reg) ldtr);
-        core::arch::asm!("str {0:x}", out(reg) tr);
-        core::arch::asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr());
-        core::arch::asm!("sidt [{}]", in(reg) idtr.as_mut_ptr());
-    }
-    let gdt = u64::from_le_bytes(gdtr[2..10].try_into().unwrap());
-    let tss = unsafe { ((gdt + u64::from(tr)) as *const [u64; 2]).read() };
-    // A 64-bit TSS descriptor's base (bits 16..40, 56..64, and the second word) and limit.
-    let tss_base = (tss[0] >> 16) & 0xff_ffff | (tss[0] >> 56) << 24 | tss[1] << 32;
-    let tss_limit = tss[0] & 0xffff | (tss[0] >> 48 & 0xf) << 16;
-    let idt_zero = idtr.iter().all(|&b| b == 0);
-    // The local APIC: xAPIC registers through the HHDM, or x2APIC MSRs.
-    let apic_base = unsafe {
-        let (lo, hi): (u32, u32);
-        core::arch::asm!("rdmsr", in("ecx") 0x1Bu32, out("eax") lo, out("edx") hi);
-        u64::from(hi) << 32 | u64::from(lo)
+/// Little-endian `n`-byte word at `at` of `b`.
+fn le(b: &[u8], at: usize, n: usize) -> u64 {
+    b[at..at + n].iter().rev().fold(0u64, |a, &x| a << 8 | u64::from(x))
+}
+
+/// The ACPI table `sig` listed by the RSDT/XSDT of the RSDP at `rsdp` (physical), through the
+/// HHDM.
+fn acpi_table<'a>(hhdm: u64, rsdp: u64, sig: &[u8; 4]) -> Option<&'a [u8]> {
+    let t = unsafe { phys(hhdm, rsdp, 36) };
+    let (sdt, size) = if t[15] >= 2 && le(t, 24, 8) != 0 {
+        (le(t, 24, 8), 8)
+    } else {
+        (le(t, 16, 4), 4)
     };
-    let reg = |off: u64| -> u32 {
-        if apic_base & (1 << 10) != 0 {
-            let (lo, _hi): (u32, u32);
-            unsafe {
-                core::arch::asm!("rdmsr", in("ecx") 0x800 + (off / 16) as u32, out("eax") lo, out("edx") _hi)
+    let len = le(unsafe { phys(hhdm, sdt, 8) }, 4, 4) as usize;
+    let all = unsafe { phys(hhdm, sdt, len) };
+    (36..len).step_by(size).find_map(|at| {
+        let table = le(all, at, size);
+        let head = unsafe { phys(hhdm, table, 8) };
+        (&head[..4] == sig).then(|| unsafe { phys(hhdm, table, le(head, 4, 4) as usize) })
+    })
+}
+
+/// Every I/O APIC the MADT lists, each redirection entry read back through the HHDM (IOREGSEL
+/// at +0, IOWIN at +0x10): PROTOCOL.md masks those with Fixed or Lowest Priority delivery, and
+/// from base revision 5 NMI and ExtINT ones too. One `HVB ioapic` line per I/O APIC, with how
+/// many entries it has, how many are masked and how many the rule says should be but are not.
+fn io_apics(hhdm: u64, rsdp: u64) {
+    let Some(madt) = acpi_table(hhdm, rsdp, b"APIC") else {
+        serial_println!("HVB failed no MADT");
+        return;
+    };
+    let mut at = 44;
+    while at + 2 <= madt.len() {
+        let (kind, len) = (madt[at], usize::from(madt[at + 1]).max(2));
+        if kind == 1 && len >= 12 {
+            let base = hhdm + le(madt, at + 4, 4);
+            let reg = |r: u32| unsafe {
+                (base as *mut u32).write_volatile(r);
+                ((base + 0x10) as *const u32).read_volatile()
             };
-            lo
-        } else {
-            unsafe { ((hhdm + (apic_base & !0xfff) + off) as *const u32).read_volatile() }
+            let entries = (reg(1) >> 16 & 0xff) + 1;
+            let (mut masked, mut wrong) = (0, 0);
+            for n in 0..entries {
+                let low = reg(0x10 + 2 * n);
+                let rule = match low >> 8 & 7 {
+                    0 | 1 => true,
+                    4 | 7 => REVISION >= 5,
+                    _ => false,
+                };
+                masked += u32::from(low & (1 << 16) != 0);
+                wrong += u32::from(rule && low & (1 << 16) == 0);
+            }
+            let ok = check(wrong == 0, "I/O APIC entries masked");
+            serial_println!(
+                "HVB ioapic id={} entries={entries} masked={masked} wrong={wrong} ok={ok}",
+                madt[at + 2]
+            );
         }
-    };
-    let (svr, tpr) = (reg(0xF0), reg(0x80));
-    // Timer, LINT0, LINT1, error: Fixed / ExtINT / NMI delivery on QEMU's firmware, so masked.
-    let lvts_masked = [0x320, 0x350, 0x360, 0x370].iter().all(|&o| reg(o) & (1 << 16) != 0);
-    let ok = check(
-        cr0 == 0x8001_0011
-            && cr4 & !0x1000 == 0x20
-            && efer == 0xd00
-            && flags == 2
-            && ldtr == 0
-            && tr != 0
-            && tss_base == 0
-            && tss_limit == 0
-            && idt_zero
-            && apic_base & (1 << 11) != 0
-            && svr == 0x1ff
-            && tpr == 0
-            && lvts_masked,
-        "base revision 5's entry state",
-    );
+        at += len;
+    }
+}
+
+/// Every IOMMU unit the ACPI tables list, read through the HHDM: from base revision 5 off.
+/// VT-d (the DMAR's DRHD structures, type u16 0, register base at +8, after the 48-byte
+/// header): GSTS (+0x1C) with translation (TES, bit 31) and interrupt remapping (IRES, bit 25)
+/// off. AMD-Vi (the IVRS's IVHD blocks, type u8 10h/11h/40h, MMIO base at +8): the control
+/// register (+0x18) with IommuEn (bit 0) off. One `HVB iommu` line per unit.
+fn iommus(hhdm: u64, rsdp: u64) {
+    for (sig, kind) in [(b"DMAR", "vtd"), (b"IVRS", "amdvi")] {
+        let Some(t) = acpi_table(hhdm, rsdp, sig) else {
+            continue;
+        };
+        let mut at = 48;
+        while at + 4 <= t.len() {
+            let len = le(t, at + 2, 2) as usize;
+            if len < 4 || at + len > t.len() {
+                break;
+            }
+            let unit = match kind {
+                "vtd" => le(t, at, 2) == 0 && len >= 16,
+                _ => [0x10, 0x11, 0x40].contains(&t[at]) && len >= 24,
+            };
+            if unit {
+                let base = le(t, at + 8, 8);
+                let (reg, on) = if kind == "vtd" {
+                    let gsts = unsafe { ((hhdm + base + 0x1C) as *const u32).read_volatile() };
+                    (u64::from(gsts), gsts & (1 << 31 | 1 << 25) != 0)
+                } else {
+                    let control = unsafe { ((hhdm + base + 0x18) as *const u64).read_volatile() };
+                    (control, control & 1 != 0)
+                };
+                let ok = check(REVISION < 5 || !on, "IOMMU off");
+                serial_println!("HVB iommu kind={kind} base={base:#x} status={reg:#x} ok={ok}");
+            }
+            at += len;
+        }
+    }
+}
+
+/// Base revision 5's x86-64 entry state (PROTOCOL.md "Machine State at Entry"), as the entry
+/// read it (RFLAGS, CR0, CR4) and as it still is (EFER, TR, LDTR, IDTR, the local APIC): the
+/// BSP's and, at their `goto_address`, every AP's.
+struct Strict {
+    cr0: u64,
+    cr4: u64,
+    efer: u64,
+    flags: u64,
+    ldtr: u16,
+    tr: u16,
+    tss_base: u64,
+    tss_limit: u64,
+    idt_zero: bool,
+    apic_base: u64,
+    svr: u32,
+    tpr: u32,
+    lvts_masked: bool,
+}
+
+impl Strict {
+    fn read(hhdm: u64, flags: u64, cr0: u64, cr4: u64) -> Self {
+        let (efer, ldtr, tr): (u64, u16, u16);
+        let mut gdtr = [0u8; 10];
+        let mut idtr = [0u8; 10];
+        unsafe {
+            let (lo, hi): (u32, u32);
+            core::arch::asm!("rdmsr", in("ecx") 0xC000_0080u32, out("eax") lo, out("edx") hi);
+            efer = u64::from(hi) << 32 | u64::from(lo);
+            core::arch::asm!("sldt {0:x}", out(reg) ldtr);
+            core::arch::asm!("str {0:x}", out(reg) tr);
+            core::arch::asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr());
+            core::arch::asm!("sidt [{}]", in(reg) idtr.as_mut_ptr());
+        }
+        let gdt = u64::from_le_bytes(gdtr[2..10].try_into().unwrap());
+        let tss = unsafe { ((gdt + u64::from(tr)) as *const [u64; 2]).read() };
+        // The local APIC: xAPIC registers through the HHDM, or x2APIC MSRs.
+        let apic_base = unsafe {
+            let (lo, hi): (u32, u32);
+            core::arch::asm!("rdmsr", in("ecx") 0x1Bu32, out("eax") lo, out("edx") hi);
+            u64::from(hi) << 32 | u64::from(lo)
+        };
+        let reg = |off: u64| -> u32 {
+            if apic_base & (1 << 10) != 0 {
+                let (lo, _hi): (u32, u32);
+                unsafe {
+                    core::arch::asm!("rdmsr", in("ecx") 0x800 + (off / 16) as u32, out("eax") lo, out("edx") _hi)
+                };
+                lo
+            } else {
+                unsafe { ((hhdm + (apic_base & !0xfff) + off) as *const u32).read_volatile() }
+            }
+        };
+        Strict {
+            cr0,
+            cr4,
+            efer,
+            flags,
+            ldtr,
+            tr,
+            // A 64-bit TSS descriptor's base (bits 16..40, 56..64, and the second word) and limit.
+            tss_base: (tss[0] >> 16) & 0xff_ffff | (tss[0] >> 56) << 24 | tss[1] << 32,
+            tss_limit: tss[0] & 0xffff | (tss[0] >> 48 & 0xf) << 16,
+            idt_zero: idtr.iter().all(|&b| b == 0),
+            apic_base,
+            svr: reg(0xF0),
+            tpr: reg(0x80),
+            // Timer, LINT0, LINT1, error: Fixed / ExtINT / NMI delivery on QEMU's firmware, so
+            // masked.
+            lvts_masked: [0x320, 0x350, 0x360, 0x370].iter().all(|&o| reg(o) & (1 << 16) != 0),
+        }
+    }
+
+    fn ok(&self) -> bool {
+        self.cr0 == 0x8001_0011
+            && self.cr4 & !0x1000 == 0x20
+            && self.efer == 0xd00
+            && self.flags == 2
+            && self.ldtr == 0
+            && self.tr != 0
+            && self.tss_base == 0
+            && self.tss_limit == 0
+            && self.idt_zero
+            && self.apic_base & (1 << 11) != 0
+            && self.svr == 0x1ff
+            && self.tpr == 0
+            && self.lvts_masked
+    }
+}
+
+fn strict_state(hhdm: u64, flags: u64, cr0: u64, cr4: u64) {
+    let s = Strict::read(hhdm, flags, cr0, cr4);
+    let ok = check(s.ok(), "base revision 5's entry state");
     serial_println!(
-        "HVB strict cr0={cr0:#x} cr4={cr4:#x} efer={efer:#x} rflags={flags:#x} ldtr={ldtr:#x} \
-         tr={tr:#x} tss_base={tss_base:#x} tss_limit={tss_limit:#x} idt_zero={} svr={svr:#x} \
-         tpr={tpr:#x} lvts_masked={} ok={ok}",
-        u8::from(idt_zero),
-        u8::from(lvts_masked)
+        "HVB strict cr0={:#x} cr4={:#x} efer={:#x} rflags={:#x} ldtr={:#x} tr={:#x} \
+         tss_base={:#x} tss_limit={:#x} idt_zero={} svr={:#x} tpr={:#x} lvts_masked={} ok={ok}",
+        s.cr0,
+        s.cr4,
+        s.efer,
+        s.flags,
+        s.ldtr,
+        s.tr,
+        s.tss_base,
+        s.tss_limit,
+        u8::from(s.idt_zero),
+        s.svr,
+        s.tpr,
+        u8::from(s.lvts_masked)
     );
 }
 
