@@ -90,7 +90,14 @@ def test_files(crate: Path) -> None:
     # The crate's hvboot.toml is what the cargo runner discovers: a valid [machine] table with
     # the table's defaults (the timeout only commented: `run` has none).
     values = settings.read_file(crate / "hvboot.toml")
-    assert values == {"firmware": "uefi", "memory": "512M", "cpus": 1, "type": "q35", "cpu": "max"}
+    assert values == {
+        "firmware": "uefi",
+        "memory": "512M",
+        "cpus": 1,
+        "type": "q35",
+        "cpu": "max",
+        "accel": "tcg",
+    }
     assert "# timeout = 120" in (crate / "hvboot.toml").read_text()
 
 
