@@ -39,6 +39,19 @@ def pie_kernel(name: str) -> Path:
 
 
 # Boot tests run under every firmware the loader supports: OVMF (UEFI) and SeaBIOS (BIOS).
+BIOS_LAYOUT_INC = artifacts.REPO / "loader" / "bios" / "asm" / "layout.inc"
+
+
+def bios_layout() -> dict[str, int]:
+    """The BIOS loader's addresses below 1 MiB (`%define NAME VALUE` lines of layout.inc)."""
+    out: dict[str, int] = {}
+    for line in BIOS_LAYOUT_INC.read_text().splitlines():
+        if line.startswith("%define "):
+            _, name, value = line.split(";")[0].split()
+            out[name] = int(value, 0)
+    return out
+
+
 FIRMWARES = ["uefi", "bios"]
 BOOT_TIMEOUT = 120.0
 

@@ -4,13 +4,18 @@ a corrupt FAT), each printing its reason on serial and halting (docs/bios.md).""
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import os
+import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import BOOT_TIMEOUT, esp_fats, kernel_read_error, make_image
+from conftest import BOOT_TIMEOUT, bios_layout, esp_fats, kernel_read_error, make_image
+from elftools.elf.elffile import ELFFile
 
 from hvboot.errors import HvbootError
 from hvboot.image.build import BuildResult, _check_stage2_fits
@@ -56,6 +61,45 @@ def test_image_mbr_is_patched_for_its_bios_boot_partition(
     # The rest of stage 1 is the loader's, untouched; the partition table follows it.
     assert data[: bios.PATCH_OFFSET] == boot_code.stage1[: bios.PATCH_OFFSET]
     assert data[510:512] == b"\x55\xaa" and data[450] == 0xEE  # protective MBR entry
+
+
+def test_layout_is_one_source(built: None) -> None:
+    # layout.inc is the one source of the addresses below 1 MiB: the Python builder's limit,
+    # the linked ELF (build.rs's HVBOOT_* symbols, which bios.ld's ASSERT uses) and the table
+    # in docs/bios.md must say the same.
+    lay = bios_layout()
+    assert (lay["IMAGE_START"], lay["IMAGE_LIMIT"]) == (bios.STAGE2_LOAD, bios.STAGE2_LIMIT)
+    with artifacts.bios_loader_elf().open("rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        assert symtab is not None
+        syms = {s.name: s["st_value"] for s in symtab.iter_symbols()}
+    assert {k: syms[f"HVBOOT_{k}"] for k in lay} == lay
+    assert lay["IMAGE_START"] <= syms["__loader_end"] <= lay["IMAGE_LIMIT"]
+
+    doc = (artifacts.REPO / "docs" / "bios.md").read_text()
+    table = doc[doc.index("## Memory below 1 MiB") :].split("\n\n")
+    rows = [r for part in table if "| range |" in part for r in part.splitlines()[2:]]
+    ranges: dict[str, tuple[int, int]] = {}
+    spans = []
+    for row in rows:
+        cell, use = row.split("|")[1].strip(), row.split("|")[2].strip()
+        if cell.count("0x") == 2:
+            lo, hi = (int(x, 0) for x in cell.split("-"))
+            ranges[use.split(" (")[0].split(";")[0]] = (lo, hi + 1)
+            spans.append((lo, hi + 1))
+    # Contiguous from 0 to LOADER_END, every row ending where the next starts.
+    spans.sort()
+    assert spans[0][0] == 0 and spans[-1][1] == lay["LOADER_END"], spans
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), spans
+    sector = 512
+    bounce_end = lay["BOUNCE"] + lay["BOUNCE_SECTORS"] * sector
+    assert ranges["real-mode stack"] == (lay["LOADER_START"], lay["RM_STACK"])
+    assert ranges["stage 2 + the Rust BIOS loader"] == (lay["IMAGE_START"], lay["IMAGE_LIMIT"])
+    assert ranges["long-mode stack"] == (lay["IMAGE_LIMIT"], lay["LM_STACK"])
+    assert ranges["disk bounce buffer"] == (lay["BOUNCE"], bounce_end)
+    assert ranges["E820 entry buffer"] == (lay["E820_BUF"], lay["E820_BUF"] + 24)
+    assert ranges["the loader's identity page tables"] == (lay["PML4"], lay["LOADER_END"])
+    assert f"| {lay['LOADER_END']:#x}-EBDA | free | USABLE |" in doc
 
 
 def test_patch_refuses_bad_input(boot_code: bios.BiosBoot) -> None:
@@ -151,3 +195,48 @@ def test_corrupt_fat(image: BuildResult) -> None:
             f.write(bytes(size - 8))
     error = _bios_error(image)
     assert "corrupt FAT" in error and "/hvboot/hvboot.cfg" in error, error
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.boot
+def test_an_ebda_inside_the_loaders_low_area_is_refused(image: BuildResult, tmp_path: Path) -> None:
+    # SeaBIOS always puts its EBDA at 0x9FC00, so GDB stops the machine at stage 2's first
+    # instruction and moves the BDA's EBDA segment (0x40E) to where a real machine might have
+    # it, inside the loader's low area: stage 2 must refuse before it writes its page tables.
+    lay = bios_layout()
+    ebda = lay["LOADER_END"] - 0x8000
+    port = _free_port()
+    spec = qemu.QemuSpec(
+        image=image.output,
+        machine=Machine(firmware="bios"),
+        snapshot=True,
+        gdb_port=port,
+        stopped=True,
+    )
+    script = tmp_path / "ebda.gdb"
+    script.write_text(
+        f"target remote 127.0.0.1:{port}\nhbreak *{lay['IMAGE_START']:#x}\ncontinue\n"
+        f"set {{short}}0x40E = {ebda >> 4:#x}\ndelete\ndetach\nquit\n"
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        boot = pool.submit(qemu.run, spec, timeout=BOOT_TIMEOUT)
+        for _ in range(50):  # until QEMU listens
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        gdb = subprocess.run(
+            ["gdb", "-nx", "-batch", "-x", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=BOOT_TIMEOUT,
+        )
+        error = _bios_error(boot.result())
+    assert gdb.returncode == 0, gdb.stdout + gdb.stderr
+    assert f"ends below {lay['LOADER_END']:#x}" in error and "EBDA" in error, error

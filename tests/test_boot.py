@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, PIE_BASE, boot_report, make_image, pie_kernel
+from conftest import FIRMWARES, PIE_BASE, bios_layout, boot_report, make_image, pie_kernel
 from report_kernel import BootReport
 
 from hvboot.config.build import ModuleSpec
@@ -183,7 +183,12 @@ def test_boot_report_matches_host(
         # IVT + BDA and the EBDA .. 1 MiB stay reserved; the BIOS stages' memory is reclaimable.
         assert _kind_at(regions, 0, 0x500) == {KIND["RESERVED"]}
         assert _kind_at(regions, 0xA0000, 0x60000) == {KIND["RESERVED"]}
-        assert _kind_at(regions, 0x7C00, 0x200) == {KIND["LOADER_RECLAIMABLE"]}
+        # The loader's whole low area (loader/bios/asm/layout.inc, docs/bios.md's table) is
+        # reclaimable, and RAM above it up to the EBDA (QEMU: 0x9FC00) stays usable.
+        lay = bios_layout()
+        low = (lay["LOADER_START"], lay["LOADER_END"] - lay["LOADER_START"])
+        assert _kind_at(regions, *low) == {KIND["LOADER_RECLAIMABLE"]}
+        assert KIND["USABLE"] in _kind_at(regions, lay["LOADER_END"], 0x9F000 - lay["LOADER_END"])
         # SeaBIOS publishes the RSDP and an SMBIOS entry point in the BIOS area.
         assert 0xE0000 <= int(rsdp["phys"], 0) < 0x100000
         assert 0xF0000 <= int(report.one("smbios")["entry"], 0) < 0x100000

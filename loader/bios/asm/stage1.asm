@@ -17,13 +17,14 @@
 ;   +4  u16      stage 2 sectors     (0 in the unpatched binary: stage 1 refuses to boot)
 ;   +6  u16      reserved (0)
 ;   +8  u64      stage 2 first LBA
-; (docs/bios.md). Memory: stack below 0x7C00, stage 2 at 0x8000..0x60000.
+; (docs/bios.md). Memory (layout.inc): stack below 0x7C00, stage 2 at IMAGE_START..IMAGE_LIMIT.
 
 bits 16
 org 0x7C00
 
-STAGE2_SEG      equ 0x0800          ; 0x0800:0000 = 0x8000
-STAGE2_MAX_SEG  equ 0x6000          ; stage 2 must end below 0x60000
+%include "layout.inc"
+STAGE2_SEG      equ IMAGE_START >> 4
+STAGE2_MAX_SEG  equ IMAGE_LIMIT >> 4 ; stage 2 must end at or below IMAGE_LIMIT
 CHUNK           equ 64              ; sectors per read: 32 KiB, never crosses a 64 KiB boundary
 PATCH_OFFSET    equ 0x1A8
 COM1            equ 0x3F8

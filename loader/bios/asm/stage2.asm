@@ -13,14 +13,9 @@
 ; 4 GiB in 32-bit protected mode without paging) per trip to real mode.
 ;
 ; Everything here lives in the first 64 KiB (segment 0) so real-mode code reaches it with DS = 0.
-; Memory (docs/bios.md): 0x7C00 real-mode stack top, 0x8000 this image, 0x60000 disk bounce
-; buffer, 0x70000-0x80000 long-mode stack, 0x80000-0x86000 the loader's page tables.
+; Memory (docs/bios.md "Memory below 1 MiB"): the addresses come from layout.inc.
 
-PML4        equ 0x80000
-PDPT        equ 0x81000
-PD0         equ 0x82000             ; 4 PDs: 0x82000..0x86000
-LM_STACK    equ 0x80000
-RM_STACK    equ 0x7C00
+%include "layout.inc"
 EFER        equ 0xC0000080
 
 SEL_CODE64  equ 0x08
@@ -86,6 +81,22 @@ real_start:
     mov si, msg_lm
     jmp fail16
 .lm_ok:
+
+    ; Everything up to LOADER_END is ours (layout.inc): stop if the EBDA (segment at BDA 0x40E)
+    ; or the conventional memory size (BDA 0x413, KiB, what INT 12h returns) says it is not,
+    ; before the page tables are written there (real EBDAs start from ~0x80000 up).
+    mov ax, [0x40E]
+    test ax, ax
+    jz .no_ebda
+    cmp ax, LOADER_END >> 4
+    jb .low_mem
+.no_ebda:
+    cmp word [0x413], LOADER_END >> 10
+    jae .mem_ok
+.low_mem:
+    mov si, msg_low_mem
+    jmp fail16_bare
+.mem_ok:
 
     ; Identity page tables for 0..4 GiB with 2 MiB pages.
     push es
@@ -161,6 +172,7 @@ fail16:
     mov si, msg_prefix
     call puts16
     pop si
+fail16_bare:                        ; the message names its own prefix
     call puts16
 .halt:
     cli
@@ -522,3 +534,7 @@ hvboot_boot_drive: db 0
 msg_prefix: db "hvboot stage 2: ", 0
 msg_a20:    db "cannot enable A20", 13, 10, 0
 msg_lm:     db "the CPU has no 64-bit long mode", 13, 10, 0
+%defstr LOADER_END_STR LOADER_END
+msg_low_mem: db "hvboot: error: the EBDA (BDA 0x40E) or the conventional memory size (BDA 0x413) "
+            db "ends below ", LOADER_END_STR, ": the BIOS loader's buffers, stack and page tables "
+            db "lie there (docs/bios.md)", 13, 10, "hvboot: halted", 13, 10, 0

@@ -1,21 +1,20 @@
 //! The fixed areas below 1 MiB the BIOS loader uses (docs/bios.md).
 
-/// The disk bounce buffer: 127 sectors (the EDD limit per call) fit below 0x6FE00. Stage 2's
-/// `rm_read_batch` reads into it (its disk address packet lives in stage 2's data).
-pub const BOUNCE: u64 = 0x6_0000;
-/// Sectors per INT 13h read (EDD 3.0: at most 127).
-pub const BOUNCE_SECTORS: u64 = 127;
-/// One E820 entry.
-pub const E820_BUF: u64 = 0x6_FF80;
-/// The VBE controller information block (512 bytes), then the mode information block.
-pub const VBE_INFO: u64 = 0x6_0000;
-pub const VBE_MODE: u64 = 0x6_0200;
-/// Stage 2's PML4 (then its PDPT and four page directories, identity-mapping 0..4 GiB).
-pub const PML4: u64 = 0x8_0000;
-/// Everything from here up to LOADER_END is the loader's (stage 1, stage 2, buffers, stack,
-/// page tables): reported as loader-reclaimable.
-pub const LOADER_START: u64 = 0x1000;
-pub const LOADER_END: u64 = 0x8_6000;
+// LOADER_START, IMAGE_START/IMAGE_LIMIT, BOUNCE, BOUNCE_SECTORS, VBE_INFO, VBE_MODE, E820_BUF,
+// PML4, LOADER_END, ...: generated from asm/layout.inc, which stage 1 and stage 2 include too.
+include!(concat!(env!("OUT_DIR"), "/layout.rs"));
+
+// What the code relies on (the addresses themselves live in layout.inc).
+const _: () = {
+    // INT 13h gets the bounce buffer as segment:0, and no transfer crosses a 64 KiB boundary.
+    assert!(BOUNCE.is_multiple_of(0x1_0000) && BOUNCE_SECTORS * 512 <= 0x1_0000);
+    assert!(BOUNCE + BOUNCE_SECTORS * 512 <= E820_BUF && E820_BUF + 24 <= PML4);
+    assert!(VBE_INFO + 512 <= VBE_MODE && VBE_MODE + 256 <= BOUNCE + BOUNCE_SECTORS * 512);
+    // The image, then the 64 KiB long-mode stack; the six page tables end the low area.
+    assert!(IMAGE_LIMIT + 0x1_0000 <= LM_STACK && LM_STACK <= BOUNCE);
+    assert!(PDPT == PML4 + 0x1000 && PD0 == PDPT + 0x1000 && PD0 + 4 * 0x1000 == LOADER_END);
+    assert!(LOADER_END <= 0xA_0000);
+};
 
 /// Reads a `T` at a physical address (identity-mapped).
 ///

@@ -166,6 +166,18 @@ impl Memory {
                     return Err(format!("more than {MAX_E820} E820 entries"));
                 }
                 let kind = e820_kind(ty);
+                // Stage 2 checked the BDA's EBDA segment and memory size; the E820 map must
+                // agree that the loader's low area (asm/layout.inc) is RAM.
+                if kind != MemoryKind::USABLE.0
+                    && base < LOADER_END
+                    && base.saturating_add(len) > LOADER_START
+                {
+                    return Err(format!(
+                        "the E820 map reserves {base:#x}..{:#x} (type {ty}), inside the BIOS \
+                         loader's low memory {LOADER_START:#x}..{LOADER_END:#x} (docs/bios.md)",
+                        base.saturating_add(len)
+                    ));
+                }
                 let (b, e) = if kind == MemoryKind::USABLE.0 {
                     (
                         align_up(base, PAGE_SIZE).unwrap_or(u64::MAX),
@@ -246,7 +258,7 @@ impl Memory {
     /// the whole 2 MiB pages inside each range (what [`Memory::map_high`] maps).
     fn usable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         // Each entry twice, its part below and its part above 4 GiB (no `flat_map`: its code
-        // is large, and the loader image has little room below 0x60000).
+        // is large, and the loader image must stay below IMAGE_LIMIT).
         (0..2 * self.n)
             .map(|i| (&self.e820[i / 2], i % 2 == 1))
             .filter(|(r, _)| r.kind == MemoryKind::USABLE.0)

@@ -30,9 +30,10 @@ STAGE1_SIZE = 440
 PATCH_OFFSET = 0x1A8
 PATCH_MAGIC = b"HVS1"
 STAGE2_MAGIC = b"HVS2"  # at byte 4 of stage 2
+# IMAGE_START and IMAGE_LIMIT of loader/bios/asm/layout.inc (tests/test_bios.py compares them):
+# stage 2 (with its .bss) must end where the loader's long-mode stack begins.
 STAGE2_LOAD = 0x8000
-# Stage 2 (with its .bss) must end below the disk bounce buffer at 0x60000.
-STAGE2_LIMIT = 0x60000
+STAGE2_LIMIT = 0x70000
 STAGE2_MAX_BYTES = STAGE2_LIMIT - STAGE2_LOAD
 
 
