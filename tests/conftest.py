@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from report_kernel import BootReport, parse_report
 
 from hvboot.config.build import BuildConfig, ModuleSpec
@@ -50,6 +51,15 @@ def bios_layout() -> dict[str, int]:
             _, name, value = line.split(";")[0].split()
             out[name] = int(value, 0)
     return out
+
+
+def bios_image_end() -> int:
+    """Where the built BIOS loader image (with .bss) ends: its `__loader_end`, page-aligned up."""
+    with artifacts.bios_loader_elf().open("rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        assert symtab is not None
+        end = next(s["st_value"] for s in symtab.iter_symbols() if s.name == "__loader_end")
+    return -(-end // 0x1000) * 0x1000
 
 
 FIRMWARES = ["uefi", "bios"]

@@ -9,7 +9,15 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import FIRMWARES, PIE_BASE, bios_layout, boot_report, make_image, pie_kernel
+from conftest import (
+    FIRMWARES,
+    PIE_BASE,
+    bios_image_end,
+    bios_layout,
+    boot_report,
+    make_image,
+    pie_kernel,
+)
 from report_kernel import BootReport
 
 from hvboot.config.build import ModuleSpec
@@ -183,11 +191,17 @@ def test_boot_report_matches_host(
         # IVT + BDA and the EBDA .. 1 MiB stay reserved; the BIOS stages' memory is reclaimable.
         assert _kind_at(regions, 0, 0x500) == {KIND["RESERVED"]}
         assert _kind_at(regions, 0xA0000, 0x60000) == {KIND["RESERVED"]}
-        # The loader's whole low area (loader/bios/asm/layout.inc, docs/bios.md's table) is
-        # reclaimable, and RAM above it up to the EBDA (QEMU: 0x9FC00) stays usable.
-        lay = bios_layout()
-        low = (lay["LOADER_START"], lay["LOADER_END"] - lay["LOADER_START"])
-        assert _kind_at(regions, *low) == {KIND["LOADER_RECLAIMABLE"]}
+        # The loader's low area (loader/bios/asm/layout.inc, docs/bios.md's table) is
+        # reclaimable but for the room above the image's end, which stays usable, as does RAM
+        # above the area up to the EBDA (QEMU: 0x9FC00).
+        lay, image_end = bios_layout(), bios_image_end()
+        reclaimable = {KIND["LOADER_RECLAIMABLE"]}
+        start, limit, end = lay["LOADER_START"], lay["IMAGE_LIMIT"], lay["LOADER_END"]
+        assert _kind_at(regions, start, image_end - start) == reclaimable
+        assert _kind_at(regions, limit, end - limit) == reclaimable
+        assert image_end < limit and _kind_at(regions, image_end, limit - image_end) == {
+            KIND["USABLE"]
+        }
         assert KIND["USABLE"] in _kind_at(regions, lay["LOADER_END"], 0x9F000 - lay["LOADER_END"])
         # SeaBIOS publishes the RSDP and an SMBIOS entry point in the BIOS area.
         assert 0xE0000 <= int(rsdp["phys"], 0) < 0x100000

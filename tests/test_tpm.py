@@ -35,14 +35,19 @@ def _boot(image: Path, firmware: str = "uefi", *, with_tpm: bool = True) -> qemu
 
 
 def _swtpm_left() -> list[str]:
-    """The command lines of running swtpm processes that a boot of ours started."""
+    """The command lines of swtpm processes this process started that still run. Only our own
+    children: the suite's other worker may be booting with a TPM at the same moment."""
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        if cmd and cmd[0].endswith(b"swtpm") and b"hvboot-qemu-" in b" ".join(cmd):
+        # The parent's PID is the second field after the parenthesised command name.
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        ours = ppid == os.getpid()
+        if ours and cmd and cmd[0].endswith(b"swtpm") and b"hvboot-qemu-" in b" ".join(cmd):
             left.append(b" ".join(cmd).decode())
     return left
 

@@ -16,6 +16,15 @@ const _: () = {
     assert!(LOADER_END <= 0xA_0000);
 };
 
+/// Where the loaded image (with its .bss) ends: bios.ld's `__loader_end`, at most IMAGE_LIMIT.
+pub fn image_end() -> u64 {
+    unsafe extern "C" {
+        static __loader_end: u8;
+    }
+    // Only the symbol's address is taken, never its byte.
+    core::ptr::addr_of!(__loader_end) as u64
+}
+
 /// Reads a `T` at a physical address (identity-mapped).
 ///
 /// # Safety

@@ -18,7 +18,7 @@ use hvboot_loader_core::flow::{Placement, PlatformError};
 use hvboot_loader_core::memmap::Region;
 use hvboot_loader_core::{align_down, align_up, PAGE_SIZE};
 
-use crate::lowmem::{self, E820_BUF, LOADER_END, LOADER_START};
+use crate::lowmem::{self, E820_BUF, IMAGE_LIMIT, LOADER_END, LOADER_START};
 use crate::thunk::{self, Regs};
 
 const MAX_E820: usize = 128;
@@ -438,12 +438,18 @@ impl Memory {
             length: PAGE_SIZE,
             kind: MemoryKind::RESERVED.0,
         });
-        // Stage 1, stage 2, the bounce buffer, the stacks and the loader's page tables.
-        out.push(Region {
-            base: LOADER_START,
-            length: LOADER_END - LOADER_START,
-            kind: MemoryKind::LOADER_RECLAIMABLE.0,
-        });
+        // Stage 1, stage 2 and the loader image as far as it reaches; then the long-mode
+        // stack, the bounce buffer and the page tables. The room the image may grow into
+        // (its end up to IMAGE_LIMIT) is untouched and stays usable: kernels want low pages
+        // (AP trampolines; rust-osdev's lower_memory_free asks for more than 16).
+        let image_end = align_up(lowmem::image_end(), PAGE_SIZE).unwrap_or(IMAGE_LIMIT);
+        for (base, end) in [(LOADER_START, image_end), (IMAGE_LIMIT, LOADER_END)] {
+            out.push(Region {
+                base,
+                length: end - base,
+                kind: MemoryKind::LOADER_RECLAIMABLE.0,
+            });
+        }
         // EBDA up to 1 MiB (VGA memory, option ROMs, the BIOS): reserved, whatever E820 says.
         out.push(Region {
             base: ebda_start(),
