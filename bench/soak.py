@@ -95,11 +95,9 @@ def boot(
     return qemu.run(spec, timeout=timeout), time.monotonic() - start
 
 
-def matrix(image: Path, module: bytes, boots: int, timeout: float) -> int:
+def matrix(image: Path, module: bytes, boots: int, timeout: float, firmwares: list[str]) -> int:
     failed = 0
-    for firmware, bus, cpus, memory in itertools.product(
-        ("bios", "uefi"), BUSES, (1, 8), ("512M", "6G")
-    ):
+    for firmware, bus, cpus, memory in itertools.product(firmwares, BUSES, (1, 8), ("512M", "6G")):
         machine = Machine(firmware=firmware, memory=memory, cpus=cpus, type="q35")
         kinds: Counter[str] = Counter()
         times = []
@@ -118,11 +116,13 @@ def matrix(image: Path, module: bytes, boots: int, timeout: float) -> int:
     return failed
 
 
-def faults(image: BuildResult, module: bytes, tmp: Path, timeout: float) -> int:
+def faults(
+    image: BuildResult, module: bytes, tmp: Path, timeout: float, firmwares: list[str]
+) -> int:
     failed = 0
     sectors = read_sectors(image, REPORT_KERNEL.read_bytes(), module)
     for (kind, sector), once, firmware, machine_type in itertools.product(
-        sectors.items(), (True, False), ("bios", "uefi"), ("pc", "q35")
+        sectors.items(), (True, False), firmwares, ("pc", "q35")
     ):
         rules = tmp / "blkdebug.cfg"
         rules.write_text(
@@ -150,14 +150,21 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds a boot (120)")
     ap.add_argument("--no-matrix", action="store_true", help="only the fault pass")
     ap.add_argument("--no-faults", action="store_true", help="only the matrix")
+    ap.add_argument(
+        "--firmwares",
+        nargs="+",
+        choices=("bios", "uefi"),
+        default=["bios", "uefi"],
+        help="the firmwares to soak (both)",
+    )
     args = ap.parse_args()
     failed = 0
     with tempfile.TemporaryDirectory(prefix="hvboot-soak-") as tmp:
         image, module = build(Path(tmp))
         if not args.no_matrix:
-            failed += matrix(image.output, module, args.boots, args.timeout)
+            failed += matrix(image.output, module, args.boots, args.timeout, args.firmwares)
         if not args.no_faults:
-            failed += faults(image, module, Path(tmp), args.timeout)
+            failed += faults(image, module, Path(tmp), args.timeout, args.firmwares)
     print(f"soak: {failed} failure(s)")
     return 1 if failed else 0
 
