@@ -14,6 +14,8 @@ echo "test: generated protocol files"
 .venv/bin/hvboot gen-protocol --check
 echo "test: generated settings reference"
 .venv/bin/hvboot gen-docs --check
+echo "test: cargo fmt --check (the main workspace)"
+cargo fmt --all --check
 echo "test: cargo test (loader core, kernel API, checker)"
 cargo test --quiet -p hvboot-loader-core -p hvboot-api -p hvboot-check
 echo "test: pytest"

@@ -32,9 +32,9 @@ use core::mem::size_of;
 
 use crate::builder::Plain;
 use crate::protocol::{
-    AcpiTables, ArrayRef, BootInfo, CpuEntry, CpuStart, FirmwareMemoryEntry, Framebuffer, MemoryKind,
-    MemoryRegion, Module, PlacedExtent, StrRef, TscSource, TscStage, VirtFlags, VirtReport, BOOT_INFO_MAGIC,
-    BOOT_INFO_V1_HEADER_SIZE, PROTOCOL_VERSION,
+    AcpiTables, ArrayRef, BootInfo, CpuEntry, CpuStart, FirmwareMemoryEntry, Framebuffer,
+    MemoryKind, MemoryRegion, Module, PlacedExtent, StrRef, TscSource, TscStage, VirtFlags,
+    VirtReport, BOOT_INFO_MAGIC, BOOT_INFO_V1_HEADER_SIZE, PROTOCOL_VERSION,
 };
 
 /// Bytes of the fixed header as this crate knows it (what [`BootInfoBuilder`]
@@ -580,8 +580,11 @@ impl BootInfo {
     /// The BSP's TSC frequency in Hz and where it comes from (CPUID or measured against the
     /// ACPI PM timer), or None when the loader did not know it (or predates the field).
     pub fn tsc_frequency(&self) -> Option<(u64, TscSource)> {
-        self.later((self.tsc_frequency_hz, self.tsc_source), HEADER_TSC_SOURCE_END)
-            .filter(|&(hz, _)| hz != 0)
+        self.later(
+            (self.tsc_frequency_hz, self.tsc_source),
+            HEADER_TSC_SOURCE_END,
+        )
+        .filter(|&(hz, _)| hz != 0)
     }
 
     /// The TPM event log (TCG2 crypto-agile format) as it stood after the loader's last

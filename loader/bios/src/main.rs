@@ -25,10 +25,10 @@ use alloc::vec::Vec;
 
 use hvboot_api::{FirmwareKind, FirmwareMemoryEntry, Framebuffer, MemoryKind};
 use hvboot_loader_core::fat::Volume;
-use hvboot_loader_core::gpt;
 use hvboot_loader_core::flow::{
     self, Cpu, FirmwareTables, Machine, Placement, Platform, PlatformError, VbeInfo,
 };
+use hvboot_loader_core::gpt;
 use hvboot_loader_core::heap::BumpHeap;
 use hvboot_loader_core::{biostables, handoff, memmap};
 

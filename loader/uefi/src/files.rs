@@ -29,8 +29,8 @@ use hvboot_loader_core::fat::{self, BlockDevice, FatType, SECTOR};
 use uefi::boot::{self, OpenProtocolAttributes, OpenProtocolParams, ScopedProtocol};
 use uefi::proto::loaded_image::LoadedImage;
 use uefi::proto::media::block::BlockIO;
-use uefi::proto::ProtocolPointer;
 use uefi::proto::media::file::{Directory, File, FileAttribute, FileInfo, FileMode, RegularFile};
+use uefi::proto::ProtocolPointer;
 use uefi::{CString16, Status};
 
 use crate::memory::{self, PAGE};

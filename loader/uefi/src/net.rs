@@ -69,7 +69,12 @@ impl Tftp {
 
     /// A file into fresh pages of the given kind; (physical address, size in bytes). Progress
     /// goes to the log: the size the server announces, then the end of the transfer.
-    pub fn read_to_pages(&mut self, path: &str, kind: u32, limit: u64) -> Result<(u64, u64), String> {
+    pub fn read_to_pages(
+        &mut self,
+        path: &str,
+        kind: u32,
+        limit: u64,
+    ) -> Result<(u64, u64), String> {
         let remote = path.trim_start_matches('/');
         let url = format!("tftp://{}/{remote}", self.server);
         let mut name: Vec<u8> = remote.bytes().collect();
@@ -167,7 +172,10 @@ impl Tftp {
         let ones = Scratch::new(path, cap, 0xFF)?;
         self.read_into(url, name, ones.bytes())?;
         let (a, b) = (zeros.bytes(), ones.bytes());
-        let size = (0..a.len()).rev().find(|&i| a[i] == b[i]).map_or(0, |i| i + 1) as u64;
+        let size = (0..a.len())
+            .rev()
+            .find(|&i| a[i] == b[i])
+            .map_or(0, |i| i + 1) as u64;
         crate::files::too_large(path, size, limit)?;
         let phys = memory::allocate(kind, size.max(1), None)
             .map_err(|e| format!("{path}: no memory for {size} bytes: {e}"))?;

@@ -201,11 +201,7 @@ pub enum Error {
 impl Error {
     /// `path`'s bytes checked against its pin, before anything reads them: `<path>: blake3
     /// mismatch: expected ..., got ...`.
-    pub fn check_digest(
-        path: &str,
-        bytes: &[u8],
-        pin: Option<digest::Digest>,
-    ) -> Result<(), Self> {
+    pub fn check_digest(path: &str, bytes: &[u8], pin: Option<digest::Digest>) -> Result<(), Self> {
         digest::check(bytes, pin).map_err(|why| Self::Digest {
             path: path.into(),
             why,

@@ -682,7 +682,11 @@ impl Cpu for FakeCpu {
             0x61 => pit.port61,
             0x42 => {
                 let v = pit.latched.unwrap_or_else(|| pit.count(tsc));
-                let byte = if pit.high_next { (v >> 8) as u8 } else { v as u8 };
+                let byte = if pit.high_next {
+                    (v >> 8) as u8
+                } else {
+                    v as u8
+                };
                 if pit.high_next {
                     pit.latched = None;
                 }

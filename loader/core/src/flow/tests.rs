@@ -811,12 +811,25 @@ fn x2apic_processors_are_listed_started_and_recorded() {
     let h = run(&mut p, &cpu, &mut Hvboot::default(), 42).unwrap();
     let b = info(&p, &h);
     let listed: Vec<(u32, u32)> = b.cpus().iter().map(|c| (c.apic_id, c.acpi_uid)).collect();
-    assert_eq!(listed, std::vec![(0, 0), (300, 300), (0x1_0000, 0x1_0000), (301, 301)]);
+    assert_eq!(
+        listed,
+        std::vec![(0, 0), (300, 300), (0x1_0000, 0x1_0000), (301, 301)]
+    );
     let sim = cpu.aps.borrow();
-    let inits: Vec<u32> = sim.ipis.iter().filter(|i| i.1 == Ipi::Init).map(|i| i.0).collect();
+    let inits: Vec<u32> = sim
+        .ipis
+        .iter()
+        .filter(|i| i.1 == Ipi::Init)
+        .map(|i| i.0)
+        .collect();
     assert_eq!(inits, std::vec![300, 0x1_0000]);
     let states: Vec<CpuState> = b.cpu_starts().iter().map(|s| s.state).collect();
-    let want = [CpuState::BSP, CpuState::PARKED, CpuState::PARKED, CpuState::DISABLED];
+    let want = [
+        CpuState::BSP,
+        CpuState::PARKED,
+        CpuState::PARKED,
+        CpuState::DISABLED,
+    ];
     assert_eq!(states, want);
 }
 

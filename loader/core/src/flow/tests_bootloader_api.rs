@@ -119,7 +119,11 @@ fn boots(patch: u16) {
     assert_eq!(mapped(&p, &h, PHYS_OFFSET + RSDP), Some(RSDP));
     if patch >= 1 {
         let addr = u64_at(&p, info + 168);
-        assert_eq!(addr, crate::bootloader_api::RAMDISK_WINDOW, "its own 4 KiB mapping");
+        assert_eq!(
+            addr,
+            crate::bootloader_api::RAMDISK_WINDOW,
+            "its own 4 KiB mapping"
+        );
         assert_eq!((u32_at(&p, info + 160), u64_at(&p, info + 176)), (0, 5000));
         let phys = mapped(&p, &h, addr).expect("the ramdisk is mapped");
         assert_eq!(p.bytes(phys, 5000), ramdisk.as_slice());

@@ -346,7 +346,10 @@ impl Limine {
                 if base.saturating_add(0x1000) > 4 << 30 {
                     // The BIOS loader reaches only the first 4 GiB; hardware puts these
                     // registers in the MMIO hole below it.
-                    log::warn!("limine: {} unit at {base:#x} left on: above 4 GiB", kind.name());
+                    log::warn!(
+                        "limine: {} unit at {base:#x} left on: above 4 GiB",
+                        kind.name()
+                    );
                     continue;
                 }
                 // SAFETY: a register page the firmware's table names, below 4 GiB on every

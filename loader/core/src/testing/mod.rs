@@ -3,8 +3,8 @@
 #![allow(missing_docs)]
 
 pub mod elf;
-pub mod linux;
 pub mod limine;
+pub mod linux;
 pub mod multiboot2;
 
 /// xorshift64 from `state`: the seeded mutators' deterministic generator.
