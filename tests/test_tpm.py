@@ -18,6 +18,7 @@ from conftest import BOOT_TIMEOUT, make_image
 from report_kernel import parse_report
 
 from hvboot.config.build import BuildConfig, ModuleSpec
+from hvboot.errors import HvbootError
 from hvboot.image.build import BuildResult, build_image
 from hvboot.loader import checker, config_file
 from hvboot.trust import keys, pcrs
@@ -205,3 +206,28 @@ def test_hvboot_test_tpm_says_the_pcrs_are_as_predicted(
 def test_pcrread_output_is_parsed_by_bank() -> None:
     text = "  sha1:\n    8 : 0x00AB\n  sha256:\n    8 : 0xFF\n    23: 0x01\n"
     assert tpm.parse_pcrread(text) == {"sha1": {8: "00ab"}, "sha256": {8: "ff", 23: "01"}}
+
+
+def test_predict_pcrs_names_what_is_missing(tmp_path: Path, report_kernel: Path) -> None:
+    image = make_image(tmp_path, report_kernel, "x=1").output
+    files = checker.esp_files(image.read_bytes(), str(image))
+    kernel = next(p for p in files if p.endswith("kernel.elf"))
+    without_kernel = {p: d for p, d in files.items() if p != kernel}
+    with pytest.raises(HvbootError) as e:
+        pcrs.measurements(without_kernel, str(image))
+    assert e.value.where == f"{image}: /{kernel}"
+    assert e.value.what == "named in hvboot.cfg but not on the ESP"
+    cfg = config_file.CONFIG_PATH.lstrip("/")
+    with pytest.raises(HvbootError) as e:
+        pcrs.measurements({p: d for p, d in files.items() if p != cfg}, str(image))
+    assert (e.value.where, e.value.what) == (f"{image}: {config_file.CONFIG_PATH}", "missing")
+    # Through the CLI: the same words, exit status 2, no traceback.
+    not_an_image = tmp_path / "not-an-image.img"
+    not_an_image.write_bytes(bytes(4096))
+    r = subprocess.run(
+        [sys.executable, "-m", "hvboot", "predict-pcrs", str(not_an_image)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and str(not_an_image) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
